@@ -1,0 +1,216 @@
+//! Request bodies of the HTTP contract and its one error shape:
+//! `{"error": {"code": "<snake_case>", "message": "<for humans>", ...}}`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::id::RecordId;
+use crate::spec::{Spec, SpecError};
+
+/// Longest `tag`, in bytes.
+pub const MAX_TAG_BYTES: usize = 256;
+/// Longest client `request_id`, in bytes.
+pub const MAX_REQUEST_ID_BYTES: usize = 128;
+
+/// `POST /v1/chains`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateChainRequest {
+    pub tag: String,
+}
+
+/// `POST /v1/draws`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrawRequest {
+    /// The chain's latest ID: its genesis (`ch_…`) or its newest draw (`dr_…`).
+    pub previous: RecordId,
+    pub tag: String,
+    pub spec: Spec,
+    /// A client idempotency key: a retry with the same `previous` and the
+    /// same `request_id` gets the original 201 body back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("`tag` must be at most {MAX_TAG_BYTES} bytes without control characters")]
+    BadTag,
+    #[error("`request_id` must be 1 to {MAX_REQUEST_ID_BYTES} characters of A-Z a-z 0-9 . _ : -")]
+    BadRequestId,
+}
+
+impl RequestError {
+    pub fn field(&self) -> &'static str {
+        match self {
+            RequestError::Spec(e) => e.field(),
+            RequestError::BadTag => "tag",
+            RequestError::BadRequestId => "request_id",
+        }
+    }
+}
+
+pub fn validate_tag(tag: &str) -> Result<(), RequestError> {
+    if tag.len() > MAX_TAG_BYTES || tag.chars().any(char::is_control) {
+        return Err(RequestError::BadTag);
+    }
+    Ok(())
+}
+
+impl CreateChainRequest {
+    pub fn validate(&self) -> Result<(), RequestError> {
+        validate_tag(&self.tag)
+    }
+}
+
+impl DrawRequest {
+    /// Every check that can be made without the ledger.
+    pub fn validate(&self) -> Result<(), RequestError> {
+        validate_tag(&self.tag)?;
+        if let Some(id) = &self.request_id {
+            let ok = !id.is_empty()
+                && id.len() <= MAX_REQUEST_ID_BYTES
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-_:".contains(&b));
+            if !ok {
+                return Err(RequestError::BadRequestId);
+            }
+        }
+        self.spec.validate()?;
+        Ok(())
+    }
+}
+
+/// Every error code the API returns. Stable: clients match on these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The body is not JSON, or not the expected shape.
+    InvalidJson,
+    /// The body is JSON of the right shape but breaks a documented limit.
+    InvalidRequest,
+    UnsupportedMediaType,
+    PayloadTooLarge,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    PreviousAlreadyUsed,
+    RateLimited,
+    /// The node is overloaded or cannot reach a leader right now; retry.
+    Unavailable,
+    /// The entropy pool is empty; retry after the reserve refills.
+    EntropyExhausted,
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status that goes with the code.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::InvalidJson => 400,
+            ErrorCode::InvalidRequest => 422,
+            ErrorCode::UnsupportedMediaType => 415,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::NotFound => 404,
+            ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::PreviousAlreadyUsed => 409,
+            ErrorCode::RateLimited => 429,
+            ErrorCode::Unavailable | ErrorCode::EntropyExhausted => 503,
+            ErrorCode::Internal => 500,
+        }
+    }
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: ErrorCode,
+    pub message: String,
+    /// With `previous_already_used`: the draw already issued after `previous`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub existing_id: Option<RecordId>,
+    /// With `invalid_request`: the offending field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl ErrorBody {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorBody {
+            error: ErrorDetail {
+                code,
+                message: message.into(),
+                existing_id: None,
+                field: None,
+            },
+        }
+    }
+
+    pub fn invalid(err: &RequestError) -> Self {
+        let mut body = ErrorBody::new(ErrorCode::InvalidRequest, err.to_string());
+        body.error.field = Some(err.field().to_string());
+        body
+    }
+
+    pub fn previous_already_used(previous: &RecordId, existing: RecordId) -> Self {
+        let mut body = ErrorBody::new(
+            ErrorCode::PreviousAlreadyUsed,
+            format!("{previous} already has a successor, {existing}; draws cannot be re-rolled"),
+        );
+        body.error.existing_id = Some(existing);
+        body
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(tag: &str, request_id: Option<&str>) -> DrawRequest {
+        DrawRequest {
+            previous: RecordId::for_body(crate::RecordKind::Chain, b"g"),
+            tag: tag.into(),
+            spec: Spec::Bytes { count: 4 },
+            request_id: request_id.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn tags_and_request_ids_are_checked() {
+        assert!(request("round 7", Some("r-1:a.b_c")).validate().is_ok());
+        assert_eq!(request("a\nb", None).validate(), Err(RequestError::BadTag));
+        assert_eq!(
+            request(&"x".repeat(MAX_TAG_BYTES + 1), None).validate(),
+            Err(RequestError::BadTag)
+        );
+        assert_eq!(
+            request("t", Some("")).validate(),
+            Err(RequestError::BadRequestId)
+        );
+        assert_eq!(
+            request("t", Some("has space")).validate(),
+            Err(RequestError::BadRequestId)
+        );
+    }
+
+    #[test]
+    fn the_conflict_error_names_the_existing_successor() {
+        let prev = RecordId::for_body(crate::RecordKind::Chain, b"g");
+        let next = RecordId::for_body(crate::RecordKind::Draw, b"d");
+        let body = serde_json::to_value(ErrorBody::previous_already_used(&prev, next)).unwrap();
+        assert_eq!(body["error"]["code"], "previous_already_used");
+        assert_eq!(body["error"]["existing_id"], next.to_string());
+        assert_eq!(ErrorCode::PreviousAlreadyUsed.http_status(), 409);
+    }
+}
