@@ -22,8 +22,9 @@ pub use api::{CreateChainRequest, DrawRequest, ErrorBody, ErrorCode, RequestErro
 pub use derive::{derive, Derived, NeedMoreEntropy, DERIVATION_V1};
 pub use id::{IdError, RecordId, RecordKind};
 pub use record::{
-    ChainBody, ChainRecord, ChainResponse, DrawBody, DrawLookup, DrawRecord, DrawResponse,
-    DrawResult, EntropySegment, EntropyUse, KeyInfo, KeySet, Signature, Signer,
+    ChainBody, ChainRecord, ChainResponse, ChainType, DrawBody, DrawLookup, DrawRecord,
+    DrawResponse, DrawResult, DrawType, EntropySegment, EntropyUse, KeyInfo, KeySet, Signature,
+    Signer,
 };
 pub use spec::{Spec, SpecError};
 pub use verify::{verify_chain, verify_draw, VerifyError, VerifyReport};

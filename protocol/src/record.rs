@@ -35,9 +35,28 @@ pub fn parse_timestamp(text: &str) -> Option<SystemTime> {
 }
 
 /// The signed part of a chain's genesis record.
+/// The `"type": "chain"` marker. A one-value enum rather than a serde tag,
+/// so that a record claiming any other type fails to parse (serde does not
+/// check struct tags inside a flattened record).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChainType {
+    #[default]
+    #[serde(rename = "chain")]
+    Chain,
+}
+
+/// The `"type": "draw"` marker; see [`ChainType`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DrawType {
+    #[default]
+    #[serde(rename = "draw")]
+    Draw,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename = "chain")]
 pub struct ChainBody {
+    #[serde(rename = "type")]
+    pub record_type: ChainType,
     pub customer: String,
     pub tag: String,
     pub created_at: String,
@@ -90,8 +109,9 @@ impl EntropyUse {
 
 /// The signed part of a draw record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename = "draw")]
 pub struct DrawBody {
+    #[serde(rename = "type")]
+    pub record_type: DrawType,
     pub chain: RecordId,
     /// 1 for the first draw after the genesis; contiguous within a chain.
     pub position: u64,
@@ -272,6 +292,7 @@ mod tests {
         let signer = Signer::from_secret([1; 32]);
         let sealed = signer
             .seal_chain(ChainBody {
+                record_type: ChainType::Chain,
                 customer: "cu_1".into(),
                 tag: "roulette".into(),
                 created_at: format_timestamp(0),

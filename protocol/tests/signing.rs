@@ -1,0 +1,227 @@
+//! Signed records verify, and tampering with any field of a signed record,
+//! with its ID, its signature or its entropy makes verification fail.
+
+use geiger_protocol::derive::derive;
+use geiger_protocol::record::format_timestamp;
+use geiger_protocol::verify::Previous;
+use geiger_protocol::{
+    verify_chain, verify_draw, ChainBody, ChainResponse, DrawBody, DrawResponse, EntropySegment,
+    EntropyUse, KeySet, Signer, Spec, VerifyError, DERIVATION_V1,
+};
+use serde_json::Value;
+
+const T0: u64 = 1_795_000_000_000;
+
+fn signer() -> Signer {
+    Signer::from_secret([7; 32])
+}
+
+fn keys() -> KeySet {
+    KeySet {
+        keys: vec![signer().key_info(format_timestamp(T0), None)],
+    }
+}
+
+fn genesis() -> ChainResponse {
+    signer()
+        .seal_chain(ChainBody {
+            record_type: Default::default(),
+            customer: "cu_casino".into(),
+            tag: "blackjack table 4".into(),
+            created_at: format_timestamp(T0 + 1),
+            ledger_index: 10,
+            key_id: String::new(),
+        })
+        .unwrap()
+}
+
+fn draw_after(
+    previous: geiger_protocol::RecordId,
+    chain: &ChainResponse,
+    position: u64,
+    spec: Spec,
+) -> DrawResponse {
+    let entropy: Vec<u8> = (0..2000u32).map(|i| (i * 7919 % 251) as u8).collect();
+    let derived = derive(&spec, &entropy).unwrap();
+    let used = &entropy[..derived.consumed];
+    let half = (used.len() / 2) as u32;
+    signer()
+        .seal_draw(DrawBody {
+            record_type: Default::default(),
+            chain: chain.id,
+            position,
+            previous,
+            tag: "hand 1".into(),
+            customer: "cu_casino".into(),
+            request_id: Some("req-1".into()),
+            spec,
+            result: derived.result,
+            issued_at: format_timestamp(T0 + 2),
+            ledger_index: 11,
+            entropy: EntropyUse::new(
+                vec![
+                    EntropySegment {
+                        device: "dev_a".into(),
+                        chunk_seq: 4,
+                        offset: 100,
+                        length: half,
+                    },
+                    EntropySegment {
+                        device: "dev_a".into(),
+                        chunk_seq: 5,
+                        offset: 0,
+                        length: used.len() as u32 - half,
+                    },
+                ],
+                used,
+            ),
+            derivation: DERIVATION_V1.into(),
+            key_id: String::new(),
+        })
+        .unwrap()
+}
+
+fn first_draw() -> (ChainResponse, DrawResponse) {
+    let chain = genesis();
+    let draw = draw_after(chain.id, &chain, 1, Spec::Permutation { n: 52 });
+    (chain, draw)
+}
+
+#[test]
+fn an_untouched_chain_and_draw_verify_with_every_check_reported() {
+    let (chain, draw) = first_draw();
+    verify_chain(&chain, &keys()).unwrap();
+    let report = verify_draw(&draw, &keys(), Some(Previous::Chain(&chain))).unwrap();
+    assert!(report.checks.len() >= 5, "{:?}", report.checks);
+    let second = draw_after(draw.draw.id, &chain, 2, Spec::Bytes { count: 32 });
+    verify_draw(&second, &keys(), Some(Previous::Draw(&draw))).unwrap();
+}
+
+/// Every leaf of the JSON form, changed in a type-preserving way.
+fn tampered_variants(value: &Value) -> Vec<(String, Value)> {
+    fn walk(path: String, v: &Value, root: &Value, out: &mut Vec<(String, Value)>) {
+        match v {
+            Value::Object(map) => {
+                for (k, child) in map {
+                    walk(format!("{path}/{k}"), child, root, out)
+                }
+            }
+            Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    walk(format!("{path}/{i}"), child, root, out)
+                }
+            }
+            leaf => {
+                let changed = match leaf {
+                    Value::String(s) if s.is_empty() => Value::String("x".into()),
+                    Value::String(s) => {
+                        // Swap the last character for another of the same class
+                        // so IDs, hex and base64 stay well formed.
+                        let mut chars: Vec<char> = s.chars().collect();
+                        let last = chars.pop().unwrap();
+                        let swapped = match last {
+                            'a' => 'b',
+                            '0' => '1',
+                            '=' => {
+                                let c = chars.pop().unwrap();
+                                chars.push(if c == 'A' { 'E' } else { 'A' });
+                                '='
+                            }
+                            c if c.is_ascii_digit() => '0',
+                            _ => 'a',
+                        };
+                        chars.push(swapped);
+                        Value::String(chars.into_iter().collect())
+                    }
+                    Value::Number(n) => Value::from(n.as_i64().map(|i| i ^ 1).unwrap_or(1)),
+                    Value::Bool(b) => Value::Bool(!b),
+                    Value::Null => Value::String("x".into()),
+                    _ => unreachable!(),
+                };
+                let mut copy = root.clone();
+                *copy.pointer_mut(&path).unwrap() = changed;
+                out.push((path, copy));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(String::new(), value, value, &mut out);
+    out
+}
+
+#[test]
+fn tampering_with_any_field_of_a_draw_makes_verification_fail() {
+    let (chain, draw) = first_draw();
+    let original = serde_json::to_value(&draw).unwrap();
+    let variants = tampered_variants(&original);
+    assert!(variants.len() > 60, "walked {} leaves", variants.len());
+    for (path, value) in variants {
+        // A variant that no longer parses is rejected too.
+        if let Ok(tampered) = serde_json::from_value::<DrawResponse>(value) {
+            assert_ne!(tampered, draw, "{path} was not changed");
+            let outcome = verify_draw(&tampered, &keys(), Some(Previous::Chain(&chain)));
+            assert!(outcome.is_err(), "tampering with {path} went unnoticed");
+        }
+    }
+}
+
+#[test]
+fn tampering_with_any_field_of_a_chain_makes_verification_fail() {
+    let chain = genesis();
+    for (path, value) in tampered_variants(&serde_json::to_value(&chain).unwrap()) {
+        if let Ok(tampered) = serde_json::from_value::<ChainResponse>(value) {
+            assert!(
+                verify_chain(&tampered, &keys()).is_err(),
+                "{path} went unnoticed"
+            );
+        }
+    }
+}
+
+#[test]
+fn re_signed_entropy_tampering_is_caught_by_re_derivation() {
+    // An insider with the key re-signs a draw whose entropy was swapped:
+    // the signature and ID are then valid, but the result no longer derives.
+    let (chain, draw) = first_draw();
+    let mut body = draw.draw.body.clone();
+    let mut bytes = hex::decode(&body.entropy.hex).unwrap();
+    // The top byte of the first word: it decides the first card.
+    bytes[7] ^= 0x80;
+    body.entropy = EntropyUse::new(body.entropy.segments.clone(), &bytes);
+    let forged = signer().seal_draw(body).unwrap();
+    let outcome = verify_draw(&forged, &keys(), Some(Previous::Chain(&chain)));
+    assert!(
+        matches!(outcome, Err(VerifyError::ResultMismatch)),
+        "{outcome:?}"
+    );
+}
+
+#[test]
+fn a_key_used_outside_its_validity_period_is_refused() {
+    let (_, draw) = first_draw();
+    let rotated = KeySet {
+        keys: vec![signer().key_info(format_timestamp(T0), Some(format_timestamp(T0 + 2)))],
+    };
+    assert!(matches!(
+        verify_draw(&draw, &rotated, None),
+        Err(VerifyError::KeyNotValidAt { .. })
+    ));
+    let still_valid = KeySet {
+        keys: vec![signer().key_info(format_timestamp(T0), Some(format_timestamp(T0 + 3)))],
+    };
+    verify_draw(&draw, &still_valid, None).unwrap();
+}
+
+#[test]
+fn a_draw_presented_as_following_the_wrong_record_is_refused() {
+    let (chain, draw) = first_draw();
+    let other = draw_after(draw.draw.id, &chain, 2, Spec::Bytes { count: 8 });
+    assert!(matches!(
+        verify_draw(&other, &keys(), Some(Previous::Chain(&chain))),
+        Err(VerifyError::BrokenLink(_))
+    ));
+    assert!(matches!(
+        verify_draw(&draw, &KeySet::default(), None),
+        Err(VerifyError::UnknownKey(_))
+    ));
+}
