@@ -54,7 +54,7 @@ fn a_vector_with_one_byte_less_entropy_asks_for_more() {
 #[test]
 fn the_same_entropy_always_gives_the_same_result_and_consumption() {
     let entropy: Vec<u8> = (0..4096u32)
-        .map(|i| (i * 2654435761u32 >> 13) as u8)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     let specs = [
         Spec::Integers {
