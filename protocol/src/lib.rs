@@ -15,6 +15,7 @@ pub mod canonical;
 pub mod derive;
 pub mod id;
 pub mod record;
+pub mod sample;
 pub mod spec;
 pub mod verify;
 

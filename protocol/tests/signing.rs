@@ -1,16 +1,16 @@
 //! Signed records verify, and tampering with any field of a signed record,
 //! with its ID, its signature or its entropy makes verification fail.
 
-use geiger_protocol::derive::derive;
 use geiger_protocol::record::format_timestamp;
+use geiger_protocol::sample;
 use geiger_protocol::verify::Previous;
 use geiger_protocol::{
-    verify_chain, verify_draw, ChainBody, ChainResponse, DrawBody, DrawResponse, EntropySegment,
-    EntropyUse, KeySet, Signer, Spec, VerifyError, DERIVATION_V1,
+    verify_chain, verify_draw, ChainResponse, DrawResponse, EntropyUse, KeySet, Signer, Spec,
+    VerifyError,
 };
 use serde_json::Value;
 
-const T0: u64 = 1_795_000_000_000;
+const T0: u64 = sample::SAMPLE_TIME_MS;
 
 fn signer() -> Signer {
     Signer::from_secret([7; 32])
@@ -23,16 +23,7 @@ fn keys() -> KeySet {
 }
 
 fn genesis() -> ChainResponse {
-    signer()
-        .seal_chain(ChainBody {
-            record_type: Default::default(),
-            customer: "cu_casino".into(),
-            tag: "blackjack table 4".into(),
-            created_at: format_timestamp(T0 + 1),
-            ledger_index: 10,
-            key_id: String::new(),
-        })
-        .unwrap()
+    sample::genesis(&signer())
 }
 
 fn draw_after(
@@ -41,44 +32,7 @@ fn draw_after(
     position: u64,
     spec: Spec,
 ) -> DrawResponse {
-    let entropy: Vec<u8> = (0..2000u32).map(|i| (i * 7919 % 251) as u8).collect();
-    let derived = derive(&spec, &entropy).unwrap();
-    let used = &entropy[..derived.consumed];
-    let half = (used.len() / 2) as u32;
-    signer()
-        .seal_draw(DrawBody {
-            record_type: Default::default(),
-            chain: chain.id,
-            position,
-            previous,
-            tag: "hand 1".into(),
-            customer: "cu_casino".into(),
-            request_id: Some("req-1".into()),
-            spec,
-            result: derived.result,
-            issued_at: format_timestamp(T0 + 2),
-            ledger_index: 11,
-            entropy: EntropyUse::new(
-                vec![
-                    EntropySegment {
-                        device: "dev_a".into(),
-                        chunk_seq: 4,
-                        offset: 100,
-                        length: half,
-                    },
-                    EntropySegment {
-                        device: "dev_a".into(),
-                        chunk_seq: 5,
-                        offset: 0,
-                        length: used.len() as u32 - half,
-                    },
-                ],
-                used,
-            ),
-            derivation: DERIVATION_V1.into(),
-            key_id: String::new(),
-        })
-        .unwrap()
+    sample::draw_after(&signer(), chain, previous, position, spec)
 }
 
 fn first_draw() -> (ChainResponse, DrawResponse) {
