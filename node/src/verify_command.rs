@@ -28,7 +28,7 @@ enum Record {
     Chain(ChainResponse),
     Draw {
         lookup_request: Option<geiger_protocol::DrawRequest>,
-        response: DrawResponse,
+        response: Box<DrawResponse>,
     },
 }
 
@@ -39,11 +39,11 @@ fn parse_record(text: &str) -> anyhow::Result<Record> {
             serde_json::from_value(value).context("input is not a draw lookup")?;
         return Ok(Record::Draw {
             lookup_request: Some(lookup.request),
-            response: lookup.response,
+            response: Box::new(lookup.response),
         });
     }
     if value.get("draw").is_some() {
-        let response = serde_json::from_value(value).context("input is not a draw")?;
+        let response = Box::new(serde_json::from_value(value).context("input is not a draw")?);
         return Ok(Record::Draw {
             lookup_request: None,
             response,
