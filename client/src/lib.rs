@@ -1,4 +1,18 @@
-//! geiger-client: the Rust SDK: failover, safe retries, verification.
+//! geiger-client: the Rust SDK for geiger.
 //!
-//! Not built yet: this crate holds no functionality so far. Its issue in the
-//! tracker describes what it will hold; nothing here pretends to work.
+//! A [`Client`] takes several node endpoints, spreads requests over them and
+//! fails over on connection errors, timeouts and 5xx answers. Draws are
+//! retried safely: every draw carries a `request_id` (one is generated when
+//! the caller gives none), so a retry of a draw that was in fact committed is
+//! recognised by the ledger and answered with the original 201 body. Every
+//! chain and draw received is verified (signature, ID, re-derivation)
+//! against the cluster's published keys before it is returned.
+
+mod client;
+mod error;
+
+pub use client::{Client, ClientBuilder, Issued, IssuedChain, Lookup};
+pub use error::ClientError;
+
+/// The header a node sets on a 201 that replays an earlier identical draw.
+pub const REPLAY_HEADER: &str = "geiger-replayed";
