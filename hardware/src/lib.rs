@@ -1,4 +1,28 @@
-//! geiger-hardware: the device agent, the link protocol and the entropy health tests.
+//! geiger-hardware: the device agent, the link protocol and the entropy
+//! health tests.
 //!
-//! Not built yet: this crate holds no functionality so far. Its issue in the
-//! tracker describes what it will hold; nothing here pretends to work.
+//! - [`chunk`]: device ids and the signed chunk statement.
+//! - [`frame`]: the link protocol's frames (docs/LINK.md).
+//! - [`device_store`]: the device's key, sequence and epoch on disk.
+//! - [`source`]: the simulator, character devices, and fault modes.
+//! - [`agent`]: the device side of a link (`geiger-device`).
+//! - [`client`]: the node side of a link: verified, health-tested chunks.
+//! - [`health`]: NIST SP 800-90B continuous health tests (docs/HEALTH.md).
+
+pub mod agent;
+pub mod chunk;
+pub mod client;
+pub mod device_store;
+pub mod frame;
+pub mod health;
+pub mod source;
+
+pub use agent::{Agent, AgentConfig, AgentError};
+pub use chunk::{DeviceId, SignedChunk};
+pub use client::{
+    Backoff, ChunkOutcome, CloseReason, LinkConfig, LinkError, LinkEvent, LinkSession, LinkState,
+    QuarantineReason, SessionInfo, VerifiedChunk,
+};
+pub use frame::{ErrorCode, PROTOCOL_VERSION};
+pub use health::{Cutoffs, HealthConfig, HealthFailure, HealthTests};
+pub use source::{Faults, SourceConfig, SourceKind};

@@ -1,0 +1,657 @@
+//! The device agent: serves one device to one node session at a time.
+//!
+//! Sessions are fenced by the owner's lease epoch. The agent keeps the newest
+//! epoch it has accepted on disk; a Hello with an older epoch is refused with
+//! a `StaleEpoch` error frame, and an accepted Hello (newer, or equal: the
+//! same owner reconnecting) ends whatever session is running with a
+//! `Superseded` error frame before it takes the device. So a paused or
+//! partitioned old owner can never receive another chunk once a newer owner
+//! has connected.
+//!
+//! Chunks are produced only against credit: the node grants N chunks, the
+//! agent reads, numbers, signs and sends at most N, then waits. A slow node
+//! therefore throttles the device instead of being flooded.
+//!
+//! The agent retains the last few chunks it sent, in memory. A Hello names
+//! the highest sequence the cluster has accounted for; retained chunks after
+//! it are sent again first, so a chunk in flight to an owner that died is
+//! not lost when the next owner connects (the cluster drops duplicates by
+//! sequence). Only a device restart or a retention overflow loses chunks, and
+//! those show up as a declared gap, never as a repeated sequence.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{timeout, Instant};
+
+use crate::chunk::{DeviceId, SignedChunk};
+use crate::device_store::{load_or_create_key, EpochCheck, EpochStore, SeqStore, StoreError};
+use crate::frame::{
+    read_frame, ErrorCode, ErrorFrame, Frame, FrameError, Hello, Welcome, MAX_CHUNK_BYTES,
+    MAX_OUTSTANDING_CREDITS, PROTOCOL_VERSION,
+};
+use crate::source::{Source, SourceConfig, SourceError};
+
+/// Default chunk size: 4 KiB, 8 chunks a second at the simulator's rate.
+pub const DEFAULT_CHUNK_SIZE: usize = 4096;
+/// Default number of sent chunks kept for re-sending to the next owner.
+pub const DEFAULT_RETAIN_CHUNKS: usize = 256;
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub listen: SocketAddr,
+    pub state_dir: PathBuf,
+    pub source: SourceConfig,
+    pub chunk_size: usize,
+    pub seq_reserve: u64,
+    pub retain_chunks: usize,
+    /// Send a heartbeat after this long without sending anything else.
+    pub heartbeat: Duration,
+    /// End a session after this long without hearing from the node.
+    pub idle_timeout: Duration,
+    /// Fault mode: drop each session's connection, without a word, after this.
+    pub drop_every: Option<Duration>,
+}
+
+impl AgentConfig {
+    pub fn new(listen: SocketAddr, state_dir: PathBuf, source: SourceConfig) -> Self {
+        AgentConfig {
+            listen,
+            state_dir,
+            source,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            seq_reserve: crate::device_store::DEFAULT_SEQ_RESERVE,
+            retain_chunks: DEFAULT_RETAIN_CHUNKS,
+            heartbeat: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(5),
+            drop_every: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("device state: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// Who may use the device now. Every accepted Hello gets a new generation;
+/// a session runs only while the published generation is its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Turn {
+    generation: u64,
+    epoch: u64,
+    shutting_down: bool,
+}
+
+struct Fence {
+    epochs: EpochStore,
+    generation: u64,
+}
+
+/// The device proper: only the session holding it produces chunks.
+struct Core {
+    source: Source,
+    seqs: Arc<Mutex<SeqStore>>,
+    retained: VecDeque<SignedChunk>,
+}
+
+struct Shared {
+    key: SigningKey,
+    device_id: DeviceId,
+    config: AgentConfig,
+    fence: Mutex<Fence>,
+    turn: watch::Sender<Turn>,
+    core: tokio::sync::Mutex<Core>,
+}
+
+/// A bound, ready agent.
+pub struct Agent {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+impl Agent {
+    /// Loads (or creates) the device state, opens the source and binds.
+    pub async fn bind(config: AgentConfig) -> Result<Agent, AgentError> {
+        if config.chunk_size == 0 || config.chunk_size > MAX_CHUNK_BYTES {
+            return Err(AgentError::Config(format!(
+                "chunk size must be 1..={MAX_CHUNK_BYTES}, got {}",
+                config.chunk_size
+            )));
+        }
+        if config.heartbeat.is_zero() || config.idle_timeout <= config.heartbeat {
+            return Err(AgentError::Config(
+                "the idle timeout must be longer than the (non-zero) heartbeat".into(),
+            ));
+        }
+        let dir = config.state_dir.clone();
+        let reserve = config.seq_reserve;
+        // Disk work (key creation, fsyncs) stays off the async runtime.
+        let loaded = tokio::task::spawn_blocking(move || {
+            Ok::<_, StoreError>((
+                load_or_create_key(&dir)?,
+                SeqStore::open(&dir, reserve)?,
+                EpochStore::open(&dir)?,
+            ))
+        })
+        .await
+        .map_err(|e| AgentError::Config(format!("state loader failed: {e}")))?;
+        let (key, seqs, epochs) = loaded?;
+        let source = Source::open(&config.source)?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| AgentError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let device_id = DeviceId::of(&key.verifying_key());
+        tracing::info!(
+            device = %device_id,
+            next_seq = seqs.peek(),
+            newest_epoch = epochs.highest(),
+            source = ?config.source.kind,
+            "device agent ready"
+        );
+        let (turn, _) = watch::channel(Turn {
+            generation: 0,
+            epoch: epochs.highest(),
+            shutting_down: false,
+        });
+        let shared = Arc::new(Shared {
+            key,
+            device_id,
+            fence: Mutex::new(Fence {
+                epochs,
+                generation: 0,
+            }),
+            turn,
+            core: tokio::sync::Mutex::new(Core {
+                source,
+                seqs: Arc::new(Mutex::new(seqs)),
+                retained: VecDeque::new(),
+            }),
+            config,
+        });
+        Ok(Agent { listener, shared })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn device_id(&self) -> DeviceId {
+        self.shared.device_id
+    }
+
+    pub fn public_key(&self) -> VerifyingKey {
+        self.shared.key.verifying_key()
+    }
+
+    /// Serves until `shutdown` completes, then tells the running session.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let shared = self.shared.clone();
+                        tokio::spawn(async move { serve_connection(shared, stream, peer).await });
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off
+                        // rather than spin.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+            }
+        }
+        self.shared.turn.send_modify(|t| t.shutting_down = true);
+        tracing::info!("device agent shutting down");
+        // Give the session a moment to send its closing frame.
+        let _ = timeout(Duration::from_secs(1), self.shared.core.lock()).await;
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+async fn send(w: &mut OwnedWriteHalf, frame: &Frame, limit: Duration) -> Result<(), String> {
+    match timeout(limit, w.write_all(&frame.encode())).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("write failed: {e}")),
+        Err(_) => Err("write timed out".into()),
+    }
+}
+
+async fn send_error(
+    w: &mut OwnedWriteHalf,
+    code: ErrorCode,
+    detail: u64,
+    message: String,
+    limit: Duration,
+) {
+    let frame = Frame::Error(ErrorFrame {
+        code,
+        detail,
+        message,
+    });
+    // Best effort: the peer may already be gone, and we are closing anyway.
+    let _ = send(w, &frame, limit).await;
+    let _ = w.shutdown().await;
+}
+
+enum Admission {
+    Refused { newest: u64 },
+    Accepted { generation: u64 },
+}
+
+async fn serve_connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let limit = shared.config.idle_timeout;
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::new(rd);
+
+    let hello = match timeout(limit, read_frame(&mut rd)).await {
+        Ok(Ok(Frame::Hello(h))) => h,
+        Ok(Ok(other)) => {
+            let msg = format!("expected Hello, got {}", frame_name(&other));
+            send_error(&mut wr, ErrorCode::ProtocolViolation, 0, msg, limit).await;
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "connection closed before its Hello");
+            let msg = format!("bad Hello: {e}");
+            send_error(&mut wr, ErrorCode::ProtocolViolation, 0, msg, limit).await;
+            return;
+        }
+        Err(_) => {
+            send_error(
+                &mut wr,
+                ErrorCode::Timeout,
+                0,
+                "no Hello in time".into(),
+                limit,
+            )
+            .await;
+            return;
+        }
+    };
+    if hello.version != PROTOCOL_VERSION {
+        let msg = format!(
+            "link protocol version {} is not supported; this device speaks {PROTOCOL_VERSION}",
+            hello.version
+        );
+        send_error(
+            &mut wr,
+            ErrorCode::UnsupportedVersion,
+            u64::from(PROTOCOL_VERSION),
+            msg,
+            limit,
+        )
+        .await;
+        return;
+    }
+
+    let admission = {
+        let shared = shared.clone();
+        let epoch = hello.epoch;
+        tokio::task::spawn_blocking(move || admit(&shared, epoch)).await
+    };
+    let generation = match admission {
+        Ok(Ok(Admission::Accepted { generation })) => generation,
+        Ok(Ok(Admission::Refused { newest })) => {
+            tracing::info!(%peer, epoch = hello.epoch, newest, "refused a session with a stale epoch");
+            let msg = format!(
+                "epoch {} is older than epoch {newest}, the newest this device has seen",
+                hello.epoch
+            );
+            send_error(&mut wr, ErrorCode::StaleEpoch, newest, msg, limit).await;
+            return;
+        }
+        Ok(Err(e)) => {
+            // Without a durable epoch we cannot promise fencing: refuse.
+            tracing::error!(error = %e, "cannot persist the session epoch");
+            send_error(
+                &mut wr,
+                ErrorCode::SourceFailed,
+                0,
+                "device state unavailable".into(),
+                limit,
+            )
+            .await;
+            return;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "epoch check task failed");
+            return;
+        }
+    };
+
+    let mut turn_rx = shared.turn.subscribe();
+    // Wait for the previous session to let go of the device, unless a newer
+    // Hello overtakes this one meanwhile.
+    let core = tokio::select! {
+        core = shared.core.lock() => Some(core),
+        _ = turn_rx.wait_for(|t| t.generation != generation || t.shutting_down) => None,
+    };
+    let current = *turn_rx.borrow();
+    let Some(mut core) =
+        core.filter(|_| current.generation == generation && !current.shutting_down)
+    else {
+        let msg = format!("a session with epoch {} took over", current.epoch);
+        send_error(&mut wr, ErrorCode::Superseded, current.epoch, msg, limit).await;
+        return;
+    };
+
+    let next_fresh = core
+        .seqs
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .peek();
+    if let Some(after) = hello.resume_after.filter(|&r| r >= next_fresh) {
+        tracing::error!(%peer, resume_after = after, next_seq = next_fresh, "the node has seen sequences this device never issued; refusing");
+        let msg = format!(
+            "the node has accounted for sequence {after}, but this device has only issued up to {}; its sequence store was lost or rolled back",
+            next_fresh.saturating_sub(1)
+        );
+        send_error(&mut wr, ErrorCode::SequenceRollback, next_fresh, msg, limit).await;
+        return;
+    }
+    let mut replay: VecDeque<SignedChunk> = core
+        .retained
+        .iter()
+        .filter(|c| hello.resume_after.is_none_or(|r| c.seq > r))
+        .cloned()
+        .collect();
+    let welcome = Welcome {
+        version: PROTOCOL_VERSION,
+        device_id: shared.device_id,
+        public_key: shared.key.verifying_key().to_bytes(),
+        epoch: hello.epoch,
+        next_seq: replay.front().map_or(next_fresh, |c| c.seq),
+        chunk_size: shared.config.chunk_size as u32,
+    };
+    if let Err(e) = send(&mut wr, &Frame::Welcome(welcome.clone()), limit).await {
+        tracing::info!(%peer, error = %e, "session lost during the handshake");
+        return;
+    }
+    tracing::info!(
+        %peer,
+        epoch = hello.epoch,
+        resume_after = ?hello.resume_after,
+        next_seq = welcome.next_seq,
+        replayed = replay.len(),
+        "session started"
+    );
+
+    let ending = run_session(
+        &shared,
+        &mut core,
+        &mut replay,
+        &hello,
+        generation,
+        rd,
+        &mut wr,
+        turn_rx,
+    )
+    .await;
+    drop(core);
+    match ending {
+        Ending::Error(code, detail, message) => {
+            tracing::info!(%peer, epoch = hello.epoch, ?code, %message, "session ended");
+            send_error(&mut wr, code, detail, message, limit).await;
+        }
+        Ending::Quiet(why) => {
+            tracing::info!(%peer, epoch = hello.epoch, reason = %why, "session ended");
+        }
+    }
+}
+
+/// Decides whether a Hello's epoch may have the device. Runs on a blocking
+/// thread: a newer epoch is fsynced before it is acted on.
+fn admit(shared: &Shared, epoch: u64) -> Result<Admission, StoreError> {
+    let mut fence = shared.fence.lock().unwrap_or_else(PoisonError::into_inner);
+    match fence.epochs.observe(epoch)? {
+        EpochCheck::Stale { newest } => Ok(Admission::Refused { newest }),
+        check => {
+            if let EpochCheck::Advanced { previous } = check {
+                tracing::info!(epoch, previous, "fencing epoch advanced");
+            }
+            fence.generation += 1;
+            let generation = fence.generation;
+            // Published under the fence lock, so generations and epochs
+            // reach sessions in the order they were admitted.
+            shared.turn.send_modify(|t| {
+                t.generation = generation;
+                t.epoch = epoch;
+            });
+            Ok(Admission::Accepted { generation })
+        }
+    }
+}
+
+enum Ending {
+    /// Close with an error frame.
+    Error(ErrorCode, u64, String),
+    /// Close without one (the peer is gone, or a fault drops it).
+    Quiet(String),
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_session(
+    shared: &Shared,
+    core: &mut Core,
+    replay: &mut VecDeque<SignedChunk>,
+    hello: &Hello,
+    generation: u64,
+    rd: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    wr: &mut OwnedWriteHalf,
+    mut turn_rx: watch::Receiver<Turn>,
+) -> Ending {
+    let cfg = &shared.config;
+    // Inbound frames are read by their own task, so a half-read frame is
+    // never lost to a select! that picked another branch.
+    let (in_tx, mut in_rx) = mpsc::channel(16);
+    let reader = tokio::spawn(async move {
+        let mut rd = rd;
+        loop {
+            let frame = read_frame(&mut rd).await;
+            let stop = frame.is_err();
+            if in_tx.send(frame).await.is_err() || stop {
+                return;
+            }
+        }
+    });
+    let _abort_reader = AbortOnDrop(reader);
+
+    let mut credits: u64 = 0;
+    let mut sent: u64 = 0;
+    let mut last_rx = Instant::now();
+    let mut last_tx = Instant::now();
+    let drop_at = cfg.drop_every.map(|d| Instant::now() + d);
+    let mut tick = tokio::time::interval(cfg.heartbeat / 4);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    loop {
+        tokio::select! {
+            biased;
+            _ = turn_rx.changed() => {
+                let t = *turn_rx.borrow();
+                if t.shutting_down {
+                    return Ending::Error(ErrorCode::ShuttingDown, 0, "the device is shutting down".into());
+                }
+                if t.generation != generation {
+                    tracing::info!(old = hello.epoch, new = t.epoch, "session superseded");
+                    return Ending::Error(
+                        ErrorCode::Superseded,
+                        t.epoch,
+                        format!("a session with epoch {} took over from epoch {}", t.epoch, hello.epoch),
+                    );
+                }
+            }
+            inbound = in_rx.recv() => {
+                last_rx = Instant::now();
+                match inbound {
+                    Some(Ok(Frame::Credit { chunks })) => {
+                        credits += u64::from(chunks);
+                        if credits > MAX_OUTSTANDING_CREDITS {
+                            return Ending::Error(
+                                ErrorCode::ProtocolViolation,
+                                MAX_OUTSTANDING_CREDITS,
+                                format!("{credits} credits outstanding; at most {MAX_OUTSTANDING_CREDITS} are allowed"),
+                            );
+                        }
+                    }
+                    Some(Ok(Frame::Heartbeat)) => {}
+                    Some(Ok(Frame::Error(e))) => {
+                        return Ending::Quiet(format!("node closed the session: {:?} {}", e.code, e.message));
+                    }
+                    Some(Ok(other)) => {
+                        return Ending::Error(
+                            ErrorCode::ProtocolViolation,
+                            0,
+                            format!("unexpected {} frame from the node", frame_name(&other)),
+                        );
+                    }
+                    Some(Err(FrameError::Closed)) | None => {
+                        return Ending::Quiet(format!("node disconnected after {sent} chunks"));
+                    }
+                    Some(Err(FrameError::Io(e))) => return Ending::Quiet(format!("link I/O failed: {e}")),
+                    Some(Err(e)) => {
+                        return Ending::Error(ErrorCode::ProtocolViolation, 0, format!("bad frame: {e}"));
+                    }
+                }
+            }
+            _ = sleep_until_opt(drop_at) => {
+                tracing::warn!(epoch = hello.epoch, "dropping the connection (fault mode)");
+                return Ending::Quiet("dropped by fault mode".into());
+            }
+            _ = tick.tick() => {
+                if last_rx.elapsed() > cfg.idle_timeout {
+                    return Ending::Error(ErrorCode::Timeout, 0, format!("nothing from the node for {:?}", cfg.idle_timeout));
+                }
+                if last_tx.elapsed() >= cfg.heartbeat {
+                    if let Err(e) = send(wr, &Frame::Heartbeat, cfg.idle_timeout).await {
+                        return Ending::Quiet(e);
+                    }
+                    last_tx = Instant::now();
+                }
+            }
+            chunk = next_chunk(shared, core, replay), if credits > 0 => {
+                let chunk = match chunk {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!(error = %e, "entropy source failed");
+                        return Ending::Error(ErrorCode::SourceFailed, 0, e);
+                    }
+                };
+                // The clone is kept for re-sending to a later owner.
+                if let Err(e) = send(wr, &Frame::Chunk(chunk.clone()), cfg.idle_timeout).await {
+                    return Ending::Quiet(e);
+                }
+                credits -= 1;
+                sent += 1;
+                last_tx = Instant::now();
+                tracing::trace!(seq = chunk.seq, "chunk sent");
+                if !core.retained.iter().any(|c| c.seq == chunk.seq) {
+                    core.retained.push_back(chunk);
+                    while core.retained.len() > cfg.retain_chunks {
+                        core.retained.pop_front();
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next chunk to send: a retained one the node still lacks, else a
+/// fresh one. Cancel-safe: the sequence is taken only after the bytes are
+/// in hand, and nothing is awaited between taking it and returning.
+async fn next_chunk(
+    shared: &Shared,
+    core: &mut Core,
+    replay: &mut VecDeque<SignedChunk>,
+) -> Result<SignedChunk, String> {
+    if let Some(c) = replay.pop_front() {
+        return Ok(c);
+    }
+    let needs = core
+        .seqs
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .needs_reservation();
+    if needs {
+        let seqs = core.seqs.clone();
+        tokio::task::spawn_blocking(move || {
+            seqs.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .ensure_reserved()
+        })
+        .await
+        .map_err(|e| format!("sequence reservation task failed: {e}"))?
+        .map_err(|e| format!("cannot reserve sequence numbers: {e}"))?;
+    }
+    let bytes = core
+        .source
+        .read(shared.config.chunk_size)
+        .await
+        .map_err(|e| e.to_string())?;
+    let seq = core
+        .seqs
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()
+        .map_err(|e| format!("cannot take a sequence number: {e}"))?;
+    Ok(SignedChunk::sign(&shared.key, seq, now_ms(), bytes))
+}
+
+fn frame_name(f: &Frame) -> &'static str {
+    match f {
+        Frame::Hello(_) => "Hello",
+        Frame::Welcome(_) => "Welcome",
+        Frame::Credit { .. } => "Credit",
+        Frame::Chunk(_) => "Chunk",
+        Frame::Heartbeat => "Heartbeat",
+        Frame::Error(_) => "Error",
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -1,0 +1,153 @@
+//! `geiger-device`: fronts one entropy device on-prem and serves it to the
+//! owning node over the link protocol (docs/LINK.md).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use geiger_hardware::agent::{Agent, AgentConfig};
+use geiger_hardware::device_store::public_key_hex;
+use geiger_hardware::source::{Faults, SourceConfig, SourceKind, DEFAULT_SIM_RATE};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "geiger-device",
+    version,
+    about = "Serve one entropy device to its owning geiger node"
+)]
+struct Args {
+    /// Address to listen on for the owning node.
+    #[arg(long, env = "GEIGER_DEVICE_LISTEN", default_value = "127.0.0.1:7400")]
+    listen: SocketAddr,
+    /// Directory for the device key, sequence counter and newest epoch.
+    #[arg(long, env = "GEIGER_DEVICE_STATE_DIR")]
+    state_dir: PathBuf,
+    /// `sim` (OS randomness, rate-limited) or `file:PATH` (a character device such as /dev/hwrng).
+    #[arg(long, env = "GEIGER_DEVICE_SOURCE", default_value = "sim")]
+    source: SourceKind,
+    /// Bytes per second the source may produce; 0 = unlimited. Default: 32768 for `sim`, unlimited for a file.
+    #[arg(long, env = "GEIGER_DEVICE_RATE")]
+    rate: Option<u64>,
+    /// Bytes per chunk (1..=65536).
+    #[arg(long, env = "GEIGER_DEVICE_CHUNK_SIZE", default_value_t = 4096)]
+    chunk_size: usize,
+    /// Sequence numbers reserved per fsync.
+    #[arg(long, env = "GEIGER_DEVICE_SEQ_RESERVE", default_value_t = 1024)]
+    seq_reserve: u64,
+    /// Sent chunks kept in memory to re-send to the next owner.
+    #[arg(long, env = "GEIGER_DEVICE_RETAIN", default_value_t = 256)]
+    retain_chunks: usize,
+    /// Heartbeat interval.
+    #[arg(long, env = "GEIGER_DEVICE_HEARTBEAT", default_value = "1s", value_parser = humantime::parse_duration)]
+    heartbeat: Duration,
+    /// End a session after this long without a frame from the node.
+    #[arg(long, env = "GEIGER_DEVICE_IDLE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+    /// Fault: after this many bytes, output one byte value forever.
+    #[arg(long, env = "GEIGER_DEVICE_FAULT_STUCK_AFTER")]
+    fault_stuck_after: Option<u64>,
+    /// Fault: output bits that are 1 with this probability.
+    #[arg(long, env = "GEIGER_DEVICE_FAULT_BIAS")]
+    fault_bias: Option<f64>,
+    /// Fault: stall the source every this long ...
+    #[arg(long, env = "GEIGER_DEVICE_FAULT_STALL_EVERY", value_parser = humantime::parse_duration, requires = "fault_stall_for")]
+    fault_stall_every: Option<Duration>,
+    /// ... for this long.
+    #[arg(long, env = "GEIGER_DEVICE_FAULT_STALL_FOR", value_parser = humantime::parse_duration, requires = "fault_stall_every")]
+    fault_stall_for: Option<Duration>,
+    /// Fault: drop each session's connection after this long.
+    #[arg(long, env = "GEIGER_DEVICE_FAULT_DROP_EVERY", value_parser = humantime::parse_duration)]
+    fault_drop_every: Option<Duration>,
+    /// Print the device id and public key (creating the key if needed) and exit.
+    #[arg(long)]
+    print_key: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+
+    if let Some(p) = args.fault_bias {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&p),
+            "--fault-bias must be a probability in [0, 1]"
+        );
+    }
+    if args.print_key {
+        let key = geiger_hardware::device_store::load_or_create_key(&args.state_dir)
+            .context("loading the device key")?;
+        let vk = key.verifying_key();
+        println!(
+            "device={} public_key={}",
+            geiger_hardware::DeviceId::of(&vk),
+            public_key_hex(&vk)
+        );
+        return Ok(());
+    }
+
+    let rate = match (args.rate, &args.source) {
+        (Some(0), _) => None,
+        (Some(r), _) => Some(r),
+        (None, SourceKind::Sim) => Some(DEFAULT_SIM_RATE),
+        (None, SourceKind::File(_)) => None,
+    };
+    let source = SourceConfig {
+        kind: args.source.clone(),
+        rate,
+        faults: Faults {
+            stuck_after: args.fault_stuck_after,
+            bias_one: args.fault_bias,
+            stall: args.fault_stall_every.zip(args.fault_stall_for),
+        },
+    };
+    let mut config = AgentConfig::new(args.listen, args.state_dir.clone(), source);
+    config.chunk_size = args.chunk_size;
+    config.seq_reserve = args.seq_reserve;
+    config.retain_chunks = args.retain_chunks;
+    config.heartbeat = args.heartbeat;
+    config.idle_timeout = args.idle_timeout;
+    config.drop_every = args.fault_drop_every;
+
+    let agent = Agent::bind(config)
+        .await
+        .context("starting the device agent")?;
+    let addr = agent.local_addr().context("reading the bound address")?;
+    // One line on stdout, for scripts and tests (logs go to stderr).
+    println!(
+        "listening={addr} device={} public_key={}",
+        agent.device_id(),
+        public_key_hex(&agent.public_key())
+    );
+    agent.run_until(shutdown_signal()).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

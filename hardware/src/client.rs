@@ -1,0 +1,667 @@
+//! The node's side of a link: connect to a device under a lease epoch, grant
+//! credits, and turn the chunks that arrive into verified outcomes.
+//!
+//! [`LinkSession::connect`] performs the handshake and checks that the device
+//! is the registered one. A background task then owns the socket: it sends
+//! heartbeats, grants credits, and for every chunk checks, in order,
+//!
+//! 1. the Ed25519 signature against the *registered* public key (a chunk
+//!    that fails ends the session and is never reported as a chunk: its
+//!    sequence number is unauthenticated and must not be accounted);
+//! 2. sequence continuity: a forward jump is reported as a [`LinkEvent::Gap`]
+//!    (numbers the device skipped on restart, or chunks that fell out of its
+//!    retention); a repeat or a step back is quarantined and ends the session;
+//! 3. the SP 800-90B continuous health tests ([`crate::health`]).
+//!
+//! The owner drives it with [`LinkSession::next_event`]. Credits are granted
+//! only for room in the event queue, so an owner that stops pulling stops the
+//! device: nothing piles up in memory and the device is never asked for more
+//! than the owner can take. Designed to be driven from an actor: one task
+//! pulls events and forwards them as messages.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ed25519_dalek::VerifyingKey;
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::time::{timeout, Instant};
+
+use crate::chunk::{DeviceId, SignedChunk};
+use crate::frame::{
+    read_frame, ErrorCode, ErrorFrame, Frame, FrameError, Hello, Welcome, PROTOCOL_VERSION,
+};
+use crate::health::{Cutoffs, HealthConfig, HealthFailure, HealthTests};
+
+/// How to reach and check one device.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// `host:port` of the device agent.
+    pub addr: String,
+    /// This node's lease epoch for the link.
+    pub epoch: u64,
+    /// The device's registered public key; the only key its chunks may carry.
+    pub device_key: VerifyingKey,
+    /// Highest sequence the cluster has accounted for (appended or
+    /// quarantined); `None` for a device never heard from.
+    pub resume_after: Option<u64>,
+    /// Chunks the owner is willing to have in flight or queued.
+    pub window: u32,
+    pub health: HealthConfig,
+    /// Consecutive quarantined chunks after which the link reads unhealthy.
+    /// 1 would alarm on the tests' designed false-positive rate.
+    pub unhealthy_after: u32,
+    pub heartbeat: Duration,
+    pub idle_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl LinkConfig {
+    pub fn new(addr: impl Into<String>, epoch: u64, device_key: VerifyingKey) -> Self {
+        LinkConfig {
+            addr: addr.into(),
+            epoch,
+            device_key,
+            resume_after: None,
+            window: 16,
+            health: HealthConfig::default(),
+            unhealthy_after: 2,
+            heartbeat: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Why a session could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("cannot connect to device at {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("device at {0} did not answer in time")]
+    Timeout(String),
+    #[error("the device refuses epoch {epoch}: it has seen epoch {newest}")]
+    StaleEpoch { epoch: u64, newest: u64 },
+    #[error("the device refused the session: {code:?} ({detail}): {message}")]
+    Refused {
+        code: ErrorCode,
+        detail: u64,
+        message: String,
+    },
+    #[error("the device at this address is {got}, not the registered {expected}")]
+    WrongDevice { expected: DeviceId, got: DeviceId },
+    #[error("link protocol violation: {0}")]
+    Protocol(String),
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+}
+
+/// A chunk whose signature and sequence have been checked.
+#[derive(Clone, PartialEq, Eq)]
+pub struct VerifiedChunk {
+    pub device: DeviceId,
+    pub seq: u64,
+    pub timestamp_ms: u64,
+    pub sha256: [u8; 32],
+    /// The device's signature, kept so the ledger can prove provenance.
+    pub signature: [u8; 64],
+    pub bytes: Vec<u8>,
+    /// The epoch of the session that received it (to append under).
+    pub epoch: u64,
+}
+
+impl std::fmt::Debug for VerifiedChunk {
+    // The bytes are secret until used: never in logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedChunk")
+            .field("device", &self.device.to_string())
+            .field("seq", &self.seq)
+            .field("len", &self.bytes.len())
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an authentic chunk must not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QuarantineReason {
+    #[error("health test failed: {0}")]
+    Health(HealthFailure),
+    #[error("sequence {seq} repeats or steps back; expected {expected} or later")]
+    SequenceReplay { seq: u64, expected: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChunkOutcome {
+    Good(VerifiedChunk),
+    Quarantine(VerifiedChunk, QuarantineReason),
+}
+
+impl ChunkOutcome {
+    pub fn chunk(&self) -> &VerifiedChunk {
+        match self {
+            ChunkOutcome::Good(c) | ChunkOutcome::Quarantine(c, _) => c,
+        }
+    }
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// A session with epoch `by` took the device: this node lost the link.
+    Superseded { by: u64 },
+    /// The device ended the session with an error frame.
+    Device {
+        code: ErrorCode,
+        detail: u64,
+        message: String,
+    },
+    /// A chunk did not verify against the registered key.
+    BadSignature { seq: u64 },
+    /// The device broke the protocol (more chunks than credits, a replayed
+    /// sequence, an unexpected frame, a malformed frame).
+    Protocol(String),
+    /// Nothing from the device within the idle timeout.
+    Timeout,
+    /// The connection dropped.
+    Disconnected(String),
+    /// This node closed it ([`LinkSession::close`]).
+    Closed,
+}
+
+/// What a session reports, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkEvent {
+    Chunk(ChunkOutcome),
+    /// Sequences `from..to` will never arrive; account for them as skipped.
+    Gap {
+        from: u64,
+        to: u64,
+    },
+    /// The last event of a session.
+    Closed(CloseReason),
+}
+
+/// The link as the health actor and metrics see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkState {
+    pub connected: bool,
+    /// False after `unhealthy_after` consecutive quarantined chunks, until a
+    /// good chunk arrives.
+    pub healthy: bool,
+    /// The sequence expected next.
+    pub next_seq: u64,
+    pub good_chunks: u64,
+    pub good_bytes: u64,
+    pub quarantined_chunks: u64,
+    pub consecutive_quarantined: u32,
+    pub last_failure: Option<String>,
+    pub closed: Option<CloseReason>,
+}
+
+/// What the handshake established.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub device_id: DeviceId,
+    pub epoch: u64,
+    /// The first sequence the device said it will send.
+    pub first_seq: u64,
+    pub chunk_size: u32,
+    pub cutoffs: Cutoffs,
+}
+
+/// An open, verified session with one device.
+pub struct LinkSession {
+    info: SessionInfo,
+    events: mpsc::Receiver<LinkEvent>,
+    consumed: Arc<Notify>,
+    state: watch::Receiver<LinkState>,
+    close: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LinkSession {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl LinkSession {
+    /// Connects, says Hello with the lease epoch, and checks the Welcome.
+    pub async fn connect(config: LinkConfig) -> Result<LinkSession, LinkError> {
+        let addr = config.addr.clone();
+        let stream = match timeout(config.connect_timeout, TcpStream::connect(&addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(source)) => return Err(LinkError::Connect { addr, source }),
+            Err(_) => return Err(LinkError::Timeout(addr)),
+        };
+        let _ = stream.set_nodelay(true);
+        let (rd, mut wr) = stream.into_split();
+        let mut rd = BufReader::new(rd);
+        let hello = Frame::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            epoch: config.epoch,
+            resume_after: config.resume_after,
+        });
+        wr.write_all(&hello.encode())
+            .await
+            .map_err(FrameError::Io)?;
+        let welcome = match timeout(config.connect_timeout, read_frame(&mut rd)).await {
+            Err(_) => return Err(LinkError::Timeout(addr)),
+            Ok(Err(e)) => return Err(e.into()),
+            Ok(Ok(Frame::Welcome(w))) => w,
+            Ok(Ok(Frame::Error(e))) if e.code == ErrorCode::StaleEpoch => {
+                return Err(LinkError::StaleEpoch {
+                    epoch: config.epoch,
+                    newest: e.detail,
+                })
+            }
+            Ok(Ok(Frame::Error(e))) => {
+                return Err(LinkError::Refused {
+                    code: e.code,
+                    detail: e.detail,
+                    message: e.message,
+                })
+            }
+            Ok(Ok(_)) => return Err(LinkError::Protocol("expected Welcome".into())),
+        };
+        check_welcome(&config, &welcome)?;
+
+        let tests = HealthTests::new(config.health);
+        let info = SessionInfo {
+            device_id: welcome.device_id,
+            epoch: config.epoch,
+            first_seq: welcome.next_seq,
+            chunk_size: welcome.chunk_size,
+            cutoffs: tests.cutoffs(),
+        };
+        let next_seq = config.resume_after.map_or(0, |r| r.saturating_add(1));
+        let (state_tx, state) = watch::channel(LinkState {
+            connected: true,
+            healthy: true,
+            next_seq,
+            good_chunks: 0,
+            good_bytes: 0,
+            quarantined_chunks: 0,
+            consecutive_quarantined: 0,
+            last_failure: None,
+            closed: None,
+        });
+        let window = config.window.max(1);
+        // Room for every chunk the window allows, a gap before each, and the
+        // closing event: the task never blocks on a full queue.
+        let (events_tx, events) = mpsc::channel(2 * window as usize + 2);
+        let consumed = Arc::new(Notify::new());
+        let (close_tx, close_rx) = oneshot::channel();
+        tracing::info!(
+            device = %info.device_id,
+            epoch = info.epoch,
+            first_seq = info.first_seq,
+            "link session established"
+        );
+        let driver = Driver {
+            config,
+            device_id: welcome.device_id,
+            window,
+            tests,
+            next_seq,
+            granted: 0,
+            received: 0,
+            state_tx,
+            events_tx,
+            consumed: consumed.clone(),
+        };
+        let task = tokio::spawn(driver.run(rd, wr, close_rx));
+        Ok(LinkSession {
+            info,
+            events,
+            consumed,
+            state,
+            close: Some(close_tx),
+            task,
+        })
+    }
+
+    pub fn info(&self) -> &SessionInfo {
+        &self.info
+    }
+
+    /// The next event; `None` once the session has closed and every event
+    /// has been taken. Taking an event makes room for more credit.
+    pub async fn next_event(&mut self) -> Option<LinkEvent> {
+        let ev = self.events.recv().await;
+        self.consumed.notify_one();
+        ev
+    }
+
+    /// The link's live state (a watch: read it, or await changes).
+    pub fn state(&self) -> watch::Receiver<LinkState> {
+        self.state.clone()
+    }
+
+    /// Ends the session politely (the device hears why) and waits for the
+    /// background task.
+    pub async fn close(mut self) {
+        if let Some(tx) = self.close.take() {
+            let _ = tx.send(());
+        }
+        let _ = timeout(Duration::from_secs(2), &mut self.task).await;
+    }
+}
+
+fn check_welcome(config: &LinkConfig, w: &Welcome) -> Result<(), LinkError> {
+    let expected = DeviceId::of(&config.device_key);
+    if w.public_key != config.device_key.to_bytes() || w.device_id != expected {
+        // Also catches a Welcome whose id does not match its own key.
+        return Err(LinkError::WrongDevice {
+            expected,
+            got: w.device_id,
+        });
+    }
+    if w.version != PROTOCOL_VERSION {
+        return Err(LinkError::Protocol(format!(
+            "the device answered with version {}",
+            w.version
+        )));
+    }
+    if w.epoch != config.epoch {
+        return Err(LinkError::Protocol(format!(
+            "the device accepted epoch {}, we sent {}",
+            w.epoch, config.epoch
+        )));
+    }
+    Ok(())
+}
+
+struct Driver {
+    config: LinkConfig,
+    device_id: DeviceId,
+    window: u32,
+    tests: HealthTests,
+    next_seq: u64,
+    granted: u64,
+    received: u64,
+    state_tx: watch::Sender<LinkState>,
+    events_tx: mpsc::Sender<LinkEvent>,
+    consumed: Arc<Notify>,
+}
+
+/// What handling one inbound frame led to.
+enum Step {
+    Continue,
+    Close(CloseReason),
+}
+
+impl Driver {
+    async fn run(
+        mut self,
+        rd: BufReader<tokio::net::tcp::OwnedReadHalf>,
+        mut wr: OwnedWriteHalf,
+        mut close_rx: oneshot::Receiver<()>,
+    ) {
+        // Frames are read by their own task so a partly read frame is never
+        // dropped by a select! that chose another branch.
+        let (in_tx, mut in_rx) = mpsc::channel(4);
+        let reader = tokio::spawn(async move {
+            let mut rd = rd;
+            loop {
+                let frame = read_frame(&mut rd).await;
+                let stop = frame.is_err();
+                if in_tx.send(frame).await.is_err() || stop {
+                    return;
+                }
+            }
+        });
+        let mut last_rx = Instant::now();
+        let mut last_tx = Instant::now();
+        let mut tick = tokio::time::interval(self.config.heartbeat / 4);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+        let reason = loop {
+            if let Err(e) = self.grant_credits(&mut wr).await {
+                break CloseReason::Disconnected(e);
+            }
+            let step = tokio::select! {
+                biased;
+                _ = &mut close_rx => {
+                    let bye = Frame::Error(ErrorFrame {
+                        code: ErrorCode::ShuttingDown,
+                        detail: 0,
+                        message: "the node released the link".into(),
+                    });
+                    let _ = timeout(self.config.heartbeat, wr.write_all(&bye.encode())).await;
+                    Step::Close(CloseReason::Closed)
+                }
+                inbound = in_rx.recv() => {
+                    last_rx = Instant::now();
+                    match inbound {
+                        Some(Ok(frame)) => self.on_frame(frame).await,
+                        Some(Err(FrameError::Closed)) | None => {
+                            Step::Close(CloseReason::Disconnected("the device closed the connection".into()))
+                        }
+                        Some(Err(FrameError::Io(e))) => Step::Close(CloseReason::Disconnected(e.to_string())),
+                        Some(Err(e)) => Step::Close(CloseReason::Protocol(format!("bad frame: {e}"))),
+                    }
+                }
+                _ = self.consumed.notified() => Step::Continue,
+                _ = tick.tick() => {
+                    if last_rx.elapsed() > self.config.idle_timeout {
+                        Step::Close(CloseReason::Timeout)
+                    } else if last_tx.elapsed() >= self.config.heartbeat {
+                        match timeout(self.config.idle_timeout, wr.write_all(&Frame::Heartbeat.encode())).await {
+                            Ok(Ok(())) => {
+                                last_tx = Instant::now();
+                                Step::Continue
+                            }
+                            Ok(Err(e)) => Step::Close(CloseReason::Disconnected(e.to_string())),
+                            Err(_) => Step::Close(CloseReason::Timeout),
+                        }
+                    } else {
+                        Step::Continue
+                    }
+                }
+            };
+            if let Step::Close(reason) = step {
+                break reason;
+            }
+        };
+        reader.abort();
+        let _ = wr.shutdown().await;
+        tracing::info!(device = %self.device_id, epoch = self.config.epoch, ?reason, "link session closed");
+        self.state_tx.send_modify(|s| {
+            s.connected = false;
+            s.closed = Some(reason.clone());
+        });
+        let _ = self.events_tx.send(LinkEvent::Closed(reason)).await;
+    }
+
+    /// Tops the device's credit up to what the event queue can still hold,
+    /// in batches of at least half a window so credit frames stay rare.
+    async fn grant_credits(&mut self, wr: &mut OwnedWriteHalf) -> Result<(), String> {
+        let queued = (self.events_tx.max_capacity() - self.events_tx.capacity()) as u64;
+        let outstanding = self.granted - self.received;
+        let window = u64::from(self.window);
+        let used = outstanding + queued;
+        if used > window / 2 {
+            return Ok(());
+        }
+        let grant = (window - used) as u32;
+        let frame = Frame::Credit { chunks: grant };
+        match timeout(self.config.idle_timeout, wr.write_all(&frame.encode())).await {
+            Ok(Ok(())) => {
+                self.granted += u64::from(grant);
+                tracing::trace!(grant, "credit granted");
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("credit write timed out".into()),
+        }
+    }
+
+    async fn on_frame(&mut self, frame: Frame) -> Step {
+        match frame {
+            Frame::Chunk(chunk) => self.on_chunk(chunk).await,
+            Frame::Heartbeat => Step::Continue,
+            Frame::Error(e) if e.code == ErrorCode::Superseded => {
+                Step::Close(CloseReason::Superseded { by: e.detail })
+            }
+            Frame::Error(e) => Step::Close(CloseReason::Device {
+                code: e.code,
+                detail: e.detail,
+                message: e.message,
+            }),
+            other => Step::Close(CloseReason::Protocol(format!(
+                "unexpected {other:?} frame from the device"
+            ))),
+        }
+    }
+
+    async fn on_chunk(&mut self, chunk: SignedChunk) -> Step {
+        self.received += 1;
+        if self.received > self.granted {
+            return Step::Close(CloseReason::Protocol(format!(
+                "the device sent chunk {} beyond the {} credits granted",
+                chunk.seq, self.granted
+            )));
+        }
+        if chunk.verify(&self.config.device_key).is_err() {
+            tracing::error!(device = %self.device_id, seq = chunk.seq, "chunk signature does not verify; closing the link");
+            return Step::Close(CloseReason::BadSignature { seq: chunk.seq });
+        }
+        let verified = VerifiedChunk {
+            device: self.device_id,
+            seq: chunk.seq,
+            timestamp_ms: chunk.timestamp_ms,
+            sha256: chunk.sha256(),
+            signature: chunk.signature,
+            bytes: chunk.bytes,
+            epoch: self.config.epoch,
+        };
+        if verified.seq < self.next_seq {
+            let reason = QuarantineReason::SequenceReplay {
+                seq: verified.seq,
+                expected: self.next_seq,
+            };
+            tracing::error!(device = %self.device_id, %reason, "sequence went backwards; closing the link");
+            let msg = reason.to_string();
+            self.record(false, Some(msg.clone()), 0);
+            self.emit(LinkEvent::Chunk(ChunkOutcome::Quarantine(verified, reason)))
+                .await;
+            return Step::Close(CloseReason::Protocol(msg));
+        }
+        if verified.seq > self.next_seq {
+            tracing::warn!(device = %self.device_id, from = self.next_seq, to = verified.seq, "sequence gap: these chunks will never arrive");
+            self.emit(LinkEvent::Gap {
+                from: self.next_seq,
+                to: verified.seq,
+            })
+            .await;
+        }
+        self.next_seq = verified.seq + 1;
+        let outcome = match self.tests.check(&verified.bytes) {
+            Ok(()) => {
+                self.record(true, None, verified.bytes.len() as u64);
+                ChunkOutcome::Good(verified)
+            }
+            Err(failure) => {
+                tracing::warn!(device = %self.device_id, seq = verified.seq, %failure, "chunk quarantined");
+                self.record(false, Some(failure.to_string()), 0);
+                ChunkOutcome::Quarantine(verified, QuarantineReason::Health(failure))
+            }
+        };
+        self.emit(LinkEvent::Chunk(outcome)).await;
+        Step::Continue
+    }
+
+    fn record(&mut self, good: bool, failure: Option<String>, bytes: u64) {
+        let next_seq = self.next_seq;
+        let unhealthy_after = self.config.unhealthy_after.max(1);
+        let device = self.device_id;
+        self.state_tx.send_modify(|s| {
+            s.next_seq = next_seq;
+            let was_healthy = s.healthy;
+            if good {
+                s.good_chunks += 1;
+                s.good_bytes += bytes;
+                s.consecutive_quarantined = 0;
+                s.healthy = true;
+            } else {
+                s.quarantined_chunks += 1;
+                s.consecutive_quarantined += 1;
+                s.last_failure = failure;
+                if s.consecutive_quarantined >= unhealthy_after {
+                    s.healthy = false;
+                }
+            }
+            if was_healthy != s.healthy {
+                tracing::warn!(%device, healthy = s.healthy, "link health changed");
+            }
+        });
+    }
+
+    async fn emit(&self, event: LinkEvent) {
+        // Cannot block for long: the queue has room for everything the
+        // credits allow. If the owner dropped the session, nobody listens.
+        let _ = self.events_tx.send(event).await;
+    }
+}
+
+/// Reconnect delays for an owner: exponential from `base` to `max`, with
+/// jitter so owners of many links do not reconnect in lockstep.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    base: Duration,
+    max: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    pub fn new(base: Duration, max: Duration) -> Self {
+        Backoff {
+            base,
+            max,
+            attempt: 0,
+        }
+    }
+
+    /// The delay before the next attempt.
+    pub fn next_delay(&mut self) -> Duration {
+        use rand::Rng;
+        let exp = self
+            .base
+            .saturating_mul(1u32 << self.attempt.min(16))
+            .min(self.max);
+        self.attempt = self.attempt.saturating_add(1);
+        // Full jitter over the upper half: never less than half the step.
+        let half = exp / 2;
+        half + half.mul_f64(rand::thread_rng().gen::<f64>())
+    }
+
+    /// Call after a session that worked, so the next failure starts small.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_its_cap_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let first = b.next_delay();
+        assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
+        for _ in 0..10 {
+            assert!(b.next_delay() <= Duration::from_secs(2));
+        }
+        assert!(b.next_delay() >= Duration::from_secs(1));
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,319 @@
+//! What a device keeps on disk: its key pair, the sequence counter and the
+//! newest fencing epoch it has seen. All three must survive a crash, or the
+//! guarantees built on them (one identity, never a repeated sequence, never
+//! an older owner after a newer one) do not hold.
+//!
+//! Files in the state directory:
+//! - `device.key`: the 32-byte Ed25519 secret in hex, created once, mode 0600;
+//! - `seq.next`: the first sequence number not yet reserved, decimal;
+//! - `epoch.highest`: the newest epoch accepted, decimal.
+//!
+//! Counters are replaced atomically (write a temporary file, fsync it,
+//! rename over the old one, fsync the directory), so a crash leaves either
+//! the old or the new value, never a torn one.
+//!
+//! Sequence numbers are reserved in blocks: before handing out `seq`, the
+//! store makes sure `seq.next` on disk is beyond it. Writing `seq + K` once
+//! and then handing out `seq..seq+K` from memory costs one fsync per K chunks
+//! instead of one per chunk. After a crash the device resumes at the
+//! persisted value, so at most K numbers are skipped and none is repeated:
+//! every number handed out was below a value that was durable first.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use rand::rngs::OsRng;
+
+use crate::chunk::DeviceId;
+
+const KEY_FILE: &str = "device.key";
+const SEQ_FILE: &str = "seq.next";
+const EPOCH_FILE: &str = "epoch.highest";
+
+/// Default sequence block size; at 8 chunks/s (32 KiB/s in 4 KiB chunks) one
+/// fsync every two minutes, at most 1024 numbers skipped per restart.
+pub const DEFAULT_SEQ_RESERVE: u64 = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: {what}")]
+    Corrupt { path: PathBuf, what: String },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes `contents` to `dir/name` so that a crash leaves the old or the new
+/// file, never a partial one.
+fn write_durably(dir: &Path, name: &str, contents: &[u8]) -> Result<(), StoreError> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
+    f.write_all(contents).map_err(io_err(&tmp))?;
+    f.sync_all().map_err(io_err(&tmp))?;
+    fs::rename(&tmp, &path).map_err(io_err(&path))?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+fn read_counter(dir: &Path, name: &str) -> Result<Option<u64>, StoreError> {
+    let path = dir.join(name);
+    match fs::read_to_string(&path) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| StoreError::Corrupt {
+                what: format!("expected a decimal counter, found {:?}", text.trim()),
+                path,
+            }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::Io { path, source: e }),
+    }
+}
+
+/// Loads the device key, creating it on first start.
+pub fn load_or_create_key(dir: &Path) -> Result<SigningKey, StoreError> {
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let path = dir.join(KEY_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            let mode = fs::metadata(&path)
+                .map_err(io_err(&path))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "device key is readable by others; expected 0600");
+            }
+            let bytes = hex::decode(text.trim()).map_err(|_| StoreError::Corrupt {
+                path: path.clone(),
+                what: "the key is not hex".into(),
+            })?;
+            let secret: [u8; 32] = bytes.try_into().map_err(|_| StoreError::Corrupt {
+                path: path.clone(),
+                what: "the key is not 32 bytes".into(),
+            })?;
+            Ok(SigningKey::from_bytes(&secret))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let key = SigningKey::generate(&mut OsRng);
+            // create_new: two agents started on one directory cannot both
+            // mint a key; the loser fails here instead of overwriting.
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(io_err(&path))?;
+            f.write_all(hex::encode(key.to_bytes()).as_bytes())
+                .and_then(|_| f.write_all(b"\n"))
+                .and_then(|_| f.sync_all())
+                .map_err(io_err(&path))?;
+            sync_dir(dir)?;
+            tracing::info!(device = %DeviceId::of(&key.verifying_key()), path = %path.display(), "created device key");
+            Ok(key)
+        }
+        Err(e) => Err(StoreError::Io { path, source: e }),
+    }
+}
+
+/// Hands out sequence numbers that never repeat, across restarts.
+#[derive(Debug)]
+pub struct SeqStore {
+    dir: PathBuf,
+    reserve: u64,
+    next: u64,
+    /// Numbers below this are durably reserved.
+    reserved_until: u64,
+}
+
+impl SeqStore {
+    pub fn open(dir: &Path, reserve: u64) -> Result<Self, StoreError> {
+        let next = read_counter(dir, SEQ_FILE)?.unwrap_or(0);
+        Ok(SeqStore {
+            dir: dir.to_path_buf(),
+            reserve: reserve.max(1),
+            next,
+            // Nothing is reserved for this run yet: the first number taken
+            // writes a new reservation before it is used.
+            reserved_until: next,
+        })
+    }
+
+    /// The number the next [`SeqStore::take`] will return.
+    pub fn peek(&self) -> u64 {
+        self.next
+    }
+
+    /// Whether [`SeqStore::take`] would touch the disk.
+    pub fn needs_reservation(&self) -> bool {
+        self.next >= self.reserved_until
+    }
+
+    /// Makes sure the next number is durably reserved; a no-op except once
+    /// per block, when it writes and fsyncs `seq.next`.
+    pub fn ensure_reserved(&mut self) -> Result<(), StoreError> {
+        if !self.needs_reservation() {
+            return Ok(());
+        }
+        let until = self
+            .next
+            .checked_add(self.reserve)
+            .ok_or_else(|| StoreError::Corrupt {
+                path: self.dir.join(SEQ_FILE),
+                what: "the sequence space is exhausted".into(),
+            })?;
+        write_durably(&self.dir, SEQ_FILE, format!("{until}\n").as_bytes())?;
+        tracing::debug!(from = self.next, until, "reserved sequence block");
+        self.reserved_until = until;
+        Ok(())
+    }
+
+    /// The next sequence number; blocks on an fsync once per block.
+    pub fn take(&mut self) -> Result<u64, StoreError> {
+        self.ensure_reserved()?;
+        let seq = self.next;
+        self.next += 1;
+        Ok(seq)
+    }
+}
+
+/// Outcome of presenting an epoch to the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EpochCheck {
+    /// Older than the newest seen: refuse.
+    Stale { newest: u64 },
+    /// Equal to the newest seen: the same owner reconnecting.
+    Current,
+    /// Newer: now durably the newest.
+    Advanced { previous: u64 },
+}
+
+/// The newest fencing epoch the device has accepted.
+#[derive(Debug)]
+pub struct EpochStore {
+    dir: PathBuf,
+    highest: u64,
+}
+
+impl EpochStore {
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Ok(EpochStore {
+            dir: dir.to_path_buf(),
+            highest: read_counter(dir, EPOCH_FILE)?.unwrap_or(0),
+        })
+    }
+
+    pub fn highest(&self) -> u64 {
+        self.highest
+    }
+
+    /// Checks `epoch` and, if it is newer, makes it durable before saying so:
+    /// after a crash the device must still refuse every older epoch.
+    pub fn observe(&mut self, epoch: u64) -> Result<EpochCheck, StoreError> {
+        if epoch < self.highest {
+            return Ok(EpochCheck::Stale {
+                newest: self.highest,
+            });
+        }
+        if epoch == self.highest {
+            return Ok(EpochCheck::Current);
+        }
+        write_durably(&self.dir, EPOCH_FILE, format!("{epoch}\n").as_bytes())?;
+        let previous = std::mem::replace(&mut self.highest, epoch);
+        Ok(EpochCheck::Advanced { previous })
+    }
+}
+
+/// The public half of a stored key, for registration (`geiger ctl link add`).
+pub fn public_key_hex(key: &VerifyingKey) -> String {
+    hex::encode(key.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_is_created_once_with_owner_only_permissions_and_then_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = load_or_create_key(dir.path()).unwrap();
+        let mode = fs::metadata(dir.path().join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let b = load_or_create_key(dir.path()).unwrap();
+        assert_eq!(a.to_bytes(), b.to_bytes());
+    }
+
+    #[test]
+    fn sequences_continue_after_a_restart_and_never_repeat() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SeqStore::open(dir.path(), 10).unwrap();
+        let first: Vec<u64> = (0..3).map(|_| s.take().unwrap()).collect();
+        assert_eq!(first, vec![0, 1, 2]);
+        drop(s); // a crash: the rest of the block is never used
+        let mut s = SeqStore::open(dir.path(), 10).unwrap();
+        assert_eq!(s.take().unwrap(), 10);
+        assert_eq!(s.take().unwrap(), 11);
+    }
+
+    #[test]
+    fn the_disk_is_touched_once_per_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SeqStore::open(dir.path(), 4).unwrap();
+        assert!(s.needs_reservation());
+        s.take().unwrap();
+        assert_eq!(read_counter(dir.path(), SEQ_FILE).unwrap(), Some(4));
+        for _ in 0..3 {
+            assert!(!s.needs_reservation());
+            s.take().unwrap();
+        }
+        assert!(s.needs_reservation());
+        assert_eq!(s.take().unwrap(), 4);
+        assert_eq!(read_counter(dir.path(), SEQ_FILE).unwrap(), Some(8));
+    }
+
+    #[test]
+    fn an_older_epoch_is_stale_and_a_newer_one_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = EpochStore::open(dir.path()).unwrap();
+        assert_eq!(e.observe(5).unwrap(), EpochCheck::Advanced { previous: 0 });
+        assert_eq!(e.observe(5).unwrap(), EpochCheck::Current);
+        assert_eq!(e.observe(4).unwrap(), EpochCheck::Stale { newest: 5 });
+        let mut e = EpochStore::open(dir.path()).unwrap();
+        assert_eq!(e.highest(), 5);
+        assert_eq!(e.observe(3).unwrap(), EpochCheck::Stale { newest: 5 });
+    }
+
+    #[test]
+    fn a_corrupt_counter_is_an_error_not_a_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(SEQ_FILE), "banana").unwrap();
+        assert!(matches!(
+            SeqStore::open(dir.path(), 4),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+}

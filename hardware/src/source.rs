@@ -1,0 +1,336 @@
+//! Entropy sources a device agent can front, and the faults it can inject.
+//!
+//! - `sim`: the operating system's randomness (getrandom via `OsRng`),
+//!   rate-limited so a simulated device behaves like real hardware (default
+//!   32 KiB/s) rather than like an infinitely fast one.
+//! - `file:PATH`: any entropy character device (e.g. `/dev/hwrng`). Reads
+//!   block, possibly for long, so they run on a dedicated thread and never
+//!   on the async runtime.
+//!
+//! Fault modes, for tests and drills: output stuck on one byte after N
+//! bytes, bits biased towards 1, and periodic stalls. (Dropping the
+//! connection is a link fault; the agent does that.)
+
+use std::fs::File;
+use std::io::Read;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use rand::rngs::{OsRng, StdRng};
+use rand::{Rng, RngCore, SeedableRng};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Default simulator rate: a few tens of KiB/s, like a decay counter with a
+/// strong source.
+pub const DEFAULT_SIM_RATE: u64 = 32 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceKind {
+    Sim,
+    File(PathBuf),
+}
+
+impl FromStr for SourceKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "sim" {
+            Ok(SourceKind::Sim)
+        } else if let Some(path) = s.strip_prefix("file:").filter(|p| !p.is_empty()) {
+            Ok(SourceKind::File(PathBuf::from(path)))
+        } else {
+            Err(format!("unknown source {s:?}: use `sim` or `file:PATH`"))
+        }
+    }
+}
+
+/// Faults injected into the byte stream.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Faults {
+    /// After this many bytes, repeat the last byte forever.
+    pub stuck_after: Option<u64>,
+    /// Replace the output with bits that are 1 with this probability.
+    pub bias_one: Option<f64>,
+    /// Every `.0`, produce nothing for `.1`.
+    pub stall: Option<(Duration, Duration)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceConfig {
+    pub kind: SourceKind,
+    /// Bytes per second; `None` is as fast as the source goes.
+    pub rate: Option<u64>,
+    pub faults: Faults,
+}
+
+impl SourceConfig {
+    pub fn sim() -> Self {
+        SourceConfig {
+            kind: SourceKind::Sim,
+            rate: Some(DEFAULT_SIM_RATE),
+            faults: Faults::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot open entropy source {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("reading the entropy source failed: {0}")]
+    Read(std::io::Error),
+    #[error("the entropy source ended")]
+    Ended,
+}
+
+enum Inner {
+    Sim,
+    /// Blocks from the reader thread; the thread stops when this is dropped.
+    File {
+        rx: mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
+        pending: Vec<u8>,
+    },
+}
+
+/// An open source. `read` is cancel-safe: bytes gathered before a cancelled
+/// call are kept for the next one.
+pub struct Source {
+    inner: Inner,
+    rate: Option<u64>,
+    next_at: Option<Instant>,
+    faults: Faults,
+    emitted: u64,
+    last: u8,
+    bias_rng: StdRng,
+    started: Instant,
+}
+
+impl Source {
+    pub fn open(config: &SourceConfig) -> Result<Self, SourceError> {
+        let inner = match &config.kind {
+            SourceKind::Sim => Inner::Sim,
+            SourceKind::File(path) => {
+                let file = File::open(path).map_err(|source| SourceError::Open {
+                    path: path.clone(),
+                    source,
+                })?;
+                Inner::File {
+                    rx: spawn_reader(file, path.clone()),
+                    pending: Vec::new(),
+                }
+            }
+        };
+        Ok(Source {
+            inner,
+            rate: config.rate.filter(|&r| r > 0),
+            next_at: None,
+            faults: config.faults.clone(),
+            emitted: 0,
+            last: 0,
+            bias_rng: StdRng::from_rng(OsRng).unwrap_or_else(|_| StdRng::seed_from_u64(0)),
+            started: Instant::now(),
+        })
+    }
+
+    /// Reads exactly `n` bytes, waiting for the rate limit and any stall.
+    pub async fn read(&mut self, n: usize) -> Result<Vec<u8>, SourceError> {
+        self.wait_for_stall().await;
+        if let Some(at) = self.next_at {
+            tokio::time::sleep_until(at).await;
+        }
+        let mut bytes = match &mut self.inner {
+            Inner::Sim => {
+                let mut buf = vec![0u8; n];
+                OsRng
+                    .try_fill_bytes(&mut buf)
+                    .map_err(|e| SourceError::Read(std::io::Error::other(e)))?;
+                buf
+            }
+            Inner::File { rx, pending } => {
+                while pending.len() < n {
+                    match rx.recv().await {
+                        Some(Ok(block)) => pending.extend_from_slice(&block),
+                        Some(Err(e)) => return Err(SourceError::Read(e)),
+                        None => return Err(SourceError::Ended),
+                    }
+                }
+                let rest = pending.split_off(n);
+                std::mem::replace(pending, rest)
+            }
+        };
+        if let Some(rate) = self.rate {
+            // Pace from the later of "now" and the previous deadline: an idle
+            // device does not bank a burst, as a real counter would not.
+            let now = Instant::now();
+            let base = self.next_at.map_or(now, |at| at.max(now));
+            self.next_at = Some(base + Duration::from_secs_f64(n as f64 / rate as f64));
+        }
+        self.apply_faults(&mut bytes);
+        Ok(bytes)
+    }
+
+    async fn wait_for_stall(&mut self) {
+        let Some((every, stall_for)) = self.faults.stall else {
+            return;
+        };
+        let period = every + stall_for;
+        if period.is_zero() {
+            return;
+        }
+        let elapsed = self.started.elapsed();
+        let into = Duration::from_nanos((elapsed.as_nanos() % period.as_nanos()) as u64);
+        if into >= every {
+            let resume = Instant::now() + (period - into);
+            tracing::info!(
+                for_ms = (period - into).as_millis() as u64,
+                "source stalls (fault mode)"
+            );
+            tokio::time::sleep_until(resume).await;
+        }
+    }
+
+    fn apply_faults(&mut self, bytes: &mut [u8]) {
+        if let Some(p) = self.faults.bias_one {
+            let p = p.clamp(0.0, 1.0);
+            for b in bytes.iter_mut() {
+                *b = (0..8).fold(0u8, |acc, _| {
+                    (acc << 1) | u8::from(self.bias_rng.gen_bool(p))
+                });
+            }
+        }
+        if let Some(after) = self.faults.stuck_after {
+            for b in bytes.iter_mut() {
+                if self.emitted >= after {
+                    *b = self.last;
+                }
+                self.last = *b;
+                self.emitted += 1;
+            }
+        }
+    }
+}
+
+fn spawn_reader(mut file: File, path: PathBuf) -> mpsc::Receiver<Result<Vec<u8>, std::io::Error>> {
+    // Capacity 2: the thread reads at most two blocks ahead, then blocks on
+    // the channel, so an idle link does not drain the device into memory.
+    let (tx, rx) = mpsc::channel(2);
+    let spawned = std::thread::Builder::new()
+        .name("entropy-reader".into())
+        .spawn(move || loop {
+            let mut buf = vec![0u8; 4096];
+            let msg = match file.read(&mut buf) {
+                Ok(0) => {
+                    tracing::warn!(path = %path.display(), "entropy source reached end of file");
+                    return;
+                }
+                Ok(n) => {
+                    buf.truncate(n);
+                    Ok(buf)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
+            let failed = msg.is_err();
+            if tx.blocking_send(msg).is_err() || failed {
+                return;
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the entropy reader thread");
+    }
+    rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_names_parse() {
+        assert_eq!("sim".parse::<SourceKind>(), Ok(SourceKind::Sim));
+        assert_eq!(
+            "file:/dev/hwrng".parse::<SourceKind>(),
+            Ok(SourceKind::File("/dev/hwrng".into()))
+        );
+        assert!("file:".parse::<SourceKind>().is_err());
+        assert!("hwrng".parse::<SourceKind>().is_err());
+    }
+
+    #[tokio::test]
+    async fn the_simulator_is_rate_limited() {
+        let mut s = Source::open(&SourceConfig {
+            rate: Some(64 * 1024),
+            ..SourceConfig::sim()
+        })
+        .unwrap();
+        let start = std::time::Instant::now();
+        for _ in 0..5 {
+            assert_eq!(s.read(4096).await.unwrap().len(), 4096);
+        }
+        // Four waits of 4096 / 65536 s after the first read.
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(240), "took {took:?}");
+        assert!(took < Duration::from_secs(2), "took {took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_stuck_source_repeats_one_byte_after_n_bytes() {
+        let mut s = Source::open(&SourceConfig {
+            rate: None,
+            faults: Faults {
+                stuck_after: Some(10),
+                ..Faults::default()
+            },
+            ..SourceConfig::sim()
+        })
+        .unwrap();
+        let a = s.read(16).await.unwrap();
+        let b = s.read(16).await.unwrap();
+        assert!(a[10..].iter().chain(&b).all(|&x| x == a[9]));
+    }
+
+    #[tokio::test]
+    async fn a_biased_source_has_the_configured_share_of_ones() {
+        let mut s = Source::open(&SourceConfig {
+            rate: None,
+            faults: Faults {
+                bias_one: Some(0.9),
+                ..Faults::default()
+            },
+            ..SourceConfig::sim()
+        })
+        .unwrap();
+        let bytes = s.read(4096).await.unwrap();
+        let ones: u32 = bytes.iter().map(|b| b.count_ones()).sum();
+        let share = f64::from(ones) / (4096.0 * 8.0);
+        assert!((0.88..0.92).contains(&share), "share of ones {share}");
+    }
+
+    #[tokio::test]
+    async fn a_character_device_is_read_off_the_runtime() {
+        let mut s = Source::open(&SourceConfig {
+            kind: SourceKind::File("/dev/urandom".into()),
+            rate: None,
+            faults: Faults::default(),
+        })
+        .unwrap();
+        assert_eq!(s.read(10_000).await.unwrap().len(), 10_000);
+    }
+
+    #[tokio::test]
+    async fn a_missing_device_is_a_clear_error() {
+        let err = Source::open(&SourceConfig {
+            kind: SourceKind::File("/nonexistent/hwrng".into()),
+            rate: None,
+            faults: Faults::default(),
+        })
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("/nonexistent/hwrng"));
+    }
+}
