@@ -1,0 +1,238 @@
+//! `geiger-device` as a real process: restarts, persisted epochs and
+//! sequences, and the fault flags.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ed25519_dalek::VerifyingKey;
+use geiger_hardware::{ChunkOutcome, CloseReason, LinkConfig, LinkError, LinkEvent, LinkSession};
+use tokio::time::timeout;
+
+const T: Duration = Duration::from_secs(10);
+
+/// A running `geiger-device`; killed (SIGKILL, like a crash) when dropped.
+struct DeviceProcess {
+    child: Child,
+    addr: String,
+    key: VerifyingKey,
+    device: String,
+}
+
+impl Drop for DeviceProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(state_dir: &Path, extra: &[&str]) -> DeviceProcess {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_geiger-device"))
+        .args(["--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(state_dir)
+        .args(["--rate", "1048576", "--chunk-size", "1024"])
+        .args(["--heartbeat", "200ms", "--idle-timeout", "2s"])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("geiger-device starts");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(T)
+        .expect("geiger-device prints its address");
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+            .to_string()
+    };
+    let key_bytes: [u8; 32] = hex::decode(field("public_key"))
+        .unwrap()
+        .try_into()
+        .unwrap();
+    DeviceProcess {
+        addr: field("listening"),
+        key: VerifyingKey::from_bytes(&key_bytes).unwrap(),
+        device: field("device"),
+        child,
+    }
+}
+
+fn link(d: &DeviceProcess, epoch: u64, resume_after: Option<u64>) -> LinkConfig {
+    let mut c = LinkConfig::new(d.addr.clone(), epoch, d.key);
+    c.resume_after = resume_after;
+    c.heartbeat = Duration::from_millis(200);
+    c.idle_timeout = Duration::from_secs(2);
+    c
+}
+
+async fn next(s: &mut LinkSession) -> LinkEvent {
+    timeout(T, s.next_event())
+        .await
+        .expect("an event in time")
+        .expect("the session is open")
+}
+
+#[tokio::test]
+async fn a_restarted_device_continues_its_sequence_without_repeats_and_the_node_accepts_the_new_chunks(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let reserve = ["--seq-reserve", "16"];
+    let first = start(dir.path(), &reserve);
+    let mut s = LinkSession::connect(link(&first, 1, None)).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        match next(&mut s).await {
+            LinkEvent::Chunk(ChunkOutcome::Good(c)) => seen.push(c.seq),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(seen, vec![0, 1, 2, 3, 4]);
+    let (device, key) = (first.device.clone(), first.key);
+    drop(s);
+    drop(first); // SIGKILL: no chance to write anything more
+
+    let second = start(dir.path(), &reserve);
+    assert_eq!(second.device, device, "the key survives the restart");
+    assert_eq!(second.key, key);
+    let last = *seen.last().unwrap();
+    let mut s = LinkSession::connect(link(&second, 1, Some(last)))
+        .await
+        .unwrap();
+    // The unused rest of the first reservation (5..16) is declared skipped,
+    // never issued twice.
+    assert_eq!(next(&mut s).await, LinkEvent::Gap { from: 5, to: 16 });
+    for expected in 16..26 {
+        match next(&mut s).await {
+            LinkEvent::Chunk(ChunkOutcome::Good(c)) => {
+                assert_eq!(c.seq, expected);
+                assert!(!seen.contains(&c.seq));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_newest_epoch_survives_a_device_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = start(dir.path(), &[]);
+    let s = LinkSession::connect(link(&first, 7, None)).await.unwrap();
+    drop(s);
+    drop(first);
+    let second = start(dir.path(), &[]);
+    let err = LinkSession::connect(link(&second, 6, None))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            err,
+            LinkError::StaleEpoch {
+                epoch: 6,
+                newest: 7
+            }
+        ),
+        "{err}"
+    );
+    assert!(LinkSession::connect(link(&second, 8, None)).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_device_in_drop_mode_cuts_the_connection_and_the_node_can_reconnect() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path(), &["--fault-drop-every", "500ms"]);
+    let mut s = LinkSession::connect(link(&d, 1, None)).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut last = None;
+    let reason = loop {
+        match next(&mut s).await {
+            LinkEvent::Chunk(c) => last = Some(c.chunk().seq),
+            LinkEvent::Closed(r) => break r,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert!(matches!(reason, CloseReason::Disconnected(_)), "{reason:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let mut s = LinkSession::connect(link(&d, 1, last)).await.unwrap();
+    assert!(matches!(
+        next(&mut s).await,
+        LinkEvent::Chunk(ChunkOutcome::Good(_))
+    ));
+}
+
+#[tokio::test]
+async fn stuck_and_biased_device_processes_are_quarantined() {
+    for fault in [["--fault-stuck-after", "0"], ["--fault-bias", "0.9"]] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = start(dir.path(), &fault);
+        let mut s = LinkSession::connect(link(&d, 1, None)).await.unwrap();
+        for _ in 0..3 {
+            let ev = next(&mut s).await;
+            assert!(
+                matches!(ev, LinkEvent::Chunk(ChunkOutcome::Quarantine(..))),
+                "{fault:?}: {ev:?}"
+            );
+        }
+        assert!(!s.state().borrow().healthy);
+    }
+}
+
+#[tokio::test]
+async fn a_stalling_device_pauses_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(
+        dir.path(),
+        &["--fault-stall-every", "300ms", "--fault-stall-for", "700ms"],
+    );
+    let mut s = LinkSession::connect(link(&d, 1, None)).await.unwrap();
+    // Over 2.5 s the source runs for at most ~0.3 s of each 1 s period; the
+    // link stays up through the stalls (heartbeats) and the chunks continue.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(2500);
+    let mut largest_pause = Duration::ZERO;
+    let mut last = std::time::Instant::now();
+    while let Ok(ev) = tokio::time::timeout_at(deadline, s.next_event()).await {
+        match ev.expect("open") {
+            LinkEvent::Chunk(ChunkOutcome::Good(_)) => {
+                largest_pause = largest_pause.max(last.elapsed());
+                last = std::time::Instant::now();
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(
+        largest_pause >= Duration::from_millis(400),
+        "{largest_pause:?}"
+    );
+    assert!(s.state().borrow().connected);
+}
+
+#[test]
+fn print_key_creates_the_key_once_and_shows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_geiger-device"))
+            .arg("--state-dir")
+            .arg(dir.path())
+            .arg("--print-key")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let a = run();
+    assert!(
+        a.starts_with("device=dev_") && a.contains("public_key="),
+        "{a}"
+    );
+    assert_eq!(a, run());
+}

@@ -1,0 +1,476 @@
+//! The link end to end, in one process: a real agent on 127.0.0.1, the real
+//! node-side client, real TCP between them.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use geiger_hardware::agent::{Agent, AgentConfig};
+use geiger_hardware::frame::{read_frame, ErrorCode, Frame, Hello, Welcome, PROTOCOL_VERSION};
+use geiger_hardware::{
+    ChunkOutcome, CloseReason, DeviceId, Faults, LinkConfig, LinkError, LinkEvent, LinkSession,
+    QuarantineReason, SignedChunk, SourceConfig,
+};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+
+const T: Duration = Duration::from_secs(10);
+
+struct Device {
+    addr: SocketAddr,
+    key: VerifyingKey,
+    _dir: tempfile::TempDir,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn start_device(faults: Faults, tune: impl FnOnce(&mut AgentConfig)) -> Device {
+    let dir = tempfile::tempdir().unwrap();
+    let source = SourceConfig {
+        rate: Some(1024 * 1024),
+        faults,
+        ..SourceConfig::sim()
+    };
+    let mut config = AgentConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        dir.path().to_path_buf(),
+        source,
+    );
+    config.chunk_size = 1024;
+    config.heartbeat = Duration::from_millis(200);
+    config.idle_timeout = Duration::from_secs(2);
+    tune(&mut config);
+    let agent = Agent::bind(config).await.unwrap();
+    let addr = agent.local_addr().unwrap();
+    let key = agent.public_key();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(agent.run_until(async move {
+        let _ = stopped.await;
+    }));
+    Device {
+        addr,
+        key,
+        _dir: dir,
+        _stop: stop,
+    }
+}
+
+fn link(device: &Device, epoch: u64) -> LinkConfig {
+    let mut c = LinkConfig::new(device.addr.to_string(), epoch, device.key);
+    c.heartbeat = Duration::from_millis(200);
+    c.idle_timeout = Duration::from_secs(2);
+    c
+}
+
+async fn next(session: &mut LinkSession) -> LinkEvent {
+    timeout(T, session.next_event())
+        .await
+        .expect("an event in time")
+        .expect("the session is open")
+}
+
+async fn good_chunk(session: &mut LinkSession) -> geiger_hardware::VerifiedChunk {
+    match next(session).await {
+        LinkEvent::Chunk(ChunkOutcome::Good(c)) => c,
+        other => panic!("expected a good chunk, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_session_receives_signed_chunks_in_sequence_that_pass_the_health_tests() {
+    let device = start_device(Faults::default(), |_| {}).await;
+    let mut s = LinkSession::connect(link(&device, 1)).await.unwrap();
+    assert_eq!(s.info().device_id, DeviceId::of(&device.key));
+    assert_eq!(s.info().first_seq, 0);
+    for expected in 0..20 {
+        let c = good_chunk(&mut s).await;
+        assert_eq!(c.seq, expected);
+        assert_eq!(c.bytes.len(), 1024);
+        assert_eq!(c.epoch, 1);
+    }
+    let state = s.state().borrow().clone();
+    assert!(state.connected && state.healthy);
+    assert!(state.good_chunks >= 20);
+    s.close().await;
+}
+
+#[tokio::test]
+async fn a_session_with_an_older_epoch_is_refused_with_the_newest_epoch() {
+    let device = start_device(Faults::default(), |_| {}).await;
+    let s = LinkSession::connect(link(&device, 5)).await.unwrap();
+    let err = LinkSession::connect(link(&device, 4)).await.err().unwrap();
+    assert!(
+        matches!(
+            err,
+            LinkError::StaleEpoch {
+                epoch: 4,
+                newest: 5
+            }
+        ),
+        "{err}"
+    );
+    drop(s);
+}
+
+#[tokio::test]
+async fn a_newer_epoch_ends_the_older_session_and_continues_the_sequence() {
+    let device = start_device(Faults::default(), |_| {}).await;
+    let mut old = LinkSession::connect(link(&device, 5)).await.unwrap();
+    let mut last = 0;
+    for _ in 0..3 {
+        last = good_chunk(&mut old).await.seq;
+    }
+    let mut cfg = link(&device, 6);
+    cfg.resume_after = Some(last);
+    let mut new = LinkSession::connect(cfg).await.unwrap();
+    // The old owner hears that it lost the device, and nothing after.
+    loop {
+        match next(&mut old).await {
+            LinkEvent::Chunk(_) => continue, // chunks already in flight
+            LinkEvent::Closed(reason) => {
+                assert_eq!(reason, CloseReason::Superseded { by: 6 });
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(timeout(T, old.next_event()).await.unwrap().is_none());
+    // The new owner continues right after what the cluster accounted for.
+    assert_eq!(good_chunk(&mut new).await.seq, last + 1);
+    assert_eq!(good_chunk(&mut new).await.seq, last + 2);
+    // And the old epoch can never come back.
+    let err = LinkSession::connect(link(&device, 5)).await.err().unwrap();
+    assert!(matches!(err, LinkError::StaleEpoch { newest: 6, .. }));
+}
+
+#[tokio::test]
+async fn the_same_epoch_reconnecting_takes_over_its_own_stale_session() {
+    let device = start_device(Faults::default(), |_| {}).await;
+    let mut first = LinkSession::connect(link(&device, 3)).await.unwrap();
+    good_chunk(&mut first).await;
+    let mut second = LinkSession::connect(link(&device, 3)).await.unwrap();
+    good_chunk(&mut second).await;
+    loop {
+        match next(&mut first).await {
+            LinkEvent::Closed(reason) => {
+                assert_eq!(reason, CloseReason::Superseded { by: 3 });
+                break;
+            }
+            _ => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn chunks_in_flight_to_a_lost_owner_are_sent_again_to_the_next_one() {
+    let device = start_device(Faults::default(), |_| {}).await;
+    let mut old = LinkSession::connect(link(&device, 1)).await.unwrap();
+    let seqs: Vec<u64> = {
+        let mut v = Vec::new();
+        for _ in 0..6 {
+            v.push(good_chunk(&mut old).await.seq);
+        }
+        v
+    };
+    // The cluster only appended up to seqs[2] before the owner died.
+    drop(old);
+    let mut cfg = link(&device, 2);
+    cfg.resume_after = Some(seqs[2]);
+    let mut new = LinkSession::connect(cfg).await.unwrap();
+    assert_eq!(new.info().first_seq, seqs[3]);
+    for &expected in &seqs[3..] {
+        assert_eq!(good_chunk(&mut new).await.seq, expected);
+    }
+}
+
+#[tokio::test]
+async fn a_node_that_has_seen_sequences_the_device_never_issued_is_refused() {
+    let device = start_device(Faults::default(), |_| {}).await;
+    let mut cfg = link(&device, 1);
+    cfg.resume_after = Some(1_000_000);
+    let err = LinkSession::connect(cfg).await.err().unwrap();
+    assert!(
+        matches!(
+            err,
+            LinkError::Refused {
+                code: ErrorCode::SequenceRollback,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_device_with_another_key_is_not_accepted() {
+    let device = start_device(Faults::default(), |_| {}).await;
+    let mut cfg = link(&device, 1);
+    cfg.device_key = SigningKey::from_bytes(&[9; 32]).verifying_key();
+    let err = LinkSession::connect(cfg).await.err().unwrap();
+    assert!(matches!(err, LinkError::WrongDevice { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_stuck_source_is_quarantined_and_the_link_reads_unhealthy() {
+    let device = start_device(
+        Faults {
+            stuck_after: Some(100),
+            ..Faults::default()
+        },
+        |_| {},
+    )
+    .await;
+    let mut s = LinkSession::connect(link(&device, 1)).await.unwrap();
+    for _ in 0..5 {
+        match next(&mut s).await {
+            LinkEvent::Chunk(ChunkOutcome::Quarantine(_, QuarantineReason::Health(f))) => {
+                assert!(f.to_string().contains("repetition count"), "{f}");
+            }
+            other => panic!("expected quarantine, got {other:?}"),
+        }
+    }
+    let state = s.state().borrow().clone();
+    assert!(!state.healthy);
+    assert_eq!(state.good_chunks, 0);
+    assert!(state.quarantined_chunks >= 5);
+}
+
+#[tokio::test]
+async fn a_biased_source_is_quarantined() {
+    let device = start_device(
+        Faults {
+            bias_one: Some(0.6),
+            ..Faults::default()
+        },
+        |c| c.chunk_size = 4096,
+    )
+    .await;
+    let mut s = LinkSession::connect(link(&device, 1)).await.unwrap();
+    for _ in 0..5 {
+        let ev = next(&mut s).await;
+        assert!(
+            matches!(ev, LinkEvent::Chunk(ChunkOutcome::Quarantine(..))),
+            "expected quarantine, got {ev:?}"
+        );
+    }
+    assert!(!s.state().borrow().healthy);
+}
+
+/// A raw node: Hello, then whatever the test sends.
+async fn raw_session(addr: SocketAddr, epoch: u64) -> (TcpStream, Welcome) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let hello = Frame::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        epoch,
+        resume_after: None,
+    });
+    stream.write_all(&hello.encode()).await.unwrap();
+    match read_frame(&mut stream).await.unwrap() {
+        Frame::Welcome(w) => (stream, w),
+        other => panic!("expected Welcome, got {other:?}"),
+    }
+}
+
+/// Counts the chunks that arrive within `window`, ignoring heartbeats.
+async fn chunks_within(stream: &mut TcpStream, window: Duration) -> usize {
+    let mut n = 0;
+    let deadline = tokio::time::Instant::now() + window;
+    while let Ok(frame) = tokio::time::timeout_at(deadline, read_frame(stream)).await {
+        match frame.unwrap() {
+            Frame::Chunk(_) => n += 1,
+            Frame::Heartbeat => {
+                // Keep the device from timing us out.
+                stream.write_all(&Frame::Heartbeat.encode()).await.unwrap();
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    n
+}
+
+#[tokio::test]
+async fn the_device_never_sends_more_chunks_than_the_node_granted() {
+    let device = start_device(Faults::default(), |_| {}).await;
+    let (mut stream, _) = raw_session(device.addr, 1).await;
+    assert_eq!(
+        chunks_within(&mut stream, Duration::from_millis(300)).await,
+        0
+    );
+    stream
+        .write_all(&Frame::Credit { chunks: 3 }.encode())
+        .await
+        .unwrap();
+    assert_eq!(
+        chunks_within(&mut stream, Duration::from_millis(600)).await,
+        3
+    );
+    stream
+        .write_all(&Frame::Credit { chunks: 2 }.encode())
+        .await
+        .unwrap();
+    assert_eq!(
+        chunks_within(&mut stream, Duration::from_millis(600)).await,
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_node_granting_absurd_credit_gets_a_protocol_error() {
+    let device = start_device(Faults::default(), |_| {}).await;
+    let (mut stream, _) = raw_session(device.addr, 1).await;
+    stream
+        .write_all(&Frame::Credit { chunks: u32::MAX }.encode())
+        .await
+        .unwrap();
+    loop {
+        match timeout(T, read_frame(&mut stream)).await.unwrap().unwrap() {
+            Frame::Error(e) => {
+                assert_eq!(e.code, ErrorCode::ProtocolViolation);
+                break;
+            }
+            Frame::Heartbeat | Frame::Chunk(_) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn garbage_instead_of_a_hello_gets_a_clear_error_frame() {
+    let device = start_device(Faults::default(), |_| {}).await;
+    let mut stream = TcpStream::connect(device.addr).await.unwrap();
+    stream.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    match timeout(T, read_frame(&mut stream)).await.unwrap().unwrap() {
+        Frame::Error(e) => assert_eq!(e.code, ErrorCode::ProtocolViolation),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_unsupported_protocol_version_is_refused() {
+    let device = start_device(Faults::default(), |_| {}).await;
+    let mut stream = TcpStream::connect(device.addr).await.unwrap();
+    let hello = Frame::Hello(Hello {
+        version: PROTOCOL_VERSION + 1,
+        epoch: 1,
+        resume_after: None,
+    });
+    stream.write_all(&hello.encode()).await.unwrap();
+    match timeout(T, read_frame(&mut stream)).await.unwrap().unwrap() {
+        Frame::Error(e) => {
+            assert_eq!(e.code, ErrorCode::UnsupportedVersion);
+            assert_eq!(e.detail, u64::from(PROTOCOL_VERSION));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// A fake device that speaks the protocol but signs with the wrong key, or
+/// repeats a sequence: the client must not let either through.
+async fn fake_device(real: SigningKey, signer: SigningKey, seqs: Vec<u64>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let Ok(Frame::Hello(h)) = read_frame(&mut stream).await else {
+            return;
+        };
+        let vk = real.verifying_key();
+        let welcome = Frame::Welcome(Welcome {
+            version: PROTOCOL_VERSION,
+            device_id: DeviceId::of(&vk),
+            public_key: vk.to_bytes(),
+            epoch: h.epoch,
+            next_seq: seqs[0],
+            chunk_size: 64,
+        });
+        stream.write_all(&welcome.encode()).await.unwrap();
+        for seq in seqs {
+            let bytes: Vec<u8> = (0..64).map(|i| (i * 37 + seq as usize) as u8).collect();
+            let chunk = SignedChunk::sign(&signer, seq, 1, bytes);
+            if stream
+                .write_all(&Frame::Chunk(chunk).encode())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_chunk_that_does_not_verify_ends_the_session_without_being_reported_as_a_chunk() {
+    let real = SigningKey::from_bytes(&[1; 32]);
+    let forger = SigningKey::from_bytes(&[2; 32]);
+    let addr = fake_device(real.clone(), forger, vec![0]).await;
+    let cfg = LinkConfig::new(addr.to_string(), 1, real.verifying_key());
+    let mut s = LinkSession::connect(cfg).await.unwrap();
+    assert_eq!(
+        next(&mut s).await,
+        LinkEvent::Closed(CloseReason::BadSignature { seq: 0 })
+    );
+}
+
+#[tokio::test]
+async fn a_repeated_sequence_is_quarantined_and_ends_the_session() {
+    let real = SigningKey::from_bytes(&[1; 32]);
+    let addr = fake_device(real.clone(), real.clone(), vec![0, 1, 1]).await;
+    let cfg = LinkConfig::new(addr.to_string(), 1, real.verifying_key());
+    let mut s = LinkSession::connect(cfg).await.unwrap();
+    assert!(matches!(next(&mut s).await, LinkEvent::Chunk(ChunkOutcome::Good(c)) if c.seq == 0));
+    assert!(matches!(next(&mut s).await, LinkEvent::Chunk(ChunkOutcome::Good(c)) if c.seq == 1));
+    assert!(matches!(
+        next(&mut s).await,
+        LinkEvent::Chunk(ChunkOutcome::Quarantine(
+            _,
+            QuarantineReason::SequenceReplay {
+                seq: 1,
+                expected: 2
+            }
+        ))
+    ));
+    assert!(matches!(
+        next(&mut s).await,
+        LinkEvent::Closed(CloseReason::Protocol(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_forward_jump_in_sequence_is_reported_as_a_gap() {
+    let real = SigningKey::from_bytes(&[1; 32]);
+    let addr = fake_device(real.clone(), real.clone(), vec![10, 11, 20]).await;
+    let mut cfg = LinkConfig::new(addr.to_string(), 1, real.verifying_key());
+    cfg.resume_after = Some(7);
+    let mut s = LinkSession::connect(cfg).await.unwrap();
+    assert_eq!(next(&mut s).await, LinkEvent::Gap { from: 8, to: 10 });
+    assert!(matches!(next(&mut s).await, LinkEvent::Chunk(ChunkOutcome::Good(c)) if c.seq == 10));
+    assert!(matches!(next(&mut s).await, LinkEvent::Chunk(ChunkOutcome::Good(c)) if c.seq == 11));
+    assert_eq!(next(&mut s).await, LinkEvent::Gap { from: 12, to: 20 });
+    assert!(matches!(next(&mut s).await, LinkEvent::Chunk(ChunkOutcome::Good(c)) if c.seq == 20));
+}
+
+#[tokio::test]
+async fn a_device_sending_beyond_its_credit_is_cut_off() {
+    let real = SigningKey::from_bytes(&[1; 32]);
+    let addr = fake_device(real.clone(), real.clone(), (0..10).collect()).await;
+    let mut cfg = LinkConfig::new(addr.to_string(), 1, real.verifying_key());
+    cfg.window = 4;
+    let mut s = LinkSession::connect(cfg).await.unwrap();
+    // Take nothing yet: the client grants no more than its window of 4, so
+    // the fifth chunk is a violation whatever the timing.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut good = 0;
+    loop {
+        match next(&mut s).await {
+            LinkEvent::Chunk(ChunkOutcome::Good(_)) => good += 1,
+            LinkEvent::Closed(CloseReason::Protocol(msg)) => {
+                assert!(msg.contains("credits"), "{msg}");
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(good, 4);
+}
