@@ -142,6 +142,16 @@ pub enum ChunkOutcome {
     Quarantine(VerifiedChunk, QuarantineReason),
 }
 
+impl QuarantineReason {
+    /// The `reason` label of `geiger_entropy_chunks_quarantined_total`.
+    pub fn metric_reason(&self) -> &'static str {
+        match self {
+            QuarantineReason::Health(_) => "health_test",
+            QuarantineReason::SequenceReplay { .. } => "sequence",
+        }
+    }
+}
+
 impl ChunkOutcome {
     pub fn chunk(&self) -> &VerifiedChunk {
         match self {

@@ -135,6 +135,17 @@ pub enum HealthFailure {
     },
 }
 
+impl HealthFailure {
+    /// A stable name for metrics labels and ledger records.
+    pub fn test_name(&self) -> &'static str {
+        match self {
+            HealthFailure::RepetitionCount { .. } => "repetition_count",
+            HealthFailure::AdaptiveProportion { .. } => "adaptive_proportion",
+            HealthFailure::BitProportion { .. } => "bit_proportion",
+        }
+    }
+}
+
 /// Continuous state of one adaptive proportion test.
 #[derive(Debug, Clone)]
 struct Apt {
@@ -369,6 +380,23 @@ mod tests {
             .filter(|&seed| tests.check(&biased(0.6, 4096, seed)).is_err())
             .count();
         assert_eq!(failures, 8, "every 4 KiB chunk at P(1) = 0.6 should fail");
+    }
+
+    #[test]
+    fn a_smaller_false_positive_probability_raises_the_cutoffs() {
+        let c = HealthConfig {
+            min_entropy_per_byte: 8.0,
+            alpha_log2: 40,
+        }
+        .cutoffs();
+        assert_eq!(
+            c,
+            Cutoffs {
+                rct: 6,
+                apt_bytes: 19,
+                apt_bits: 625
+            }
+        );
     }
 
     #[test]
