@@ -572,7 +572,8 @@ impl Driver {
             })
             .await;
         }
-        self.next_seq = verified.seq + 1;
+        // Saturating: a device at u64::MAX is absurd but must not panic us.
+        self.next_seq = verified.seq.saturating_add(1);
         let outcome = match self.tests.check(&verified.bytes) {
             Ok(()) => {
                 self.record(true, None, verified.bytes.len() as u64);

@@ -73,13 +73,14 @@ impl HealthConfig {
 
 /// SP 800-90B 4.4.1: `C = 1 + ceil(-log2(alpha) / H)`.
 pub fn rct_cutoff(h: f64, alpha_log2: u32) -> u32 {
-    1 + (f64::from(alpha_log2) / h).ceil() as u32
+    // `as` saturates on absurd inputs; the add must not overflow either.
+    ((f64::from(alpha_log2) / h).ceil() as u32).saturating_add(1)
 }
 
 /// SP 800-90B 4.4.2: `C = 1 + CRITBINOM(W, 2^-H, 1 - alpha)`, where
 /// CRITBINOM(n, p, q) is the smallest k with P(Binomial(n, p) <= k) >= q.
 pub fn apt_cutoff(window: u32, h: f64, alpha_log2: u32) -> u32 {
-    1 + critbinom(window, (-h).exp2(), (-f64::from(alpha_log2)).exp2())
+    critbinom(window, (-h).exp2(), (-f64::from(alpha_log2)).exp2()).saturating_add(1)
 }
 
 /// Smallest `k` with `P(X > k) <= alpha` for `X ~ Binomial(n, p)`. The

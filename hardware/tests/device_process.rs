@@ -72,6 +72,10 @@ fn link(d: &DeviceProcess, epoch: u64, resume_after: Option<u64>) -> LinkConfig 
     c.resume_after = resume_after;
     c.heartbeat = Duration::from_millis(200);
     c.idle_timeout = Duration::from_secs(2);
+    // Not health tests: keep alpha = 2^-20's designed false positives (one
+    // chunk per ~16 MiB of good data) out of them; the fault test below
+    // uses the default.
+    c.health.alpha_log2 = 40;
     c
 }
 
@@ -175,7 +179,9 @@ async fn stuck_and_biased_device_processes_are_quarantined() {
     for fault in [["--fault-stuck-after", "0"], ["--fault-bias", "0.9"]] {
         let dir = tempfile::tempdir().unwrap();
         let d = start(dir.path(), &fault);
-        let mut s = LinkSession::connect(link(&d, 1, None)).await.unwrap();
+        let mut cfg = link(&d, 1, None);
+        cfg.health = geiger_hardware::HealthConfig::default();
+        let mut s = LinkSession::connect(cfg).await.unwrap();
         for _ in 0..3 {
             let ev = next(&mut s).await;
             assert!(

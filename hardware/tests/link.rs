@@ -8,8 +8,8 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 use geiger_hardware::agent::{Agent, AgentConfig};
 use geiger_hardware::frame::{read_frame, ErrorCode, Frame, Hello, Welcome, PROTOCOL_VERSION};
 use geiger_hardware::{
-    ChunkOutcome, CloseReason, DeviceId, Faults, LinkConfig, LinkError, LinkEvent, LinkSession,
-    QuarantineReason, SignedChunk, SourceConfig,
+    ChunkOutcome, CloseReason, DeviceId, Faults, HealthConfig, LinkConfig, LinkError, LinkEvent,
+    LinkSession, QuarantineReason, SignedChunk, SourceConfig,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -59,6 +59,17 @@ fn link(device: &Device, epoch: u64) -> LinkConfig {
     let mut c = LinkConfig::new(device.addr.to_string(), epoch, device.key);
     c.heartbeat = Duration::from_millis(200);
     c.idle_timeout = Duration::from_secs(2);
+    // These tests are about the link, not the health tests: at the default
+    // alpha = 2^-20 a good source has a chunk quarantined every ~16 MiB
+    // (docs/HEALTH.md), which would make them flaky. The health-fault tests
+    // put the default back.
+    c.health.alpha_log2 = 40;
+    c
+}
+
+fn link_with_default_health(device: &Device, epoch: u64) -> LinkConfig {
+    let mut c = link(device, epoch);
+    c.health = HealthConfig::default();
     c
 }
 
@@ -220,7 +231,9 @@ async fn a_stuck_source_is_quarantined_and_the_link_reads_unhealthy() {
         |_| {},
     )
     .await;
-    let mut s = LinkSession::connect(link(&device, 1)).await.unwrap();
+    let mut s = LinkSession::connect(link_with_default_health(&device, 1))
+        .await
+        .unwrap();
     for _ in 0..5 {
         match next(&mut s).await {
             LinkEvent::Chunk(ChunkOutcome::Quarantine(_, QuarantineReason::Health(f))) => {
@@ -245,7 +258,9 @@ async fn a_biased_source_is_quarantined() {
         |c| c.chunk_size = 4096,
     )
     .await;
-    let mut s = LinkSession::connect(link(&device, 1)).await.unwrap();
+    let mut s = LinkSession::connect(link_with_default_health(&device, 1))
+        .await
+        .unwrap();
     for _ in 0..5 {
         let ev = next(&mut s).await;
         assert!(
