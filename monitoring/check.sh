@@ -6,7 +6,7 @@
 #   (every alert tested firing and silent, routed, with a runbook section;
 #   every metric used is in docs/METRICS.md).
 # Needs the Debian packages prometheus and prometheus-alertmanager (promtool,
-# amtool, prometheus-alertmanager), plus python3 and curl.
+# amtool, prometheus-alertmanager), plus python3 (stdlib only).
 # Set GEIGER_SKIP_LIVE_ALERTMANAGER=1 to skip the live test (it takes ~20 s).
 # Last line: "N passed, M failed"; exit status non-zero on any failure.
 set -u
@@ -38,8 +38,8 @@ run_counted() { # name command...
     echo "FAIL  $name"; echo "$out" | grep -v '^ok ' | sed 's/^/      /'; fi
 }
 
-for tool in promtool amtool python3 curl; do
-  command -v "$tool" >/dev/null || { echo "FAIL  $tool not found (apt-get install -y prometheus prometheus-alertmanager python3 curl)"; echo "0 passed, 1 failed"; exit 1; }
+for tool in promtool amtool python3; do
+  command -v "$tool" >/dev/null || { echo "FAIL  $tool not found (apt-get install -y prometheus prometheus-alertmanager python3)"; echo "0 passed, 1 failed"; exit 1; }
 done
 
 run "promtool check config prometheus/prometheus.yml" promtool check config prometheus/prometheus.yml

@@ -6,7 +6,7 @@
 #   - which alerts Alertmanager reports suppressed (inhibited) or active, and
 #   - what the pager webhook actually received.
 # Prints one line per check and `inhibit: N passed, M failed`; exits non-zero
-# on any failure. Needs curl, python3 (stdlib only) and prometheus-alertmanager.
+# on any failure. Needs python3 (stdlib only) and prometheus-alertmanager.
 set -u
 here="$(cd "$(dirname "$0")" && pwd)"
 config="${1:-$here/../alertmanager.yml}"
@@ -18,6 +18,18 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; rm -rf "$work"; }
 trap cleanup EXIT
 
+# HTTP without curl (CI installs no curl): get URL / post URL JSON-BODY.
+http() { python3 - "$@" <<'PY'
+import sys, urllib.request
+req = urllib.request.Request(sys.argv[2], method=sys.argv[1].upper(),
+    data=sys.argv[3].encode() if len(sys.argv) > 3 else None,
+    headers={"Content-Type": "application/json"})
+try:
+    sys.stdout.write(urllib.request.urlopen(req, timeout=5).read().decode())
+except Exception as e:
+    sys.exit(1)
+PY
+}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 am_port=$(free_port); rx_port=$(free_port)
 am="http://127.0.0.1:$am_port"
@@ -41,8 +53,8 @@ sed "s#http://127.0.0.1:9099/#http://127.0.0.1:$rx_port/#" "$config" > "$work/am
   --web.listen-address="127.0.0.1:$am_port" --cluster.listen-address= \
   --log.level=warn > "$work/am.log" 2>&1 & pids+=($!)
 
-for _ in $(seq 50); do curl -fs "$am/-/ready" >/dev/null && break; sleep 0.2; done
-curl -fs "$am/-/ready" >/dev/null || { cat "$work/am.log"; echo "inhibit: 0 passed, 1 failed"; exit 1; }
+for _ in $(seq 50); do http get "$am/-/ready" >/dev/null && break; sleep 0.2; done
+http get "$am/-/ready" >/dev/null || { cat "$work/am.log"; echo "inhibit: 0 passed, 1 failed"; exit 1; }
 
 now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 alert() { # alert name key=value...
@@ -65,7 +77,7 @@ payload="[
  $(alert GeigerNodeNotReady severity=warning cluster=c2 cloud=aws zone=a1 node=m1),
  $(alert GeigerNodeNotReady severity=warning $C cloud=aws zone=a1 node=n1)
 ]"
-curl -fs -XPOST -H 'Content-Type: application/json' "$am/api/v2/alerts" -d "$payload" >/dev/null \
+http post "$am/api/v2/alerts" "$payload" >/dev/null \
   || { echo "inhibit: posting alerts failed"; echo "inhibit: 0 passed, 1 failed"; exit 1; }
 
 pass=0 fail=0
@@ -77,7 +89,7 @@ state_of() { # alertname key=value... -> prints active|suppressed|missing
   local name=$1; shift
   local filter="filter=alertname%3D%22$name%22"
   for kv in "$@"; do filter="$filter&filter=${kv%%=*}%3D%22${kv#*=}%22"; done
-  curl -fs "$am/api/v2/alerts?$filter" | python3 -c '
+  http get "$am/api/v2/alerts?$filter" | python3 -c '
 import json,sys; a=json.load(sys.stdin); print(a[0]["status"]["state"] if a else "missing")'
 }
 expect_state() { [ "$(state_of "${@:2}")" = "$1" ]; }
