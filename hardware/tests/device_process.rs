@@ -31,7 +31,12 @@ fn start(state_dir: &Path, extra: &[&str]) -> DeviceProcess {
     let mut child = Command::new(env!("CARGO_BIN_EXE_geiger-device"))
         .args(["--listen", "127.0.0.1:0", "--state-dir"])
         .arg(state_dir)
-        .args(["--rate", "1048576", "--chunk-size", "1024"])
+        .args(if extra.contains(&"--rate") {
+            &[][..]
+        } else {
+            &["--rate", "1048576"][..]
+        })
+        .args(["--chunk-size", "1024"])
         .args(["--heartbeat", "200ms", "--idle-timeout", "2s"])
         .args(extra)
         .env("RUST_LOG", "warn")
@@ -241,4 +246,41 @@ fn print_key_creates_the_key_once_and_shows_it() {
         "{a}"
     );
     assert_eq!(a, run());
+}
+
+#[tokio::test]
+async fn a_character_device_is_served_through_the_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path(), &["--source", "file:/dev/urandom"]);
+    let mut s = LinkSession::connect(link(&d, 1, None)).await.unwrap();
+    for expected in 0..10 {
+        match next(&mut s).await {
+            LinkEvent::Chunk(ChunkOutcome::Good(c)) => {
+                assert_eq!(c.seq, expected);
+                assert_eq!(c.bytes.len(), 1024);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_simulator_runs_at_its_configured_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    // 16 KiB/s in 1 KiB chunks: 16 chunks a second.
+    let d = start(dir.path(), &["--rate", "16384"]);
+    let mut s = LinkSession::connect(link(&d, 1, None)).await.unwrap();
+    let started = std::time::Instant::now();
+    for _ in 0..17 {
+        assert!(matches!(
+            next(&mut s).await,
+            LinkEvent::Chunk(ChunkOutcome::Good(_))
+        ));
+    }
+    // The first chunk is immediate; 16 more take a second.
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
+        "{took:?}"
+    );
 }
