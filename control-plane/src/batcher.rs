@@ -1,0 +1,81 @@
+//! Group commit: concurrent writes become one Raft entry.
+//!
+//! Callers queue commands; the batcher takes everything queued (up to
+//! `max_batch`) as one batch and proposes it. At most
+//! `max_inflight_batches` proposals are outstanding at once, so while they
+//! are being replicated and fsynced, new commands pile up and leave together
+//! as the next batch. Under light load a command goes out alone at once;
+//! under heavy load one fsync per node covers hundreds of commands.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::control_plane::Inner;
+use crate::types::{Command, Outcome};
+use crate::Error;
+
+/// One queued command and where its outcome goes.
+pub struct Pending {
+    pub command: Command,
+    pub reply: oneshot::Sender<Result<Outcome, Error>>,
+}
+
+fn drain(rx: &mut mpsc::Receiver<Pending>, batch: &mut Vec<Pending>, max: usize) {
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(p) => batch.push(p),
+            Err(_) => break,
+        }
+    }
+}
+
+/// Runs until the channel closes or the task is aborted.
+pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Pending>) {
+    let max = inner.config.max_batch.max(1);
+    let inflight = Arc::new(Semaphore::new(inner.config.max_inflight_batches.max(1)));
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        drain(&mut rx, &mut batch, max);
+        let Ok(permit) = inflight.clone().acquire_owned().await else {
+            break;
+        };
+        // Whatever arrived while we waited for a slot joins this batch.
+        drain(&mut rx, &mut batch, max);
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            let (commands, replies): (Vec<Command>, Vec<_>) =
+                batch.into_iter().map(|p| (p.command, p.reply)).unzip();
+            let n = commands.len();
+            let result = inner.propose(commands).await;
+            drop(permit);
+            match result {
+                Ok(outcome) if outcome.outcomes.len() == n => {
+                    for (reply, outcome) in replies.into_iter().zip(outcome.outcomes) {
+                        let _ = reply.send(Ok(outcome));
+                    }
+                }
+                Ok(outcome) => {
+                    tracing::error!(
+                        sent = n,
+                        got = outcome.outcomes.len(),
+                        "outcome count mismatch"
+                    );
+                    for reply in replies {
+                        let _ = reply.send(Err(Error::Raft("outcome count mismatch".into())));
+                    }
+                }
+                Err(e) => {
+                    let text = e.to_string();
+                    for reply in replies {
+                        let _ = reply.send(Err(match &e {
+                            Error::Unavailable(_) => Error::Unavailable(text.clone()),
+                            Error::Shutdown => Error::Shutdown,
+                            _ => Error::Raft(text.clone()),
+                        }));
+                    }
+                }
+            }
+        });
+    }
+}

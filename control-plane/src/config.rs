@@ -1,0 +1,138 @@
+//! Control-plane configuration: who this node is, the cluster secret, and
+//! every timeout, with LAN defaults.
+//!
+//! # Cross-cloud profile
+//!
+//! [`Timeouts::cross_cloud`] is for voters spread over clouds or regions
+//! (round trips of 10–80 ms, occasional spikes). The election timeout must
+//! comfortably exceed a few round trips plus an fsync, or leaders flap:
+//! heartbeat 150 ms, election 1–2 s, RPC timeout 1 s, leases 10 s renewed
+//! every 3 s. Failover then costs one to two seconds instead of a few hundred
+//! milliseconds; that is the price of surviving the loss of a whole cloud.
+
+use std::time::Duration;
+
+use crate::types::{Member, NodeId};
+
+/// Raft and lease timing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Leader → follower heartbeat interval.
+    pub heartbeat: Duration,
+    /// A follower that hears nothing for a random time in
+    /// `[election_min, election_max)` stands for election.
+    pub election_min: Duration,
+    pub election_max: Duration,
+    /// One Raft RPC (append, vote) before the peer counts as unreachable.
+    pub rpc: Duration,
+    /// One snapshot chunk.
+    pub snapshot_chunk: Duration,
+    /// How long a write may wait, in total, for a leader (covers an election).
+    pub write: Duration,
+    /// Pause between attempts while no leader is known.
+    pub leader_retry: Duration,
+    /// How long a link lease lasts, and how often its owner renews it.
+    pub lease: Duration,
+    pub lease_renew: Duration,
+}
+
+impl Timeouts {
+    /// Nodes on one LAN (or loopback): sub-millisecond round trips.
+    pub fn lan() -> Self {
+        Timeouts {
+            heartbeat: Duration::from_millis(40),
+            election_min: Duration::from_millis(120),
+            election_max: Duration::from_millis(240),
+            rpc: Duration::from_millis(250),
+            snapshot_chunk: Duration::from_secs(10),
+            write: Duration::from_secs(5),
+            leader_retry: Duration::from_millis(10),
+            lease: Duration::from_secs(3),
+            lease_renew: Duration::from_secs(1),
+        }
+    }
+
+    /// Voters in several clouds or regions; see the module documentation.
+    pub fn cross_cloud() -> Self {
+        Timeouts {
+            heartbeat: Duration::from_millis(150),
+            election_min: Duration::from_millis(1000),
+            election_max: Duration::from_millis(2000),
+            rpc: Duration::from_millis(1000),
+            snapshot_chunk: Duration::from_secs(30),
+            write: Duration::from_secs(10),
+            leader_retry: Duration::from_millis(50),
+            lease: Duration::from_secs(10),
+            lease_renew: Duration::from_secs(3),
+        }
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self::lan()
+    }
+}
+
+/// Everything [`crate::ControlPlane::open`] needs besides its data directory.
+#[derive(Debug, Clone)]
+pub struct ControlPlaneConfig {
+    pub node_id: NodeId,
+    /// This node's own address and labels.
+    pub member: Member,
+    /// Shared by every member; sent with every internal request.
+    pub cluster_secret: String,
+    pub cluster_name: String,
+    pub timeouts: Timeouts,
+    /// Build a snapshot after this many log entries since the last one.
+    pub snapshot_every: u64,
+    /// Entries kept in the log behind a snapshot (lets slightly lagging
+    /// followers catch up from the log rather than a snapshot).
+    pub keep_behind_snapshot: u64,
+    /// Snapshot chunk size in bytes.
+    pub snapshot_chunk_bytes: u64,
+    /// Most commands in one Raft entry.
+    pub max_batch: usize,
+    /// Most batches proposed and not yet committed at once.
+    pub max_inflight_batches: usize,
+    /// redb page cache per database, bytes. Bounds resident memory no matter
+    /// how large the ledger grows.
+    pub cache_bytes: usize,
+}
+
+impl ControlPlaneConfig {
+    pub fn new(node_id: NodeId, member: Member, cluster_secret: impl Into<String>) -> Self {
+        ControlPlaneConfig {
+            node_id,
+            member,
+            cluster_secret: cluster_secret.into(),
+            cluster_name: "geiger".into(),
+            timeouts: Timeouts::lan(),
+            snapshot_every: 20_000,
+            keep_behind_snapshot: 1_000,
+            snapshot_chunk_bytes: 1 << 20,
+            max_batch: 1024,
+            max_inflight_batches: 4,
+            cache_bytes: 32 << 20,
+        }
+    }
+
+    pub(crate) fn raft_config(&self) -> Result<openraft::Config, crate::Error> {
+        let t = &self.timeouts;
+        let config = openraft::Config {
+            cluster_name: self.cluster_name.clone(),
+            heartbeat_interval: t.heartbeat.as_millis() as u64,
+            election_timeout_min: t.election_min.as_millis() as u64,
+            election_timeout_max: t.election_max.as_millis() as u64,
+            install_snapshot_timeout: t.snapshot_chunk.as_millis() as u64,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            max_in_snapshot_log_to_keep: self.keep_behind_snapshot,
+            snapshot_max_chunk_size: self.snapshot_chunk_bytes,
+            max_payload_entries: 64,
+            ..Default::default()
+        };
+        config
+            .validate()
+            .map_err(|e| crate::Error::Config(e.to_string()))
+    }
+}

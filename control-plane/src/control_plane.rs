@@ -1,0 +1,637 @@
+//! The handle the node binary holds: open the replica, mount its internal
+//! router, write commands (forwarded to the leader when this node is not
+//! it), read local state, change membership, and report status.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::ChangeMembers;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::batcher::{self, Pending};
+use crate::config::ControlPlaneConfig;
+use crate::log_store::LogStore;
+use crate::network::{
+    AdminOp, ForwardError, ForwardedResult, ForwardedWrite, Network, RpcClient, TransportError,
+    PATH_ADMIN, PATH_READ_INDEX, PATH_WRITE,
+};
+use crate::placement::{self, PlacementReport};
+use crate::rpc_server::{self, Gate};
+use crate::state_machine::reads::{self, ChainInfo, DevicePool};
+use crate::state_machine::tables::{Customer, StoredDraw};
+use crate::state_machine::{Shared, StateMachine};
+use crate::types::{Batch, BatchOutcome, Command, Lease, Member, NodeId, Outcome, Raft};
+use crate::Error;
+
+/// Shared by the handle, the batcher and the internal router.
+pub(crate) struct Inner {
+    pub(crate) id: NodeId,
+    pub(crate) config: ControlPlaneConfig,
+    pub(crate) raft: Raft,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) client: RpcClient,
+    /// The last timestamp this node stamped on a batch: stamps never go
+    /// backwards on one leader, even if its wall clock does.
+    last_stamp: AtomicU64,
+}
+
+/// One replica of the ledger. Cheap to clone.
+#[derive(Clone)]
+pub struct ControlPlane {
+    inner: Arc<Inner>,
+    gate: Arc<Gate>,
+    batch_tx: mpsc::Sender<Pending>,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+/// Replication state of one peer, seen from the leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub id: NodeId,
+    pub matched_index: Option<u64>,
+    /// Entries the peer is behind the leader's last log entry.
+    pub lag: Option<u64>,
+}
+
+/// A snapshot of this node's view of the cluster, for `/v1/cluster/status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub node_id: NodeId,
+    /// `Leader`, `Follower`, `Candidate`, `Learner` or `Shutdown`.
+    pub state: String,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    pub last_applied_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
+    /// Milliseconds since a quorum last acknowledged this leader.
+    pub millis_since_quorum_ack: Option<u64>,
+    pub voters: BTreeSet<NodeId>,
+    pub learners: BTreeSet<NodeId>,
+    pub members: BTreeMap<NodeId, Member>,
+    /// Only on the leader.
+    pub peers: Vec<PeerStatus>,
+    pub pool_bytes: u64,
+    pub devices: Vec<DevicePool>,
+    pub leases: Vec<Lease>,
+    pub placement: PlacementReport,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Inner {
+    /// The leader's clock for a new batch; monotonic on this node.
+    fn stamp(&self) -> u64 {
+        let now = now_ms();
+        let prev = self.last_stamp.fetch_max(now, Ordering::SeqCst);
+        prev.max(now)
+    }
+
+    /// One attempt to commit `commands` through the local Raft, which must
+    /// be the leader. Used for local writes and for writes forwarded here.
+    pub(crate) async fn propose_as_leader(&self, commands: Vec<Command>) -> ForwardedResult {
+        let batch = Batch {
+            at_ms: self.stamp(),
+            commands,
+        };
+        match self.raft.client_write(batch).await {
+            Ok(resp) => Ok(resp.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(ForwardError::NotLeader {
+                    leader: f.leader_id.zip(f.leader_node),
+                })
+            }
+            Err(e) => Err(ForwardError::Failed(e.to_string())),
+        }
+    }
+
+    /// Commits `commands` as one Raft entry, here or on the leader,
+    /// retrying while a leader is being elected, until the write timeout.
+    pub(crate) async fn propose(&self, commands: Vec<Command>) -> Result<BatchOutcome, Error> {
+        let deadline = Instant::now() + self.config.timeouts.write;
+        let mut last_problem: String;
+        loop {
+            let attempt = match self.raft.current_leader().await {
+                Some(id) if id == self.id => self.propose_as_leader(commands.clone()).await,
+                Some(id) => {
+                    let member = self
+                        .raft
+                        .metrics()
+                        .borrow()
+                        .membership_config
+                        .membership()
+                        .get_node(&id)
+                        .cloned();
+                    match member {
+                        Some(member) => self.forward(id, &member, &commands).await,
+                        None => Err(ForwardError::NotLeader { leader: None }),
+                    }
+                }
+                None => {
+                    if !self.raft.is_initialized().await.unwrap_or(false) {
+                        return Err(Error::Unavailable(
+                            "this node is not part of an initialized cluster".into(),
+                        ));
+                    }
+                    Err(ForwardError::NotLeader { leader: None })
+                }
+            };
+            match attempt {
+                Ok(outcome) => return Ok(outcome),
+                Err(ForwardError::NotLeader { leader }) => {
+                    last_problem = format!("leader moved (now {:?})", leader.map(|l| l.0));
+                }
+                Err(ForwardError::Failed(e)) => {
+                    if e.starts_with("unknown:") {
+                        // The write may have been committed: do not repeat it.
+                        return Err(Error::Unavailable(e));
+                    }
+                    last_problem = e;
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Unavailable(last_problem));
+            }
+            tokio::time::sleep(self.config.timeouts.leader_retry).await;
+        }
+    }
+
+    async fn forward(
+        &self,
+        leader: NodeId,
+        member: &Member,
+        commands: &[Command],
+    ) -> ForwardedResult {
+        let body = ForwardedWrite {
+            commands: commands.to_vec(),
+        };
+        let timeout = self.config.timeouts.write;
+        match self
+            .client
+            .call::<_, ForwardedResult>(&member.rpc_addr, PATH_WRITE, &body, timeout)
+            .await
+        {
+            Ok(r) => r,
+            Err(TransportError::Unreachable(e)) => Err(ForwardError::Failed(format!(
+                "leader {leader} unreachable: {e}"
+            ))),
+            Err(TransportError::Status { status: 503, .. }) => {
+                Err(ForwardError::NotLeader { leader: None })
+            }
+            Err(e) => Err(ForwardError::Failed(format!(
+                "unknown: forwarding to leader {leader}: {e}"
+            ))),
+        }
+    }
+
+    pub(crate) async fn admin_as_leader(&self, op: AdminOp) -> Result<(), ForwardError> {
+        let result = match op {
+            AdminOp::AddLearner { id, member } => {
+                self.raft.add_learner(id, member, true).await.map(|_| ())
+            }
+            AdminOp::Promote { id } => self
+                .raft
+                .change_membership(ChangeMembers::AddVoterIds([id].into()), false)
+                .await
+                .map(|_| ()),
+            AdminOp::Remove { id } => {
+                let is_voter = self
+                    .raft
+                    .metrics()
+                    .borrow()
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .any(|v| v == id);
+                let change = if is_voter {
+                    ChangeMembers::RemoveVoters([id].into())
+                } else {
+                    ChangeMembers::RemoveNodes([id].into())
+                };
+                self.raft.change_membership(change, false).await.map(|_| ())
+            }
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(ForwardError::NotLeader {
+                    leader: f.leader_id.zip(f.leader_node),
+                })
+            }
+            Err(e) => Err(ForwardError::Failed(e.to_string())),
+        }
+    }
+
+    /// The index a linearizable read must wait for; asked of the leader.
+    pub(crate) async fn read_index_as_leader(&self) -> Result<u64, ForwardError> {
+        match self.raft.ensure_linearizable().await {
+            Ok(log_id) => Ok(log_id.map_or(0, |l| l.index)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(ForwardError::NotLeader {
+                    leader: f.leader_id.zip(f.leader_node),
+                })
+            }
+            Err(e) => Err(ForwardError::Failed(e.to_string())),
+        }
+    }
+}
+
+impl ControlPlane {
+    /// Opens (or creates) this node's replica under `data_dir` and starts
+    /// Raft. The node then serves [`ControlPlane::router`] on its internal
+    /// listener at `config.member.rpc_addr`.
+    pub async fn open(config: ControlPlaneConfig, data_dir: &Path) -> Result<Self, Error> {
+        std::fs::create_dir_all(data_dir)?;
+        let raft_config = Arc::new(config.raft_config()?);
+        let log = LogStore::open(&data_dir.join("raft-log.redb"), config.cache_bytes)?;
+        let sm = StateMachine::open(data_dir, config.cache_bytes)?;
+        let shared = sm.shared();
+        let client = RpcClient::new(&config.cluster_secret)?;
+        let network = Network {
+            client: client.clone(),
+            rpc_timeout: config.timeouts.rpc,
+        };
+        let raft = Raft::new(config.node_id, raft_config, network, log, sm)
+            .await
+            .map_err(|e| Error::Raft(e.to_string()))?;
+        let inner = Arc::new(Inner {
+            id: config.node_id,
+            config: config.clone(),
+            raft,
+            shared,
+            client,
+            last_stamp: AtomicU64::new(0),
+        });
+        let gate = Arc::new(Gate::new(inner.clone(), &config.cluster_secret));
+        let (batch_tx, batch_rx) = mpsc::channel(config.max_batch * 8);
+        let batcher = tokio::spawn(batcher::run(inner.clone(), batch_rx));
+        tracing::info!(node = config.node_id, dir = %data_dir.display(), "control plane open");
+        Ok(ControlPlane {
+            inner,
+            gate,
+            batch_tx,
+            tasks: Arc::new(Mutex::new(vec![batcher])),
+        })
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// The internal endpoints (Raft RPC, forwarded writes, admin), to be
+    /// served on the internal listener only. Every request must carry the
+    /// cluster secret.
+    pub fn router(&self) -> axum::Router {
+        rpc_server::router(self.gate.clone())
+    }
+
+    /// The openraft handle, for metrics and tests.
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    /// Stops Raft and every task of this replica. Afterwards the router
+    /// answers 503 and the data directory can be reopened once every clone
+    /// of this handle is dropped.
+    pub async fn shutdown(&self) {
+        self.gate.close();
+        let tasks: Vec<_> = match self.tasks.lock() {
+            Ok(mut t) => t.drain(..).collect(),
+            Err(p) => p.into_inner().drain(..).collect(),
+        };
+        for t in tasks {
+            t.abort();
+            let _ = t.await;
+        }
+        if let Err(e) = self.inner.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        tracing::info!(node = self.inner.id, "control plane shut down");
+    }
+
+    // ---- writes -------------------------------------------------------
+
+    /// Commits one command, batched with concurrent ones into a single Raft
+    /// entry (group commit), and returns its outcome. Forwarded to the
+    /// leader if this node is not it; retried while an election runs, up to
+    /// the write timeout. `Err(Unavailable)` means the outcome is unknown
+    /// or nothing was written; draws are safe to retry either way.
+    pub async fn write(&self, command: Command) -> Result<Outcome, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.batch_tx
+            .send(Pending { command, reply })
+            .await
+            .map_err(|_| Error::Shutdown)?;
+        rx.await.map_err(|_| Error::Shutdown)?
+    }
+
+    /// Commits `commands` as one entry, bypassing the batcher.
+    pub async fn write_batch(&self, commands: Vec<Command>) -> Result<Vec<Outcome>, Error> {
+        Ok(self.inner.propose(commands).await?.outcomes)
+    }
+
+    // ---- membership ---------------------------------------------------
+
+    /// Bootstraps a new cluster with these voters (call on one node, once),
+    /// then, once a leader exists, installs the first signing key (secret
+    /// drawn here, on the proposer; apply has no randomness).
+    pub async fn bootstrap(&self, voters: BTreeMap<NodeId, Member>) -> Result<(), Error> {
+        match self.inner.raft.initialize(voters).await {
+            Ok(()) => tracing::info!(node = self.inner.id, "cluster initialized"),
+            Err(RaftError::APIError(e)) => {
+                tracing::info!(error = %e, "cluster already initialized")
+            }
+            Err(e) => return Err(Error::Raft(e.to_string())),
+        }
+        self.ensure_signing_key().await
+    }
+
+    /// Installs a first signing key if the ledger has none.
+    pub async fn ensure_signing_key(&self) -> Result<(), Error> {
+        self.linearizable_barrier().await?;
+        if reads::current_key_id(&self.inner.shared.db())?.is_some() {
+            return Ok(());
+        }
+        match self.rotate_key().await {
+            Ok(_) | Err(Error::Rejected(crate::Rejection::AlreadyExists(_))) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Replaces the signing key with a fresh one; returns its key id.
+    pub async fn rotate_key(&self) -> Result<String, Error> {
+        let secret: [u8; 32] = rand::random();
+        match self.write(Command::RotateKey { secret }).await? {
+            Outcome::KeyRotated { key_id } => Ok(key_id),
+            Outcome::Rejected(r) => Err(Error::Rejected(r)),
+            other => Err(Error::Raft(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    async fn admin(&self, op: AdminOp) -> Result<(), Error> {
+        let deadline = Instant::now() + self.inner.config.timeouts.write * 4;
+        loop {
+            let leader = self.inner.raft.current_leader().await;
+            let result = match leader {
+                Some(id) if id == self.inner.id => self.inner.admin_as_leader(op.clone()).await,
+                Some(id) => match self.member_of(id) {
+                    Some(m) => self
+                        .inner
+                        .client
+                        .call::<_, Result<(), ForwardError>>(
+                            &m.rpc_addr,
+                            PATH_ADMIN,
+                            &op,
+                            deadline - Instant::now().min(deadline),
+                        )
+                        .await
+                        .unwrap_or_else(|e| Err(ForwardError::Failed(e.to_string()))),
+                    None => Err(ForwardError::NotLeader { leader: None }),
+                },
+                None => Err(ForwardError::NotLeader { leader: None }),
+            };
+            match result {
+                Ok(()) => return Ok(()),
+                Err(ForwardError::NotLeader { .. }) if Instant::now() < deadline => {
+                    tokio::time::sleep(self.inner.config.timeouts.leader_retry).await;
+                }
+                Err(e) => return Err(Error::Raft(e.to_string())),
+            }
+        }
+    }
+
+    /// Adds a non-voting learner with its labels; returns once it has caught up.
+    pub async fn add_learner(&self, id: NodeId, member: Member) -> Result<(), Error> {
+        tracing::info!(node = id, %member, "adding learner");
+        self.admin(AdminOp::AddLearner { id, member }).await
+    }
+
+    /// Makes a learner a voter.
+    pub async fn promote(&self, id: NodeId) -> Result<(), Error> {
+        tracing::info!(node = id, "promoting to voter");
+        self.admin(AdminOp::Promote { id }).await
+    }
+
+    /// Removes a voter or learner from the cluster.
+    pub async fn remove(&self, id: NodeId) -> Result<(), Error> {
+        tracing::info!(node = id, "removing member");
+        self.admin(AdminOp::Remove { id }).await
+    }
+
+    /// Records new labels for a member (zone, cloud, region, addresses).
+    pub async fn set_member_labels(&self, id: NodeId, member: Member) -> Result<(), Error> {
+        match self
+            .write(Command::SetMemberLabels { node: id, member })
+            .await?
+        {
+            Outcome::Rejected(r) => Err(Error::Rejected(r)),
+            _ => Ok(()),
+        }
+    }
+
+    fn member_of(&self, id: NodeId) -> Option<Member> {
+        self.inner
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .cloned()
+    }
+
+    // ---- reads --------------------------------------------------------
+
+    /// Waits until this replica has applied everything the leader had
+    /// committed when the call began (a linearizable read barrier).
+    pub async fn linearizable_barrier(&self) -> Result<(), Error> {
+        let deadline = Instant::now() + self.inner.config.timeouts.write;
+        loop {
+            let index = match self.inner.raft.current_leader().await {
+                Some(id) if id == self.inner.id => self.inner.read_index_as_leader().await,
+                Some(id) => match self.member_of(id) {
+                    Some(m) => self
+                        .inner
+                        .client
+                        .call::<_, Result<u64, ForwardError>>(
+                            &m.rpc_addr,
+                            PATH_READ_INDEX,
+                            &(),
+                            self.inner.config.timeouts.rpc * 4,
+                        )
+                        .await
+                        .unwrap_or_else(|e| Err(ForwardError::Failed(e.to_string()))),
+                    None => Err(ForwardError::NotLeader { leader: None }),
+                },
+                None => Err(ForwardError::NotLeader { leader: None }),
+            };
+            match index {
+                Ok(index) => {
+                    let left = deadline
+                        .saturating_duration_since(Instant::now())
+                        .max(Duration::from_millis(10));
+                    return self
+                        .inner
+                        .raft
+                        .wait(Some(left))
+                        .applied_index_at_least(Some(index), "linearizable read")
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| Error::Unavailable(e.to_string()));
+                }
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(Error::Unavailable(e.to_string()))
+                }
+                Err(_) => tokio::time::sleep(self.inner.config.timeouts.leader_retry).await,
+            }
+        }
+    }
+
+    /// A draw as applied on this replica: original request and 201 bytes.
+    pub fn draw(&self, id: &str) -> Result<Option<StoredDraw>, Error> {
+        Ok(reads::draw(&self.inner.shared.db(), id)?)
+    }
+
+    /// Like [`Self::draw`], but if the draw is not here yet, waits for this
+    /// replica to catch up with the leader and looks again, so a draw
+    /// acknowledged anywhere is found everywhere.
+    pub async fn draw_linearizable(&self, id: &str) -> Result<Option<StoredDraw>, Error> {
+        if let Some(d) = self.draw(id)? {
+            return Ok(Some(d));
+        }
+        self.linearizable_barrier().await?;
+        self.draw(id)
+    }
+
+    pub fn chain(&self, id: &str) -> Result<Option<ChainInfo>, Error> {
+        Ok(reads::chain(&self.inner.shared.db(), id)?)
+    }
+
+    pub async fn chain_linearizable(&self, id: &str) -> Result<Option<ChainInfo>, Error> {
+        if let Some(c) = self.chain(id)? {
+            return Ok(Some(c));
+        }
+        self.linearizable_barrier().await?;
+        self.chain(id)
+    }
+
+    /// Draws of a chain at positions after `after` (0 for the start), at most `limit`.
+    pub fn chain_draws(
+        &self,
+        chain: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredDraw>, Error> {
+        Ok(reads::chain_draws(
+            &self.inner.shared.db(),
+            chain,
+            after,
+            limit,
+        )?)
+    }
+
+    pub fn customer_by_key_hash(&self, key_sha256: &[u8; 32]) -> Result<Option<Customer>, Error> {
+        Ok(reads::customer_by_key_hash(
+            &self.inner.shared.db(),
+            key_sha256,
+        )?)
+    }
+
+    pub fn customer_by_api_key(&self, api_key: &str) -> Result<Option<Customer>, Error> {
+        self.customer_by_key_hash(&crate::api_key_hash(api_key))
+    }
+
+    /// Signing public keys with validity periods (`GET /v1/keys`).
+    pub fn keys(&self) -> Result<geiger_protocol::KeySet, Error> {
+        Ok(reads::keys(&self.inner.shared.db())?)
+    }
+
+    pub fn leases(&self) -> Result<Vec<Lease>, Error> {
+        Ok(reads::leases(&self.inner.shared.db())?)
+    }
+
+    /// Unused pool bytes in total and per device.
+    pub fn pool(&self) -> Result<(u64, Vec<DevicePool>), Error> {
+        let (state, devices) = reads::pool(&self.inner.shared.db())?;
+        Ok((state.bytes, devices))
+    }
+
+    /// The placement report for the current voters.
+    pub fn placement(&self) -> Result<PlacementReport, Error> {
+        let metrics = self.inner.raft.metrics().borrow().clone();
+        let labels = reads::members(&self.inner.shared.db())?;
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeMap<NodeId, Member> = membership
+            .voter_ids()
+            .map(|id| {
+                let m = labels
+                    .get(&id)
+                    .cloned()
+                    .or_else(|| membership.get_node(&id).cloned())
+                    .unwrap_or_default();
+                (id, m)
+            })
+            .collect();
+        Ok(placement::report(&voters))
+    }
+
+    /// This node's view of the cluster.
+    pub fn status(&self) -> Result<Status, Error> {
+        let m = self.inner.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let labels = reads::members(&self.inner.shared.db())?;
+        let mut members = BTreeMap::new();
+        for (id, node) in membership.nodes() {
+            members.insert(*id, labels.get(id).cloned().unwrap_or_else(|| node.clone()));
+        }
+        let last = m.last_log_index;
+        let peers = m
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .filter(|(id, _)| **id != self.inner.id)
+                    .map(|(id, matched)| {
+                        let matched_index = matched.map(|l| l.index);
+                        PeerStatus {
+                            id: *id,
+                            matched_index,
+                            lag: last.map(|l| l.saturating_sub(matched_index.unwrap_or(0))),
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let (pool_bytes, devices) = self.pool()?;
+        Ok(Status {
+            node_id: self.inner.id,
+            state: format!("{:?}", m.state),
+            leader: m.current_leader,
+            term: m.current_term,
+            last_log_index: m.last_log_index,
+            last_applied_index: m.last_applied.map(|l| l.index),
+            snapshot_index: m.snapshot.map(|l| l.index),
+            purged_index: m.purged.map(|l| l.index),
+            millis_since_quorum_ack: m.millis_since_quorum_ack,
+            voters: membership.voter_ids().collect(),
+            learners: membership.learner_ids().collect(),
+            members,
+            peers,
+            pool_bytes,
+            devices,
+            leases: self.leases()?,
+            placement: self.placement()?,
+        })
+    }
+}

@@ -1,0 +1,684 @@
+//! Applying commands: the deterministic heart of the ledger.
+//!
+//! Each command is checked in full before its first write, so a rejected
+//! command leaves no trace. Commands of one batch run in order inside one
+//! redb write transaction and see each other's effects (that is how 50
+//! concurrent draws on one `previous` resolve to exactly one winner).
+
+use geiger_protocol::derive::min_entropy_bytes;
+use geiger_protocol::record::format_timestamp;
+use geiger_protocol::{
+    derive, ChainBody, ChainType, DrawBody, DrawRequest, DrawType, EntropySegment, EntropyUse,
+    RecordId, RecordKind, Signer, DERIVATION_V1,
+};
+use redb::{ReadableTable, WriteTransaction};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::tables::*;
+use crate::types::{Command, Lease, Member, NodeId, Outcome, Rejection};
+
+/// Largest entropy chunk accepted in one command.
+pub const MAX_CHUNK_BYTES: usize = 1 << 20;
+/// Longest device id, customer id, name or reason.
+const MAX_NAME_BYTES: usize = 128;
+
+/// A storage failure while applying: fatal for the node (Raft stops it),
+/// never a rejection.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("storage: {0}")]
+    Storage(#[from] redb::Error),
+    #[error("encoding: {0}")]
+    Encoding(#[from] bincode::Error),
+    #[error("canonical JSON: {0}")]
+    Canonical(#[from] geiger_protocol::canonical::CanonicalError),
+}
+
+macro_rules! storage {
+    ($e:expr) => {
+        $e.map_err(|e| ApplyError::Storage(e.into()))
+    };
+}
+
+/// Typed access to the tables inside one write transaction.
+pub struct Tx<'a> {
+    pub tx: &'a WriteTransaction,
+}
+
+impl Tx<'_> {
+    pub fn get_raw(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, ApplyError> {
+        let t = storage!(self.tx.open_table(table))?;
+        let v = storage!(t.get(key))?;
+        Ok(v.map(|v| v.value().to_vec()))
+    }
+
+    pub fn get<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        key: &[u8],
+    ) -> Result<Option<T>, ApplyError> {
+        match self.get_raw(table, key)? {
+            Some(bytes) => Ok(Some(bincode::deserialize(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn put_raw(&self, table: Table, key: &[u8], value: &[u8]) -> Result<(), ApplyError> {
+        let mut t = storage!(self.tx.open_table(table))?;
+        storage!(t.insert(key, value))?;
+        Ok(())
+    }
+
+    pub fn put<T: Serialize>(&self, table: Table, key: &[u8], value: &T) -> Result<(), ApplyError> {
+        self.put_raw(table, key, &bincode::serialize(value)?)
+    }
+
+    pub fn delete(&self, table: Table, key: &[u8]) -> Result<(), ApplyError> {
+        let mut t = storage!(self.tx.open_table(table))?;
+        storage!(t.remove(key))?;
+        Ok(())
+    }
+}
+
+/// The signing key in force, cached so every draw need not rebuild it.
+#[derive(Default)]
+pub struct SignerCache {
+    pub current: Option<Signer>,
+}
+
+impl SignerCache {
+    pub fn load(tx: &Tx<'_>) -> Result<Self, ApplyError> {
+        let Some(key_id) = tx.get_raw(META, META_CURRENT_KEY)? else {
+            return Ok(SignerCache::default());
+        };
+        let key: Option<StoredKey> = tx.get(KEYS, &key_id)?;
+        Ok(SignerCache {
+            current: key.map(|k| Signer::from_secret(k.secret)),
+        })
+    }
+}
+
+/// The context every command of one entry shares.
+pub struct Applier<'a, 'b> {
+    pub tx: &'a Tx<'b>,
+    pub signer: &'a mut SignerCache,
+    /// The leader's clock for this batch.
+    pub at_ms: u64,
+}
+
+type Applied = Result<Outcome, Rejection>;
+
+fn check_name(what: &str, value: &str) -> Result<(), Rejection> {
+    if value.is_empty() || value.len() > MAX_NAME_BYTES || value.chars().any(char::is_control) {
+        return Err(Rejection::Invalid(format!(
+            "`{what}` must be 1 to {MAX_NAME_BYTES} bytes without control characters"
+        )));
+    }
+    Ok(())
+}
+
+impl Applier<'_, '_> {
+    /// Applies one command. `Err` is a storage failure; a rejected command is
+    /// `Ok(Outcome::Rejected(_))`.
+    pub fn apply(&mut self, command: &Command) -> Result<Outcome, ApplyError> {
+        let result = match command {
+            Command::CreateCustomer {
+                id,
+                name,
+                key_sha256,
+            } => self.create_customer(id, name, key_sha256)?,
+            Command::CreateChain { customer, tag } => self.create_chain(customer, tag)?,
+            Command::Draw { customer, request } => self.draw(customer, request)?,
+            Command::AppendEntropy {
+                device,
+                epoch,
+                seq,
+                bytes,
+            } => self.append_entropy(device, *epoch, *seq, bytes)?,
+            Command::QuarantineChunk {
+                device,
+                epoch,
+                seq,
+                length,
+                sha256,
+                reason,
+            } => self.quarantine(device, *epoch, *seq, *length, sha256, reason)?,
+            Command::AssignLease {
+                device,
+                owner,
+                expected_epoch,
+                duration_ms,
+            } => self.assign_lease(device, *owner, *expected_epoch, *duration_ms)?,
+            Command::RenewLease {
+                device,
+                owner,
+                epoch,
+                duration_ms,
+            } => self.renew_lease(device, *owner, *epoch, *duration_ms)?,
+            Command::SetMemberLabels { node, member } => self.set_member_labels(*node, member)?,
+            Command::RotateKey { secret } => self.rotate_key(secret)?,
+        };
+        Ok(match result {
+            Ok(outcome) => outcome,
+            Err(rejection) => {
+                tracing::debug!(command = command.kind(), %rejection, "command rejected");
+                Outcome::Rejected(rejection)
+            }
+        })
+    }
+
+    /// The next ledger sequence number. One Raft entry holds many commands,
+    /// so records carry this per-command number as their `ledger_index`.
+    fn next_ledger_index(&self) -> Result<u64, ApplyError> {
+        let n = self.tx.get::<u64>(META, META_LEDGER_SEQ)?.unwrap_or(0) + 1;
+        self.tx.put(META, META_LEDGER_SEQ, &n)?;
+        Ok(n)
+    }
+
+    fn create_customer(
+        &mut self,
+        id: &str,
+        name: &str,
+        key_sha256: &[u8; 32],
+    ) -> Result<Applied, ApplyError> {
+        if let Err(r) = check_name("id", id).and_then(|_| check_name("name", name)) {
+            return Ok(Err(r));
+        }
+        if self.tx.get_raw(CUSTOMERS, id.as_bytes())?.is_some() {
+            return Ok(Err(Rejection::AlreadyExists(format!("customer {id}"))));
+        }
+        if self.tx.get_raw(CUSTOMER_KEYS, key_sha256)?.is_some() {
+            return Ok(Err(Rejection::AlreadyExists("that API key".into())));
+        }
+        let customer = Customer {
+            id: id.to_string(),
+            name: name.to_string(),
+            key_sha256: *key_sha256,
+            created_at_ms: self.at_ms,
+        };
+        self.tx.put(CUSTOMERS, id.as_bytes(), &customer)?;
+        self.tx.put_raw(CUSTOMER_KEYS, key_sha256, id.as_bytes())?;
+        tracing::info!(customer = id, "customer created");
+        Ok(Ok(Outcome::CustomerCreated { id: id.to_string() }))
+    }
+
+    fn create_chain(&mut self, customer: &str, tag: &str) -> Result<Applied, ApplyError> {
+        if let Err(e) = geiger_protocol::api::validate_tag(tag) {
+            return Ok(Err(Rejection::Invalid(e.to_string())));
+        }
+        if self.tx.get_raw(CUSTOMERS, customer.as_bytes())?.is_none() {
+            return Ok(Err(Rejection::NotFound(format!("customer {customer}"))));
+        }
+        let Some(signer) = self.signer.current.clone() else {
+            return Ok(Err(Rejection::NoSigningKey));
+        };
+        let ledger_index = self.next_ledger_index()?;
+        let sealed = signer.seal_chain(ChainBody {
+            record_type: ChainType::Chain,
+            customer: customer.to_string(),
+            tag: tag.to_string(),
+            created_at: format_timestamp(self.at_ms),
+            ledger_index,
+            key_id: String::new(),
+        })?;
+        let response = sealed.to_canonical_vec()?;
+        let id = sealed.id.to_string();
+        self.tx.put(
+            CHAINS,
+            id.as_bytes(),
+            &ChainMeta {
+                customer: customer.to_string(),
+                tag: tag.to_string(),
+                response: response.clone(),
+                last_position: 0,
+                head: id.clone(),
+            },
+        )?;
+        tracing::debug!(chain = %id, customer, "chain created");
+        Ok(Ok(Outcome::ChainCreated {
+            id: sealed.id,
+            response,
+        }))
+    }
+
+    fn draw(&mut self, customer: &str, request_bytes: &[u8]) -> Result<Applied, ApplyError> {
+        let request: DrawRequest = match serde_json::from_slice(request_bytes) {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(Rejection::Invalid(format!("not a draw request: {e}")))),
+        };
+        if let Err(e) = request.validate() {
+            return Ok(Err(Rejection::Invalid(e.to_string())));
+        }
+        let previous = request.previous.to_string();
+        // Where does `previous` sit, and whose chain is it?
+        let (chain_id, position) = match request.previous.kind() {
+            RecordKind::Chain => (previous.clone(), 1),
+            RecordKind::Draw => match self.tx.get::<StoredDraw>(DRAWS, previous.as_bytes())? {
+                Some(d) => (d.chain, d.position + 1),
+                None => return Ok(Err(Rejection::NotFound(format!("previous {previous}")))),
+            },
+        };
+        let Some(mut chain) = self.tx.get::<ChainMeta>(CHAINS, chain_id.as_bytes())? else {
+            return Ok(Err(Rejection::NotFound(format!("previous {previous}"))));
+        };
+        // Ownership before the successor check, so a stranger learns nothing
+        // about another customer's chain.
+        if chain.customer != customer {
+            return Ok(Err(Rejection::Forbidden(format!(
+                "chain {chain_id} belongs to another customer"
+            ))));
+        }
+        if let Some(successor) = self.tx.get::<Successor>(SUCCESSORS, previous.as_bytes())? {
+            let existing: RecordId = match successor.id.parse() {
+                Ok(id) => id,
+                Err(_) => return Ok(Err(Rejection::Invalid("corrupt successor".into()))),
+            };
+            if successor.request_id.is_some() && successor.request_id == request.request_id {
+                if let Some(d) = self.tx.get::<StoredDraw>(DRAWS, successor.id.as_bytes())? {
+                    return Ok(Ok(Outcome::Replayed {
+                        id: existing,
+                        response: d.response,
+                    }));
+                }
+            }
+            return Ok(Ok(Outcome::PreviousAlreadyUsed { existing }));
+        }
+        let Some(signer) = self.signer.current.clone() else {
+            return Ok(Err(Rejection::NoSigningKey));
+        };
+        let (derived, taken) = match self.take_entropy(&request.spec)? {
+            Ok(x) => x,
+            Err(r) => return Ok(Err(r)),
+        };
+        // Everything is checked: from here on, only writes.
+        let ledger_index = self.next_ledger_index()?;
+        let entropy = self.consume(&taken, derived.consumed)?;
+        let sealed = signer.seal_draw(DrawBody {
+            record_type: DrawType::Draw,
+            chain: chain_id.parse().map_err(|_| {
+                ApplyError::Storage(redb::Error::Corrupted(format!("bad chain id {chain_id}")))
+            })?,
+            position,
+            previous: request.previous,
+            tag: request.tag.clone(),
+            customer: customer.to_string(),
+            request_id: request.request_id.clone(),
+            spec: request.spec.clone(),
+            result: derived.result,
+            issued_at: format_timestamp(self.at_ms),
+            ledger_index,
+            entropy,
+            derivation: DERIVATION_V1.to_string(),
+            key_id: String::new(),
+        })?;
+        let response = sealed.to_canonical_vec()?;
+        let id = sealed.draw.id.to_string();
+        self.tx.put(
+            DRAWS,
+            id.as_bytes(),
+            &StoredDraw {
+                id: id.clone(),
+                chain: chain_id.clone(),
+                position,
+                request_id: request.request_id.clone(),
+                request: request_bytes.to_vec(),
+                response: response.clone(),
+            },
+        )?;
+        self.tx.put(
+            SUCCESSORS,
+            previous.as_bytes(),
+            &Successor {
+                id: id.clone(),
+                request_id: request.request_id,
+            },
+        )?;
+        self.tx.put_raw(
+            CHAIN_DRAWS,
+            &chain_draw_key(&chain_id, position),
+            id.as_bytes(),
+        )?;
+        chain.last_position = position;
+        chain.head = id.clone();
+        self.tx.put(CHAINS, chain_id.as_bytes(), &chain)?;
+        Ok(Ok(Outcome::Drawn {
+            id: sealed.draw.id,
+            response,
+        }))
+    }
+
+    /// Reads (without consuming) enough pool bytes to derive `spec`.
+    /// Returns the derivation and the pieces read, in pool order.
+    #[allow(clippy::type_complexity)]
+    fn take_entropy(
+        &self,
+        spec: &geiger_protocol::Spec,
+    ) -> Result<Result<(geiger_protocol::Derived, Vec<Piece>), Rejection>, ApplyError> {
+        let pool: PoolState = self.tx.get(META, META_POOL)?.unwrap_or_default();
+        let mut need = min_entropy_bytes(spec) as u64;
+        let mut buf: Vec<u8> = Vec::new();
+        let mut pieces: Vec<Piece> = Vec::new();
+        let mut cursor = (pool.head, pool.head_offset);
+        let table = storage!(self.tx.tx.open_table(POOL))?;
+        loop {
+            let want = need.min(pool.bytes);
+            while (buf.len() as u64) < want {
+                let Some(chunk) = storage!(table.get(u64_key(cursor.0).as_slice()))? else {
+                    // The cursor says the bytes exist; if not, refuse rather than guess.
+                    return Ok(Err(Rejection::EntropyExhausted {
+                        available: pool.bytes,
+                    }));
+                };
+                let chunk: PoolChunk = bincode::deserialize(chunk.value())?;
+                let start = cursor.1 as usize;
+                let avail = chunk.bytes.len().saturating_sub(start);
+                let n = avail.min((want - buf.len() as u64) as usize);
+                buf.extend_from_slice(&chunk.bytes[start..start + n]);
+                pieces.push(Piece {
+                    pool_seq: cursor.0,
+                    device: chunk.device,
+                    chunk_seq: chunk.seq,
+                    offset: cursor.1,
+                    length: n as u32,
+                    chunk_len: chunk.bytes.len() as u32,
+                });
+                if start + n >= chunk.bytes.len() {
+                    cursor = (cursor.0 + 1, 0);
+                } else {
+                    cursor.1 += n as u32;
+                }
+            }
+            match derive(spec, &buf) {
+                Ok(d) => return Ok(Ok((d, pieces))),
+                Err(_) if want < need || need >= pool.bytes => {
+                    return Ok(Err(Rejection::EntropyExhausted {
+                        available: pool.bytes,
+                    }))
+                }
+                // Rejection sampling wanted more words: extend and derive again.
+                Err(_) => need = need + (need / 4).max(64),
+            }
+        }
+    }
+
+    /// Consumes the first `consumed` bytes of `pieces` from the pool and
+    /// returns the record of where they came from.
+    fn consume(&self, pieces: &[Piece], consumed: usize) -> Result<EntropyUse, ApplyError> {
+        let mut pool: PoolState = self.tx.get(META, META_POOL)?.unwrap_or_default();
+        let mut left = consumed as u32;
+        let mut segments = Vec::new();
+        let mut bytes = Vec::with_capacity(consumed);
+        for piece in pieces {
+            if left == 0 {
+                break;
+            }
+            let n = piece.length.min(left);
+            left -= n;
+            let chunk: PoolChunk =
+                self.tx
+                    .get(POOL, &u64_key(piece.pool_seq))?
+                    .ok_or_else(|| {
+                        ApplyError::Storage(redb::Error::Corrupted("pool chunk vanished".into()))
+                    })?;
+            let start = piece.offset as usize;
+            bytes.extend_from_slice(&chunk.bytes[start..start + n as usize]);
+            segments.push(EntropySegment {
+                device: piece.device.clone(),
+                chunk_seq: piece.chunk_seq,
+                offset: piece.offset,
+                length: n,
+            });
+            let mut device: DeviceState = self
+                .tx
+                .get(DEVICES, piece.device.as_bytes())?
+                .unwrap_or_default();
+            device.pooled_bytes = device.pooled_bytes.saturating_sub(n as u64);
+            device.used_bytes += n as u64;
+            self.tx.put(DEVICES, piece.device.as_bytes(), &device)?;
+            pool.bytes = pool.bytes.saturating_sub(n as u64);
+            if piece.offset + n >= piece.chunk_len {
+                // Fully used: the bytes live on inside the draws that used them.
+                self.tx.delete(POOL, &u64_key(piece.pool_seq))?;
+                pool.head = piece.pool_seq + 1;
+                pool.head_offset = 0;
+            } else {
+                pool.head = piece.pool_seq;
+                pool.head_offset = piece.offset + n;
+            }
+        }
+        self.tx.put(META, META_POOL, &pool)?;
+        Ok(EntropyUse::new(segments, &bytes))
+    }
+
+    /// The lease check shared by append and quarantine.
+    fn check_lease(&self, device: &str, epoch: u64) -> Result<Result<(), Rejection>, ApplyError> {
+        let Some(lease) = self.tx.get::<Lease>(LEASES, device.as_bytes())? else {
+            return Ok(Err(Rejection::Forbidden(format!(
+                "no lease for link {device}"
+            ))));
+        };
+        if epoch != lease.epoch {
+            return Ok(Err(Rejection::StaleEpoch {
+                current: lease.epoch,
+                got: epoch,
+            }));
+        }
+        if self.at_ms > lease.expires_at_ms {
+            return Ok(Err(Rejection::LeaseExpired(device.to_string())));
+        }
+        Ok(Ok(()))
+    }
+
+    fn check_seq(
+        &self,
+        device: &str,
+        seq: u64,
+    ) -> Result<Result<DeviceState, Rejection>, ApplyError> {
+        let state: DeviceState = self.tx.get(DEVICES, device.as_bytes())?.unwrap_or_default();
+        if let Some(last) = state.last_seq {
+            let expected = last.saturating_add(1);
+            if seq != expected {
+                return Ok(Err(Rejection::SequenceGap {
+                    device: device.to_string(),
+                    expected,
+                    got: seq,
+                }));
+            }
+        }
+        Ok(Ok(state))
+    }
+
+    fn append_entropy(
+        &mut self,
+        device: &str,
+        epoch: u64,
+        seq: u64,
+        bytes: &[u8],
+    ) -> Result<Applied, ApplyError> {
+        if let Err(r) = check_name("device", device) {
+            return Ok(Err(r));
+        }
+        if bytes.is_empty() || bytes.len() > MAX_CHUNK_BYTES {
+            return Ok(Err(Rejection::Invalid(format!(
+                "a chunk holds 1 to {MAX_CHUNK_BYTES} bytes"
+            ))));
+        }
+        if let Err(r) = self.check_lease(device, epoch)? {
+            return Ok(Err(r));
+        }
+        let mut state = match self.check_seq(device, seq)? {
+            Ok(s) => s,
+            Err(r) => return Ok(Err(r)),
+        };
+        let mut pool: PoolState = self.tx.get(META, META_POOL)?.unwrap_or_default();
+        self.tx.put(
+            POOL,
+            &u64_key(pool.next),
+            &PoolChunk {
+                device: device.to_string(),
+                seq,
+                bytes: bytes.to_vec(),
+            },
+        )?;
+        pool.next += 1;
+        pool.bytes += bytes.len() as u64;
+        self.tx.put(META, META_POOL, &pool)?;
+        state.first_seq.get_or_insert(seq);
+        state.last_seq = Some(seq);
+        state.pooled_bytes += bytes.len() as u64;
+        state.appended_chunks += 1;
+        self.tx.put(DEVICES, device.as_bytes(), &state)?;
+        Ok(Ok(Outcome::EntropyAppended {
+            pool_bytes: pool.bytes,
+        }))
+    }
+
+    fn quarantine(
+        &mut self,
+        device: &str,
+        epoch: u64,
+        seq: u64,
+        length: u32,
+        sha256: &[u8; 32],
+        reason: &str,
+    ) -> Result<Applied, ApplyError> {
+        if let Err(r) = check_name("device", device).and_then(|_| check_name("reason", reason)) {
+            return Ok(Err(r));
+        }
+        if let Err(r) = self.check_lease(device, epoch)? {
+            return Ok(Err(r));
+        }
+        let mut state = match self.check_seq(device, seq)? {
+            Ok(s) => s,
+            Err(r) => return Ok(Err(r)),
+        };
+        self.tx.put(
+            QUARANTINE,
+            &quarantine_key(device, seq),
+            &QuarantinedChunk {
+                length,
+                sha256: *sha256,
+                reason: reason.to_string(),
+                at_ms: self.at_ms,
+            },
+        )?;
+        state.first_seq.get_or_insert(seq);
+        state.last_seq = Some(seq);
+        state.quarantined_chunks += 1;
+        self.tx.put(DEVICES, device.as_bytes(), &state)?;
+        tracing::warn!(device, seq, reason, "entropy chunk quarantined");
+        Ok(Ok(Outcome::ChunkQuarantined))
+    }
+
+    fn assign_lease(
+        &mut self,
+        device: &str,
+        owner: NodeId,
+        expected_epoch: Option<u64>,
+        duration_ms: u64,
+    ) -> Result<Applied, ApplyError> {
+        if let Err(r) = check_name("device", device) {
+            return Ok(Err(r));
+        }
+        let current = self.tx.get::<Lease>(LEASES, device.as_bytes())?;
+        let current_epoch = current.as_ref().map_or(0, |l| l.epoch);
+        if let Some(expected) = expected_epoch {
+            if expected != current_epoch {
+                return Ok(Err(Rejection::StaleEpoch {
+                    current: current_epoch,
+                    got: expected,
+                }));
+            }
+        }
+        let lease = Lease {
+            device: device.to_string(),
+            owner,
+            epoch: current_epoch + 1,
+            expires_at_ms: self.at_ms.saturating_add(duration_ms),
+        };
+        self.tx.put(LEASES, device.as_bytes(), &lease)?;
+        tracing::info!(device, owner, epoch = lease.epoch, "link lease assigned");
+        Ok(Ok(Outcome::Lease(lease)))
+    }
+
+    fn renew_lease(
+        &mut self,
+        device: &str,
+        owner: NodeId,
+        epoch: u64,
+        duration_ms: u64,
+    ) -> Result<Applied, ApplyError> {
+        let Some(mut lease) = self.tx.get::<Lease>(LEASES, device.as_bytes())? else {
+            return Ok(Err(Rejection::NotFound(format!("lease for link {device}"))));
+        };
+        if lease.epoch != epoch {
+            return Ok(Err(Rejection::StaleEpoch {
+                current: lease.epoch,
+                got: epoch,
+            }));
+        }
+        if lease.owner != owner {
+            return Ok(Err(Rejection::Forbidden(format!(
+                "link {device} is owned by node {}",
+                lease.owner
+            ))));
+        }
+        if self.at_ms > lease.expires_at_ms {
+            return Ok(Err(Rejection::LeaseExpired(device.to_string())));
+        }
+        lease.expires_at_ms = self.at_ms.saturating_add(duration_ms);
+        self.tx.put(LEASES, device.as_bytes(), &lease)?;
+        Ok(Ok(Outcome::Lease(lease)))
+    }
+
+    fn set_member_labels(&mut self, node: NodeId, member: &Member) -> Result<Applied, ApplyError> {
+        self.tx.put(MEMBERS, &u64_key(node), member)?;
+        tracing::info!(node, %member, "member labels set");
+        Ok(Ok(Outcome::Done))
+    }
+
+    fn rotate_key(&mut self, secret: &[u8; 32]) -> Result<Applied, ApplyError> {
+        let signer = Signer::from_secret(*secret);
+        let key_id = signer.key_id().to_string();
+        if self.tx.get_raw(KEYS, key_id.as_bytes())?.is_some() {
+            return Ok(Err(Rejection::AlreadyExists(format!("key {key_id}"))));
+        }
+        if let Some(old_id) = self.tx.get_raw(META, META_CURRENT_KEY)? {
+            if let Some(mut old) = self.tx.get::<StoredKey>(KEYS, &old_id)? {
+                old.valid_until_ms = Some(self.at_ms);
+                self.tx.put(KEYS, &old_id, &old)?;
+            }
+        }
+        self.tx.put(
+            KEYS,
+            key_id.as_bytes(),
+            &StoredKey {
+                secret: *secret,
+                valid_from_ms: self.at_ms,
+                valid_until_ms: None,
+            },
+        )?;
+        self.tx.put_raw(META, META_CURRENT_KEY, key_id.as_bytes())?;
+        self.signer.current = Some(signer);
+        tracing::info!(key_id, "signing key rotated");
+        Ok(Ok(Outcome::KeyRotated { key_id }))
+    }
+}
+
+/// Bytes read from one pool chunk.
+#[derive(Debug, Clone)]
+pub struct Piece {
+    pool_seq: u64,
+    device: String,
+    chunk_seq: u64,
+    offset: u32,
+    length: u32,
+    chunk_len: u32,
+}
+
+/// SHA-256 of an API key, as customers are looked up by.
+pub fn api_key_hash(api_key: &str) -> [u8; 32] {
+    Sha256::digest(api_key.as_bytes()).into()
+}

@@ -1,0 +1,427 @@
+//! The replicated state machine on redb (`state.redb`).
+//!
+//! `apply` is deterministic: it reads no clock (timestamps come in the
+//! [`Batch`](crate::types::Batch) from the leader), no randomness (key
+//! secrets come in `RotateKey`), and does no I/O beyond its own database.
+//! Every replica therefore produces byte-identical records, IDs and
+//! signatures.
+//!
+//! **The Ed25519 signing secret is part of the replicated state** (table
+//! `keys`). Draws are sealed at apply time, on every replica, because only
+//! then is the entropy they use known; whichever node is leader, every
+//! replica must be able to produce the same signature. Ed25519 signing is
+//! deterministic (RFC 8032), so it can. The cost is that every voter's disk
+//! and every snapshot hold the secret: data directories and backups must be
+//! protected like the key itself. Rotation (`RotateKey`) never invalidates
+//! old draws: retired keys stay in the table with their validity period.
+//!
+//! Durability: state-machine commits use `Durability::None` (no fsync),
+//! because the log is the durable record. After a crash redb rolls back to
+//! its last durable commit and Raft re-applies the entries after it. Every
+//! [`DURABLE_EVERY`] applies, and always before a snapshot is built (the log
+//! behind a snapshot gets purged), a commit is made `Immediate` (fsync).
+
+pub mod apply;
+pub mod reads;
+pub mod tables;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, Snapshot, StorageIOError,
+};
+use redb::{Database, Durability};
+
+use self::apply::{Applier, ApplyError, SignerCache, Tx};
+use self::tables::*;
+use crate::types::{
+    BatchOutcome, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
+
+/// Every this many `apply` calls, one commit is fsynced (see module docs).
+pub const DURABLE_EVERY: u64 = 64;
+const STATE_FILE: &str = "state.redb";
+const INSTALLING_FILE: &str = "state.redb.installing";
+const SNAPSHOT_DIR: &str = "snapshots";
+const CURRENT_META: &str = "current.meta";
+const INCOMING_SNAPSHOT: &str = "incoming.snap";
+
+fn sm_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
+    StorageIOError::new(
+        ErrorSubject::StateMachine,
+        verb,
+        openraft::AnyError::error(e.to_string()),
+    )
+    .into()
+}
+
+fn snap_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
+    StorageIOError::new(
+        ErrorSubject::Snapshot(None),
+        verb,
+        openraft::AnyError::error(e.to_string()),
+    )
+    .into()
+}
+
+/// The database, shared by the state machine (writer), the snapshot builder
+/// and local readers. Installing a snapshot swaps in a new database; readers
+/// holding the old one finish on it undisturbed.
+pub struct Shared {
+    dir: PathBuf,
+    db: RwLock<Arc<Database>>,
+    cache_bytes: usize,
+    builds: std::sync::atomic::AtomicU64,
+}
+
+impl Shared {
+    pub fn db(&self) -> Arc<Database> {
+        match self.db.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn swap(&self, db: Database) {
+        let mut g = match self.db.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *g = Arc::new(db);
+    }
+
+    fn snapshot_dir(&self) -> PathBuf {
+        self.dir.join(SNAPSHOT_DIR)
+    }
+}
+
+fn open_db(path: &Path, cache_bytes: usize) -> Result<Database, redb::Error> {
+    let db = Database::builder()
+        .set_cache_size(cache_bytes)
+        .create(path)?;
+    let mut tx = db.begin_write()?;
+    tx.set_durability(Durability::Immediate);
+    for (_, def) in ALL {
+        tx.open_table(def)?;
+    }
+    tx.commit()?;
+    Ok(db)
+}
+
+/// The state machine openraft drives.
+pub struct StateMachine {
+    shared: Arc<Shared>,
+    signer: SignerCache,
+    applies: u64,
+}
+
+impl StateMachine {
+    /// Opens (or creates) the state machine under `dir`.
+    pub fn open(dir: &Path, cache_bytes: usize) -> Result<Self, crate::Error> {
+        std::fs::create_dir_all(dir.join(SNAPSHOT_DIR))?;
+        // A crash mid-install leaves this behind; the old state is still whole.
+        let _ = std::fs::remove_file(dir.join(INSTALLING_FILE));
+        let db = open_db(&dir.join(STATE_FILE), cache_bytes)?;
+        let signer = {
+            let tx = db.begin_write().map_err(redb::Error::from)?;
+            let cache = SignerCache::load(&Tx { tx: &tx })
+                .map_err(|e| crate::Error::Storage(e.to_string()))?;
+            tx.abort().map_err(redb::Error::from)?;
+            cache
+        };
+        Ok(StateMachine {
+            shared: Arc::new(Shared {
+                dir: dir.to_path_buf(),
+                db: RwLock::new(Arc::new(db)),
+                cache_bytes,
+                builds: std::sync::atomic::AtomicU64::new(0),
+            }),
+            signer,
+            applies: 0,
+        })
+    }
+
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+}
+
+/// Applies entries in one write transaction. Blocking.
+fn apply_entries(
+    db: &Database,
+    signer: &mut SignerCache,
+    entries: Vec<Entry>,
+    durable: bool,
+) -> Result<Vec<BatchOutcome>, ApplyError> {
+    let mut tx = db.begin_write().map_err(redb::Error::from)?;
+    tx.set_durability(if durable {
+        Durability::Immediate
+    } else {
+        Durability::None
+    });
+    let mut results = Vec::with_capacity(entries.len());
+    {
+        let t = Tx { tx: &tx };
+        let mut last: Option<LogId> = None;
+        for entry in entries {
+            last = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Blank => results.push(BatchOutcome::default()),
+                EntryPayload::Normal(batch) => {
+                    let mut applier = Applier {
+                        tx: &t,
+                        signer,
+                        at_ms: batch.at_ms,
+                    };
+                    let mut outcomes = Vec::with_capacity(batch.commands.len());
+                    for command in &batch.commands {
+                        outcomes.push(applier.apply(command)?);
+                    }
+                    results.push(BatchOutcome { outcomes });
+                }
+                EntryPayload::Membership(m) => {
+                    let stored = StoredMembership::new(Some(entry.log_id), m);
+                    for (id, node) in stored.membership().nodes() {
+                        // Labels given at join time; SetMemberLabels may refine them later.
+                        if t.get_raw(MEMBERS, &u64_key(*id))?.is_none() {
+                            t.put(MEMBERS, &u64_key(*id), node)?;
+                        }
+                    }
+                    tracing::info!(membership = ?stored.membership(), "membership applied");
+                    t.put(META, META_MEMBERSHIP, &stored)?;
+                    results.push(BatchOutcome::default());
+                }
+            }
+        }
+        t.put(META, META_LAST_APPLIED, &last)?;
+    }
+    tx.commit().map_err(redb::Error::from)?;
+    Ok(results)
+}
+
+fn read_applied(db: &Database) -> Result<(Option<LogId>, StoredMembership), ApplyError> {
+    let tx = db.begin_write().map_err(redb::Error::from)?;
+    let (applied, membership) = {
+        let t = Tx { tx: &tx };
+        let applied: Option<Option<LogId>> = t.get(META, META_LAST_APPLIED)?;
+        let membership: Option<StoredMembership> = t.get(META, META_MEMBERSHIP)?;
+        (applied.flatten(), membership.unwrap_or_default())
+    };
+    tx.abort().map_err(redb::Error::from)?;
+    Ok((applied, membership))
+}
+
+async fn blocking<T: Send + 'static>(
+    verb: ErrorVerb,
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, StorageError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(sm_err(verb, e)),
+        Err(e) => Err(sm_err(verb, e)),
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let db = self.shared.db();
+        blocking(ErrorVerb::Read, move || {
+            read_applied(&db).map_err(|e| e.to_string())
+        })
+        .await
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<BatchOutcome>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let db = self.shared.db();
+        let mut signer = std::mem::take(&mut self.signer);
+        self.applies += 1;
+        let durable = self.applies % DURABLE_EVERY == 0;
+        let (signer, result) = tokio::task::spawn_blocking(move || {
+            let r = apply_entries(&db, &mut signer, entries, durable);
+            (signer, r)
+        })
+        .await
+        .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        self.signer = signer;
+        result.map_err(|e| {
+            tracing::error!(error = %e, "applying entries failed; the node stops");
+            sm_err(ErrorVerb::Write, e)
+        })
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            shared: self.shared.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let path = self.shared.snapshot_dir().join(INCOMING_SNAPSHOT);
+        let file = tokio::fs::File::create(&path)
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        tracing::info!(path = %path.display(), "receiving a snapshot");
+        Ok(Box::new(file))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<tokio::fs::File>,
+    ) -> Result<(), StorageError> {
+        // fsync: the received bytes are on disk before we build state from them.
+        snapshot
+            .sync_all()
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        drop(snapshot);
+        let shared = self.shared.clone();
+        let meta2 = meta.clone();
+        let signer = blocking(ErrorVerb::Write, move || {
+            install(&shared, &meta2).map_err(|e| e.to_string())
+        })
+        .await?;
+        self.signer = signer;
+        tracing::info!(snapshot = %meta.snapshot_id, last = ?meta.last_log_id, "snapshot installed");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        current_snapshot(&self.shared).await
+    }
+}
+
+/// Loads the incoming snapshot into a new database and swaps it in.
+fn install(shared: &Shared, meta: &SnapshotMeta) -> io::Result<SignerCache> {
+    let dir = shared.snapshot_dir();
+    let incoming = dir.join(INCOMING_SNAPSHOT);
+    let installing = shared.dir.join(INSTALLING_FILE);
+    let entries = crate::snapshot::load(&incoming, &installing, shared.cache_bytes)?;
+    // Keep the snapshot as our current one, so we can serve it onwards.
+    let seq = shared
+        .builds
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let file_name = format!("installed-{}-{seq}.snap", meta.snapshot_id);
+    std::fs::rename(&incoming, dir.join(&file_name))?;
+    std::fs::rename(&installing, shared.dir.join(STATE_FILE))?;
+    sync_dir(&shared.dir)?;
+    write_meta(&dir, meta, &file_name)?;
+    let db = open_db(&shared.dir.join(STATE_FILE), shared.cache_bytes).map_err(io::Error::other)?;
+    let signer = {
+        let tx = db.begin_write().map_err(io::Error::other)?;
+        let cache = SignerCache::load(&Tx { tx: &tx }).map_err(io::Error::other)?;
+        tx.abort().map_err(io::Error::other)?;
+        cache
+    };
+    shared.swap(db);
+    tracing::info!(entries, "snapshot loaded into a fresh state database");
+    Ok(signer)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    // fsync of the directory: the renames above survive a crash.
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Makes `file_name` the current snapshot: the metadata names its file, and
+/// replacing it is one atomic rename, so a reader never pairs one snapshot's
+/// data with another's metadata. Older snapshot files are then removed
+/// (a sender still streaming one keeps its open handle).
+fn write_meta(dir: &Path, meta: &SnapshotMeta, file_name: &str) -> io::Result<()> {
+    let tmp = dir.join("current.meta.tmp");
+    let bytes = bincode::serialize(&(meta, file_name)).map_err(io::Error::other)?;
+    let mut f = std::fs::File::create(&tmp)?;
+    io::Write::write_all(&mut f, &bytes)?;
+    f.sync_all()?;
+    std::fs::rename(tmp, dir.join(CURRENT_META))?;
+    sync_dir(dir)?;
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(".snap") && name != file_name {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    Ok(())
+}
+
+async fn current_snapshot(shared: &Shared) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+    let dir = shared.snapshot_dir();
+    let meta_bytes = match tokio::fs::read(dir.join(CURRENT_META)).await {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(snap_err(ErrorVerb::Read, e)),
+    };
+    let (meta, file_name): (SnapshotMeta, String) =
+        bincode::deserialize(&meta_bytes).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+    let file = tokio::fs::File::open(dir.join(file_name))
+        .await
+        .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+    Ok(Some(Snapshot {
+        meta,
+        snapshot: Box::new(file),
+    }))
+}
+
+/// Builds snapshots from a read transaction, concurrently with apply.
+pub struct SnapshotBuilder {
+    shared: Arc<Shared>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let shared = self.shared.clone();
+        let meta = blocking(ErrorVerb::Write, move || {
+            build(&shared).map_err(|e| e.to_string())
+        })
+        .await?;
+        let snapshot = current_snapshot(&self.shared)
+            .await?
+            .ok_or_else(|| snap_err(ErrorVerb::Read, "snapshot vanished after build"))?;
+        tracing::info!(snapshot = %meta.snapshot_id, last = ?meta.last_log_id, "snapshot built");
+        Ok(snapshot)
+    }
+}
+
+fn build(shared: &Shared) -> io::Result<SnapshotMeta> {
+    let db = shared.db();
+    // fsync: everything applied so far becomes durable, so the state can
+    // never fall behind the snapshot whose log is about to be purged.
+    let mut tx = db.begin_write().map_err(io::Error::other)?;
+    tx.set_durability(Durability::Immediate);
+    tx.commit().map_err(io::Error::other)?;
+    let dir = shared.snapshot_dir();
+    let seq = shared
+        .builds
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!("building-{seq}.tmp"));
+    // The log id and membership come from the same read transaction as the
+    // tables, though apply may have moved on meanwhile.
+    let dumped = crate::snapshot::dump(&db, &tmp)?;
+    let last_log_id = dumped.last_applied;
+    let snapshot_id = format!(
+        "{}-{}-{seq}",
+        last_log_id.map_or(0, |l| l.leader_id.term),
+        last_log_id.map_or(0, |l| l.index)
+    );
+    let meta = SnapshotMeta {
+        last_log_id,
+        last_membership: dumped.membership,
+        snapshot_id: snapshot_id.clone(),
+    };
+    let file_name = format!("{snapshot_id}.snap");
+    std::fs::rename(&tmp, dir.join(&file_name))?;
+    write_meta(&dir, &meta, &file_name)?;
+    tracing::debug!(entries = dumped.entries, "snapshot written");
+    Ok(meta)
+}

@@ -1,0 +1,166 @@
+//! The state machine's redb tables and the records stored in them.
+//!
+//! Every table maps bytes to bytes, so snapshots can stream any table the
+//! same way. Keys are built so redb's byte order is the order we scan in:
+//! numbers are big-endian, composite keys put the prefix first. Values are
+//! bincode of the structs below (or raw bytes where noted).
+
+use redb::TableDefinition;
+use serde::{Deserialize, Serialize};
+
+pub type Table = TableDefinition<'static, &'static [u8], &'static [u8]>;
+
+/// Bookkeeping: last applied log id, membership, pool cursor, current key,
+/// ledger sequence.
+pub const META: Table = TableDefinition::new("meta");
+/// customer id → [`Customer`].
+pub const CUSTOMERS: Table = TableDefinition::new("customers");
+/// SHA-256 of an API key → customer id (raw bytes).
+pub const CUSTOMER_KEYS: Table = TableDefinition::new("customer_keys");
+/// chain id (text) → [`ChainMeta`], holding the genesis record's 201 bytes.
+pub const CHAINS: Table = TableDefinition::new("chains");
+/// draw id (text) → [`StoredDraw`]: the original request and 201 response bytes.
+pub const DRAWS: Table = TableDefinition::new("draws");
+/// previous id (text) → [`Successor`]: the one draw issued after it.
+pub const SUCCESSORS: Table = TableDefinition::new("successors");
+/// chain id (text) ++ position (u64 BE) → draw id (text).
+pub const CHAIN_DRAWS: Table = TableDefinition::new("chain_draws");
+/// pool sequence (u64 BE, append order across devices) → [`PoolChunk`].
+pub const POOL: Table = TableDefinition::new("pool");
+/// device id → [`DeviceState`].
+pub const DEVICES: Table = TableDefinition::new("devices");
+/// device id ++ 0x00 ++ chunk seq (u64 BE) → [`QuarantinedChunk`].
+pub const QUARANTINE: Table = TableDefinition::new("quarantine");
+/// device id (one link per device) → [`crate::types::Lease`].
+pub const LEASES: Table = TableDefinition::new("leases");
+/// node id (u64 BE) → [`crate::types::Member`] labels.
+pub const MEMBERS: Table = TableDefinition::new("members");
+/// key id → [`StoredKey`], including the Ed25519 secret (see the module
+/// documentation of [`crate::state_machine`] for why it is replicated).
+pub const KEYS: Table = TableDefinition::new("keys");
+
+/// Every table, with the tag that names it in a snapshot file. Tags are
+/// part of the snapshot format: never reuse or renumber one.
+pub const ALL: [(u8, Table); 13] = [
+    (1, META),
+    (2, CUSTOMERS),
+    (3, CUSTOMER_KEYS),
+    (4, CHAINS),
+    (5, DRAWS),
+    (6, SUCCESSORS),
+    (7, CHAIN_DRAWS),
+    (8, POOL),
+    (9, DEVICES),
+    (10, QUARANTINE),
+    (11, LEASES),
+    (12, MEMBERS),
+    (13, KEYS),
+];
+
+pub const META_LAST_APPLIED: &[u8] = b"last_applied";
+pub const META_MEMBERSHIP: &[u8] = b"membership";
+pub const META_POOL: &[u8] = b"pool";
+pub const META_CURRENT_KEY: &[u8] = b"current_key";
+pub const META_LEDGER_SEQ: &[u8] = b"ledger_seq";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Customer {
+    pub id: String,
+    pub name: String,
+    pub key_sha256: [u8; 32],
+    pub created_at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainMeta {
+    pub customer: String,
+    pub tag: String,
+    /// The exact 201 body of `POST /v1/chains` (canonical `ChainResponse`).
+    pub response: Vec<u8>,
+    /// Position of the newest draw; 0 while the chain has none.
+    pub last_position: u64,
+    /// The chain's newest ID (the genesis while it has no draws).
+    pub head: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredDraw {
+    pub id: String,
+    pub chain: String,
+    pub position: u64,
+    pub request_id: Option<String>,
+    /// The original request body, byte for byte.
+    pub request: Vec<u8>,
+    /// The original 201 body, byte for byte.
+    pub response: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Successor {
+    pub id: String,
+    pub request_id: Option<String>,
+}
+
+/// The pool's cursor: chunks `head..next` are in the pool; `head_offset`
+/// bytes of chunk `head` are already used.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolState {
+    pub head: u64,
+    pub head_offset: u32,
+    pub next: u64,
+    /// Unused bytes in the pool, all devices.
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolChunk {
+    pub device: String,
+    pub seq: u64,
+    pub bytes: Vec<u8>,
+}
+
+/// Per-device accounting: every chunk sequence number is pooled, used, or
+/// quarantined, and the numbers are contiguous from `first_seq`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceState {
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+    pub pooled_bytes: u64,
+    pub used_bytes: u64,
+    pub appended_chunks: u64,
+    pub quarantined_chunks: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantinedChunk {
+    pub length: u32,
+    pub sha256: [u8; 32],
+    pub reason: String,
+    pub at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredKey {
+    pub secret: [u8; 32],
+    pub valid_from_ms: u64,
+    pub valid_until_ms: Option<u64>,
+}
+
+pub fn u64_key(n: u64) -> [u8; 8] {
+    n.to_be_bytes()
+}
+
+pub fn chain_draw_key(chain: &str, position: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(chain.len() + 8);
+    k.extend_from_slice(chain.as_bytes());
+    k.extend_from_slice(&position.to_be_bytes());
+    k
+}
+
+pub fn quarantine_key(device: &str, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(device.len() + 9);
+    k.extend_from_slice(device.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
