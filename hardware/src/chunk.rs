@@ -68,6 +68,21 @@ impl FromStr for DeviceId {
     }
 }
 
+// As text everywhere it is stored or shown (ledger, metrics, config), so
+// one device has one spelling.
+impl serde::Serialize for DeviceId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DeviceId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// The exact bytes a device signs for a chunk.
 pub fn signed_statement(
     device: &DeviceId,

@@ -489,3 +489,24 @@ async fn a_device_sending_beyond_its_credit_is_cut_off() {
     }
     assert_eq!(good, 4);
 }
+
+#[tokio::test]
+async fn an_owner_that_stops_taking_events_stops_the_device_within_one_window() {
+    let device = start_device(Faults::default(), |_| {}).await;
+    let mut cfg = link(&device, 1);
+    cfg.window = 4;
+    let mut s = LinkSession::connect(cfg).await.unwrap();
+    // The device could send ~1000 chunks in this time; the owner takes none.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let received = s.state().borrow().good_chunks;
+    assert!(
+        received <= 4,
+        "received {received} chunks with a window of 4"
+    );
+    // Taking events lets the device go on.
+    for expected in 0..12 {
+        assert_eq!(good_chunk(&mut s).await.seq, expected);
+    }
+    // The session stayed up throughout (heartbeats while idle).
+    assert!(s.state().borrow().connected);
+}
