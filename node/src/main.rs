@@ -1,6 +1,6 @@
 //! `geiger`: the one binary operators, auditors and developers run.
 
-mod verify_command;
+use geiger_node::verify_command;
 
 use clap::{Parser, Subcommand};
 

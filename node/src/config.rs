@@ -1,0 +1,230 @@
+//! Node configuration: defaults in code, then a TOML file, then `GEIGER_*`
+//! environment variables (`GEIGER_API__LISTEN=0.0.0.0:8080`: sections and
+//! keys joined by a double underscore). Every setting is documented once,
+//! here; docs/CONFIG.md shows a complete file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's Raft ID; unique in the cluster, never reused.
+    pub node_id: u64,
+    /// Where the ledger (Raft log, state machine, snapshots) lives.
+    pub data_dir: PathBuf,
+    /// The cluster's name, as in alerts and the scrape config's `cluster` label.
+    pub cluster_name: String,
+    pub labels: Labels,
+    pub api: ApiSettings,
+    pub internal: InternalSettings,
+    pub raft: RaftSettings,
+    pub hardware: HardwareSettings,
+    pub alerts: AlertSettings,
+}
+
+/// Where this node runs; the placement report reads these.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Labels {
+    pub zone: String,
+    pub cloud: String,
+    pub region: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    /// The public HTTP listener.
+    pub listen: SocketAddr,
+    /// The address other nodes and clients use to reach it (defaults to `listen`).
+    pub advertise: Option<String>,
+    /// Bearer token for operator calls (`/v1/cluster/status`, `/v1/admin/*`).
+    pub admin_token: String,
+    /// Largest request body accepted, in bytes (413 above).
+    pub body_limit_bytes: usize,
+    /// Request-handling workers, and jobs that may wait for one; past that a
+    /// write gets a fast 503 with `Retry-After`.
+    pub workers: usize,
+    pub queue: usize,
+    /// Per-customer rate limit: sustained requests per second, and burst.
+    pub rate_per_second: f64,
+    pub rate_burst: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InternalSettings {
+    /// The node-to-node listener: Raft RPC and forwarded writes.
+    pub listen: SocketAddr,
+    pub advertise: Option<String>,
+    /// Shared by every member; every internal request must carry it.
+    pub cluster_secret: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaftSettings {
+    /// `lan` or `cross_cloud` (docs/CONFIG.md); the fields below override it.
+    pub profile: String,
+    pub heartbeat_ms: Option<u64>,
+    pub election_min_ms: Option<u64>,
+    pub election_max_ms: Option<u64>,
+    pub lease_ms: Option<u64>,
+    /// Entries between snapshots.
+    pub snapshot_every: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HardwareSettings {
+    /// The pool reserve: owners stop appending above the high-water mark and
+    /// resume below the low-water mark, in bytes per device.
+    pub pool_high_water_bytes: u64,
+    pub pool_low_water_bytes: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSettings {
+    /// Alertmanager base URLs the leader pushes its own alerts to.
+    pub alertmanagers: Vec<String>,
+    pub push_interval_s: u64,
+}
+
+/// The defaults, as TOML so they read like the file an operator writes.
+const DEFAULTS: &str = r#"
+node_id = 1
+data_dir = "geiger-data"
+cluster_name = "geiger"
+
+[labels]
+zone = "zone-a"
+cloud = "cloud-a"
+region = "region-a"
+
+[api]
+listen = "127.0.0.1:8080"
+admin_token = ""
+body_limit_bytes = 65536
+workers = 128
+queue = 4096
+rate_per_second = 500.0
+rate_burst = 1000.0
+
+[internal]
+listen = "127.0.0.1:9080"
+cluster_secret = ""
+
+[raft]
+profile = "lan"
+snapshot_every = 20000
+
+[hardware]
+pool_high_water_bytes = 16777216
+pool_low_water_bytes = 8388608
+
+[alerts]
+alertmanagers = []
+push_interval_s = 15
+"#;
+
+impl NodeConfig {
+    /// Loads the defaults, then `file` if given, then `GEIGER_*` variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::from(path).required(true));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("GEIGER")
+                .prefix_separator("_")
+                .separator("__")
+                .list_separator(",")
+                .with_list_parse_key("alerts.alertmanagers")
+                .try_parsing(true),
+        );
+        let cfg: NodeConfig = builder.build()?.try_deserialize()?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if self.node_id == 0 {
+            return invalid("node_id must be at least 1");
+        }
+        if self.api.admin_token.len() < 16 {
+            return invalid("api.admin_token must be set, at least 16 characters");
+        }
+        if self.internal.cluster_secret.len() < 16 {
+            return invalid("internal.cluster_secret must be set, at least 16 characters");
+        }
+        if !["lan", "cross_cloud"].contains(&self.raft.profile.as_str()) {
+            return invalid("raft.profile is `lan` or `cross_cloud`");
+        }
+        if self.hardware.pool_low_water_bytes > self.hardware.pool_high_water_bytes {
+            return invalid("hardware.pool_low_water_bytes exceeds the high-water mark");
+        }
+        if self.api.workers == 0 || self.api.queue == 0 || self.api.rate_per_second <= 0.0 {
+            return invalid("api.workers, api.queue and api.rate_per_second must be positive");
+        }
+        Ok(())
+    }
+
+    pub fn api_advertise(&self) -> String {
+        self.api
+            .advertise
+            .clone()
+            .unwrap_or_else(|| self.api.listen.to_string())
+    }
+
+    pub fn internal_advertise(&self) -> String {
+        self.internal
+            .advertise
+            .clone()
+            .unwrap_or_else(|| self.internal.listen.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let path = dir.join("geiger.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    const SECRETS: &str = "[api]\nadmin_token = \"0123456789abcdef\"\n[internal]\ncluster_secret = \"fedcba9876543210\"\n";
+
+    #[test]
+    fn a_file_overrides_the_defaults_it_names_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), &format!("node_id = 3\n{SECRETS}"));
+        let cfg = NodeConfig::load(Some(&path)).unwrap();
+        assert_eq!(cfg.node_id, 3);
+        assert_eq!(cfg.api.body_limit_bytes, 65536);
+        assert_eq!(cfg.raft.profile, "lan");
+    }
+
+    #[test]
+    fn missing_secrets_and_unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(NodeConfig::load(Some(&write(dir.path(), "node_id = 2\n"))).is_err());
+        let typo = format!("{SECRETS}[raft]\nprofil = \"lan\"\n");
+        assert!(NodeConfig::load(Some(&write(dir.path(), &typo))).is_err());
+    }
+}
