@@ -68,6 +68,12 @@ else
   echo "skip  live Alertmanager test (GEIGER_SKIP_LIVE_ALERTMANAGER=1)"
 fi
 run_counted "consistency: tests, routes, runbook, contract (coverage.py)" python3 coverage.py
+dash_rules="$(mktemp --suffix=.yml)"
+trap 'rm -f "$dash_rules"' EXIT
+for d in grafana/*.json; do
+  run "Grafana $d: every query parses (promtool check rules)" \
+    bash -c 'python3 grafana/promql_as_rules.py "$1" "$2" && promtool check rules "$2"' _ "$d" "$dash_rules"
+done
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
