@@ -34,7 +34,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{timeout, Instant};
 
 use crate::chunk::{DeviceId, SignedChunk};
-use crate::device_store::{load_or_create_key, EpochCheck, EpochStore, SeqStore, StoreError};
+use crate::device_store::{
+    load_or_create_key, lock_state_dir, EpochCheck, EpochStore, SeqStore, StateLock, StoreError,
+};
 use crate::frame::{
     read_frame, ErrorCode, ErrorFrame, Frame, FrameError, Hello, Welcome, MAX_CHUNK_BYTES,
     MAX_OUTSTANDING_CREDITS, PROTOCOL_VERSION,
@@ -115,6 +117,8 @@ struct Core {
 }
 
 struct Shared {
+    /// Held for the agent's life: one agent per state directory.
+    _lock: StateLock,
     key: SigningKey,
     device_id: DeviceId,
     config: AgentConfig,
@@ -148,6 +152,7 @@ impl Agent {
         // Disk work (key creation, fsyncs) stays off the async runtime.
         let loaded = tokio::task::spawn_blocking(move || {
             Ok::<_, StoreError>((
+                lock_state_dir(&dir)?,
                 load_or_create_key(&dir)?,
                 SeqStore::open(&dir, reserve)?,
                 EpochStore::open(&dir)?,
@@ -155,7 +160,7 @@ impl Agent {
         })
         .await
         .map_err(|e| AgentError::Config(format!("state loader failed: {e}")))?;
-        let (key, seqs, epochs) = loaded?;
+        let (lock, key, seqs, epochs) = loaded?;
         let source = Source::open(&config.source)?;
         let listener =
             TcpListener::bind(config.listen)
@@ -178,6 +183,7 @@ impl Agent {
             shutting_down: false,
         });
         let shared = Arc::new(Shared {
+            _lock: lock,
             key,
             device_id,
             fence: Mutex::new(Fence {

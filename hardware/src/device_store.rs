@@ -39,6 +39,8 @@ pub const DEFAULT_SEQ_RESERVE: u64 = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    #[error("{path}: another geiger-device is using this state directory")]
+    Locked { path: PathBuf },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error("{path}: {what}")]
@@ -92,6 +94,45 @@ fn read_counter(dir: &Path, name: &str) -> Result<Option<u64>, StoreError> {
     }
 }
 
+const LOCK_FILE: &str = "agent.lock";
+
+/// Exclusive use of a state directory, for as long as this value lives.
+/// Two agents on one directory would hand out the same sequence numbers, so
+/// the second must not start. An advisory `flock` is released by the kernel
+/// when the process dies, however it dies, so a crash never leaves a stale
+/// lock behind (as a pid file would).
+#[derive(Debug)]
+pub struct StateLock {
+    _file: File,
+}
+
+/// Takes the state directory's lock, or fails at once if it is held.
+pub fn lock_state_dir(dir: &Path) -> Result<StateLock, StoreError> {
+    use std::os::fd::AsRawFd;
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    // SAFETY: flock only reads the descriptor number, which `file` keeps
+    // open for the duration of the call.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let err = io::Error::last_os_error();
+        return Err(if err.kind() == io::ErrorKind::WouldBlock {
+            StoreError::Locked { path }
+        } else {
+            StoreError::Io { path, source: err }
+        });
+    }
+    Ok(StateLock { _file: file })
+}
+
 /// Loads the device key, creating it on first start.
 pub fn load_or_create_key(dir: &Path) -> Result<SigningKey, StoreError> {
     fs::create_dir_all(dir).map_err(io_err(dir))?;
@@ -117,18 +158,23 @@ pub fn load_or_create_key(dir: &Path) -> Result<SigningKey, StoreError> {
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let key = SigningKey::generate(&mut OsRng);
-            // create_new: two agents started on one directory cannot both
-            // mint a key; the loser fails here instead of overwriting.
+            // Written in full to a temporary file, then linked into place:
+            // a crash never leaves a half-written key, and `hard_link`
+            // refuses to replace an existing key, so a key is never lost.
+            let tmp = dir.join(format!("{KEY_FILE}.tmp"));
             let mut f = OpenOptions::new()
                 .write(true)
-                .create_new(true)
+                .create(true)
+                .truncate(true)
                 .mode(0o600)
-                .open(&path)
-                .map_err(io_err(&path))?;
+                .open(&tmp)
+                .map_err(io_err(&tmp))?;
             f.write_all(hex::encode(key.to_bytes()).as_bytes())
                 .and_then(|_| f.write_all(b"\n"))
                 .and_then(|_| f.sync_all())
-                .map_err(io_err(&path))?;
+                .map_err(io_err(&tmp))?;
+            fs::hard_link(&tmp, &path).map_err(io_err(&path))?;
+            fs::remove_file(&tmp).map_err(io_err(&tmp))?;
             sync_dir(dir)?;
             tracing::info!(device = %DeviceId::of(&key.verifying_key()), path = %path.display(), "created device key");
             Ok(key)
@@ -265,6 +311,18 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let b = load_or_create_key(dir.path()).unwrap();
         assert_eq!(a.to_bytes(), b.to_bytes());
+    }
+
+    #[test]
+    fn a_second_agent_cannot_take_a_locked_state_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock_state_dir(dir.path()).unwrap();
+        assert!(matches!(
+            lock_state_dir(dir.path()),
+            Err(StoreError::Locked { .. })
+        ));
+        drop(held);
+        assert!(lock_state_dir(dir.path()).is_ok());
     }
 
     #[test]

@@ -284,3 +284,20 @@ async fn the_simulator_runs_at_its_configured_rate() {
         "{took:?}"
     );
 }
+
+#[test]
+fn a_second_device_process_on_the_same_state_directory_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = start(dir.path(), &[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_geiger-device"))
+        .args(["--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("another geiger-device is using this state directory"),
+        "{stderr}"
+    );
+}
