@@ -208,6 +208,9 @@ pub struct LinkState {
     pub next_seq: u64,
     pub good_chunks: u64,
     pub good_bytes: u64,
+    /// Bytes of every chunk whose signature verified, before health tests
+    /// (`geiger_link_received_bytes_total`).
+    pub received_bytes: u64,
     pub quarantined_chunks: u64,
     pub consecutive_quarantined: u32,
     pub last_failure: Option<String>,
@@ -297,6 +300,7 @@ impl LinkSession {
             next_seq,
             good_chunks: 0,
             good_bytes: 0,
+            received_bytes: 0,
             quarantined_chunks: 0,
             consecutive_quarantined: 0,
             last_failure: None,
@@ -543,6 +547,8 @@ impl Driver {
             tracing::error!(device = %self.device_id, seq = chunk.seq, "chunk signature does not verify; closing the link");
             return Step::Close(CloseReason::BadSignature { seq: chunk.seq });
         }
+        let len = chunk.bytes.len() as u64;
+        self.state_tx.send_modify(|s| s.received_bytes += len);
         let verified = VerifiedChunk {
             device: self.device_id,
             seq: chunk.seq,
