@@ -37,7 +37,7 @@ struct Args {
     #[arg(long, env = "GEIGER_DEVICE_SEQ_RESERVE", default_value_t = 1024)]
     seq_reserve: u64,
     /// Sent chunks kept in memory to re-send to the next owner.
-    #[arg(long, env = "GEIGER_DEVICE_RETAIN", default_value_t = 256)]
+    #[arg(long, env = "GEIGER_DEVICE_RETAIN_CHUNKS", default_value_t = 256)]
     retain_chunks: usize,
     /// Heartbeat interval.
     #[arg(long, env = "GEIGER_DEVICE_HEARTBEAT", default_value = "1s", value_parser = humantime::parse_duration)]
@@ -51,10 +51,10 @@ struct Args {
     /// Fault: output bits that are 1 with this probability.
     #[arg(long, env = "GEIGER_DEVICE_FAULT_BIAS")]
     fault_bias: Option<f64>,
-    /// Fault: stall the source every this long ...
+    /// Fault: let the source run this long, then stall it ...
     #[arg(long, env = "GEIGER_DEVICE_FAULT_STALL_EVERY", value_parser = humantime::parse_duration, requires = "fault_stall_for")]
     fault_stall_every: Option<Duration>,
-    /// ... for this long.
+    /// ... for this long, and repeat.
     #[arg(long, env = "GEIGER_DEVICE_FAULT_STALL_FOR", value_parser = humantime::parse_duration, requires = "fault_stall_every")]
     fault_stall_for: Option<Duration>,
     /// Fault: drop each session's connection after this long.
