@@ -421,7 +421,7 @@ impl Driver {
         // Frames are read by their own task so a partly read frame is never
         // dropped by a select! that chose another branch.
         let (in_tx, mut in_rx) = mpsc::channel(4);
-        let reader = tokio::spawn(async move {
+        let reader = AbortOnDrop(tokio::spawn(async move {
             let mut rd = rd;
             loop {
                 let frame = read_frame(&mut rd).await;
@@ -430,7 +430,7 @@ impl Driver {
                     return;
                 }
             }
-        });
+        }));
         let mut last_rx = Instant::now();
         let mut last_tx = Instant::now();
         let mut tick = tokio::time::interval(self.config.heartbeat / 4);
@@ -484,7 +484,7 @@ impl Driver {
                 break reason;
             }
         };
-        reader.abort();
+        drop(reader);
         let _ = wr.shutdown().await;
         tracing::info!(device = %self.device_id, epoch = self.config.epoch, ?reason, "link session closed");
         self.state_tx.send_modify(|s| {
@@ -625,6 +625,16 @@ impl Driver {
         // Cannot block for long: the queue has room for everything the
         // credits allow. If the owner dropped the session, nobody listens.
         let _ = self.events_tx.send(event).await;
+    }
+}
+
+/// Stops the reader task however the driver ends, even when the session is
+/// dropped and the driver itself aborted.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
