@@ -400,6 +400,44 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn splitting_a_stream_into_chunks_anywhere_does_not_change_the_verdicts(
+            data in proptest::collection::vec(0u8..4, 0..3000),
+            cuts in proptest::collection::vec(0usize..3000, 0..6),
+        ) {
+            // A small alphabet makes runs and dominant values common, so
+            // failures actually happen and their positions are compared.
+            let per_byte = |pieces: &[&[u8]]| {
+                let mut t = HealthTests::new(HealthConfig::default());
+                pieces
+                    .iter()
+                    .flat_map(|p| p.iter())
+                    .map(|&b| t.feed(b))
+                    .collect::<Vec<_>>()
+            };
+            let whole = per_byte(&[&data]);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(data.len())).collect();
+            cuts.sort_unstable();
+            let mut pieces = Vec::new();
+            let mut start = 0;
+            for c in cuts {
+                pieces.push(&data[start..c]);
+                start = c;
+            }
+            pieces.push(&data[start..]);
+            proptest::prop_assert_eq!(per_byte(&pieces), whole.clone());
+            // And check() reports exactly the first failure of each piece.
+            let mut t = HealthTests::new(HealthConfig::default());
+            let mut at = 0;
+            for p in pieces {
+                let expected = whole[at..at + p.len()].iter().flatten().next().cloned();
+                proptest::prop_assert_eq!(t.check(p).err(), expected);
+                at += p.len();
+            }
+        }
+    }
+
     #[test]
     fn a_lower_entropy_claim_loosens_the_cutoffs() {
         let loose = HealthConfig {

@@ -510,3 +510,26 @@ async fn an_owner_that_stops_taking_events_stops_the_device_within_one_window() 
     // The session stayed up throughout (heartbeats while idle).
     assert!(s.state().borrow().connected);
 }
+
+#[tokio::test]
+async fn random_bytes_from_many_peers_do_not_hurt_the_device() {
+    use rand::{Rng, SeedableRng};
+    let device = start_device(Faults::default(), |_| {}).await;
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
+    for _ in 0..50 {
+        let len = rng.gen_range(0..600);
+        let mut junk: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+        // Half of them start like a real frame, to get past the length check.
+        if rng.gen_bool(0.5) && junk.len() >= 5 {
+            let body_len = (junk.len() - 4) as u32;
+            junk[..4].copy_from_slice(&body_len.to_be_bytes());
+            junk[4] = rng.gen_range(1..8);
+        }
+        let mut stream = TcpStream::connect(device.addr).await.unwrap();
+        let _ = stream.write_all(&junk).await;
+        drop(stream);
+    }
+    // The device still serves a real owner.
+    let mut s = LinkSession::connect(link(&device, 1)).await.unwrap();
+    good_chunk(&mut s).await;
+}
