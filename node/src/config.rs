@@ -31,6 +31,23 @@ pub struct NodeConfig {
     pub raft: RaftSettings,
     pub hardware: HardwareSettings,
     pub alerts: AlertSettings,
+    /// The voters a brand-new cluster starts with. The member with the
+    /// lowest ID among them initialises the cluster on its first start (a
+    /// no-op once initialised); leave empty on nodes that join later as
+    /// learners (`geiger ctl member add`).
+    #[serde(default)]
+    pub bootstrap: Vec<BootstrapMember>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapMember {
+    pub id: u64,
+    pub api_addr: String,
+    pub rpc_addr: String,
+    pub zone: String,
+    pub cloud: String,
+    pub region: String,
 }
 
 /// Where this node runs; the placement report reads these.

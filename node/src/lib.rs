@@ -8,7 +8,9 @@
 //! - [`verify_command`]: `geiger verify`.
 
 pub mod actors;
+pub mod api;
 pub mod config;
 pub mod metrics;
+pub mod node;
 pub mod rate_limit;
 pub mod verify_command;

@@ -99,6 +99,9 @@ pub enum ErrorCode {
     NotFound,
     MethodNotAllowed,
     PreviousAlreadyUsed,
+    /// The thing to create exists already, or the request conflicts with
+    /// the ledger's current state in another way.
+    Conflict,
     RateLimited,
     /// The node is overloaded or cannot reach a leader right now; retry.
     Unavailable,
@@ -119,7 +122,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
-            ErrorCode::PreviousAlreadyUsed => 409,
+            ErrorCode::PreviousAlreadyUsed | ErrorCode::Conflict => 409,
             ErrorCode::RateLimited => 429,
             ErrorCode::Unavailable | ErrorCode::EntropyExhausted => 503,
             ErrorCode::Internal => 500,

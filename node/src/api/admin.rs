@@ -1,0 +1,149 @@
+//! Operator calls, behind the admin token: cluster status, customers,
+//! membership, key rotation.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use geiger_control_plane::{Command, Member, Outcome, Status};
+use geiger_protocol::ErrorCode;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::extract::{Admin, JsonBody};
+use super::AppState;
+
+#[derive(Serialize)]
+pub struct ClusterStatus {
+    /// The node that answered, and whether it can serve draws now.
+    pub answered_by: u64,
+    pub ready: bool,
+    pub not_ready_because: Option<String>,
+    #[serde(flatten)]
+    pub ledger: Status,
+}
+
+pub async fn cluster_status(
+    _: Admin,
+    State(state): State<AppState>,
+) -> Result<Json<ClusterStatus>, ApiError> {
+    let (ready, why) = state.readiness.get();
+    Ok(Json(ClusterStatus {
+        answered_by: state.config.node_id,
+        ready,
+        not_ready_because: why,
+        ledger: state.ledger.status()?,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewCustomer {
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CreatedCustomer {
+    pub id: String,
+    pub name: String,
+    /// Shown once; only its SHA-256 is stored.
+    pub api_key: String,
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rngs::OsRng.fill_bytes(&mut buf);
+    hex::encode(buf)
+}
+
+/// Creates a customer and returns its API key, which is never shown again.
+pub async fn create_customer(
+    _: Admin,
+    State(state): State<AppState>,
+    JsonBody { value: new, .. }: JsonBody<NewCustomer>,
+) -> Result<Response, ApiError> {
+    if new.name.is_empty() || new.name.len() > 128 || new.name.chars().any(char::is_control) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "`name` must be 1 to 128 bytes without control characters",
+        ));
+    }
+    let id = format!("cu_{}", random_hex(8));
+    let api_key = format!("gk_{}", random_hex(32));
+    let outcome = state
+        .workers
+        .submit(Command::CreateCustomer {
+            id: id.clone(),
+            name: new.name.clone(),
+            key_sha256: geiger_control_plane::api_key_hash(&api_key),
+        })
+        .await?;
+    match outcome {
+        Outcome::CustomerCreated { id } => {
+            tracing::info!(customer = %id, name = %new.name, "customer created");
+            Ok((
+                StatusCode::CREATED,
+                Json(CreatedCustomer {
+                    id,
+                    name: new.name,
+                    api_key,
+                }),
+            )
+                .into_response())
+        }
+        Outcome::Rejected(r) => Err(r.into()),
+        other => Err(ApiError::internal(format!(
+            "unexpected ledger outcome {other:?}"
+        ))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum MemberAction {
+    AddLearner,
+    Promote,
+    Remove,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberChange {
+    pub action: MemberAction,
+    pub id: u64,
+    /// Required with `add_learner`.
+    pub member: Option<Member>,
+}
+
+/// Adds a learner, promotes a learner to voter, or removes a node.
+pub async fn change_member(
+    _: Admin,
+    State(state): State<AppState>,
+    JsonBody { value: change, .. }: JsonBody<MemberChange>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    match change.action {
+        MemberAction::AddLearner => {
+            let member = change.member.ok_or_else(|| {
+                ApiError::new(ErrorCode::InvalidRequest, "`add_learner` needs `member`")
+            })?;
+            state.ledger.add_learner(change.id, member).await?;
+        }
+        MemberAction::Promote => state.ledger.promote(change.id).await?,
+        MemberAction::Remove => state.ledger.remove(change.id).await?,
+    }
+    tracing::info!(node = change.id, action = ?change.action, "membership changed");
+    Ok(Json(
+        serde_json::json!({ "placement": state.ledger.placement()? }),
+    ))
+}
+
+/// Retires the current signing key and starts a new one.
+pub async fn rotate_key(
+    _: Admin,
+    State(state): State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let key_id = state.ledger.rotate_key().await?;
+    tracing::info!(%key_id, "signing key rotated");
+    Ok(Json(serde_json::json!({ "key_id": key_id })))
+}

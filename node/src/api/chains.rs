@@ -1,0 +1,145 @@
+//! `POST /v1/chains`, `GET /v1/chains/{id}` and `GET /v1/chains/{id}/draws`.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::IntoResponse;
+use axum::response::Response;
+use axum::Json;
+use geiger_control_plane::{Command, Outcome};
+use geiger_protocol::{CreateChainRequest, ErrorCode, RecordKind};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::draws::parse_id;
+use super::error::ApiError;
+use super::extract::{AuthedCustomer, JsonBody};
+use super::{json_bytes, AppState};
+
+/// Stored response bytes, embedded as they are.
+pub fn stored_json(bytes: &[u8]) -> Result<&RawValue, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::internal(format!("stored record unreadable: {e}")))
+}
+
+/// Most draws one page of `GET /v1/chains/{id}/draws` returns.
+pub const MAX_PAGE: usize = 100;
+
+pub async fn create(
+    State(state): State<AppState>,
+    customer: AuthedCustomer,
+    JsonBody { value: request, .. }: JsonBody<CreateChainRequest>,
+) -> Result<Response, ApiError> {
+    if let Err(wait) = state.limiter.check(&customer.id) {
+        return Err(
+            ApiError::new(ErrorCode::RateLimited, "too many requests; slow down")
+                .with_retry_after(wait),
+        );
+    }
+    request.validate().map_err(|e| ApiError::invalid(&e))?;
+    let outcome = state
+        .workers
+        .submit(Command::CreateChain {
+            customer: customer.id,
+            tag: request.tag,
+        })
+        .await?;
+    match outcome {
+        Outcome::ChainCreated { id, response } => {
+            state.metrics.chains_created.inc();
+            let mut reply = json_bytes(StatusCode::CREATED, response);
+            if let Ok(location) = HeaderValue::from_str(&format!("/v1/chains/{id}")) {
+                reply.headers_mut().insert(header::LOCATION, location);
+            }
+            Ok(reply)
+        }
+        Outcome::Rejected(r) => Err(r.into()),
+        other => Err(ApiError::internal(format!(
+            "unexpected ledger outcome {other:?}"
+        ))),
+    }
+}
+
+/// The genesis record as first sent, and where the chain stands.
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id, RecordKind::Chain)?;
+    let chain = state
+        .ledger
+        .chain_linearizable(&id.to_string())
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("chain {id}")))?;
+    #[derive(Serialize)]
+    struct ChainView<'a> {
+        genesis: &'a RawValue,
+        length: u64,
+        head: &'a str,
+        customer: &'a str,
+    }
+    let view = ChainView {
+        genesis: stored_json(&chain.response)?,
+        length: chain.length,
+        head: &chain.head,
+        customer: &chain.customer,
+    };
+    Ok(Json(view).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Page {
+    /// Return draws at positions after this one (0: from the start).
+    #[serde(default)]
+    pub after: u64,
+    #[serde(default = "default_limit")]
+    pub limit: usize,
+}
+
+fn default_limit() -> usize {
+    MAX_PAGE
+}
+
+/// A chain's draws in order, each the original 201 body; `next_after` is
+/// the `after` of the next page, absent on the last page.
+pub async fn draws(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    page: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id, RecordKind::Chain)?;
+    let Query(page) = page.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
+    if page.limit == 0 || page.limit > MAX_PAGE {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("`limit` must be between 1 and {MAX_PAGE}"),
+        ));
+    }
+    let chain = state
+        .ledger
+        .chain_linearizable(&id.to_string())
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("chain {id}")))?;
+    let draws = state
+        .ledger
+        .chain_draws(&chain.id, page.after, page.limit)?;
+    #[derive(Serialize)]
+    struct DrawPage<'a> {
+        chain: &'a str,
+        draws: Vec<&'a RawValue>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next_after: Option<u64>,
+    }
+    let page = DrawPage {
+        chain: &chain.id,
+        draws: draws
+            .iter()
+            .map(|d| stored_json(&d.response))
+            .collect::<Result<_, _>>()?,
+        next_after: draws
+            .last()
+            .map(|d| d.position)
+            .filter(|&p| p < chain.length),
+    };
+    Ok(Json(page).into_response())
+}

@@ -1,0 +1,142 @@
+//! `POST /v1/draws`, `GET /v1/draws/{id}` and `GET /v1/keys`.
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use geiger_control_plane::{Command, Outcome};
+use geiger_protocol::{DrawRequest, ErrorCode, KeySet, RecordId};
+
+use super::chains::stored_json;
+use super::error::ApiError;
+use super::extract::{AuthedCustomer, JsonBody};
+use super::{json_bytes, AppState};
+use crate::metrics::DrawOutcome;
+
+/// Header set on a 201 that replays an earlier identical request.
+pub const REPLAY_HEADER: &str = "geiger-replayed";
+
+fn outcome_of(error: &ApiError) -> DrawOutcome {
+    match error.code() {
+        ErrorCode::InvalidJson
+        | ErrorCode::InvalidRequest
+        | ErrorCode::UnsupportedMediaType
+        | ErrorCode::PayloadTooLarge => DrawOutcome::invalid,
+        ErrorCode::Unauthorized => DrawOutcome::unauthorized,
+        ErrorCode::Forbidden => DrawOutcome::forbidden,
+        ErrorCode::NotFound => DrawOutcome::unknown_previous,
+        ErrorCode::PreviousAlreadyUsed => DrawOutcome::previous_already_used,
+        ErrorCode::RateLimited => DrawOutcome::rate_limited,
+        ErrorCode::Unavailable | ErrorCode::EntropyExhausted => DrawOutcome::unavailable,
+        _ => DrawOutcome::error,
+    }
+}
+
+/// Draws on a chain. Counted in `geiger_draws_total` whatever the outcome.
+pub async fn create(
+    State(state): State<AppState>,
+    customer: Result<AuthedCustomer, ApiError>,
+    body: Result<JsonBody<DrawRequest>, ApiError>,
+) -> Response {
+    let kind = body
+        .as_ref()
+        .map_or("unknown", |b| b.value.spec.kind_name());
+    match draw(&state, customer, body).await {
+        Ok((response, outcome)) => {
+            state.metrics.draw(kind, outcome);
+            response
+        }
+        Err(error) => {
+            state.metrics.draw(kind, outcome_of(&error));
+            error.into_response()
+        }
+    }
+}
+
+async fn draw(
+    state: &AppState,
+    customer: Result<AuthedCustomer, ApiError>,
+    body: Result<JsonBody<DrawRequest>, ApiError>,
+) -> Result<(Response, DrawOutcome), ApiError> {
+    let customer = customer?;
+    if let Err(wait) = state.limiter.check(&customer.id) {
+        return Err(ApiError::new(
+            ErrorCode::RateLimited,
+            "too many requests for this customer; slow down",
+        )
+        .with_retry_after(wait));
+    }
+    let JsonBody {
+        value: request,
+        raw,
+    } = body?;
+    request.validate().map_err(|e| ApiError::invalid(&e))?;
+    let outcome = state
+        .workers
+        .submit(Command::Draw {
+            customer: customer.id,
+            request: raw.to_vec(),
+        })
+        .await?;
+    let (id, bytes, replayed) = match outcome {
+        Outcome::Drawn { id, response } => (id, response, false),
+        Outcome::Replayed { id, response } => (id, response, true),
+        Outcome::PreviousAlreadyUsed { existing } => {
+            return Err(ApiError::previous_already_used(&request.previous, existing))
+        }
+        Outcome::Rejected(r) => return Err(r.into()),
+        other => {
+            return Err(ApiError::internal(format!(
+                "unexpected ledger outcome {other:?}"
+            )))
+        }
+    };
+    let mut response = json_bytes(StatusCode::CREATED, bytes);
+    let headers = response.headers_mut();
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/draws/{id}")) {
+        headers.insert(header::LOCATION, location);
+    }
+    let outcome = if replayed {
+        headers.insert(REPLAY_HEADER, HeaderValue::from_static("true"));
+        DrawOutcome::replayed
+    } else {
+        DrawOutcome::created
+    };
+    Ok((response, outcome))
+}
+
+/// Parses a path ID of the expected kind, or answers 404 (an ID that cannot
+/// exist is simply not found).
+pub fn parse_id(text: &str, kind: geiger_protocol::RecordKind) -> Result<RecordId, ApiError> {
+    text.parse::<RecordId>()
+        .ok()
+        .filter(|id| id.kind() == kind)
+        .ok_or_else(|| ApiError::not_found(format!("`{text}`")))
+}
+
+/// The original request and the original 201 body, as first sent.
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id, geiger_protocol::RecordKind::Draw)?;
+    let stored = state
+        .ledger
+        .draw_linearizable(&id.to_string())
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("draw {id}")))?;
+    #[derive(serde::Serialize)]
+    struct Lookup<'a> {
+        request: &'a serde_json::value::RawValue,
+        response: &'a serde_json::value::RawValue,
+    }
+    let lookup = Lookup {
+        request: stored_json(&stored.request)?,
+        response: stored_json(&stored.response)?,
+    };
+    Ok(Json(lookup).into_response())
+}
+
+pub async fn keys(State(state): State<AppState>) -> Result<Json<KeySet>, ApiError> {
+    Ok(Json(state.ledger.keys()?))
+}

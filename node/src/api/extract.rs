@@ -1,0 +1,108 @@
+//! Extractors that turn every malformed request into an `ApiError` in the
+//! contract's shape: JSON bodies (415, 413, 400), customer API keys and the
+//! admin token (401).
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::request::Parts;
+use geiger_control_plane::api_key_hash;
+use geiger_protocol::ErrorCode;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+use super::error::ApiError;
+use super::AppState;
+
+/// A JSON body, parsed, with the exact bytes it came in (kept for draws).
+pub struct JsonBody<T> {
+    pub value: T,
+    pub raw: Bytes,
+}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        if !is_json {
+            return Err(ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                "send the body as `Content-Type: application/json`",
+            ));
+        }
+        let raw = Bytes::from_request(req, state).await.map_err(|_| {
+            ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "the body is larger than {} bytes",
+                    state.config.api.body_limit_bytes
+                ),
+            )
+        })?;
+        let value =
+            serde_json::from_slice(&raw).map_err(|e| ApiError::invalid_json(e.to_string()))?;
+        Ok(JsonBody { value, raw })
+    }
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+/// A customer, authenticated by its API key.
+pub struct AuthedCustomer {
+    pub id: String,
+}
+
+impl FromRequestParts<AppState> for AuthedCustomer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let key = bearer(parts).ok_or_else(ApiError::unauthorized)?;
+        let id = state
+            .ledger
+            .customer_by_key_hash(&api_key_hash(key))
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .ok_or_else(ApiError::unauthorized)?
+            .id;
+        Ok(AuthedCustomer { id })
+    }
+}
+
+/// The operator, authenticated by the admin token.
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let given = bearer(parts).ok_or_else(ApiError::unauthorized)?;
+        // Compare hashes so the comparison time does not depend on where the
+        // strings first differ.
+        if Sha256::digest(given.as_bytes())
+            == Sha256::digest(state.config.api.admin_token.as_bytes())
+        {
+            Ok(Admin)
+        } else {
+            Err(ApiError::unauthorized())
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! The public HTTP API (axum). Handlers are small: authentication, bodies
+//! and errors live in extractors ([`extract`]) and [`error::ApiError`];
+//! writes go through the request workers; reads are served from this
+//! replica, falling back to a linearizable read for IDs not applied here yet.
+
+pub mod admin;
+pub mod chains;
+pub mod draws;
+pub mod error;
+pub mod extract;
+pub mod health;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use geiger_control_plane::{ControlPlane, Error as LedgerError, Rejection};
+use geiger_protocol::ErrorCode;
+
+use crate::actors::health::Readiness;
+use crate::actors::workers::{RequestWorkers, SubmitError};
+use crate::config::NodeConfig;
+use crate::metrics::{HttpLabels, HttpLatencyLabels, NodeMetrics, RouteLabels};
+use crate::rate_limit::RateLimiter;
+use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub ledger: ControlPlane,
+    pub config: Arc<NodeConfig>,
+    pub metrics: Arc<NodeMetrics>,
+    pub limiter: Arc<RateLimiter>,
+    pub workers: RequestWorkers,
+    pub readiness: Arc<Readiness>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.api.body_limit_bytes;
+    Router::new()
+        .route("/v1/chains", post(chains::create))
+        .route("/v1/chains/{id}", get(chains::get))
+        .route("/v1/chains/{id}/draws", get(chains::draws))
+        .route("/v1/draws", post(draws::create))
+        .route("/v1/draws/{id}", get(draws::get))
+        .route("/v1/keys", get(draws::keys))
+        .route("/v1/cluster/status", get(admin::cluster_status))
+        .route("/v1/admin/customers", post(admin::create_customer))
+        .route("/v1/admin/members", post(admin::change_member))
+        .route("/v1/admin/keys/rotate", post(admin::rotate_key))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_metrics,
+        ))
+        .with_state(state)
+}
+
+async fn unknown_route() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no such route; see /v1/openapi.json")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "this route does not take that method; see /v1/openapi.json",
+    )
+}
+
+/// Counts and times every request under its route template.
+async fn record_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
+    let method = request.method().as_str().to_string();
+    let in_flight = state
+        .metrics
+        .http_in_flight
+        .get_or_create_owned(&RouteLabels {
+            route: route.clone(),
+        });
+    in_flight.inc();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    in_flight.dec();
+    let status = response.status();
+    state
+        .metrics
+        .http_requests
+        .get_or_create(&HttpLabels {
+            route: route.clone(),
+            method: method.clone(),
+            status: status.as_str().to_string(),
+        })
+        .inc();
+    state
+        .metrics
+        .http_duration
+        .get_or_create(&HttpLatencyLabels {
+            route,
+            method,
+            status_class: format!("{}xx", status.as_u16() / 100),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+impl From<LedgerError> for ApiError {
+    fn from(e: LedgerError) -> Self {
+        match e {
+            LedgerError::Unavailable(why) => {
+                ApiError::unavailable(format!("no leader reachable now: {why}"))
+            }
+            LedgerError::Shutdown => ApiError::unavailable("the node is shutting down"),
+            LedgerError::Rejected(r) => r.into(),
+            other => {
+                tracing::error!(error = %other, "ledger error");
+                ApiError::internal("the ledger failed; the request may be retried")
+            }
+        }
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(r: Rejection) -> Self {
+        let message = r.to_string();
+        match r {
+            Rejection::NotFound(_) => ApiError::new(ErrorCode::NotFound, message),
+            Rejection::Forbidden(_) => ApiError::forbidden(message),
+            Rejection::Invalid(_) => ApiError::new(ErrorCode::InvalidRequest, message),
+            Rejection::EntropyExhausted { .. } => {
+                ApiError::new(ErrorCode::EntropyExhausted, message).with_retry_after(1)
+            }
+            Rejection::NoSigningKey => ApiError::unavailable(message),
+            Rejection::AlreadyExists(_)
+            | Rejection::StaleEpoch { .. }
+            | Rejection::LeaseExpired(_)
+            | Rejection::SequenceGap { .. } => ApiError::new(ErrorCode::Conflict, message),
+        }
+    }
+}
+
+impl From<SubmitError> for ApiError {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::Overloaded => ApiError::unavailable(e.to_string()),
+            SubmitError::TimedOut(_) => ApiError::unavailable(format!(
+                "{e}; retry with the same request_id to get the original answer"
+            )),
+            SubmitError::Ledger(l) => l.into(),
+        }
+    }
+}
+
+/// A 200 with bytes that are already JSON (stored responses).
+pub fn json_bytes(status: StatusCode, bytes: Vec<u8>) -> Response {
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        bytes,
+    )
+        .into_response()
+}

@@ -1,0 +1,217 @@
+//! `Node`: opens the ledger, serves the internal (Raft) and public (API)
+//! listeners, and starts the supervised actor tree. `geiger node` and
+//! `geiger dev` both run one.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use geiger_control_plane::{ControlPlane, ControlPlaneConfig, Member, Timeouts};
+use ractor::{Actor, ActorRef};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::actors::health::{HealthSpec, Readiness};
+use crate::actors::supervisor::{NodeSupervisor, RestartPolicy, SupervisorMsg};
+use crate::actors::workers::{RequestWorkers, RequestWorkersSpec};
+use crate::api::{self, AppState};
+use crate::config::NodeConfig;
+use crate::metrics::NodeMetrics;
+use crate::rate_limit::RateLimiter;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("ledger: {0}")]
+    Ledger(#[from] geiger_control_plane::Error),
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("actors: {0}")]
+    Actors(String),
+}
+
+pub struct Node {
+    pub ledger: ControlPlane,
+    pub config: Arc<NodeConfig>,
+    pub supervisor: ActorRef<SupervisorMsg>,
+    servers: Vec<JoinHandle<()>>,
+}
+
+fn timeouts(config: &NodeConfig) -> Timeouts {
+    let mut t = match config.raft.profile.as_str() {
+        "cross_cloud" => Timeouts::cross_cloud(),
+        _ => Timeouts::lan(),
+    };
+    let ms = Duration::from_millis;
+    if let Some(v) = config.raft.heartbeat_ms {
+        t.heartbeat = ms(v);
+    }
+    if let Some(v) = config.raft.election_min_ms {
+        t.election_min = ms(v);
+    }
+    if let Some(v) = config.raft.election_max_ms {
+        t.election_max = ms(v);
+    }
+    if let Some(v) = config.raft.lease_ms {
+        t.lease = ms(v);
+    }
+    t
+}
+
+async fn serve(
+    addr: std::net::SocketAddr,
+    router: axum::Router,
+) -> Result<JoinHandle<()>, NodeError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| NodeError::Listen {
+            addr: addr.to_string(),
+            source,
+        })?;
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(%addr, error = %e, "listener failed");
+        }
+    }))
+}
+
+impl Node {
+    pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        let config = Arc::new(config);
+        let metrics = NodeMetrics::new(config.node_id);
+        let member = Member {
+            rpc_addr: config.internal_advertise(),
+            api_addr: config.api_advertise(),
+            zone: config.labels.zone.clone(),
+            cloud: config.labels.cloud.clone(),
+            region: config.labels.region.clone(),
+        };
+        let mut cp = ControlPlaneConfig::new(
+            config.node_id,
+            member,
+            config.internal.cluster_secret.clone(),
+        );
+        cp.cluster_name = config.cluster_name.clone();
+        cp.timeouts = timeouts(&config);
+        cp.snapshot_every = config.raft.snapshot_every;
+        let ledger = ControlPlane::open(cp, &config.data_dir).await?;
+        tracing::info!(node = config.node_id, data_dir = %config.data_dir.display(), "ledger opened");
+
+        let mut servers = vec![serve(config.internal.listen, ledger.router()).await?];
+
+        let (supervisor, _) = Actor::spawn(
+            None,
+            NodeSupervisor {
+                policy: RestartPolicy::default(),
+                metrics: metrics.clone(),
+            },
+            (),
+        )
+        .await
+        .map_err(|e| NodeError::Actors(e.to_string()))?;
+        let readiness = Arc::new(Readiness::default());
+        let workers = RequestWorkers::new(Duration::from_secs(10));
+        let start = |name: &str, spec: Arc<dyn crate::actors::supervisor::ChildSpec>| {
+            supervisor
+                .cast(SupervisorMsg::Start {
+                    name: name.to_string(),
+                    spec,
+                })
+                .map_err(|e| NodeError::Actors(e.to_string()))
+        };
+        start(
+            "request-workers",
+            Arc::new(RequestWorkersSpec {
+                ledger: ledger.clone(),
+                workers: config.api.workers,
+                queue: config.api.queue,
+                handle: workers.clone(),
+            }),
+        )?;
+        start(
+            "health",
+            Arc::new(HealthSpec {
+                ledger: ledger.clone(),
+                readiness: readiness.clone(),
+                metrics: metrics.clone(),
+                interval: Duration::from_millis(500),
+            }),
+        )?;
+
+        let state = AppState {
+            ledger: ledger.clone(),
+            config: config.clone(),
+            metrics,
+            limiter: Arc::new(RateLimiter::new(
+                config.api.rate_per_second,
+                config.api.rate_burst,
+            )),
+            workers,
+            readiness,
+        };
+        servers.push(serve(config.api.listen, api::router(state)).await?);
+        tracing::info!(api = %config.api.listen, internal = %config.internal.listen, "node listening");
+
+        let node = Node {
+            ledger,
+            config,
+            supervisor,
+            servers,
+        };
+        node.bootstrap_if_first().await?;
+        Ok(node)
+    }
+
+    /// The lowest-ID bootstrap member initialises a new cluster; everyone
+    /// else waits to be contacted by the leader.
+    async fn bootstrap_if_first(&self) -> Result<(), NodeError> {
+        let members = &self.config.bootstrap;
+        let Some(first) = members.iter().map(|m| m.id).min() else {
+            return Ok(());
+        };
+        if first != self.config.node_id {
+            return Ok(());
+        }
+        let voters: BTreeMap<u64, Member> = members
+            .iter()
+            .map(|m| {
+                (
+                    m.id,
+                    Member {
+                        rpc_addr: m.rpc_addr.clone(),
+                        api_addr: m.api_addr.clone(),
+                        zone: m.zone.clone(),
+                        cloud: m.cloud.clone(),
+                        region: m.region.clone(),
+                    },
+                )
+            })
+            .collect();
+        let ledger = self.ledger.clone();
+        // The other voters may not be up yet: keep trying in the background
+        // rather than failing this node's start.
+        tokio::spawn(async move {
+            loop {
+                match ledger.bootstrap(voters.clone()).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "bootstrap not finished; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Stops serving and shuts the ledger down cleanly.
+    pub async fn shutdown(self) {
+        for server in &self.servers {
+            server.abort();
+        }
+        self.supervisor.stop(None);
+        self.ledger.shutdown().await;
+    }
+}
