@@ -8,6 +8,8 @@
 # Needs the Debian packages prometheus and prometheus-alertmanager (promtool,
 # amtool, prometheus-alertmanager), plus python3 (stdlib only).
 # Set GEIGER_SKIP_LIVE_ALERTMANAGER=1 to skip the live test (it takes ~20 s).
+# Set GEIGER_MONITORING_REHEARSAL=1 to add e2e/rehearse.sh (real Prometheus +
+# Alertmanager + fake nodes: node-down page and resolve; ~4 minutes).
 # Last line: "N passed, M failed"; exit status non-zero on any failure.
 set -u
 mon="$(cd "$(dirname "$0")" && pwd)"
@@ -74,6 +76,10 @@ for d in grafana/*.json; do
   run "Grafana $d: every query parses (promtool check rules)" \
     bash -c 'python3 grafana/promql_as_rules.py "$1" "$2" && promtool check rules "$2"' _ "$d" "$dash_rules"
 done
+
+if [ "${GEIGER_MONITORING_REHEARSAL:-0}" = 1 ]; then
+  run_counted "rehearsal with fake nodes: quiet run, node-down page, resolved (e2e/rehearse.sh)" e2e/rehearse.sh
+fi
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
