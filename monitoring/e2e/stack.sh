@@ -72,7 +72,8 @@ am_bin="$(command -v prometheus-alertmanager || command -v alertmanager)"
   > "$dir/alertmanager.log" 2>&1 &
 echo $! >> "$dir/pids"
 prometheus --config.file="$dir/prometheus.yml" --storage.tsdb.path="$dir/prom-data" \
-  --web.listen-address="127.0.0.1:$prom_port" > "$dir/prometheus.log" 2>&1 &
+  --web.listen-address="127.0.0.1:$prom_port" --enable-feature=extra-scrape-metrics \
+  > "$dir/prometheus.log" 2>&1 &
 echo $! >> "$dir/pids"
 
 ready() { python3 -c 'import sys,urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' "$1" 2>/dev/null; }
