@@ -4,9 +4,11 @@
 # Alertmanager with the shipped routing, the recording receiver.
 #   1. quiet run: no page for $QUIET seconds (default 60);
 #   2. kill a follower: the GeigerNodeDown page arrives (prints seconds);
-#   3. restart it: the resolved notice arrives (prints seconds).
+#   3. restart it: the resolved notice arrives (prints seconds);
+#   4. a pushed GeigerLinkDown (fake_pusher.py) with a "leader change" in
+#      the middle: one ticket, no resolve in between, then the resolve.
 # The real end-to-end test does the same with real nodes and a device agent,
-# plus the pushed link-down alert. Takes about 3-4 minutes.
+# Takes about 5 minutes.
 # Last line: "rehearsal: N passed, M failed".
 set -u
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -45,6 +47,27 @@ result $rc "node n2 killed: GeigerNodeDown page after ${out}s"
 start_fake 2; t2=$(date +%s.%N)
 out=$(python3 "$here/wait_for.py" "$RECEIVER_LOG" --path /page --alertname GeigerNodeDown --label node=n2 --status resolved --since "$t2" --timeout 180); rc=$?
 result $rc "node n2 restarted: resolved notice after ${out}s"
+
+# Pushed alert, as the control plane's leader pushes it, with a leader
+# change in the middle: pusher A stops without resolving (the old leader
+# died), pusher B (the new leader) re-asserts the same labels 3 s later and
+# finally resolves. Expect one firing ticket, no resolve in between, then the
+# resolve.
+L="alertname=GeigerLinkDown cluster=e2e device=d1 severity=warning source=control-plane"
+t3=$(date +%s.%N)
+# shellcheck disable=SC2086
+python3 "$here/fake_pusher.py" "$AM_URL" 2 10 $L
+sleep 3
+# shellcheck disable=SC2086
+python3 "$here/fake_pusher.py" "$AM_URL" 2 50 --resolve $L &
+pusher_b=$!
+out=$(python3 "$here/wait_for.py" "$RECEIVER_LOG" --path /ticket --alertname GeigerLinkDown --since "$t3" --timeout 90); rc=$?
+result $rc "pushed GeigerLinkDown: ticket after ${out}s"
+wait $pusher_b; t4=$(date +%s.%N)
+out=$(python3 "$here/wait_for.py" "$RECEIVER_LOG" --path /ticket --alertname GeigerLinkDown --status resolved --since "$t3" --until "$t4" --timeout 0.1 --absent); rc=$?
+result $rc "no resolve across the leader change ($out)"
+out=$(python3 "$here/wait_for.py" "$RECEIVER_LOG" --path /ticket --alertname GeigerLinkDown --status resolved --since "$t4" --timeout 120); rc=$?
+result $rc "pushed GeigerLinkDown resolved: notice ${out}s after the resolving push"
 
 echo "pages received: $(python3 -c '
 import json,sys

@@ -4,7 +4,7 @@ prints the seconds from SINCE (unix time) to its arrival, exits 0; exits 1
 at the timeout. Also usable to assert absence with --absent.
 
 Usage: wait_for.py LOG --path /page --alertname GeigerNodeDown [--label node=n2]
-                   [--status firing|resolved] [--since UNIX] [--timeout S] [--absent]
+                   [--status firing|resolved] [--since UNIX] [--until UNIX] [--timeout S] [--absent]
 A notification matches when it was received after SINCE, on PATH, and one of
 its alerts has the alertname, every --label and the status.
 """
@@ -17,6 +17,7 @@ ap.add_argument("--alertname")
 ap.add_argument("--label", action="append", default=[])
 ap.add_argument("--status", default="firing")
 ap.add_argument("--since", type=float, default=0.0)
+ap.add_argument("--until", type=float, default=float("inf"), help="ignore notifications received after this unix time")
 ap.add_argument("--timeout", type=float, default=180.0)
 ap.add_argument("--absent", action="store_true", help="succeed if nothing matches within the timeout")
 a = ap.parse_args()
@@ -29,7 +30,7 @@ def match():
         return None
     for line in lines:
         rec = json.loads(line)
-        if rec["received_at"] < a.since or rec["path"] != a.path:
+        if not a.since <= rec["received_at"] <= a.until or rec["path"] != a.path:
             continue
         for al in rec["payload"].get("alerts", []):
             labels = al.get("labels", {})

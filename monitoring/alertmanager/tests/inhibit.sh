@@ -114,5 +114,11 @@ check "pager received cloud down onprem"                 grep -q 'GeigerCloudDow
 check "pager did not receive the inhibited node down n3" bash -c '! grep -q "\"node\":\"n3\"" <<< "$1"' _ "$pages"
 check "pager did not receive the inhibited zone down o1" bash -c '! grep -q "\"zone\":\"o1\"" <<< "$1"' _ "$pages"
 check "no warning reached the pager"                     bash -c '! grep -q "\"severity\":\"warning\"" <<< "$1"' _ "$pages"
+# Tickets go out after the warning route's group_wait (30 s).
+for _ in $(seq 90); do grep -q '^/ticket .*GeigerLinkDown' "$work/received.log" 2>/dev/null && break; sleep 0.5; done
+tickets="$(grep '^/ticket ' "$work/received.log" 2>/dev/null || true)"
+check "ticket receiver got the pushed link down"        grep -q '"source":"control-plane"' <<< "$tickets"
+check "ticket receiver got no inhibited node not ready" bash -c '! grep -q "\"node\":\"m1\"" <<< "$1"' _ "$tickets"
+check "ticket receiver got no critical alert"           bash -c '! grep -q "\"severity\":\"critical\"" <<< "$1"' _ "$tickets"
 echo "inhibit: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
