@@ -47,7 +47,9 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Pending>) {
             let (commands, replies): (Vec<Command>, Vec<_>) =
                 batch.into_iter().map(|p| (p.command, p.reply)).unzip();
             let n = commands.len();
+            let started = std::time::Instant::now();
             let result = inner.propose(commands).await;
+            tracing::debug!(commands = n, took_us = started.elapsed().as_micros() as u64, "batch committed");
             drop(permit);
             match result {
                 Ok(outcome) if outcome.outcomes.len() == n => {

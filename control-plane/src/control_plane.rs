@@ -561,6 +561,19 @@ impl ControlPlane {
         Ok(reads::leases(&self.inner.shared.db())?)
     }
 
+    /// Every registered link with its lease and sequence accounting.
+    pub fn links(&self) -> Result<Vec<crate::state_machine::links::LinkView>, Error> {
+        Ok(crate::state_machine::links::links(&self.inner.shared.db())?)
+    }
+
+    /// One registered link (address and public key), if registered.
+    pub fn link(&self, device: &str) -> Result<Option<crate::state_machine::links::Link>, Error> {
+        Ok(crate::state_machine::links::link(
+            &self.inner.shared.db(),
+            device,
+        )?)
+    }
+
     /// Unused pool bytes in total and per device.
     pub fn pool(&self) -> Result<(u64, Vec<DevicePool>), Error> {
         let (state, devices) = reads::pool(&self.inner.shared.db())?;

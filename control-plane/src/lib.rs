@@ -21,6 +21,7 @@
 pub mod batcher;
 pub mod config;
 pub mod control_plane;
+pub mod link_controller;
 pub mod log_store;
 pub mod network;
 pub mod placement;
@@ -35,6 +36,7 @@ pub use config::{ControlPlaneConfig, Timeouts};
 pub use control_plane::{ControlPlane, PeerStatus, Status};
 pub use placement::PlacementReport;
 pub use state_machine::apply::api_key_hash;
+pub use state_machine::links::{device_id_of, Link, LinkView};
 pub use state_machine::reads::{ChainInfo, DevicePool};
 pub use state_machine::tables::{Customer, StoredDraw};
 pub use types::{Batch, Command, Lease, Member, NodeId, Outcome, Rejection};

@@ -222,6 +222,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             encoded.push((entry.log_id.index, bytes));
         }
         let db = self.db.clone();
+        let started = std::time::Instant::now();
+        let n = encoded.len();
         let result = blocking(move || {
             let err = |e: redb::Error| logs_err(ErrorVerb::Write, e);
             let mut tx = db.begin_write().map_err(|e| err(e.into()))?;
@@ -238,6 +240,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             tx.commit().map_err(|e| err(e.into()))
         })
         .await;
+        tracing::debug!(entries = n, took_us = started.elapsed().as_micros() as u64, "log append flushed");
         match result {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));

@@ -110,7 +110,7 @@ pub struct Applier<'a, 'b> {
 
 type Applied = Result<Outcome, Rejection>;
 
-fn check_name(what: &str, value: &str) -> Result<(), Rejection> {
+pub(super) fn check_name(what: &str, value: &str) -> Result<(), Rejection> {
     if value.is_empty() || value.len() > MAX_NAME_BYTES || value.chars().any(char::is_control) {
         return Err(Rejection::Invalid(format!(
             "`{what}` must be 1 to {MAX_NAME_BYTES} bytes without control characters"
@@ -159,6 +159,18 @@ impl Applier<'_, '_> {
             } => self.renew_lease(device, *owner, *epoch, *duration_ms)?,
             Command::SetMemberLabels { node, member } => self.set_member_labels(*node, member)?,
             Command::RotateKey { secret } => self.rotate_key(secret)?,
+            Command::RegisterLink {
+                device,
+                address,
+                public_key,
+            } => self.register_link(device, address, public_key)?,
+            Command::RemoveLink { device } => self.remove_link(device)?,
+            Command::SkipChunks {
+                device,
+                epoch,
+                from,
+                to,
+            } => self.skip_chunks(device, *epoch, *from, *to)?,
         };
         Ok(match result {
             Ok(outcome) => outcome,
@@ -288,13 +300,13 @@ impl Applier<'_, '_> {
         let Some(signer) = self.signer.current.clone() else {
             return Ok(Err(Rejection::NoSigningKey));
         };
-        let (derived, taken) = match self.take_entropy(&request.spec)? {
+        let (derived, taken, read) = match self.take_entropy(&request.spec)? {
             Ok(x) => x,
             Err(r) => return Ok(Err(r)),
         };
         // Everything is checked: from here on, only writes.
         let ledger_index = self.next_ledger_index()?;
-        let entropy = self.consume(&taken, derived.consumed)?;
+        let entropy = self.consume(&taken, &read[..derived.consumed])?;
         let sealed = signer.seal_draw(DrawBody {
             record_type: DrawType::Draw,
             chain: chain_id.parse().map_err(|_| {
@@ -355,7 +367,7 @@ impl Applier<'_, '_> {
     fn take_entropy(
         &self,
         spec: &geiger_protocol::Spec,
-    ) -> Result<Result<(geiger_protocol::Derived, Vec<Piece>), Rejection>, ApplyError> {
+    ) -> Result<Result<(geiger_protocol::Derived, Vec<Piece>, Vec<u8>), Rejection>, ApplyError> {
         let pool: PoolState = self.tx.get(META, META_POOL)?.unwrap_or_default();
         let mut need = min_entropy_bytes(spec) as u64;
         let mut buf: Vec<u8> = Vec::new();
@@ -391,7 +403,7 @@ impl Applier<'_, '_> {
                 }
             }
             match derive(spec, &buf) {
-                Ok(d) => return Ok(Ok((d, pieces))),
+                Ok(d) => return Ok(Ok((d, pieces, buf))),
                 Err(_) if want < need || need >= pool.bytes => {
                     return Ok(Err(Rejection::EntropyExhausted {
                         available: pool.bytes,
@@ -403,27 +415,18 @@ impl Applier<'_, '_> {
         }
     }
 
-    /// Consumes the first `consumed` bytes of `pieces` from the pool and
-    /// returns the record of where they came from.
-    fn consume(&self, pieces: &[Piece], consumed: usize) -> Result<EntropyUse, ApplyError> {
+    /// Consumes `used` (the front of what `pieces` read) from the pool and
+    /// returns the record of where those bytes came from.
+    fn consume(&self, pieces: &[Piece], used: &[u8]) -> Result<EntropyUse, ApplyError> {
         let mut pool: PoolState = self.tx.get(META, META_POOL)?.unwrap_or_default();
-        let mut left = consumed as u32;
+        let mut left = used.len() as u32;
         let mut segments = Vec::new();
-        let mut bytes = Vec::with_capacity(consumed);
         for piece in pieces {
             if left == 0 {
                 break;
             }
             let n = piece.length.min(left);
             left -= n;
-            let chunk: PoolChunk =
-                self.tx
-                    .get(POOL, &u64_key(piece.pool_seq))?
-                    .ok_or_else(|| {
-                        ApplyError::Storage(redb::Error::Corrupted("pool chunk vanished".into()))
-                    })?;
-            let start = piece.offset as usize;
-            bytes.extend_from_slice(&chunk.bytes[start..start + n as usize]);
             segments.push(EntropySegment {
                 device: piece.device.clone(),
                 chunk_seq: piece.chunk_seq,
@@ -449,11 +452,11 @@ impl Applier<'_, '_> {
             }
         }
         self.tx.put(META, META_POOL, &pool)?;
-        Ok(EntropyUse::new(segments, &bytes))
+        Ok(EntropyUse::new(segments, used))
     }
 
     /// The lease check shared by append and quarantine.
-    fn check_lease(&self, device: &str, epoch: u64) -> Result<Result<(), Rejection>, ApplyError> {
+    pub(super) fn check_lease(&self, device: &str, epoch: u64) -> Result<Result<(), Rejection>, ApplyError> {
         let Some(lease) = self.tx.get::<Lease>(LEASES, device.as_bytes())? else {
             return Ok(Err(Rejection::Forbidden(format!(
                 "no lease for link {device}"
@@ -471,7 +474,7 @@ impl Applier<'_, '_> {
         Ok(Ok(()))
     }
 
-    fn check_seq(
+    pub(super) fn check_seq(
         &self,
         device: &str,
         seq: u64,

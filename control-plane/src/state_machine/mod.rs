@@ -17,11 +17,12 @@
 //!
 //! Durability: state-machine commits use `Durability::None` (no fsync),
 //! because the log is the durable record. After a crash redb rolls back to
-//! its last durable commit and Raft re-applies the entries after it. Every
-//! [`DURABLE_EVERY`] applies, and always before a snapshot is built (the log
+//! its last durable commit and Raft re-applies the entries after it. Once
+//! every [`DURABLE_EVERY`], and always before a snapshot is built (the log
 //! behind a snapshot gets purged), a commit is made `Immediate` (fsync).
 
 pub mod apply;
+pub mod links;
 pub mod reads;
 pub mod tables;
 
@@ -41,8 +42,12 @@ use crate::types::{
     BatchOutcome, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
 
-/// Every this many `apply` calls, one commit is fsynced (see module docs).
-pub const DURABLE_EVERY: u64 = 64;
+
+/// An fsync of the state database costs milliseconds and blocks apply (and
+/// so every client's answer); doing it on a timer keeps it off most
+/// requests' paths while bounding how much Raft must re-apply after a crash
+/// (and how long redb keeps freed pages unreclaimed).
+pub const DURABLE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 const STATE_FILE: &str = "state.redb";
 const INSTALLING_FILE: &str = "state.redb.installing";
 const SNAPSHOT_DIR: &str = "snapshots";
@@ -115,7 +120,7 @@ fn open_db(path: &Path, cache_bytes: usize) -> Result<Database, redb::Error> {
 pub struct StateMachine {
     shared: Arc<Shared>,
     signer: SignerCache,
-    applies: u64,
+    last_durable: std::time::Instant,
 }
 
 impl StateMachine {
@@ -140,7 +145,7 @@ impl StateMachine {
                 builds: std::sync::atomic::AtomicU64::new(0),
             }),
             signer,
-            applies: 0,
+            last_durable: std::time::Instant::now(),
         })
     }
 
@@ -244,8 +249,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let db = self.shared.db();
         let mut signer = std::mem::take(&mut self.signer);
-        self.applies += 1;
-        let durable = self.applies % DURABLE_EVERY == 0;
+        let durable = self.last_durable.elapsed() >= DURABLE_EVERY;
+        if durable {
+            self.last_durable = std::time::Instant::now();
+        }
+        let started = std::time::Instant::now();
+        let n = entries.len();
         let (signer, result) = tokio::task::spawn_blocking(move || {
             let r = apply_entries(&db, &mut signer, entries, durable);
             (signer, r)
@@ -253,6 +262,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .await
         .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         self.signer = signer;
+        tracing::debug!(entries = n, took_us = started.elapsed().as_micros() as u64, "entries applied");
         result.map_err(|e| {
             tracing::error!(error = %e, "applying entries failed; the node stops");
             sm_err(ErrorVerb::Write, e)

@@ -17,6 +17,12 @@ use crate::types::{Lease, LogId, Member, NodeId};
 #[error("state read failed: {0}")]
 pub struct ReadError(String);
 
+impl ReadError {
+    pub(crate) fn new(e: impl std::fmt::Display) -> Self {
+        ReadError(e.to_string())
+    }
+}
+
 fn err(e: impl std::fmt::Display) -> ReadError {
     ReadError(e.to_string())
 }

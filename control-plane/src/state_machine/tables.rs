@@ -38,10 +38,15 @@ pub const MEMBERS: Table = TableDefinition::new("members");
 /// key id → [`StoredKey`], including the Ed25519 secret (see the module
 /// documentation of [`crate::state_machine`] for why it is replicated).
 pub const KEYS: Table = TableDefinition::new("keys");
+/// device id → [`crate::state_machine::links::Link`]: the link registry.
+pub const LINKS: Table = TableDefinition::new("links");
+/// device id ++ 0x00 ++ first skipped seq (u64 BE) → end of the skipped
+/// range (u64, exclusive): sequences the device will never deliver.
+pub const SKIPPED: Table = TableDefinition::new("skipped");
 
 /// Every table, with the tag that names it in a snapshot file. Tags are
 /// part of the snapshot format: never reuse or renumber one.
-pub const ALL: [(u8, Table); 13] = [
+pub const ALL: [(u8, Table); 15] = [
     (1, META),
     (2, CUSTOMERS),
     (3, CUSTOMER_KEYS),
@@ -55,6 +60,8 @@ pub const ALL: [(u8, Table); 13] = [
     (11, LEASES),
     (12, MEMBERS),
     (13, KEYS),
+    (14, LINKS),
+    (15, SKIPPED),
 ];
 
 pub const META_LAST_APPLIED: &[u8] = b"last_applied";
@@ -76,6 +83,7 @@ pub struct ChainMeta {
     pub customer: String,
     pub tag: String,
     /// The exact 201 body of `POST /v1/chains` (canonical `ChainResponse`).
+    #[serde(with = "crate::types::raw_bytes")]
     pub response: Vec<u8>,
     /// Position of the newest draw; 0 while the chain has none.
     pub last_position: u64,
@@ -90,8 +98,10 @@ pub struct StoredDraw {
     pub position: u64,
     pub request_id: Option<String>,
     /// The original request body, byte for byte.
+    #[serde(with = "crate::types::raw_bytes")]
     pub request: Vec<u8>,
     /// The original 201 body, byte for byte.
+    #[serde(with = "crate::types::raw_bytes")]
     pub response: Vec<u8>,
 }
 
@@ -116,6 +126,7 @@ pub struct PoolState {
 pub struct PoolChunk {
     pub device: String,
     pub seq: u64,
+    #[serde(with = "crate::types::raw_bytes")]
     pub bytes: Vec<u8>,
 }
 
