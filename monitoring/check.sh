@@ -71,7 +71,10 @@ else
 fi
 run_counted "consistency: tests, routes, runbook, contract (coverage.py)" python3 coverage.py
 dash_rules="$(mktemp --suffix=.yml)"
-trap 'rm -f "$dash_rules"' EXIT
+dash_gen="$(mktemp --suffix=.json)"
+trap 'rm -f "$dash_rules" "$dash_gen"' EXIT
+run "Grafana grafana/geiger.json is what grafana/generate.py writes" \
+  bash -c 'python3 grafana/generate.py "$1" >/dev/null && cmp grafana/geiger.json "$1"' _ "$dash_gen"
 for d in grafana/*.json; do
   run "Grafana $d: every query parses (promtool check rules)" \
     bash -c 'python3 grafana/promql_as_rules.py "$1" "$2" && promtool check rules "$2"' _ "$d" "$dash_rules"
