@@ -49,7 +49,11 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Pending>) {
             let n = commands.len();
             let started = std::time::Instant::now();
             let result = inner.propose(commands).await;
-            tracing::debug!(commands = n, took_us = started.elapsed().as_micros() as u64, "batch committed");
+            tracing::debug!(
+                commands = n,
+                took_us = started.elapsed().as_micros() as u64,
+                "batch committed"
+            );
             drop(permit);
             match result {
                 Ok(outcome) if outcome.outcomes.len() == n => {

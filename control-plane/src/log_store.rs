@@ -240,7 +240,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             tx.commit().map_err(|e| err(e.into()))
         })
         .await;
-        tracing::debug!(entries = n, took_us = started.elapsed().as_micros() as u64, "log append flushed");
+        tracing::debug!(
+            entries = n,
+            took_us = started.elapsed().as_micros() as u64,
+            "log append flushed"
+        );
         match result {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));

@@ -367,7 +367,8 @@ impl Applier<'_, '_> {
     fn take_entropy(
         &self,
         spec: &geiger_protocol::Spec,
-    ) -> Result<Result<(geiger_protocol::Derived, Vec<Piece>, Vec<u8>), Rejection>, ApplyError> {
+    ) -> Result<Result<(geiger_protocol::Derived, Vec<Piece>, Vec<u8>), Rejection>, ApplyError>
+    {
         let pool: PoolState = self.tx.get(META, META_POOL)?.unwrap_or_default();
         let mut need = min_entropy_bytes(spec) as u64;
         let mut buf: Vec<u8> = Vec::new();
@@ -456,7 +457,11 @@ impl Applier<'_, '_> {
     }
 
     /// The lease check shared by append and quarantine.
-    pub(super) fn check_lease(&self, device: &str, epoch: u64) -> Result<Result<(), Rejection>, ApplyError> {
+    pub(super) fn check_lease(
+        &self,
+        device: &str,
+        epoch: u64,
+    ) -> Result<Result<(), Rejection>, ApplyError> {
         let Some(lease) = self.tx.get::<Lease>(LEASES, device.as_bytes())? else {
             return Ok(Err(Rejection::Forbidden(format!(
                 "no lease for link {device}"

@@ -42,7 +42,6 @@ use crate::types::{
     BatchOutcome, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
 
-
 /// An fsync of the state database costs milliseconds and blocks apply (and
 /// so every client's answer); doing it on a timer keeps it off most
 /// requests' paths while bounding how much Raft must re-apply after a crash
@@ -262,7 +261,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .await
         .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         self.signer = signer;
-        tracing::debug!(entries = n, took_us = started.elapsed().as_micros() as u64, "entries applied");
+        tracing::debug!(
+            entries = n,
+            took_us = started.elapsed().as_micros() as u64,
+            "entries applied"
+        );
         result.map_err(|e| {
             tracing::error!(error = %e, "applying entries failed; the node stops");
             sm_err(ErrorVerb::Write, e)
