@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
+use bincode::Options;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -104,7 +105,13 @@ fn admit<T: DeserializeOwned>(
     let Some(inner) = gate.get() else {
         return Err((StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response());
     };
-    match bincode::deserialize(body) {
+    // The same encoding as `bincode::serialize`, but a length prefix can
+    // never make us allocate more than the body limit.
+    let options = bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .allow_trailing_bytes()
+        .with_limit(MAX_BODY as u64);
+    match options.deserialize(body) {
         Ok(v) => Ok((inner, v)),
         Err(e) => {
             tracing::warn!(path, error = %e, "undecodable internal request");
