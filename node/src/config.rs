@@ -156,9 +156,32 @@ alertmanagers = []
 push_interval_s = 15
 "#;
 
+/// The `GEIGER_*` variables that name settings: `GEIGER_<SECTION>__<KEY>` or
+/// a top-level key. Others with the prefix (`GEIGER_LOG`, `GEIGER_URL`, ...)
+/// belong to the command line and are not settings.
+fn setting_variables() -> std::collections::HashMap<String, String> {
+    const TOP_LEVEL: [&str; 3] = ["GEIGER_NODE_ID", "GEIGER_DATA_DIR", "GEIGER_CLUSTER_NAME"];
+    std::env::vars()
+        .filter(|(k, _)| {
+            TOP_LEVEL.contains(&k.as_str())
+                || k.strip_prefix("GEIGER_")
+                    .is_some_and(|rest| rest.contains("__"))
+        })
+        .collect()
+}
+
 impl NodeConfig {
     /// Loads the defaults, then `file` if given, then `GEIGER_*` variables.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with(file, &[])
+    }
+
+    /// Like [`Self::load`], then `overrides` (`("api.listen", "...")`) on top:
+    /// for `geiger dev`, which makes its own secrets.
+    pub fn load_with(
+        file: Option<&Path>,
+        overrides: &[(&str, String)],
+    ) -> Result<Self, ConfigError> {
         let mut builder = config::Config::builder()
             .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
         if let Some(path) = file {
@@ -166,12 +189,16 @@ impl NodeConfig {
         }
         builder = builder.add_source(
             config::Environment::with_prefix("GEIGER")
+                .source(Some(setting_variables()))
                 .prefix_separator("_")
                 .separator("__")
                 .list_separator(",")
                 .with_list_parse_key("alerts.alertmanagers")
                 .try_parsing(true),
         );
+        for (key, value) in overrides {
+            builder = builder.set_override(*key, value.clone())?;
+        }
         let cfg: NodeConfig = builder.build()?.try_deserialize()?;
         cfg.validate()?;
         Ok(cfg)
@@ -235,6 +262,31 @@ mod tests {
         assert_eq!(cfg.node_id, 3);
         assert_eq!(cfg.api.body_limit_bytes, 65536);
         assert_eq!(cfg.raft.profile, "lan");
+    }
+
+    #[test]
+    fn environment_variables_override_the_file_and_unrelated_ones_are_ignored() {
+        // A child process, so the variables do not leak into other tests.
+        if std::env::var_os("GEIGER_CONFIG_TEST_CHILD").is_none() {
+            let status = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "config::tests::environment_variables_override_the_file_and_unrelated_ones_are_ignored",
+                ])
+                .env("GEIGER_CONFIG_TEST_CHILD", "1")
+                .env("GEIGER_API__BODY_LIMIT_BYTES", "1234")
+                .env("GEIGER_NODE_ID", "9")
+                .env("GEIGER_LOG", "debug")
+                .status()
+                .unwrap();
+            assert!(status.success());
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), &format!("node_id = 3\n{SECRETS}"));
+        let cfg = NodeConfig::load(Some(&path)).unwrap();
+        assert_eq!(cfg.api.body_limit_bytes, 1234);
+        assert_eq!(cfg.node_id, 9);
     }
 
     #[test]

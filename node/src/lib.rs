@@ -10,6 +10,8 @@
 pub mod actors;
 pub mod api;
 pub mod config;
+pub mod ctl;
+pub mod dev;
 pub mod metrics;
 pub mod node;
 pub mod rate_limit;

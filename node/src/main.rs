@@ -1,8 +1,14 @@
-//! `geiger`: the one binary operators, auditors and developers run.
+//! `geiger`: the one binary operators, auditors and developers run. Thin:
+//! it parses the command line and hands over to `geiger_node`.
 
-use geiger_node::verify_command;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+use geiger_node::config::NodeConfig;
+use geiger_node::node::Node;
+use geiger_node::{ctl, dev, verify_command};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -11,30 +17,91 @@ use clap::{Parser, Subcommand};
     about = "Auditable randomness from radioactive decay"
 )]
 struct Cli {
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true, env = "GEIGER_LOG_JSON")]
+    log_json: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// One node with a simulated device on an embedded default, for trying geiger.
+    Dev {
+        /// The API listener.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Where the dev ledger lives (kept across runs).
+        #[arg(long, default_value = "geiger-dev-data")]
+        data_dir: PathBuf,
+    },
+    /// Run a cluster node (docs/CONFIG.md).
+    Node {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Operator commands against a running cluster.
+    Ctl(ctl::CtlArgs),
     /// Verify a draw offline: signature, ID, entropy and re-derivation.
     Verify(verify_command::VerifyArgs),
-    /// One node with a simulated device on an embedded default (not built yet).
-    Dev,
-    /// Run a cluster node from a config file (not built yet).
-    Node,
-    /// Operator commands (not built yet).
-    Ctl,
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GEIGER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn wait_for_shutdown() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let code = match cli.command {
-        Command::Verify(args) => verify_command::run(args)?,
-        Command::Dev | Command::Node | Command::Ctl => {
-            eprintln!("geiger: this command is not built yet; see the open issues");
-            2
+    if let Command::Verify(args) = cli.command {
+        std::process::exit(verify_command::run(args)?);
+    }
+    init_logging(cli.log_json);
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Node { config } => {
+                let config = NodeConfig::load(Some(&config))?;
+                let node = Node::start(config).await.context("starting the node")?;
+                wait_for_shutdown().await;
+                tracing::info!("shutting down");
+                node.shutdown().await;
+                Ok(())
+            }
+            Command::Dev { listen, data_dir } => {
+                let running = dev::start(listen, data_dir).await?;
+                wait_for_shutdown().await;
+                running.shutdown().await;
+                Ok(())
+            }
+            Command::Ctl(args) => {
+                let code = ctl::run(args).await?;
+                std::process::exit(code)
+            }
+            Command::Verify(_) => unreachable!("handled before the runtime starts"),
         }
-    };
-    std::process::exit(code);
+    })
 }

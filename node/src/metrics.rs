@@ -80,6 +80,24 @@ pub struct DeviceLabels {
     pub device: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeviceOutcomeLabels {
+    pub device: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeviceReasonLabels {
+    pub device: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeviceTestLabels {
+    pub device: String,
+    pub test: String,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// Every metric the node exports, registered once at start.
@@ -109,6 +127,10 @@ pub struct NodeMetrics {
     pub pool_depth_bytes: Family<DeviceLabels, Gauge>,
     pub pool_depth_seconds: Family<DeviceLabels, FloatGauge>,
     pub chunks_appended: Family<DeviceLabels, Counter>,
+    pub link_sessions: Family<DeviceOutcomeLabels, Counter>,
+    pub link_received_bytes: Family<DeviceLabels, Counter>,
+    pub chunks_quarantined: Family<DeviceReasonLabels, Counter>,
+    pub health_test_failures: Family<DeviceTestLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -148,6 +170,10 @@ impl NodeMetrics {
             pool_depth_bytes: Family::default(),
             pool_depth_seconds: Family::default(),
             chunks_appended: Family::default(),
+            link_sessions: Family::default(),
+            link_received_bytes: Family::default(),
+            chunks_quarantined: Family::default(),
+            health_test_failures: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -266,6 +292,26 @@ impl NodeMetrics {
             "geiger_entropy_chunks_appended",
             "Chunks that passed the health tests and were committed",
             m.chunks_appended.clone(),
+        );
+        r.register(
+            "geiger_link_sessions",
+            "Owner: link session attempts, by outcome",
+            m.link_sessions.clone(),
+        );
+        r.register(
+            "geiger_link_received_bytes",
+            "Owner: entropy bytes received from the device, before health tests",
+            m.link_received_bytes.clone(),
+        );
+        r.register(
+            "geiger_entropy_chunks_quarantined",
+            "Owner: chunks quarantined (recorded, never used), by reason",
+            m.chunks_quarantined.clone(),
+        );
+        r.register(
+            "geiger_entropy_health_test_failures",
+            "Owner: continuous health test failures, by test",
+            m.health_test_failures.clone(),
         );
         r.register(
             "geiger_node",

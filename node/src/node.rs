@@ -140,6 +140,23 @@ impl Node {
             }),
         )?;
 
+        let links = crate::actors::hardware_session::LinkSettings::from_config(&config);
+        start(
+            "link-controller",
+            Arc::new(crate::actors::link_controller::LinkControllerSpec {
+                ledger: ledger.clone(),
+                settings: links.clone(),
+            }),
+        )?;
+        start(
+            "link-watcher",
+            Arc::new(crate::actors::hardware_session::LinkWatcherSpec {
+                ledger: ledger.clone(),
+                metrics: metrics.clone(),
+                settings: links,
+            }),
+        )?;
+
         let state = AppState {
             ledger: ledger.clone(),
             config: config.clone(),

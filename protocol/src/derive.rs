@@ -19,6 +19,7 @@ use crate::spec::Spec;
 pub const DERIVATION_V1: &str = "geiger-derive-v1";
 
 /// What a draw produced. JSON: `{"values": [...]}` or `{"hex": "..."}`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum DrawResult {

@@ -153,3 +153,23 @@ mod tests {
         assert_eq!(bad_symbol.parse::<RecordId>(), Err(IdError::BadBody));
     }
 }
+
+#[cfg(feature = "openapi")]
+mod schema {
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+    use utoipa::openapi::RefOr;
+
+    impl utoipa::PartialSchema for super::RecordId {
+        fn schema() -> RefOr<Schema> {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^(ch|dr)_[a-z2-7]{40}$"))
+                .description(Some(
+                    "Content-hash ID: `ch_` (chain genesis) or `dr_` (draw) and 40 base32 characters",
+                ))
+                .into()
+        }
+    }
+
+    impl utoipa::ToSchema for super::RecordId {}
+}

@@ -38,6 +38,7 @@ pub fn parse_timestamp(text: &str) -> Option<SystemTime> {
 /// The `"type": "chain"` marker. A one-value enum rather than a serde tag,
 /// so that a record claiming any other type fails to parse (serde does not
 /// check struct tags inside a flattened record).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChainType {
     #[default]
@@ -46,6 +47,7 @@ pub enum ChainType {
 }
 
 /// The `"type": "draw"` marker; see [`ChainType`].
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DrawType {
     #[default]
@@ -53,6 +55,7 @@ pub enum DrawType {
     Draw,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainBody {
     #[serde(rename = "type")]
@@ -64,6 +67,7 @@ pub struct ChainBody {
     pub key_id: String,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainRecord {
     pub id: RecordId,
@@ -72,6 +76,7 @@ pub struct ChainRecord {
 }
 
 /// The 201 body of `POST /v1/chains`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainResponse {
     pub id: RecordId,
@@ -80,6 +85,7 @@ pub struct ChainResponse {
 }
 
 /// One contiguous run of bytes taken from one device chunk.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EntropySegment {
     pub device: String,
@@ -90,6 +96,7 @@ pub struct EntropySegment {
 
 /// The entropy a draw used: where each byte came from, the bytes (in segment
 /// order) and their SHA-256, both in lowercase hex.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EntropyUse {
     pub segments: Vec<EntropySegment>,
@@ -108,6 +115,7 @@ impl EntropyUse {
 }
 
 /// The signed part of a draw record.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DrawBody {
     #[serde(rename = "type")]
@@ -128,6 +136,7 @@ pub struct DrawBody {
     pub key_id: String,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DrawRecord {
     pub id: RecordId,
@@ -136,6 +145,7 @@ pub struct DrawRecord {
 }
 
 /// The 201 body of `POST /v1/draws`, kept byte for byte in the ledger.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DrawResponse {
     pub draw: DrawRecord,
@@ -143,12 +153,14 @@ pub struct DrawResponse {
 }
 
 /// `GET /v1/draws/{id}`: the original request and the original response.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DrawLookup {
     pub request: crate::api::DrawRequest,
     pub response: DrawResponse,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Signature {
     pub alg: String,
@@ -158,6 +170,7 @@ pub struct Signature {
 }
 
 /// A signing public key and the period in which it signs.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyInfo {
     pub key_id: String,
@@ -171,6 +184,7 @@ pub struct KeyInfo {
 }
 
 /// `GET /v1/keys`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeySet {
     pub keys: Vec<KeyInfo>,

@@ -24,6 +24,11 @@ pub struct ClusterStatus {
     pub ledger: Status,
 }
 
+/// Members, zones, clouds, roles, leader, term, indexes, lag, links and
+/// owners, pool depth, and what failures the placement survives.
+#[utoipa::path(get, path = "/v1/cluster/status", tag = "operators",
+    security(("admin_token" = [])),
+    responses((status = 200, description = "This node's view of the cluster"), (status = 401, body = geiger_protocol::ErrorBody)))]
 pub async fn cluster_status(
     _: Admin,
     State(state): State<AppState>,
@@ -57,6 +62,11 @@ fn random_hex(bytes: usize) -> String {
     hex::encode(buf)
 }
 
+#[utoipa::path(post, path = "/v1/admin/customers", tag = "operators",
+    security(("admin_token" = [])),
+    request_body(content = String, description = "`{\"name\": \"...\"}`"),
+    responses((status = 201, description = "`{id, name, api_key}`; the key is shown only here"),
+        (status = 401, body = geiger_protocol::ErrorBody), (status = 422, body = geiger_protocol::ErrorBody)))]
 /// Creates a customer and returns its API key, which is never shown again.
 pub async fn create_customer(
     _: Admin,
@@ -116,6 +126,10 @@ pub struct MemberChange {
     pub member: Option<Member>,
 }
 
+#[utoipa::path(post, path = "/v1/admin/members", tag = "operators",
+    security(("admin_token" = [])),
+    request_body(content = String, description = "`{\"action\": \"add_learner\"|\"promote\"|\"remove\", \"id\": N, \"member\"?: {api_addr, rpc_addr, zone, cloud, region}}`"),
+    responses((status = 200, description = "The new placement report"), (status = 401, body = geiger_protocol::ErrorBody)))]
 /// Adds a learner, promotes a learner to voter, or removes a node.
 pub async fn change_member(
     _: Admin,
@@ -138,6 +152,9 @@ pub async fn change_member(
     ))
 }
 
+#[utoipa::path(post, path = "/v1/admin/keys/rotate", tag = "operators",
+    security(("admin_token" = [])),
+    responses((status = 200, description = "`{key_id}` of the new key"), (status = 401, body = geiger_protocol::ErrorBody)))]
 /// Retires the current signing key and starts a new one.
 pub async fn rotate_key(
     _: Admin,

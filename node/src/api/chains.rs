@@ -6,7 +6,7 @@ use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::Json;
 use geiger_control_plane::{Command, Outcome};
-use geiger_protocol::{CreateChainRequest, ErrorCode, RecordKind};
+use geiger_protocol::{CreateChainRequest, ErrorBody, ErrorCode, RecordKind};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -14,6 +14,20 @@ use super::draws::parse_id;
 use super::error::ApiError;
 use super::extract::{AuthedCustomer, JsonBody};
 use super::{json_bytes, AppState};
+
+/// A chain as of now. A chain's head and length change with every draw, so
+/// unlike immutable draws they are read after a linearizable barrier: a
+/// client that just drew through one node sees its draw through any other.
+async fn current_chain(
+    state: &AppState,
+    id: &geiger_protocol::RecordId,
+) -> Result<geiger_control_plane::ChainInfo, ApiError> {
+    state.ledger.linearizable_barrier().await?;
+    state
+        .ledger
+        .chain(&id.to_string())?
+        .ok_or_else(|| ApiError::not_found(format!("chain {id}")))
+}
 
 /// Stored response bytes, embedded as they are.
 pub fn stored_json(bytes: &[u8]) -> Result<&RawValue, ApiError> {
@@ -24,6 +38,15 @@ pub fn stored_json(bytes: &[u8]) -> Result<&RawValue, ApiError> {
 /// Most draws one page of `GET /v1/chains/{id}/draws` returns.
 pub const MAX_PAGE: usize = 100;
 
+/// Opens a chain; the answer's `id` is its genesis, the first `previous`.
+#[utoipa::path(post, path = "/v1/chains", tag = "chains",
+    request_body = CreateChainRequest,
+    security(("api_key" = [])),
+    responses(
+        (status = 201, description = "The signed genesis record", body = geiger_protocol::ChainResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody),
+    ))]
 pub async fn create(
     State(state): State<AppState>,
     customer: AuthedCustomer,
@@ -59,17 +82,19 @@ pub async fn create(
     }
 }
 
+#[utoipa::path(get, path = "/v1/chains/{id}", tag = "chains",
+    params(("id" = String, Path, description = "A chain ID (`ch_…`)")),
+    responses(
+        (status = 200, description = "`{genesis, length, head, customer}`: `head` is the `previous` for the next draw"),
+        (status = 404, body = ErrorBody),
+    ))]
 /// The genesis record as first sent, and where the chain stands.
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id, RecordKind::Chain)?;
-    let chain = state
-        .ledger
-        .chain_linearizable(&id.to_string())
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("chain {id}")))?;
+    let chain = current_chain(&state, &id).await?;
     #[derive(Serialize)]
     struct ChainView<'a> {
         genesis: &'a RawValue,
@@ -100,6 +125,14 @@ fn default_limit() -> usize {
     MAX_PAGE
 }
 
+#[utoipa::path(get, path = "/v1/chains/{id}/draws", tag = "chains",
+    params(("id" = String, Path, description = "A chain ID (`ch_…`)"),
+           ("after" = Option<u64>, Query, description = "Positions after this one (default 0)"),
+           ("limit" = Option<usize>, Query, description = "1 to 100 (default 100)")),
+    responses(
+        (status = 200, description = "`{chain, draws: [<original 201 bodies>], next_after?}`"),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
+    ))]
 /// A chain's draws in order, each the original 201 body; `next_after` is
 /// the `after` of the next page, absent on the last page.
 pub async fn draws(
@@ -115,11 +148,7 @@ pub async fn draws(
             format!("`limit` must be between 1 and {MAX_PAGE}"),
         ));
     }
-    let chain = state
-        .ledger
-        .chain_linearizable(&id.to_string())
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("chain {id}")))?;
+    let chain = current_chain(&state, &id).await?;
     let draws = state
         .ledger
         .chain_draws(&chain.id, page.after, page.limit)?;

@@ -5,7 +5,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use geiger_control_plane::{Command, Outcome};
-use geiger_protocol::{DrawRequest, ErrorCode, KeySet, RecordId};
+use geiger_protocol::{DrawRequest, ErrorBody, ErrorCode, KeySet, RecordId};
 
 use super::chains::stored_json;
 use super::error::ApiError;
@@ -32,6 +32,22 @@ fn outcome_of(error: &ApiError) -> DrawOutcome {
     }
 }
 
+#[utoipa::path(post, path = "/v1/draws", tag = "draws",
+    request_body = DrawRequest,
+    security(("api_key" = [])),
+    responses(
+        (status = 201, description = "A new draw, or the idempotent replay of the same `request_id` (header `geiger-replayed: true`); kept byte for byte", body = geiger_protocol::DrawResponse),
+        (status = 400, description = "Not JSON, or not the request's shape", body = ErrorBody),
+        (status = 401, description = "No or unknown API key", body = ErrorBody),
+        (status = 403, description = "`previous` is on another customer's chain", body = ErrorBody),
+        (status = 404, description = "`previous` does not exist", body = ErrorBody),
+        (status = 409, description = "`previous_already_used`: carries `existing_id`, the draw already issued after it", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
+        (status = 422, description = "A limit is broken (docs/DERIVATION.md §5); names the field", body = ErrorBody),
+        (status = 429, description = "Rate limited; see `Retry-After`", body = ErrorBody),
+        (status = 503, description = "No leader, overloaded, or the pool is empty; retry (safe with the same `request_id`)", body = ErrorBody),
+    ))]
 /// Draws on a chain. Counted in `geiger_draws_total` whatever the outcome.
 pub async fn create(
     State(state): State<AppState>,
@@ -114,6 +130,12 @@ pub fn parse_id(text: &str, kind: geiger_protocol::RecordKind) -> Result<RecordI
         .ok_or_else(|| ApiError::not_found(format!("`{text}`")))
 }
 
+#[utoipa::path(get, path = "/v1/draws/{id}", tag = "draws",
+    params(("id" = String, Path, description = "A draw ID (`dr_…`)")),
+    responses(
+        (status = 200, description = "`{\"request\": <original request>, \"response\": <the original 201 body, byte for byte>}`", body = geiger_protocol::DrawLookup),
+        (status = 404, description = "No such draw", body = ErrorBody),
+    ))]
 /// The original request and the original 201 body, as first sent.
 pub async fn get(
     State(state): State<AppState>,
@@ -137,6 +159,9 @@ pub async fn get(
     Ok(Json(lookup).into_response())
 }
 
+/// Signing public keys with their validity periods.
+#[utoipa::path(get, path = "/v1/keys", tag = "keys",
+    responses((status = 200, description = "Every signing key ever used", body = KeySet)))]
 pub async fn keys(State(state): State<AppState>) -> Result<Json<KeySet>, ApiError> {
     Ok(Json(state.ledger.keys()?))
 }

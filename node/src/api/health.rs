@@ -9,10 +9,14 @@ use serde_json::json;
 
 use super::AppState;
 
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "Alive")))]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// Readiness: this node can serve draws now (leader known, quorum reachable, pool not empty).
+#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "Ready"), (status = 503, description = "`{ready: false, because}`")))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     match state.readiness.get() {
         (true, _) => Json(json!({ "ready": true })).into_response(),
@@ -24,6 +28,8 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
+/// Prometheus metrics (OpenMetrics text), as docs/METRICS.md describes.
+#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "OpenMetrics text")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     (
         [(

@@ -9,6 +9,8 @@ pub mod draws;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod links;
+pub mod openapi;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,7 +19,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use geiger_control_plane::{ControlPlane, Error as LedgerError, Rejection};
 use geiger_protocol::ErrorCode;
@@ -53,9 +55,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/customers", post(admin::create_customer))
         .route("/v1/admin/members", post(admin::change_member))
         .route("/v1/admin/keys/rotate", post(admin::rotate_key))
+        .route("/v1/admin/links", post(links::register).get(links::list))
+        .route("/v1/admin/links/{device}", delete(links::remove))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/v1/openapi.json", get(openapi::document))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -1,0 +1,208 @@
+//! The link registry, for operators (admin token): register a device's link,
+//! list links with their owner, epoch, lease and pool depth, remove one.
+//!
+//! - `POST /v1/admin/links` `{"device", "address", "public_key"}` (key as 64
+//!   hex digits or base64) → 201 (new) or 200 (address changed), the link.
+//! - `GET /v1/admin/links` → 200 `{"links": [...]}`.
+//! - `DELETE /v1/admin/links/{device}` → 200; the lease ends at once.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine as _;
+use ed25519_dalek::VerifyingKey;
+use geiger_control_plane::{device_id_of, Command, LinkView, Outcome};
+use geiger_protocol::ErrorCode;
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::extract::{Admin, JsonBody};
+use super::AppState;
+use crate::actors::hardware_session::now_ms;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewLink {
+    /// `dev_` + 32 hex digits, as `geiger-device --print-key` prints it.
+    pub device: String,
+    /// `host:port` of the device agent, reachable from every node.
+    pub address: String,
+    /// The device's Ed25519 public key: 64 hex digits or base64.
+    pub public_key: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RegisteredLink {
+    pub device: String,
+    pub address: String,
+    pub public_key: String,
+}
+
+/// A link as `GET /v1/admin/links` shows it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LinkStatus {
+    #[serde(flatten)]
+    pub link: LinkView,
+    /// The lease runs now (by this node's clock).
+    pub lease_active: bool,
+    /// Milliseconds the lease has left (0 when expired or none).
+    pub lease_remaining_ms: u64,
+    /// Pool bytes from this device, and the whole pool.
+    pub pool_depth_bytes: u64,
+    /// This node runs the link's session and it is connected and healthy.
+    pub up_here: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LinkList {
+    pub answered_by: u64,
+    pub pool_bytes: u64,
+    pub links: Vec<LinkStatus>,
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::InvalidRequest, message)
+}
+
+/// 64 hex digits, or standard/URL-safe base64 (padded or not) of 32 bytes.
+pub fn parse_public_key(text: &str) -> Result<[u8; 32], ApiError> {
+    let text = text.trim();
+    let bytes = if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        hex::decode(text).ok()
+    } else {
+        let engines = [
+            base64::engine::general_purpose::STANDARD,
+            base64::engine::general_purpose::STANDARD_NO_PAD,
+            base64::engine::general_purpose::URL_SAFE,
+            base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        ];
+        engines.iter().find_map(|e| e.decode(text).ok())
+    };
+    let key: [u8; 32] = bytes
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| invalid("`public_key` must be 32 bytes as 64 hex digits or base64"))?;
+    VerifyingKey::from_bytes(&key)
+        .map_err(|_| invalid("`public_key` is not a valid Ed25519 public key"))?;
+    Ok(key)
+}
+
+pub async fn register(
+    _: Admin,
+    State(state): State<AppState>,
+    JsonBody { value: new, .. }: JsonBody<NewLink>,
+) -> Result<Response, ApiError> {
+    let key = parse_public_key(&new.public_key)?;
+    let derived = device_id_of(&key);
+    if derived != new.device {
+        return Err(invalid(format!(
+            "device {} does not belong to that public key (its id is {derived})",
+            new.device
+        )));
+    }
+    let existed = state.ledger.link(&new.device)?.is_some();
+    let outcome = state
+        .workers
+        .submit(Command::RegisterLink {
+            device: new.device.clone(),
+            address: new.address.clone(),
+            public_key: key,
+        })
+        .await?;
+    match outcome {
+        Outcome::Done => {
+            tracing::info!(device = %new.device, address = %new.address, "link registered");
+            let status = if existed {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
+            Ok((
+                status,
+                Json(RegisteredLink {
+                    device: new.device,
+                    address: new.address,
+                    public_key: hex::encode(key),
+                }),
+            )
+                .into_response())
+        }
+        Outcome::Rejected(r) => Err(r.into()),
+        other => Err(ApiError::internal(format!(
+            "unexpected ledger outcome {other:?}"
+        ))),
+    }
+}
+
+pub async fn list(_: Admin, State(state): State<AppState>) -> Result<Json<LinkList>, ApiError> {
+    let now = now_ms();
+    let (pool_bytes, _) = state.ledger.pool()?;
+    let links = state
+        .ledger
+        .links()?
+        .into_iter()
+        .map(|link| {
+            let expires = link.lease_expires_at_ms.unwrap_or(0);
+            let up_here = link.owner == Some(state.config.node_id)
+                && state
+                    .metrics
+                    .link_up
+                    .get_or_create(&crate::metrics::DeviceLabels {
+                        device: link.device.clone(),
+                    })
+                    .get()
+                    == 1;
+            LinkStatus {
+                lease_active: link.owner.is_some() && now <= expires,
+                lease_remaining_ms: expires.saturating_sub(now),
+                pool_depth_bytes: link.pooled_bytes,
+                up_here,
+                link,
+            }
+        })
+        .collect();
+    Ok(Json(LinkList {
+        answered_by: state.config.node_id,
+        pool_bytes,
+        links,
+    }))
+}
+
+pub async fn remove(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(device): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    match state
+        .workers
+        .submit(Command::RemoveLink {
+            device: device.clone(),
+        })
+        .await?
+    {
+        Outcome::Done => {
+            tracing::info!(%device, "link removed");
+            Ok(Json(serde_json::json!({ "removed": device })))
+        }
+        Outcome::Rejected(r) => Err(r.into()),
+        other => Err(ApiError::internal(format!(
+            "unexpected ledger outcome {other:?}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_public_key_is_accepted_in_hex_or_base64_and_must_be_a_curve_point() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]).verifying_key();
+        let bytes = key.to_bytes();
+        assert_eq!(parse_public_key(&hex::encode(bytes)).unwrap(), bytes);
+        let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+        assert_eq!(parse_public_key(&b64).unwrap(), bytes);
+        assert!(parse_public_key("00").is_err());
+        assert!(parse_public_key(&"zz".repeat(32)).is_err());
+    }
+}

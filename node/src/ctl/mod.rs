@@ -1,0 +1,260 @@
+//! `geiger ctl`: operator commands over the admin API, through the client
+//! SDK (so they fail over between the endpoints given).
+
+mod table;
+
+use geiger_client::{Client, ClientBuilder};
+use serde_json::{json, Value};
+
+#[derive(Debug, clap::Args)]
+pub struct CtlArgs {
+    /// Node API URLs, comma-separated; any node answers.
+    #[arg(
+        long,
+        env = "GEIGER_URL",
+        default_value = "http://127.0.0.1:8080",
+        value_delimiter = ','
+    )]
+    pub url: Vec<String>,
+    /// The admin token (`api.admin_token` of the nodes).
+    #[arg(long, env = "GEIGER_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: String,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum CtlCommand {
+    /// Members, zones, roles, leader, lag, links, pool, and what the placement survives.
+    Status {
+        /// Print the raw JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Customers.
+    #[command(subcommand)]
+    Customer(CustomerCommand),
+    /// Cluster membership.
+    #[command(subcommand)]
+    Member(MemberCommand),
+    /// Signing keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum CustomerCommand {
+    /// Creates a customer; prints its API key, which is shown only once.
+    Create { name: String },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum MemberCommand {
+    /// Adds a node as a non-voting learner.
+    Add {
+        #[arg(long)]
+        id: u64,
+        #[arg(long)]
+        api_addr: String,
+        #[arg(long)]
+        rpc_addr: String,
+        #[arg(long)]
+        zone: String,
+        #[arg(long)]
+        cloud: String,
+        #[arg(long, default_value = "")]
+        region: String,
+    },
+    /// Makes a learner a voter.
+    Promote { id: u64 },
+    /// Removes a node from the cluster.
+    Remove { id: u64 },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum KeyCommand {
+    /// Retires the signing key and starts a new one; old draws still verify.
+    Rotate,
+}
+
+fn client(args: &CtlArgs) -> anyhow::Result<Client> {
+    Ok(ClientBuilder::new(args.url.clone())
+        .admin_token(args.admin_token.clone())
+        .build()?)
+}
+
+/// Runs one command; returns the exit code.
+pub async fn run(args: CtlArgs) -> anyhow::Result<i32> {
+    let client = client(&args)?;
+    match &args.command {
+        CtlCommand::Status { json } => {
+            let status = client.admin_get("/v1/cluster/status").await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", render_status(&status));
+            }
+        }
+        CtlCommand::Customer(CustomerCommand::Create { name }) => {
+            let created = client
+                .admin_post("/v1/admin/customers", &json!({ "name": name }), 201)
+                .await?;
+            println!("customer {}", created["id"].as_str().unwrap_or("?"));
+            println!(
+                "api key  {}   (shown once; store it now)",
+                created["api_key"].as_str().unwrap_or("?")
+            );
+        }
+        CtlCommand::Member(m) => {
+            let body = match m {
+                MemberCommand::Add {
+                    id,
+                    api_addr,
+                    rpc_addr,
+                    zone,
+                    cloud,
+                    region,
+                } => json!({"action": "add_learner", "id": id, "member": {
+                    "api_addr": api_addr, "rpc_addr": rpc_addr, "zone": zone, "cloud": cloud, "region": region}}),
+                MemberCommand::Promote { id } => json!({"action": "promote", "id": id}),
+                MemberCommand::Remove { id } => json!({"action": "remove", "id": id}),
+            };
+            let answer = client.admin_post("/v1/admin/members", &body, 200).await?;
+            print!("{}", render_placement(&answer["placement"]));
+        }
+        CtlCommand::Key(KeyCommand::Rotate) => {
+            let answer = client
+                .admin_post("/v1/admin/keys/rotate", &json!({}), 200)
+                .await?;
+            println!(
+                "new signing key {}",
+                answer["key_id"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    Ok(0)
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn yes_no(v: &Value) -> &'static str {
+    if v.as_bool().unwrap_or(false) {
+        "yes"
+    } else {
+        "NO"
+    }
+}
+
+fn render_placement(p: &Value) -> String {
+    format!(
+        "placement: {} voters, majority {}; survives loss of a node: {}, a zone: {}, a cloud: {}\n{}",
+        text(&p["voters"]),
+        text(&p["majority"]),
+        yes_no(&p["survives_node_loss"]),
+        yes_no(&p["survives_zone_loss"]),
+        yes_no(&p["survives_cloud_loss"]),
+        p["warnings"]
+            .as_array()
+            .map(|w| w.iter().map(|x| format!("  warning: {}\n", text(x))).collect::<String>())
+            .unwrap_or_default()
+    )
+}
+
+/// The status report as tables.
+pub fn render_status(s: &Value) -> String {
+    let leader = s["leader"].as_u64();
+    let voters: Vec<u64> = s["voters"]
+        .as_array()
+        .map(|v| v.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
+    let lag_of = |id: u64| -> String {
+        s["peers"]
+            .as_array()
+            .and_then(|peers| peers.iter().find(|p| p["id"].as_u64() == Some(id)))
+            .map_or("-".into(), |p| text(&p["lag"]))
+    };
+    let mut rows = Vec::new();
+    if let Some(members) = s["members"].as_object() {
+        for (id, m) in members {
+            let id_num: u64 = id.parse().unwrap_or(0);
+            let role = if Some(id_num) == leader {
+                "leader"
+            } else if voters.contains(&id_num) {
+                "voter"
+            } else {
+                "learner"
+            };
+            rows.push(vec![
+                id.clone(),
+                role.into(),
+                text(&m["cloud"]),
+                text(&m["zone"]),
+                text(&m["api_addr"]),
+                if Some(id_num) == leader {
+                    "0".into()
+                } else {
+                    lag_of(id_num)
+                },
+            ]);
+        }
+    }
+    let mut out = format!(
+        "cluster: leader {} in term {}, answered by node {} ({}), applied index {}\n\n",
+        leader.map_or("none".to_string(), |l| l.to_string()),
+        text(&s["term"]),
+        text(&s["answered_by"]),
+        if s["ready"].as_bool().unwrap_or(false) {
+            "ready".to_string()
+        } else {
+            format!("NOT READY: {}", text(&s["not_ready_because"]))
+        },
+        text(&s["last_applied_index"]),
+    );
+    out.push_str(&table::render(
+        &["node", "role", "cloud", "zone", "api", "lag (entries)"],
+        &rows,
+    ));
+    out.push('\n');
+    let leases = s["leases"].as_array().cloned().unwrap_or_default();
+    let device_rows: Vec<Vec<String>> = s["devices"]
+        .as_array()
+        .map(|devices| {
+            devices
+                .iter()
+                .map(|d| {
+                    let device = text(&d["device"]);
+                    let lease = leases.iter().find(|l| text(&l["device"]) == device);
+                    vec![
+                        device,
+                        lease.map_or("-".into(), |l| text(&l["owner"])),
+                        lease.map_or("-".into(), |l| text(&l["epoch"])),
+                        text(&d["pooled_bytes"]),
+                        text(&d["used_bytes"]),
+                        text(&d["quarantined_chunks"]),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.push_str(&format!("entropy pool: {} bytes\n", text(&s["pool_bytes"])));
+    out.push_str(&table::render(
+        &[
+            "device",
+            "owner",
+            "epoch",
+            "pooled bytes",
+            "used bytes",
+            "quarantined chunks",
+        ],
+        &device_rows,
+    ));
+    out.push('\n');
+    out.push_str(&render_placement(&s["placement"]));
+    out
+}

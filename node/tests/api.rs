@@ -1,0 +1,608 @@
+//! The public HTTP API end to end, over real HTTP against a 3-node cluster
+//! of real `geiger node` processes fed by a real `geiger-device`: every
+//! endpoint's success and error paths, draws through followers, byte-for-byte
+//! lookups on every node, and the client SDK riding out a killed node.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Cluster, Device, ADMIN_TOKEN};
+use geiger_client::{ClientBuilder, ClientError};
+use geiger_protocol::{DrawRequest, RecordId, Spec};
+use reqwest::header::CONTENT_TYPE;
+use serde_json::{json, Value};
+
+struct Setup {
+    cluster: Cluster,
+    _device: Device,
+    leader: u64,
+}
+
+/// A 3-node cluster with one device whose entropy has reached the pool.
+async fn cluster_with_entropy() -> Setup {
+    let cluster = Cluster::start(common::one_per_zone(3), "");
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
+    let device = Device::start(&cluster.dir.path().join("device"), &["--rate", "262144"]);
+    let (status, body) = cluster
+        .post(leader, "/v1/admin/links", &device.registration())
+        .await
+        .unwrap();
+    assert!(
+        status == 201 || status == 200,
+        "link registration: {status} {body}"
+    );
+    cluster
+        .wait_until(Duration::from_secs(30), "entropy in the pool", || async {
+            let s = cluster.status(leader).await?;
+            (s["pool_bytes"].as_u64()? > 100_000).then_some(())
+        })
+        .await;
+    Setup {
+        cluster,
+        _device: device,
+        leader,
+    }
+}
+
+async fn create_customer(cluster: &Cluster, node: u64, name: &str) -> String {
+    let (status, body) = cluster
+        .post(node, "/v1/admin/customers", &json!({ "name": name }))
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    body["api_key"].as_str().unwrap().to_string()
+}
+
+/// A raw request with full control over headers and body.
+async fn send(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    key: Option<&str>,
+    content_type: Option<&str>,
+    body: Option<Vec<u8>>,
+) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    let mut r = http.request(method, url);
+    if let Some(k) = key {
+        r = r.bearer_auth(k);
+    }
+    if let Some(ct) = content_type {
+        r = r.header(CONTENT_TYPE, ct);
+    }
+    if let Some(b) = body {
+        r = r.body(b);
+    }
+    let response = r.send().await.expect("the node answers");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    (status, headers, response.bytes().await.unwrap().to_vec())
+}
+
+fn error_code(body: &[u8]) -> String {
+    let v: Value = serde_json::from_slice(body).unwrap_or_else(|_| {
+        panic!(
+            "not the JSON error shape: {}",
+            String::from_utf8_lossy(body)
+        )
+    });
+    assert!(v["error"]["message"].is_string(), "no message: {v}");
+    v["error"]["code"].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_answers_as_the_contract_says() {
+    let Setup {
+        cluster, leader, ..
+    } = cluster_with_entropy().await;
+    let http = reqwest::Client::new();
+    let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    let url = |id: u64, path: &str| format!("{}{path}", cluster.url(id));
+    let json_ct = Some("application/json");
+    use reqwest::Method;
+
+    // Operators: the admin token is required.
+    let (s, _, b) = send(
+        &http,
+        Method::GET,
+        url(follower, "/v1/cluster/status"),
+        None,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!((s, error_code(&b).as_str()), (401, "unauthorized"));
+    let (s, _, b) = send(
+        &http,
+        Method::GET,
+        url(follower, "/v1/cluster/status"),
+        Some(ADMIN_TOKEN),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let status: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(status["voters"].as_array().unwrap().len(), 3);
+    assert_eq!(status["placement"]["survives_zone_loss"], true);
+    let key = create_customer(&cluster, follower, "casino").await;
+    let other_key = create_customer(&cluster, leader, "lottery").await;
+
+    // Chains.
+    let (s, _, b) = send(
+        &http,
+        Method::POST,
+        url(follower, "/v1/chains"),
+        None,
+        json_ct,
+        Some(br#"{"tag":"t"}"#.to_vec()),
+    )
+    .await;
+    assert_eq!((s, error_code(&b).as_str()), (401, "unauthorized"));
+    let (s, _, b) = send(
+        &http,
+        Method::POST,
+        url(follower, "/v1/chains"),
+        Some(&key),
+        Some("text/plain"),
+        Some(br#"{"tag":"t"}"#.to_vec()),
+    )
+    .await;
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (415, "unsupported_media_type")
+    );
+    let (s, _, b) = send(
+        &http,
+        Method::POST,
+        url(follower, "/v1/chains"),
+        Some(&key),
+        json_ct,
+        Some(br#"{"tag":"#.to_vec()),
+    )
+    .await;
+    assert_eq!((s, error_code(&b).as_str()), (400, "invalid_json"));
+    let (s, _, b) = send(
+        &http,
+        Method::POST,
+        url(follower, "/v1/chains"),
+        Some(&key),
+        json_ct,
+        Some(br#"{"tag":"a\nb"}"#.to_vec()),
+    )
+    .await;
+    assert_eq!((s, error_code(&b).as_str()), (422, "invalid_request"));
+    let (s, headers, b) = send(
+        &http,
+        Method::POST,
+        url(follower, "/v1/chains"),
+        Some(&key),
+        json_ct,
+        Some(br#"{"tag":"blackjack 4"}"#.to_vec()),
+    )
+    .await;
+    assert_eq!(s, 201, "{}", String::from_utf8_lossy(&b));
+    let genesis: Value = serde_json::from_slice(&b).unwrap();
+    let chain_id = genesis["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        headers["location"],
+        format!("/v1/chains/{chain_id}").as_str()
+    );
+    let (_, _, b) = send(
+        &http,
+        Method::POST,
+        url(leader, "/v1/chains"),
+        Some(&other_key),
+        json_ct,
+        Some(br#"{"tag":"lotto"}"#.to_vec()),
+    )
+    .await;
+    let other_chain: Value = serde_json::from_slice(&b).unwrap();
+
+    // A draw sent to a follower.
+    let request = json!({"previous": chain_id, "tag": "hand 1", "request_id": "r-1",
+        "spec": {"kind": "integers", "min": 1, "max": 6, "count": 5, "unique": false}});
+    let request_bytes = serde_json::to_vec(&request).unwrap();
+    let (s, headers, first_body) = send(
+        &http,
+        Method::POST,
+        url(follower, "/v1/draws"),
+        Some(&key),
+        json_ct,
+        Some(request_bytes.clone()),
+    )
+    .await;
+    assert_eq!(s, 201, "{}", String::from_utf8_lossy(&first_body));
+    let draw: geiger_protocol::DrawResponse = serde_json::from_slice(&first_body).unwrap();
+    let draw_id = draw.draw.id.to_string();
+    assert_eq!(headers["location"], format!("/v1/draws/{draw_id}").as_str());
+    assert!(headers.get("geiger-replayed").is_none());
+    assert_eq!(draw.draw.body.position, 1);
+
+    // It verifies against the published keys.
+    let (s, _, keys) = send(
+        &http,
+        Method::GET,
+        url(leader, "/v1/keys"),
+        None,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let keys: geiger_protocol::KeySet = serde_json::from_slice(&keys).unwrap();
+    geiger_protocol::verify_draw(&draw, &keys, None).expect("the draw verifies");
+
+    // Looked up on every node: the original request and the 201 body, byte for byte.
+    for id in cluster.ids() {
+        let (s, _, b) = send(
+            &http,
+            Method::GET,
+            url(id, &format!("/v1/draws/{draw_id}")),
+            None,
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(s, 200, "node {id}");
+        let raw: serde_json::Map<String, Value> = serde_json::from_slice(&b).unwrap();
+        assert_eq!(raw["request"], request, "node {id}");
+        let text = String::from_utf8(b.clone()).unwrap();
+        let embedded = text
+            .strip_prefix(&format!(
+                "{{\"request\":{},\"response\":",
+                String::from_utf8(request_bytes.clone()).unwrap()
+            ))
+            .and_then(|t| t.strip_suffix('}'))
+            .unwrap_or_else(|| panic!("node {id}: unexpected lookup layout {text}"));
+        assert_eq!(embedded.as_bytes(), first_body.as_slice(), "node {id}");
+    }
+
+    // A retry of the same request is an idempotent replay of the same bytes.
+    let (s, headers, replay) = send(
+        &http,
+        Method::POST,
+        url(leader, "/v1/draws"),
+        Some(&key),
+        json_ct,
+        Some(request_bytes.clone()),
+    )
+    .await;
+    assert_eq!(s, 201);
+    assert_eq!(replay, first_body);
+    assert_eq!(headers["geiger-replayed"], "true");
+
+    // Another request on the same previous is refused and names the draw.
+    let reroll =
+        json!({"previous": chain_id, "tag": "hand 1 again", "spec": {"kind": "bytes", "count": 8}});
+    let (s, _, b) = send(
+        &http,
+        Method::POST,
+        url(follower, "/v1/draws"),
+        Some(&key),
+        json_ct,
+        Some(serde_json::to_vec(&reroll).unwrap()),
+    )
+    .await;
+    assert_eq!((s, error_code(&b).as_str()), (409, "previous_already_used"));
+    let v: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(v["error"]["existing_id"], draw_id.as_str());
+
+    // Bad draws change nothing.
+    let bad = |spec: Value| {
+        serde_json::to_vec(&json!({"previous": draw_id, "tag": "x", "spec": spec})).unwrap()
+    };
+    let (s, _, b) = send(
+        &http,
+        Method::POST,
+        url(follower, "/v1/draws"),
+        Some(&key),
+        json_ct,
+        Some(bad(
+            json!({"kind": "integers", "min": 6, "max": 1, "count": 1}),
+        )),
+    )
+    .await;
+    assert_eq!((s, error_code(&b).as_str()), (422, "invalid_request"));
+    let (s, _, b) = send(
+        &http,
+        Method::POST,
+        url(follower, "/v1/draws"),
+        Some(&key),
+        json_ct,
+        Some(bad(json!({"kind": "dice"}))),
+    )
+    .await;
+    assert_eq!((s, error_code(&b).as_str()), (400, "invalid_json"));
+    let unknown = RecordId::for_body(geiger_protocol::RecordKind::Draw, b"nothing");
+    let (s, _, b) = send(
+        &http,
+        Method::POST,
+        url(follower, "/v1/draws"),
+        Some(&key),
+        json_ct,
+        Some(
+            serde_json::to_vec(
+                &json!({"previous": unknown, "tag": "x", "spec": {"kind": "bytes", "count": 1}}),
+            )
+            .unwrap(),
+        ),
+    )
+    .await;
+    assert_eq!((s, error_code(&b).as_str()), (404, "not_found"));
+    let (s, _, b) = send(&http, Method::POST, url(follower, "/v1/draws"), Some(&key), json_ct,
+        Some(serde_json::to_vec(&json!({"previous": other_chain["id"], "tag": "x", "spec": {"kind": "bytes", "count": 1}})).unwrap())).await;
+    assert_eq!((s, error_code(&b).as_str()), (403, "forbidden"));
+    let (s, _, b) = send(
+        &http,
+        Method::POST,
+        url(follower, "/v1/draws"),
+        Some(&key),
+        json_ct,
+        Some(vec![b' '; 70_000]),
+    )
+    .await;
+    assert_eq!((s, error_code(&b).as_str()), (413, "payload_too_large"));
+    let (s, _, b) = send(
+        &http,
+        Method::GET,
+        url(follower, "/v1/nowhere"),
+        None,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!((s, error_code(&b).as_str()), (404, "not_found"));
+    let (s, _, b) = send(
+        &http,
+        Method::DELETE,
+        url(follower, "/v1/draws"),
+        None,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!((s, error_code(&b).as_str()), (405, "method_not_allowed"));
+    let (s, _, b) = send(
+        &http,
+        Method::GET,
+        url(follower, "/v1/draws/dr_notanid"),
+        None,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!((s, error_code(&b).as_str()), (404, "not_found"));
+
+    // The chain, its draws, paginated.
+    let mut previous = draw_id.clone();
+    for i in 2..=4 {
+        let r = json!({"previous": previous, "tag": format!("hand {i}"), "spec": {"kind": "permutation", "n": 52}});
+        let (s, _, b) = send(
+            &http,
+            Method::POST,
+            url(i % 3 + 1, "/v1/draws"),
+            Some(&key),
+            json_ct,
+            Some(serde_json::to_vec(&r).unwrap()),
+        )
+        .await;
+        assert_eq!(s, 201, "{}", String::from_utf8_lossy(&b));
+        let v: Value = serde_json::from_slice(&b).unwrap();
+        previous = v["draw"]["id"].as_str().unwrap().to_string();
+    }
+    let (s, _, b) = send(
+        &http,
+        Method::GET,
+        url(follower, &format!("/v1/chains/{chain_id}")),
+        None,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let chain: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(
+        (chain["length"].as_u64(), chain["head"].as_str()),
+        (Some(4), Some(previous.as_str()))
+    );
+    assert_eq!(chain["genesis"], genesis);
+    let (s, _, b) = send(
+        &http,
+        Method::GET,
+        url(leader, &format!("/v1/chains/{chain_id}/draws?limit=3")),
+        None,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let page: Value = serde_json::from_slice(&b).unwrap();
+    let positions: Vec<u64> = page["draws"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["draw"]["position"].as_u64().unwrap())
+        .collect();
+    assert_eq!(positions, vec![1, 2, 3]);
+    assert_eq!(page["next_after"], 3);
+    let (_, _, b) = send(
+        &http,
+        Method::GET,
+        url(leader, &format!("/v1/chains/{chain_id}/draws?after=3")),
+        None,
+        None,
+        None,
+    )
+    .await;
+    let page: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(page["draws"].as_array().unwrap().len(), 1);
+    assert!(page.get("next_after").is_none());
+    let (s, _, b) = send(
+        &http,
+        Method::GET,
+        url(leader, &format!("/v1/chains/{chain_id}/draws?limit=0")),
+        None,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!((s, error_code(&b).as_str()), (422, "invalid_request"));
+
+    // Health, metrics and the API description.
+    let (s, _, _) = send(
+        &http,
+        Method::GET,
+        url(follower, "/healthz"),
+        None,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    cluster
+        .wait_until(Duration::from_secs(10), "readiness", || async {
+            let (s, _, _) = send(
+                &http,
+                Method::GET,
+                url(follower, "/readyz"),
+                None,
+                None,
+                None,
+            )
+            .await;
+            (s == 200).then_some(())
+        })
+        .await;
+    let (s, _, b) = send(
+        &http,
+        Method::GET,
+        url(follower, "/metrics"),
+        None,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let metrics = String::from_utf8(b).unwrap();
+    assert!(
+        metrics.contains("geiger_draws_total{kind=\"integers\",outcome=\"created\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("outcome=\"previous_already_used\"} 1"),
+        "{metrics}"
+    );
+    let (s, _, b) = send(
+        &http,
+        Method::GET,
+        url(follower, "/v1/openapi.json"),
+        None,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let doc: Value = serde_json::from_slice(&b).unwrap();
+    for path in [
+        "/v1/draws",
+        "/v1/draws/{id}",
+        "/v1/chains",
+        "/v1/chains/{id}/draws",
+        "/v1/keys",
+        "/v1/cluster/status",
+    ] {
+        assert!(
+            doc["paths"].get(path).is_some(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_draws_on_one_previous_issue_exactly_one() {
+    let Setup {
+        cluster, leader, ..
+    } = cluster_with_entropy().await;
+    let key = create_customer(&cluster, leader, "casino").await;
+    let client = ClientBuilder::new(cluster.ids().iter().map(|id| cluster.url(*id)))
+        .api_key(key)
+        .build()
+        .unwrap();
+    let chain = client.create_chain("contended").await.unwrap().response.id;
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .draw(DrawRequest {
+                        previous: chain,
+                        tag: format!("attempt {i}"),
+                        spec: Spec::Bytes { count: 16 },
+                        request_id: Some(format!("attempt-{i}")),
+                    })
+                    .await
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    let mut existing = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(issued) => winners.push(issued.response.draw.id),
+            Err(ClientError::PreviousAlreadyUsed { existing: id }) => existing.push(id),
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one draw is issued");
+    assert_eq!(existing.len(), 49);
+    assert!(
+        existing.iter().all(|id| *id == winners[0]),
+        "every refusal names the winner"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_sdk_survives_a_node_killed_mid_run() {
+    let Setup {
+        mut cluster,
+        leader,
+        _device,
+    } = cluster_with_entropy().await;
+    let key = create_customer(&cluster, leader, "casino").await;
+    let client = ClientBuilder::new(cluster.ids().iter().map(|id| cluster.url(*id)))
+        .api_key(key)
+        .deadline(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let chain = client.create_chain("survivor").await.unwrap().response.id;
+    let mut previous = chain;
+    let mut issued = Vec::new();
+    for i in 0..40 {
+        if i == 15 {
+            // Kill the leader: the hardest node to lose mid-run.
+            let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
+            cluster.kill(leader);
+        }
+        let draw = client
+            .draw(DrawRequest {
+                previous,
+                tag: format!("round {i}"),
+                spec: Spec::Selection { k: 6, n: 49 },
+                request_id: None,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("draw {i} failed: {e}"));
+        assert_eq!(draw.response.draw.body.position, i + 1);
+        previous = draw.response.draw.id;
+        issued.push(draw);
+    }
+    // Every draw is readable, byte-identical, from every surviving node.
+    for id in cluster.live() {
+        let node = ClientBuilder::new([cluster.url(id)]).build().unwrap();
+        for d in &issued {
+            let lookup = node.get_draw(&d.response.draw.id).await.unwrap();
+            assert_eq!(lookup.response_raw, d.raw, "node {id}");
+        }
+    }
+}

@@ -1,0 +1,518 @@
+//! Hardware links end to end, with real processes on 127.0.0.1: a 3-node
+//! cluster of `geiger node` (one node per zone) and `geiger-device` agents.
+//!
+//! The tests run one at a time (each starts four or five processes).
+//! `GEIGER_TEST_KEEP=1` keeps the temporary directories with the logs.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{one_per_zone, Cluster, Device};
+use serde_json::{json, Value};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Device output rate for these tests: 16 chunks of 4 KiB a second.
+const RATE: &str = "65536";
+
+/// A reserve too large to be reached during a test.
+const BIG_RESERVE: &str =
+    "[hardware]\npool_high_water_bytes = 67108864\npool_low_water_bytes = 33554432\n";
+
+async fn link(cluster: &Cluster, via: u64, device: &str) -> Option<Value> {
+    let (status, body) = cluster.get(via, "/v1/admin/links").await.ok()?;
+    if status != 200 {
+        return None;
+    }
+    body["links"]
+        .as_array()?
+        .iter()
+        .find(|l| l["device"] == device)
+        .cloned()
+}
+
+/// The link as seen from any live node.
+async fn link_anywhere(cluster: &Cluster, device: &str) -> Option<Value> {
+    for id in cluster.live() {
+        if let Some(l) = link(cluster, id, device).await {
+            return Some(l);
+        }
+    }
+    None
+}
+
+fn u(v: &Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or(0)
+}
+
+/// Polls the link (through node `via`, or any live node) every 100 ms until
+/// `pred` holds; panics with the node logs after `within`.
+async fn wait_link(
+    cluster: &Cluster,
+    via: Option<u64>,
+    device: &str,
+    within: Duration,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let l = match via {
+            Some(id) => link(cluster, id, device).await,
+            None => link_anywhere(cluster, device).await,
+        };
+        if let Some(l) = l {
+            if pred(&l) {
+                return l;
+            }
+        }
+        if Instant::now() > deadline {
+            cluster.dump_logs();
+            panic!("timed out after {within:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every accounted sequence is appended, quarantined or skipped, once.
+fn assert_accounting(l: &Value) {
+    let span = match (l["first_seq"].as_u64(), l["last_seq"].as_u64()) {
+        (Some(f), Some(last)) => last - f + 1,
+        _ => 0,
+    };
+    assert_eq!(
+        u(l, "appended_chunks") + u(l, "quarantined_chunks") + u(l, "skipped_chunks"),
+        span,
+        "the device's sequences are not accounted exactly once: {l:#}"
+    );
+}
+
+async fn register(cluster: &Cluster, via: u64, device: &Device) {
+    let (status, body) = cluster
+        .post(via, "/v1/admin/links", &device.registration())
+        .await
+        .expect("POST /v1/admin/links");
+    assert_eq!(status, 201, "{body}");
+}
+
+/// Waits until the link has an owner with a running lease and the ledger
+/// holds at least `min_appended` of its chunks; returns the link.
+async fn wait_appended(
+    cluster: &Cluster,
+    device: &str,
+    min_appended: u64,
+    within: Duration,
+) -> Value {
+    wait_link(
+        cluster,
+        None,
+        device,
+        within,
+        &format!("{min_appended} chunks of {device} appended"),
+        |l| l["lease_active"] == true && u(l, "appended_chunks") >= min_appended,
+    )
+    .await
+}
+
+async fn metrics(cluster: &Cluster, id: u64) -> String {
+    cluster
+        .http
+        .get(format!("{}/metrics", cluster.url(id)))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .unwrap_or_default()
+}
+
+/// The value of one sample line `name{labels} value` in a scrape.
+fn sample(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn a_registered_link_gets_one_owner_and_fills_the_pool_up_to_its_high_water_mark_and_resumes_below_low_water(
+) {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(
+        one_per_zone(3),
+        "[hardware]\npool_high_water_bytes = 131072\npool_low_water_bytes = 65536\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let device = Device::start(&dir.path().join("dev1"), &["--rate", RATE]);
+    cluster.wait_for_leader(Duration::from_secs(20)).await;
+
+    // A wrong id for the key, and a bad key, are refused.
+    let mut wrong = device.registration();
+    wrong["device"] = json!(format!("dev_{}", "0".repeat(32)));
+    let (status, body) = cluster.post(1, "/v1/admin/links", &wrong).await.unwrap();
+    assert_eq!(status, 400, "{body}");
+    let mut bad = device.registration();
+    bad["public_key"] = json!("not a key");
+    assert_eq!(
+        cluster.post(1, "/v1/admin/links", &bad).await.unwrap().0,
+        400
+    );
+    // Without the admin token: 401.
+    let anonymous = cluster
+        .http
+        .get(format!("{}/v1/admin/links", cluster.url(2)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401);
+
+    register(&cluster, 2, &device).await;
+    // Registering again only confirms (or changes) the address.
+    let (status, _) = cluster
+        .post(3, "/v1/admin/links", &device.registration())
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+
+    let l = wait_appended(&cluster, &device.id, 1, Duration::from_secs(20)).await;
+    let owner = u(&l, "owner");
+    assert!((1..=3).contains(&owner));
+    // Every node agrees on the one owner.
+    for id in cluster.ids() {
+        let seen = wait_link(
+            &cluster,
+            Some(id),
+            &device.id,
+            Duration::from_secs(5),
+            "the lease replicated",
+            |l| l["owner"].is_u64(),
+        )
+        .await;
+        assert_eq!(u(&seen, "owner"), owner, "node {id} sees another owner");
+    }
+
+    // The pool fills to the high-water mark, then the owner stops pulling.
+    wait_link(
+        &cluster,
+        None,
+        &device.id,
+        Duration::from_secs(30),
+        "the pool reaches its high-water mark",
+        |l| u(l, "pooled_bytes") >= 131072,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = link(&cluster, owner, &device.id).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = link(&cluster, owner, &device.id).await.unwrap();
+    assert_eq!(
+        u(&before, "appended_chunks"),
+        u(&after, "appended_chunks"),
+        "the owner kept appending above the high-water mark"
+    );
+    assert!(u(&after, "pooled_bytes") < 131072 + 32 * 4096, "{after:#}");
+    assert_eq!(
+        after["up_here"], true,
+        "a paused link is still up: {after:#}"
+    );
+    assert_accounting(&after);
+
+    let text = metrics(&cluster, owner).await;
+    let up = format!("geiger_link_up{{device=\"{}\"}}", device.id);
+    assert_eq!(sample(&text, &up), Some(1.0), "{text}");
+    let appended = format!(
+        "geiger_entropy_chunks_appended_total{{device=\"{}\"}}",
+        device.id
+    );
+    assert!(sample(&text, &appended).unwrap_or(0.0) >= 32.0, "{text}");
+    let other = if owner == 1 { 2 } else { 1 };
+    assert_eq!(sample(&metrics(&cluster, other).await, &up), Some(0.0));
+
+    // Draws take the pool below the low-water mark: the owner resumes.
+    let (status, customer) = cluster
+        .post(1, "/v1/admin/customers", &json!({"name": "links test"}))
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{customer}");
+    let key = customer["api_key"].as_str().unwrap().to_string();
+    let chain: Value = cluster
+        .http
+        .post(format!("{}/v1/chains", cluster.url(1)))
+        .bearer_auth(&key)
+        .json(&json!({"tag": "reserve"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut previous = chain["id"].as_str().unwrap().to_string();
+    for round in 0..2 {
+        let r = cluster
+            .http
+            .post(format!("{}/v1/draws", cluster.url(2)))
+            .bearer_auth(&key)
+            .json(&json!({"previous": previous, "tag": format!("r{round}"), "spec": {"kind": "bytes", "count": 65536}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+        let body: Value = r.json().await.unwrap();
+        previous = body["draw"]["id"].as_str().unwrap().to_string();
+    }
+    let drained = u(&after, "appended_chunks");
+    wait_link(
+        &cluster,
+        None,
+        &device.id,
+        Duration::from_secs(15),
+        "appends resume below the low-water mark",
+        |l| u(l, "appended_chunks") > drained + 4,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn killing_the_owner_moves_the_link_within_a_bounded_time_and_the_pool_keeps_filling() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(one_per_zone(3), BIG_RESERVE);
+    let dir = tempfile::tempdir().unwrap();
+    let device = Device::start(&dir.path().join("dev1"), &["--rate", RATE]);
+    cluster.wait_for_leader(Duration::from_secs(20)).await;
+    register(&cluster, 1, &device).await;
+    let l = wait_appended(&cluster, &device.id, 8, Duration::from_secs(20)).await;
+    let (owner, epoch) = (u(&l, "owner"), u(&l, "epoch"));
+
+    let killed_at = Instant::now();
+    cluster.kill(owner);
+    let moved = wait_link(
+        &cluster,
+        None,
+        &device.id,
+        Duration::from_secs(15),
+        "the link has a new owner",
+        |l| u(l, "owner") != owner && u(l, "epoch") > epoch,
+    )
+    .await;
+    let reassigned = killed_at.elapsed();
+    let appended_then = u(&moved, "appended_chunks");
+    wait_link(
+        &cluster,
+        None,
+        &device.id,
+        Duration::from_secs(15),
+        "the new owner appends",
+        |l| u(l, "appended_chunks") > appended_then,
+    )
+    .await;
+    let first_append = killed_at.elapsed();
+    eprintln!(
+        "kill -9 of owner {owner}: link reassigned after {reassigned:?} (epoch {epoch} -> {}), first chunk appended by node {} after {first_append:?}",
+        u(&moved, "epoch"),
+        u(&moved, "owner")
+    );
+    assert!(
+        reassigned < Duration::from_secs(5),
+        "reassignment took {reassigned:?}"
+    );
+    assert!(
+        first_append < Duration::from_secs(7),
+        "first append took {first_append:?}"
+    );
+    // The pool keeps filling.
+    let later = wait_appended(
+        &cluster,
+        &device.id,
+        appended_then + 16,
+        Duration::from_secs(15),
+    )
+    .await;
+    assert_accounting(&later);
+}
+
+#[tokio::test]
+async fn a_paused_old_owner_cannot_append_anything_once_the_link_has_moved() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(one_per_zone(3), BIG_RESERVE);
+    let dir = tempfile::tempdir().unwrap();
+    let device = Device::start(&dir.path().join("dev1"), &["--rate", RATE]);
+    cluster.wait_for_leader(Duration::from_secs(20)).await;
+    register(&cluster, 1, &device).await;
+    let l = wait_appended(&cluster, &device.id, 8, Duration::from_secs(20)).await;
+    let (owner, epoch) = (u(&l, "owner"), u(&l, "epoch"));
+    let appended_metric = format!(
+        "geiger_entropy_chunks_appended_total{{device=\"{}\"}}",
+        device.id
+    );
+
+    cluster.pause(owner);
+    let moved = wait_link(
+        &cluster,
+        None,
+        &device.id,
+        Duration::from_secs(15),
+        "the link moves off the paused owner",
+        |l| u(l, "owner") != owner && u(l, "epoch") > epoch,
+    )
+    .await;
+    wait_appended(
+        &cluster,
+        &device.id,
+        u(&moved, "appended_chunks") + 8,
+        Duration::from_secs(15),
+    )
+    .await;
+
+    // Resumed, the old owner still holds chunks it received under the old
+    // epoch, and its session still runs: every append must be refused.
+    cluster.resume(owner);
+    let before = {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = metrics(&cluster, owner).await;
+            if !text.is_empty() {
+                break sample(&text, &appended_metric).unwrap_or(0.0);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the resumed node does not answer"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after = sample(&metrics(&cluster, owner).await, &appended_metric).unwrap_or(0.0);
+    assert_eq!(before, after, "the old owner appended after it was resumed");
+
+    let l = wait_appended(
+        &cluster,
+        &device.id,
+        u(&moved, "appended_chunks") + 24,
+        Duration::from_secs(15),
+    )
+    .await;
+    assert_ne!(u(&l, "owner"), owner);
+    assert_accounting(&l);
+    // Nothing was skipped: every chunk reached the pool exactly once.
+    assert_eq!(u(&l, "skipped_chunks"), 0, "{l:#}");
+}
+
+#[tokio::test]
+async fn a_stuck_device_has_its_chunks_quarantined_its_link_reported_unhealthy_and_no_draw_uses_them(
+) {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(one_per_zone(3), BIG_RESERVE);
+    let dir = tempfile::tempdir().unwrap();
+    // Two good chunks, then one byte value forever.
+    let device = Device::start(
+        &dir.path().join("stuck"),
+        &["--rate", RATE, "--fault-stuck-after", "8192"],
+    );
+    cluster.wait_for_leader(Duration::from_secs(20)).await;
+    register(&cluster, 1, &device).await;
+    let l = wait_link(
+        &cluster,
+        None,
+        &device.id,
+        Duration::from_secs(30),
+        "the link reported unhealthy",
+        |l| l["unhealthy"] == true && u(l, "quarantined_chunks") >= 4,
+    )
+    .await;
+    assert!(u(&l, "appended_chunks") <= 2, "{l:#}");
+    assert_eq!(u(&l, "pooled_bytes"), u(&l, "appended_chunks") * 4096);
+    assert_accounting(&l);
+    let owner = u(&l, "owner");
+    let text = metrics(&cluster, owner).await;
+    let up = format!("geiger_link_up{{device=\"{}\"}}", device.id);
+    assert_eq!(sample(&text, &up), Some(0.0), "an unhealthy link is not up");
+    let failures = format!(
+        "geiger_entropy_health_test_failures_total{{device=\"{}\",test=\"repetition_count\"}}",
+        device.id
+    );
+    assert!(sample(&text, &failures).unwrap_or(0.0) >= 1.0, "{text}");
+
+    // Draw everything the pool holds: only the good chunks are ever used.
+    let (_, customer) = cluster
+        .post(1, "/v1/admin/customers", &json!({"name": "stuck"}))
+        .await
+        .unwrap();
+    let key = customer["api_key"].as_str().unwrap().to_string();
+    let chain: Value = cluster
+        .http
+        .post(format!("{}/v1/chains", cluster.url(1)))
+        .bearer_auth(&key)
+        .json(&json!({"tag": "stuck"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut previous = chain["id"].as_str().unwrap().to_string();
+    let first = l["first_seq"].as_u64().unwrap();
+    let good = first + u(&l, "appended_chunks");
+    let mut exhausted = false;
+    for round in 0..40 {
+        let r = cluster
+            .http
+            .post(format!("{}/v1/draws", cluster.url(2)))
+            .bearer_auth(&key)
+            .json(&json!({"previous": previous, "tag": format!("s{round}"), "spec": {"kind": "bytes", "count": 1024}}))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap();
+        if status == 503 {
+            assert_eq!(body["error"]["code"], "entropy_exhausted", "{body}");
+            exhausted = true;
+            break;
+        }
+        assert_eq!(status, 201, "{body}");
+        for seg in body["draw"]["entropy"]["segments"].as_array().unwrap() {
+            let seq = seg["chunk_seq"].as_u64().unwrap();
+            assert!(
+                seq < good,
+                "draw used chunk {seq}, past the good ones: {seg}"
+            );
+        }
+        previous = body["draw"]["id"].as_str().unwrap().to_string();
+    }
+    assert!(
+        exhausted,
+        "the pool should run dry on the good chunks alone"
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_device_continues_its_sequence_and_the_owner_accepts_its_new_chunks() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(one_per_zone(3), BIG_RESERVE);
+    let dir = tempfile::tempdir().unwrap();
+    let mut device = Device::start(&dir.path().join("dev1"), &["--rate", RATE]);
+    cluster.wait_for_leader(Duration::from_secs(20)).await;
+    register(&cluster, 1, &device).await;
+    let l = wait_appended(&cluster, &device.id, 8, Duration::from_secs(20)).await;
+    let (owner, last) = (u(&l, "owner"), l["last_seq"].as_u64().unwrap());
+
+    device.restart();
+    let l = wait_appended(
+        &cluster,
+        &device.id,
+        u(&l, "appended_chunks") + 8,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(l["last_seq"].as_u64().unwrap() > last);
+    assert_eq!(
+        u(&l, "owner"),
+        owner,
+        "a device restart does not move the link"
+    );
+    // The restart skipped the rest of the device's reserved block: recorded
+    // as skipped, never as a hole.
+    assert!(u(&l, "skipped_chunks") > 0, "{l:#}");
+    assert_accounting(&l);
+}
