@@ -8,7 +8,8 @@ Prints one line per check (`ok ...` / `FAIL ...`) and a last line
 Checks, per alert in monitoring/prometheus/rules/*.yml:
   - labels.severity is critical, warning or none;
   - annotations summary, description and runbook_url exist, and runbook_url is
-    docs/RUNBOOK.md#<lowercase alertname> with that section in docs/RUNBOOK.md;
+    docs/RUNBOOK.md#<lowercase alertname> with that section in docs/RUNBOOK.md
+    and a line in its index;
   - the promtool tests hold at least one case where it fires and one where
     it must stay silent;
   - monitoring/alertmanager/tests/routes.txt routes it at least once.
@@ -92,6 +93,8 @@ for name in sorted(alerts):
         problems.append("runbook_url is not " + want)
     if name.lower() not in sections:
         problems.append("no section %s in docs/RUNBOOK.md" % name)
+    if "[%s](#%s)" % (name, name.lower()) not in runbook:
+        problems.append("not in the index of docs/RUNBOOK.md")
     c = cases.get(name, {"fire": 0, "silent": 0})
     if c["fire"] < 1:
         problems.append("no test where it fires")
@@ -116,6 +119,8 @@ for name in pushed:
         problems.append("no case in routes.txt")
     if name.lower() not in sections:
         problems.append("no section in docs/RUNBOOK.md")
+    if "[%s](#%s)" % (name, name.lower()) not in runbook:
+        problems.append("not in the index of docs/RUNBOOK.md")
     check(not problems, "pushed %s%s" % (name, "" if not problems else ": " + "; ".join(problems)))
 
 # ---- metric names used by rules and dashboard are in the contract
