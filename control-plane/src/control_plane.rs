@@ -526,6 +526,22 @@ impl ControlPlane {
         self.chain(id)
     }
 
+    /// A customer's chains created after ledger index `after` (0 for the
+    /// start), at most `limit`: (ledger index of the genesis, chain id).
+    pub fn customer_chains(
+        &self,
+        customer: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, Error> {
+        Ok(reads::customer_chains(
+            &self.inner.shared.db(),
+            customer,
+            after,
+            limit,
+        )?)
+    }
+
     /// Draws of a chain at positions after `after` (0 for the start), at most `limit`.
     pub fn chain_draws(
         &self,

@@ -449,6 +449,53 @@ async fn every_endpoint_answers_as_the_contract_says() {
     .await;
     assert_eq!((s, error_code(&b).as_str()), (422, "invalid_request"));
 
+    // Every chain of a customer is listed publicly, in creation order.
+    let customer = genesis["chain"]["customer"].as_str().unwrap();
+    for _ in 0..2 {
+        let (s, _, _) = send(
+            &http,
+            Method::POST,
+            url(leader, "/v1/chains"),
+            Some(&key),
+            json_ct,
+            Some(br#"{"tag":"more"}"#.to_vec()),
+        )
+        .await;
+        assert_eq!(s, 201);
+    }
+    let (s, _, b) = send(
+        &http,
+        Method::GET,
+        url(
+            follower,
+            &format!("/v1/customers/{customer}/chains?limit=2"),
+        ),
+        None,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let listed: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(listed["chains"][0]["id"], chain_id.as_str());
+    assert_eq!(listed["chains"].as_array().unwrap().len(), 2);
+    let after = listed["next_after"].as_u64().expect("a second page");
+    let (_, _, b) = send(
+        &http,
+        Method::GET,
+        url(
+            follower,
+            &format!("/v1/customers/{customer}/chains?after={after}"),
+        ),
+        None,
+        None,
+        None,
+    )
+    .await;
+    let rest: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(rest["chains"].as_array().unwrap().len(), 1);
+    assert!(rest.get("next_after").is_none());
+
     // Health, metrics and the API description.
     let (s, _, _) = send(
         &http,

@@ -248,6 +248,11 @@ impl Applier<'_, '_> {
                 head: id.clone(),
             },
         )?;
+        self.tx.put_raw(
+            CUSTOMER_CHAINS,
+            &customer_chain_key(customer, ledger_index),
+            id.as_bytes(),
+        )?;
         tracing::debug!(chain = %id, customer, "chain created");
         Ok(Ok(Outcome::ChainCreated {
             id: sealed.id,

@@ -85,6 +85,34 @@ pub fn chain(db: &Database, id: &str) -> Result<Option<ChainInfo>, ReadError> {
     )
 }
 
+/// A customer's chains created after ledger index `after`, at most `limit`,
+/// in creation order, as (ledger index, chain id).
+pub fn customer_chains(
+    db: &Database,
+    customer: &str,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<(u64, String)>, ReadError> {
+    let tx = db.begin_read().map_err(err)?;
+    let index = tx.open_table(CUSTOMER_CHAINS).map_err(err)?;
+    let from = customer_chain_key(customer, after.saturating_add(1));
+    let to = customer_chain_key(customer, u64::MAX);
+    let mut out = Vec::new();
+    for item in index.range(from.as_slice()..=to.as_slice()).map_err(err)? {
+        if out.len() >= limit {
+            break;
+        }
+        let (key, id) = item.map_err(err)?;
+        let key = key.value();
+        let index_bytes: [u8; 8] = key[key.len() - 8..].try_into().map_err(err)?;
+        out.push((
+            u64::from_be_bytes(index_bytes),
+            String::from_utf8_lossy(id.value()).into_owned(),
+        ));
+    }
+    Ok(out)
+}
+
 /// Draws of `chain` at positions after `after`, at most `limit`, in order.
 pub fn chain_draws(
     db: &Database,

@@ -43,10 +43,13 @@ pub const LINKS: Table = TableDefinition::new("links");
 /// device id ++ 0x00 ++ first skipped seq (u64 BE) → end of the skipped
 /// range (u64, exclusive): sequences the device will never deliver.
 pub const SKIPPED: Table = TableDefinition::new("skipped");
+/// customer id ++ 0x00 ++ ledger index of the genesis (u64 BE) → chain id:
+/// the public list of a customer's chains, in creation order.
+pub const CUSTOMER_CHAINS: Table = TableDefinition::new("customer_chains");
 
 /// Every table, with the tag that names it in a snapshot file. Tags are
 /// part of the snapshot format: never reuse or renumber one.
-pub const ALL: [(u8, Table); 15] = [
+pub const ALL: [(u8, Table); 16] = [
     (1, META),
     (2, CUSTOMERS),
     (3, CUSTOMER_KEYS),
@@ -62,6 +65,7 @@ pub const ALL: [(u8, Table); 15] = [
     (13, KEYS),
     (14, LINKS),
     (15, SKIPPED),
+    (16, CUSTOMER_CHAINS),
 ];
 
 pub const META_LAST_APPLIED: &[u8] = b"last_applied";
@@ -165,6 +169,14 @@ pub fn chain_draw_key(chain: &str, position: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(chain.len() + 8);
     k.extend_from_slice(chain.as_bytes());
     k.extend_from_slice(&position.to_be_bytes());
+    k
+}
+
+pub fn customer_chain_key(customer: &str, ledger_index: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(customer.len() + 9);
+    k.extend_from_slice(customer.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&ledger_index.to_be_bytes());
     k
 }
 

@@ -172,3 +172,61 @@ pub async fn draws(
     };
     Ok(Json(page).into_response())
 }
+
+/// Every chain a customer has opened, in creation order, so players can
+/// see all of an operator's chains (none can be hidden). `after` is the
+/// `ledger_index` of the last chain of the previous page.
+#[utoipa::path(get, path = "/v1/customers/{id}/chains", tag = "chains",
+    params(("id" = String, Path, description = "A customer ID (`cu_…`)"),
+           ("after" = Option<u64>, Query, description = "Ledger index of the last chain already seen (default 0)"),
+           ("limit" = Option<usize>, Query, description = "1 to 100 (default 100)")),
+    responses(
+        (status = 200, description = "`{customer, chains: [{id, ledger_index}], next_after?}`"),
+        (status = 422, body = ErrorBody),
+    ))]
+pub async fn of_customer(
+    State(state): State<AppState>,
+    Path(customer): Path<String>,
+    page: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(page) = page.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
+    if page.limit == 0 || page.limit > MAX_PAGE {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("`limit` must be between 1 and {MAX_PAGE}"),
+        ));
+    }
+    state.ledger.linearizable_barrier().await?;
+    // One more than asked, to know whether another page follows.
+    let mut chains = state
+        .ledger
+        .customer_chains(&customer, page.after, page.limit + 1)?;
+    let more = chains.len() > page.limit;
+    chains.truncate(page.limit);
+    #[derive(Serialize)]
+    struct Entry {
+        id: String,
+        ledger_index: u64,
+    }
+    #[derive(Serialize)]
+    struct CustomerChains {
+        customer: String,
+        chains: Vec<Entry>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next_after: Option<u64>,
+    }
+    let next_after = if more {
+        chains.last().map(|c| c.0)
+    } else {
+        None
+    };
+    Ok(Json(CustomerChains {
+        customer,
+        chains: chains
+            .into_iter()
+            .map(|(ledger_index, id)| Entry { id, ledger_index })
+            .collect(),
+        next_after,
+    })
+    .into_response())
+}

@@ -48,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chains", post(chains::create))
         .route("/v1/chains/{id}", get(chains::get))
         .route("/v1/chains/{id}/draws", get(chains::draws))
+        .route("/v1/customers/{id}/chains", get(chains::of_customer))
         .route("/v1/draws", post(draws::create))
         .route("/v1/draws/{id}", get(draws::get))
         .route("/v1/keys", get(draws::keys))

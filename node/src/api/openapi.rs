@@ -15,6 +15,7 @@ use utoipa::{Modify, OpenApi};
         super::chains::create,
         super::chains::get,
         super::chains::draws,
+        super::chains::of_customer,
         super::draws::create,
         super::draws::get,
         super::draws::keys,
