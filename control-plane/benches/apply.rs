@@ -1,0 +1,111 @@
+//! CPU cost of `apply` alone: one state machine, no Raft, no network, no
+//! fsync on the hot path. Shows how many draws per second one replica can
+//! apply (every replica applies every draw).
+//!
+//! Run: `CARGO_TARGET_DIR=/work/targets/cp cargo bench -p geiger-control-plane --bench apply`
+
+use std::time::Instant;
+
+use geiger_control_plane::state_machine::StateMachine;
+use geiger_control_plane::testing::draw_request;
+use geiger_control_plane::types::{Batch, Entry};
+use geiger_control_plane::{Command, Outcome};
+use openraft::storage::RaftStateMachine;
+use openraft::{CommittedLeaderId, EntryPayload, LogId};
+
+fn entry(index: u64, commands: Vec<Command>) -> Entry {
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(Batch {
+            at_ms: 1_795_000_000_000 + index,
+            commands,
+        }),
+    }
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut sm = StateMachine::open(dir.path(), 32 << 20).expect("open");
+        let mut index = 0;
+        let mut next = |commands| {
+            index += 1;
+            entry(index, commands)
+        };
+        let setup = vec![
+            next(vec![Command::RotateKey { secret: [7; 32] }]),
+            next(vec![
+                Command::CreateCustomer {
+                    id: "cu_test".into(),
+                    name: "t".into(),
+                    key_sha256: [1; 32],
+                },
+                Command::AssignLease {
+                    device: "dev-1".into(),
+                    owner: 1,
+                    expected_epoch: None,
+                    duration_ms: u64::MAX / 4,
+                },
+            ]),
+            next(
+                (0..2000)
+                    .map(|seq| Command::AppendEntropy {
+                        device: "dev-1".into(),
+                        epoch: 1,
+                        seq,
+                        bytes: vec![(seq % 251) as u8; 4096],
+                    })
+                    .collect(),
+            ),
+            next(
+                (0..64)
+                    .map(|_| Command::CreateChain {
+                        customer: "cu_test".into(),
+                        tag: "bench".into(),
+                    })
+                    .collect(),
+            ),
+        ];
+        let out = sm.apply(setup).await.expect("setup");
+        let mut heads: Vec<String> = out[3]
+            .outcomes
+            .iter()
+            .map(|o| match o {
+                Outcome::ChainCreated { id, .. } => id.to_string(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        for batch in [1usize, 64] {
+            let started = Instant::now();
+            let mut draws = 0;
+            while started.elapsed().as_secs_f64() < 3.0 {
+                // One draw per chain, so every command is a real draw.
+                let commands = heads[..batch]
+                    .iter()
+                    .map(|previous| Command::Draw {
+                        customer: "cu_test".into(),
+                        request: draw_request(previous, None),
+                    })
+                    .collect();
+                let out = sm.apply(vec![next(commands)]).await.expect("apply");
+                for (head, outcome) in heads.iter_mut().zip(&out[0].outcomes) {
+                    match outcome {
+                        Outcome::Drawn { id, .. } => *head = id.to_string(),
+                        other => panic!("{other:?}"),
+                    }
+                }
+                draws += batch;
+            }
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "entries of {batch:2} draws: {:7.0} draws/s applied ({:5.1} us per draw)",
+                draws as f64 / secs,
+                secs * 1e6 / draws as f64
+            );
+        }
+    });
+}
