@@ -1,0 +1,754 @@
+//! The cluster launcher: real `geiger node` processes and `geiger-device`
+//! agents on loopback, every node-to-node and node-to-device connection
+//! routed through the [`Proxy`].
+//!
+//! Each node listens on its own address 127.0.Z.N (zone Z, node N) so a
+//! zone is visible in every address and log line. A node advertises its
+//! proxy address (`internal.advertise`, and the `rpc_addr` of its
+//! `[[bootstrap]]` entry) instead of its own listener, and devices are
+//! registered under their proxy address, so the harness sits on every link
+//! it may want to break. Clients talk to the nodes' API directly: faults
+//! are between the parts of geiger, not between geiger and its users.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::proxy::{Endpoint, Proxy, ProxyError, Source};
+
+pub const ADMIN_TOKEN: &str = "chaos-admin-token-0123456789abcdef";
+pub const CLUSTER_SECRET: &str = "chaos-cluster-secret-0123456789abcdef";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
+    #[error("timed out after {0:?} waiting for {1}")]
+    Timeout(Duration, String),
+    #[error("{0}")]
+    Http(String),
+    #[error("device agent {index} printed an unexpected banner: {line:?}")]
+    Banner { index: usize, line: String },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LaunchError {
+    let what = what.into();
+    move |source| LaunchError::Io { what, source }
+}
+
+/// Where one node runs and what it is.
+#[derive(Debug, Clone, Serialize)]
+pub struct Placement {
+    pub id: u64,
+    pub zone: u8,
+    pub cloud: String,
+    pub voter: bool,
+}
+
+impl Placement {
+    pub fn zone_name(&self) -> String {
+        format!("zone-{}", self.zone)
+    }
+}
+
+/// Five voters over three zones and two clouds, plus one learner. No zone
+/// holds a majority; with two clouds one of them must hold three of five
+/// voters, which the report states (the placement report says so too).
+pub fn default_placement() -> Vec<Placement> {
+    let p = |id, zone, cloud: &str, voter| Placement {
+        id,
+        zone,
+        cloud: cloud.into(),
+        voter,
+    };
+    vec![
+        p(1, 1, "cloud-a", true),
+        p(2, 1, "cloud-b", true),
+        p(3, 2, "cloud-a", true),
+        p(4, 2, "cloud-b", true),
+        p(5, 3, "cloud-a", true),
+        p(6, 3, "cloud-b", false),
+    ]
+}
+
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub dir: PathBuf,
+    pub geiger_bin: PathBuf,
+    pub device_bin: PathBuf,
+    pub placement: Vec<Placement>,
+    pub devices: usize,
+    /// Bytes per second each simulated device produces.
+    pub device_rate: u64,
+    /// Extra TOML sections for every node (`[raft]`, `[hardware]`).
+    pub extra_toml: String,
+}
+
+/// A node process and its addresses.
+#[derive(Debug)]
+pub struct NodeProc {
+    pub placement: Placement,
+    pub ip: Ipv4Addr,
+    pub api: SocketAddr,
+    pub rpc: SocketAddr,
+    /// What every peer uses to reach this node's internal listener.
+    pub rpc_proxy: SocketAddr,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+    pub child: Option<Child>,
+    pub paused: bool,
+}
+
+/// A device agent process.
+#[derive(Debug)]
+pub struct DeviceProc {
+    pub index: usize,
+    pub listen: SocketAddr,
+    /// The address registered for the link: the proxy in front of it.
+    pub proxy: SocketAddr,
+    pub state_dir: PathBuf,
+    pub log_path: PathBuf,
+    pub id: String,
+    pub public_key: String,
+    pub child: Option<Child>,
+    pub fault_args: Vec<String>,
+}
+
+pub struct Cluster {
+    pub config: ClusterConfig,
+    pub nodes: BTreeMap<u64, NodeProc>,
+    pub devices: Vec<DeviceProc>,
+    pub proxy: Proxy,
+    pub http: reqwest::Client,
+    /// The workload's customer key, once created.
+    pub api_key: Option<String>,
+}
+
+/// A port that was free a moment ago on `ip`.
+fn free_port(ip: Ipv4Addr) -> Result<u16, LaunchError> {
+    std::net::TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(io(format!("finding a free port on {ip}")))
+}
+
+fn send_signal(pid: u32, signal: libc::c_int) {
+    // SAFETY: kill(2) with a pid we spawned; no memory is shared.
+    unsafe {
+        libc::kill(pid as libc::pid_t, signal);
+    }
+}
+
+fn node_toml(node: &NodeProc, data_dir: &Path, all: &[&NodeProc], extra: &str) -> String {
+    let p = &node.placement;
+    let mut t = format!(
+        r#"node_id = {id}
+data_dir = "{data}"
+cluster_name = "chaos"
+
+[labels]
+zone = "{zone}"
+cloud = "{cloud}"
+region = "region-1"
+
+[api]
+listen = "{api}"
+admin_token = "{ADMIN_TOKEN}"
+
+[internal]
+listen = "{rpc}"
+advertise = "{proxy}"
+cluster_secret = "{CLUSTER_SECRET}"
+
+{extra}
+"#,
+        id = p.id,
+        data = data_dir.display(),
+        zone = p.zone_name(),
+        cloud = p.cloud,
+        api = node.api,
+        rpc = node.rpc,
+        proxy = node.rpc_proxy,
+    );
+    // Learners join later through the admin API, never by bootstrap.
+    for m in all.iter().filter(|m| m.placement.voter) {
+        t.push_str(&format!(
+            "\n[[bootstrap]]\nid = {}\napi_addr = \"{}\"\nrpc_addr = \"{}\"\nzone = \"{}\"\ncloud = \"{}\"\nregion = \"region-1\"\n",
+            m.placement.id,
+            m.api,
+            m.rpc_proxy,
+            m.placement.zone_name(),
+            m.placement.cloud
+        ));
+    }
+    t
+}
+
+impl Cluster {
+    /// Starts the proxies, the voters and the devices; then waits for a
+    /// leader, adds the learners, registers the links and creates the
+    /// workload's customer.
+    pub async fn start(config: ClusterConfig) -> Result<Cluster, LaunchError> {
+        std::fs::create_dir_all(&config.dir).map_err(io("creating the run directory"))?;
+        let proxy = Proxy::new();
+        let mut nodes = BTreeMap::new();
+        for p in &config.placement {
+            let ip = Ipv4Addr::new(127, 0, p.zone, p.id as u8);
+            let api = SocketAddr::from((ip, free_port(ip)?));
+            let rpc = SocketAddr::from((ip, free_port(ip)?));
+            let rpc_proxy = proxy
+                .listen(
+                    SocketAddr::from((ip, 0)),
+                    rpc,
+                    Endpoint::Node(p.id),
+                    Source::ByProcess,
+                )
+                .await?;
+            nodes.insert(
+                p.id,
+                NodeProc {
+                    placement: p.clone(),
+                    ip,
+                    api,
+                    rpc,
+                    rpc_proxy,
+                    config_path: config.dir.join(format!("node-{}.toml", p.id)),
+                    log_path: config.dir.join(format!("node-{}.log", p.id)),
+                    child: None,
+                    paused: false,
+                },
+            );
+        }
+        {
+            let all: Vec<&NodeProc> = nodes.values().collect();
+            for node in &all {
+                let data = config.dir.join(format!("node-{}", node.placement.id));
+                std::fs::write(
+                    &node.config_path,
+                    node_toml(node, &data, &all, &config.extra_toml),
+                )
+                .map_err(io("writing a node config"))?;
+            }
+        }
+        let mut devices = Vec::new();
+        for index in 0..config.devices {
+            // Devices sit "on-prem", in a range of their own.
+            let ip = Ipv4Addr::new(127, 0, 100, index as u8 + 1);
+            let listen = SocketAddr::from((ip, free_port(ip)?));
+            let proxy_addr = proxy
+                .listen(
+                    SocketAddr::from((ip, 0)),
+                    listen,
+                    Endpoint::Device(index),
+                    Source::ByProcess,
+                )
+                .await?;
+            devices.push(DeviceProc {
+                index,
+                listen,
+                proxy: proxy_addr,
+                state_dir: config.dir.join(format!("device-{index}")),
+                log_path: config.dir.join(format!("device-{index}.log")),
+                id: String::new(),
+                public_key: String::new(),
+                child: None,
+                fault_args: Vec::new(),
+            });
+        }
+        let mut cluster = Cluster {
+            config,
+            nodes,
+            devices,
+            proxy,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .map_err(|e| LaunchError::Http(e.to_string()))?,
+            api_key: None,
+        };
+        let voters: Vec<u64> = cluster.voters();
+        for id in &voters {
+            cluster.spawn(*id)?;
+        }
+        for index in 0..cluster.devices.len() {
+            cluster.spawn_device(index)?;
+        }
+        let leader = cluster.wait_for_leader(Duration::from_secs(60)).await?;
+        tracing::info!(leader, "cluster has a leader");
+        let learners: Vec<u64> = cluster
+            .nodes
+            .values()
+            .filter(|n| !n.placement.voter)
+            .map(|n| n.placement.id)
+            .collect();
+        for id in learners {
+            cluster.spawn(id)?;
+            cluster.add_learner(id).await?;
+        }
+        for index in 0..cluster.devices.len() {
+            let d = &cluster.devices[index];
+            let body = json!({
+                "device": d.id,
+                "address": d.proxy.to_string(),
+                "public_key": d.public_key,
+            });
+            cluster
+                .admin_post_anywhere("/v1/admin/links", &body, Duration::from_secs(30))
+                .await?;
+        }
+        let customer = cluster
+            .admin_post_anywhere(
+                "/v1/admin/customers",
+                &json!({"name": "chaos-workload"}),
+                Duration::from_secs(30),
+            )
+            .await?;
+        cluster.api_key = customer["api_key"].as_str().map(str::to_string);
+        Ok(cluster)
+    }
+
+    pub fn voters(&self) -> Vec<u64> {
+        self.nodes
+            .values()
+            .filter(|n| n.placement.voter)
+            .map(|n| n.placement.id)
+            .collect()
+    }
+
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes.keys().copied().collect()
+    }
+
+    /// Running and not paused.
+    pub fn live(&self) -> Vec<u64> {
+        self.nodes
+            .values()
+            .filter(|n| n.child.is_some() && !n.paused)
+            .map(|n| n.placement.id)
+            .collect()
+    }
+
+    pub fn url(&self, id: u64) -> String {
+        format!("http://{}", self.nodes[&id].api)
+    }
+
+    /// Every node's API base URL, for the client SDK.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.ids().into_iter().map(|id| self.url(id)).collect()
+    }
+
+    fn spawn(&mut self, id: u64) -> Result<(), LaunchError> {
+        let bin = self.config.geiger_bin.clone();
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log_path)
+            .map_err(io("opening a node log"))?;
+        let child = Command::new(&bin)
+            .arg("node")
+            .arg("--config")
+            .arg(&node.config_path)
+            .env(
+                "GEIGER_LOG",
+                std::env::var("GEIGER_CHAOS_NODE_LOG")
+                    .unwrap_or_else(|_| "info,openraft=warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(io("node log"))?)
+            .stderr(log)
+            .spawn()
+            .map_err(io(format!("starting {}", bin.display())))?;
+        // Register before it can dial out, so its connections are known.
+        self.proxy.register_pid(child.id(), Endpoint::Node(id));
+        node.child = Some(child);
+        node.paused = false;
+        Ok(())
+    }
+
+    fn spawn_device(&mut self, index: usize) -> Result<(), LaunchError> {
+        let bin = self.config.device_bin.clone();
+        let rate = self.config.device_rate;
+        let d = &mut self.devices[index];
+        std::fs::create_dir_all(&d.state_dir).map_err(io("creating a device directory"))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&d.log_path)
+            .map_err(io("opening a device log"))?;
+        let mut child = Command::new(&bin)
+            .arg("--state-dir")
+            .arg(&d.state_dir)
+            .arg("--listen")
+            .arg(d.listen.to_string())
+            .arg("--rate")
+            .arg(rate.to_string())
+            .args(&d.fault_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .map_err(io(format!("starting {}", bin.display())))?;
+        // First line: `listening=ADDR device=dev_… public_key=HEX`.
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        reader
+            .read_line(&mut line)
+            .map_err(io("reading the device banner"))?;
+        for field in line.split_whitespace() {
+            if let Some(v) = field.strip_prefix("device=") {
+                d.id = v.to_string();
+            } else if let Some(v) = field.strip_prefix("public_key=") {
+                d.public_key = v.to_string();
+            }
+        }
+        if !d.id.starts_with("dev_") || d.public_key.len() != 64 {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(LaunchError::Banner { index, line });
+        }
+        // Keep draining stdout so the agent never blocks on a full pipe.
+        std::thread::spawn(move || for _ in reader.lines() {});
+        d.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self, id: u64) {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        node.paused = false;
+    }
+
+    /// SIGTERM, wait up to `grace`, then SIGKILL.
+    pub fn terminate(&mut self, id: u64, grace: Duration) {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        if let Some(mut child) = node.child.take() {
+            if node.paused {
+                send_signal(child.id(), libc::SIGCONT);
+            }
+            send_signal(child.id(), libc::SIGTERM);
+            let deadline = Instant::now() + grace;
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        node.paused = false;
+    }
+
+    /// SIGSTOP: frozen with its sockets open, like a long GC pause or a VM stall.
+    pub fn pause(&mut self, id: u64) {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        if let Some(child) = &node.child {
+            send_signal(child.id(), libc::SIGSTOP);
+            node.paused = true;
+        }
+    }
+
+    pub fn resume(&mut self, id: u64) {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        if let Some(child) = &node.child {
+            send_signal(child.id(), libc::SIGCONT);
+        }
+        node.paused = false;
+    }
+
+    /// Starts a node again (killing it first if it runs), same config and data.
+    pub fn restart(&mut self, id: u64) -> Result<(), LaunchError> {
+        self.kill(id);
+        self.spawn(id)
+    }
+
+    pub fn is_running(&self, id: u64) -> bool {
+        self.nodes[&id].child.is_some()
+    }
+
+    pub fn kill_device(&mut self, index: usize) {
+        if let Some(mut child) = self.devices[index].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Restarts a device agent with extra flags (e.g. `--fault-stuck-after`),
+    /// same state directory and port, so its identity and sequence carry on.
+    pub fn restart_device(
+        &mut self,
+        index: usize,
+        fault_args: &[String],
+    ) -> Result<(), LaunchError> {
+        self.kill_device(index);
+        self.devices[index].fault_args = fault_args.to_vec();
+        self.spawn_device(index)
+    }
+
+    /// `GET path` on one node with the admin token.
+    pub async fn admin_get(&self, id: u64, path: &str) -> Result<Value, LaunchError> {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.url(id)))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .map_err(|e| LaunchError::Http(format!("node {id} GET {path}: {e}")))?;
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        if status != 200 {
+            return Err(LaunchError::Http(format!(
+                "node {id} GET {path}: {status} {body}"
+            )));
+        }
+        Ok(body)
+    }
+
+    pub async fn admin_post(
+        &self,
+        id: u64,
+        path: &str,
+        body: &Value,
+    ) -> Result<Value, LaunchError> {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.url(id)))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(body)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| LaunchError::Http(format!("node {id} POST {path}: {e}")))?;
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        if !(200..300).contains(&status) {
+            return Err(LaunchError::Http(format!(
+                "node {id} POST {path}: {status} {body}"
+            )));
+        }
+        Ok(body)
+    }
+
+    /// POSTs to the leader if known, else to each live node in turn, until
+    /// one accepts or `within` passes.
+    async fn admin_post_anywhere(
+        &self,
+        path: &str,
+        body: &Value,
+        within: Duration,
+    ) -> Result<Value, LaunchError> {
+        let deadline = Instant::now() + within;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            let mut order = self.live();
+            if let Some(l) = self.leader().await {
+                order.retain(|&id| id != l);
+                order.insert(0, l);
+            }
+            for id in order {
+                match self.admin_post(id, path, body).await {
+                    Ok(v) => return Ok(v),
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        Err(LaunchError::Timeout(within, format!("POST {path}: {last}")))
+    }
+
+    async fn add_learner(&self, id: u64) -> Result<(), LaunchError> {
+        let n = &self.nodes[&id];
+        let body = json!({
+            "action": "add_learner",
+            "id": id,
+            "member": {
+                "api_addr": n.api.to_string(),
+                "rpc_addr": n.rpc_proxy.to_string(),
+                "zone": n.placement.zone_name(),
+                "cloud": n.placement.cloud,
+                "region": "region-1",
+            }
+        });
+        self.admin_post_anywhere("/v1/admin/members", &body, Duration::from_secs(60))
+            .await
+            .map(|_| ())
+    }
+
+    /// `GET /v1/cluster/status` from one node, if it answers.
+    pub async fn status(&self, id: u64) -> Option<Value> {
+        self.admin_get(id, "/v1/cluster/status").await.ok()
+    }
+
+    /// The leader most live nodes name, if any does.
+    pub async fn leader(&self) -> Option<u64> {
+        let mut votes: BTreeMap<u64, usize> = BTreeMap::new();
+        let asks = self.live().into_iter().map(|id| self.status(id));
+        for status in futures_join_all(asks).await.into_iter().flatten() {
+            if let Some(l) = status["leader"].as_u64() {
+                *votes.entry(l).or_default() += 1;
+            }
+        }
+        votes.into_iter().max_by_key(|(_, n)| *n).map(|(l, _)| l)
+    }
+
+    pub async fn wait_for_leader(&self, within: Duration) -> Result<u64, LaunchError> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(l) = self.leader().await {
+                return Ok(l);
+            }
+            if Instant::now() > deadline {
+                return Err(LaunchError::Timeout(within, "a leader".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// `/readyz` answers 200.
+    pub async fn ready(&self, id: u64) -> bool {
+        matches!(
+            self.http.get(format!("{}/readyz", self.url(id))).send().await,
+            Ok(r) if r.status().is_success()
+        )
+    }
+
+    pub async fn wait_ready(&self, id: u64, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self.ready(id).await {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
+    /// The pool depth (bytes) the leader reports, if it answers.
+    pub async fn pool_bytes(&self) -> Option<u64> {
+        let leader = self.leader().await?;
+        self.status(leader).await?["pool_bytes"].as_u64()
+    }
+
+    /// The last lines of every log, for a failed run's summary.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut out = String::new();
+        let paths = self
+            .nodes
+            .values()
+            .map(|n| n.log_path.clone())
+            .chain(self.devices.iter().map(|d| d.log_path.clone()));
+        for path in paths {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let all: Vec<&str> = text.lines().collect();
+            out.push_str(&format!("----- {} -----\n", path.display()));
+            for l in &all[all.len().saturating_sub(lines)..] {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// Stops everything (resuming paused processes first so they die).
+    pub fn shutdown(&mut self) {
+        for node in self.nodes.values_mut() {
+            if let Some(mut child) = node.child.take() {
+                if node.paused {
+                    send_signal(child.id(), libc::SIGCONT);
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            node.paused = false;
+        }
+        for index in 0..self.devices.len() {
+            self.kill_device(index);
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Runs futures concurrently and collects their outputs in order.
+pub async fn futures_join_all<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
+    let mut set = Vec::new();
+    for f in futures {
+        set.push(Box::pin(f));
+    }
+    let mut out = Vec::with_capacity(set.len());
+    // Polling them in turn inside one task is enough here: each is an HTTP
+    // call that mostly waits.
+    let joined = JoinAll {
+        futures: set.into_iter().map(Some).collect(),
+        outputs: Vec::new(),
+    };
+    out.extend(joined.await);
+    out
+}
+
+struct JoinAll<F: std::future::Future> {
+    futures: Vec<Option<std::pin::Pin<Box<F>>>>,
+    outputs: Vec<Option<F::Output>>,
+}
+
+// The futures are boxed and the outputs are never pinned.
+impl<F: std::future::Future> Unpin for JoinAll<F> {}
+
+impl<F: std::future::Future> std::future::Future for JoinAll<F> {
+    type Output = Vec<F::Output>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.get_mut();
+        if this.outputs.is_empty() {
+            this.outputs = (0..this.futures.len()).map(|_| None).collect();
+        }
+        let mut pending = false;
+        for (i, slot) in this.futures.iter_mut().enumerate() {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        this.outputs[i] = Some(v);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(
+                this.outputs
+                    .drain(..)
+                    .map(|o| o.expect("polled to completion"))
+                    .collect(),
+            )
+        }
+    }
+}

@@ -1,0 +1,553 @@
+//! The nemesis: a seeded, reproducible schedule of faults, and their
+//! execution against a running [`Cluster`]. Each fault is healed after a set
+//! time, and only one fault is active at a time, so the recovery after each
+//! one can be measured on its own.
+//!
+//! The schedule (what, when, for how long, against which node, zone, cloud
+//! or device) is a pure function of the profile, the seed and the placement,
+//! so `--seed N` replays the same run. Only "the leader" is resolved when the
+//! fault fires, since who leads then is the point of those faults.
+
+use std::time::Duration;
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::launcher::{Cluster, Placement};
+use crate::proxy::{Endpoint, LinkRule};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// kill -9 the leader; restart it at heal.
+    KillLeader,
+    /// kill -9 one node; restart it at heal.
+    KillNode,
+    /// SIGSTOP one node; SIGCONT at heal (a long GC pause, a stalled VM).
+    PauseNode,
+    /// Cut every link between one zone and the rest.
+    PartitionZone,
+    /// Cut every link between one cloud and the rest.
+    PartitionCloud,
+    /// Cut every link between the leader and the other nodes.
+    IsolateLeader,
+    /// Cut every node's link to one device.
+    CutDeviceLink,
+    /// Restart one device agent so that it emits stuck output.
+    StuckDevice,
+    /// Restart every node in turn, each once ready before the next.
+    RollingRestart,
+    /// kill -9 every node at once, then start them all.
+    RestartAll,
+    /// 200 ms added to every node-to-node link (soak only).
+    SlowLinks,
+    /// The leader can send but not receive (soak only).
+    OneWayLeader,
+}
+
+impl FaultKind {
+    /// The ten kinds every profile runs at least once.
+    pub const CORE: [FaultKind; 10] = [
+        FaultKind::KillLeader,
+        FaultKind::KillNode,
+        FaultKind::PauseNode,
+        FaultKind::PartitionZone,
+        FaultKind::PartitionCloud,
+        FaultKind::IsolateLeader,
+        FaultKind::CutDeviceLink,
+        FaultKind::StuckDevice,
+        FaultKind::RollingRestart,
+        FaultKind::RestartAll,
+    ];
+    pub const EXTRA: [FaultKind; 2] = [FaultKind::SlowLinks, FaultKind::OneWayLeader];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::KillLeader => "kill_leader",
+            FaultKind::KillNode => "kill_node",
+            FaultKind::PauseNode => "pause_node",
+            FaultKind::PartitionZone => "partition_zone",
+            FaultKind::PartitionCloud => "partition_cloud",
+            FaultKind::IsolateLeader => "isolate_leader",
+            FaultKind::CutDeviceLink => "cut_device_link",
+            FaultKind::StuckDevice => "stuck_device",
+            FaultKind::RollingRestart => "rolling_restart",
+            FaultKind::RestartAll => "restart_all",
+            FaultKind::SlowLinks => "slow_links",
+            FaultKind::OneWayLeader => "one_way_leader",
+        }
+    }
+}
+
+/// What a fault is aimed at, fixed when the schedule is made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Target {
+    /// Whoever leads when the fault fires.
+    Leader,
+    Node {
+        id: u64,
+    },
+    Zone {
+        zone: u8,
+    },
+    Cloud {
+        name: String,
+    },
+    Device {
+        index: usize,
+    },
+    Everything,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedFault {
+    pub index: usize,
+    pub kind: FaultKind,
+    pub target: Target,
+    /// When it starts, from the workload's time zero.
+    pub at_ms: u64,
+    /// How long it lasts before it is healed.
+    pub hold_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Profile {
+    /// About two minutes: every core fault kind once.
+    Ci,
+    /// Thirty minutes: every kind, then random ones.
+    Soak,
+}
+
+/// The whole run's timing and faults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    pub profile: Profile,
+    pub seed: u64,
+    pub duration_ms: u64,
+    pub faults: Vec<PlannedFault>,
+}
+
+fn target_for(
+    kind: FaultKind,
+    rng: &mut ChaCha8Rng,
+    placement: &[Placement],
+    devices: usize,
+) -> Target {
+    let mut zones: Vec<u8> = placement.iter().map(|p| p.zone).collect();
+    zones.sort_unstable();
+    zones.dedup();
+    let mut clouds: Vec<String> = placement.iter().map(|p| p.cloud.clone()).collect();
+    clouds.sort();
+    clouds.dedup();
+    match kind {
+        FaultKind::KillLeader | FaultKind::IsolateLeader | FaultKind::OneWayLeader => {
+            Target::Leader
+        }
+        FaultKind::KillNode | FaultKind::PauseNode => Target::Node {
+            id: placement[rng.gen_range(0..placement.len())].id,
+        },
+        FaultKind::PartitionZone => Target::Zone {
+            zone: zones[rng.gen_range(0..zones.len())],
+        },
+        FaultKind::PartitionCloud => Target::Cloud {
+            name: clouds[rng.gen_range(0..clouds.len())].clone(),
+        },
+        FaultKind::CutDeviceLink | FaultKind::StuckDevice => Target::Device {
+            index: rng.gen_range(0..devices.max(1)),
+        },
+        FaultKind::RollingRestart | FaultKind::RestartAll | FaultKind::SlowLinks => {
+            Target::Everything
+        }
+    }
+}
+
+/// The schedule for `profile` and `seed`: the same inputs always give the
+/// same schedule.
+pub fn schedule(profile: Profile, seed: u64, placement: &[Placement], devices: usize) -> Schedule {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let warmup_ms = 10_000;
+    let mut faults = Vec::new();
+    let duration_ms = match profile {
+        Profile::Ci => {
+            // 10 s warm-up, then an 11 s slot per kind: 4 s of fault, 7 s to
+            // recover and show the steady rate again; 8 s cool-down.
+            let mut kinds = FaultKind::CORE.to_vec();
+            kinds.shuffle(&mut rng);
+            for (i, kind) in kinds.into_iter().enumerate() {
+                let target = target_for(kind, &mut rng, placement, devices);
+                faults.push(PlannedFault {
+                    index: i,
+                    kind,
+                    target,
+                    at_ms: warmup_ms + i as u64 * 11_000,
+                    hold_ms: 4_000,
+                });
+            }
+            warmup_ms + faults.len() as u64 * 11_000 + 8_000
+        }
+        Profile::Soak => {
+            let total_ms = 30 * 60_000 + 30_000;
+            let mut kinds: Vec<FaultKind> = FaultKind::CORE
+                .iter()
+                .chain(FaultKind::EXTRA.iter())
+                .copied()
+                .collect();
+            kinds.shuffle(&mut rng);
+            let all = kinds.clone();
+            let mut at = warmup_ms;
+            let mut i = 0;
+            loop {
+                let slot = rng.gen_range(20_000..=40_000);
+                if at + slot > total_ms - 20_000 {
+                    break;
+                }
+                // Every kind once first, then any kind.
+                let kind = if i < all.len() {
+                    all[i]
+                } else {
+                    all[rng.gen_range(0..all.len())]
+                };
+                let target = target_for(kind, &mut rng, placement, devices);
+                faults.push(PlannedFault {
+                    index: i,
+                    kind,
+                    target,
+                    at_ms: at,
+                    hold_ms: rng.gen_range(3_000..=10_000),
+                });
+                at += slot;
+                i += 1;
+            }
+            total_ms
+        }
+    };
+    Schedule {
+        profile,
+        seed,
+        duration_ms,
+        faults,
+    }
+}
+
+/// A fault as it happened.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FaultEvent {
+    pub planned: PlannedFault,
+    /// What it hit, resolved (e.g. the leader's id at the time).
+    pub resolved: String,
+    pub start_ms: f64,
+    /// When the heal action began.
+    pub healed_ms: f64,
+    /// When the heal action finished (restarts issued, links restored).
+    pub heal_done_ms: f64,
+    pub notes: Vec<String>,
+}
+
+fn ms(t0: Instant) -> f64 {
+    t0.elapsed().as_secs_f64() * 1000.0
+}
+
+fn node_endpoints(ids: &[u64]) -> Vec<Endpoint> {
+    ids.iter().map(|&id| Endpoint::Node(id)).collect()
+}
+
+/// The leader now, or else a running voter (so a leader fault still hits
+/// something during an election).
+async fn current_leader(cluster: &Cluster) -> u64 {
+    if let Some(l) = cluster.leader().await {
+        return l;
+    }
+    let live = cluster.live();
+    cluster
+        .voters()
+        .into_iter()
+        .find(|v| live.contains(v))
+        .unwrap_or(1)
+}
+
+/// Runs the schedule against the cluster, in real time from `t0`.
+pub async fn run(cluster: &mut Cluster, schedule: &Schedule, t0: Instant) -> Vec<FaultEvent> {
+    let mut events = Vec::new();
+    for planned in &schedule.faults {
+        tokio::time::sleep_until(t0 + Duration::from_millis(planned.at_ms)).await;
+        let event = inject(cluster, planned, t0).await;
+        tracing::info!(
+            fault = planned.kind.name(),
+            target = %event.resolved,
+            start_ms = event.start_ms,
+            heal_done_ms = event.heal_done_ms,
+            "fault done"
+        );
+        events.push(event);
+    }
+    events
+}
+
+async fn inject(cluster: &mut Cluster, planned: &PlannedFault, t0: Instant) -> FaultEvent {
+    let hold = Duration::from_millis(planned.hold_ms);
+    let start_ms = ms(t0);
+    let mut notes = Vec::new();
+    let ids = cluster.ids();
+    let resolved;
+    let healed_ms;
+    match planned.kind {
+        FaultKind::KillLeader | FaultKind::KillNode => {
+            let id = match &planned.target {
+                Target::Node { id } => *id,
+                _ => current_leader(cluster).await,
+            };
+            resolved = format!("node {id}");
+            cluster.kill(id);
+            tokio::time::sleep(hold).await;
+            healed_ms = ms(t0);
+            if let Err(e) = cluster.restart(id) {
+                notes.push(format!("restart failed: {e}"));
+            }
+        }
+        FaultKind::PauseNode => {
+            let Target::Node { id } = planned.target else {
+                unreachable!("pause targets a node")
+            };
+            resolved = format!("node {id}");
+            cluster.pause(id);
+            tokio::time::sleep(hold).await;
+            healed_ms = ms(t0);
+            cluster.resume(id);
+        }
+        FaultKind::PartitionZone | FaultKind::PartitionCloud => {
+            let (side, what): (Vec<u64>, String) = match &planned.target {
+                Target::Zone { zone } => (
+                    cluster
+                        .nodes
+                        .values()
+                        .filter(|n| n.placement.zone == *zone)
+                        .map(|n| n.placement.id)
+                        .collect(),
+                    format!("zone-{zone}"),
+                ),
+                Target::Cloud { name } => (
+                    cluster
+                        .nodes
+                        .values()
+                        .filter(|n| &n.placement.cloud == name)
+                        .map(|n| n.placement.id)
+                        .collect(),
+                    name.clone(),
+                ),
+                other => unreachable!("a partition targets a zone or cloud, not {other:?}"),
+            };
+            let other: Vec<u64> = ids
+                .iter()
+                .copied()
+                .filter(|id| !side.contains(id))
+                .collect();
+            resolved = format!("{what} (nodes {side:?} | {other:?})");
+            cluster
+                .proxy
+                .partition(&node_endpoints(&side), &node_endpoints(&other));
+            tokio::time::sleep(hold).await;
+            healed_ms = ms(t0);
+            cluster.proxy.heal_all();
+        }
+        FaultKind::IsolateLeader => {
+            let leader = current_leader(cluster).await;
+            let other: Vec<u64> = ids.iter().copied().filter(|&id| id != leader).collect();
+            resolved = format!("node {leader}");
+            cluster
+                .proxy
+                .partition(&[Endpoint::Node(leader)], &node_endpoints(&other));
+            tokio::time::sleep(hold).await;
+            healed_ms = ms(t0);
+            cluster.proxy.heal_all();
+        }
+        FaultKind::OneWayLeader => {
+            let leader = current_leader(cluster).await;
+            resolved = format!("node {leader} hears no one");
+            for &id in ids.iter().filter(|&&id| id != leader) {
+                cluster
+                    .proxy
+                    .cut_one_way(Endpoint::Node(id), Endpoint::Node(leader));
+            }
+            tokio::time::sleep(hold).await;
+            healed_ms = ms(t0);
+            cluster.proxy.heal_all();
+        }
+        FaultKind::SlowLinks => {
+            resolved = "every node-to-node link".into();
+            let slow = LinkRule {
+                delay: Duration::from_millis(200),
+                ..LinkRule::default()
+            };
+            for &a in &ids {
+                for &b in &ids {
+                    if a != b {
+                        cluster
+                            .proxy
+                            .set_rule(Endpoint::Node(a), Endpoint::Node(b), slow);
+                    }
+                }
+            }
+            tokio::time::sleep(hold).await;
+            healed_ms = ms(t0);
+            cluster.proxy.heal_all();
+        }
+        FaultKind::CutDeviceLink => {
+            let Target::Device { index } = planned.target else {
+                unreachable!("a device fault targets a device")
+            };
+            resolved = format!("device {index}");
+            cluster
+                .proxy
+                .partition(&node_endpoints(&ids), &[Endpoint::Device(index)]);
+            tokio::time::sleep(hold).await;
+            healed_ms = ms(t0);
+            cluster.proxy.heal_all();
+        }
+        FaultKind::StuckDevice => {
+            let Target::Device { index } = planned.target else {
+                unreachable!("a device fault targets a device")
+            };
+            resolved = format!("device {index}");
+            // Two good chunks, then one byte value forever: the owner's
+            // health tests must quarantine what follows.
+            let args = vec!["--fault-stuck-after".to_string(), "8192".to_string()];
+            if let Err(e) = cluster.restart_device(index, &args) {
+                notes.push(format!("stuck restart failed: {e}"));
+            }
+            tokio::time::sleep(hold).await;
+            healed_ms = ms(t0);
+            if let Err(e) = cluster.restart_device(index, &[]) {
+                notes.push(format!("healthy restart failed: {e}"));
+            }
+        }
+        FaultKind::RollingRestart => {
+            resolved = format!("nodes {ids:?} in turn");
+            for &id in &ids {
+                cluster.terminate(id, Duration::from_secs(5));
+                if let Err(e) = cluster.restart(id) {
+                    notes.push(format!("node {id} restart failed: {e}"));
+                }
+                if !cluster.wait_ready(id, Duration::from_secs(15)).await {
+                    notes.push(format!("node {id} not ready within 15 s"));
+                }
+            }
+            healed_ms = ms(t0);
+        }
+        FaultKind::RestartAll => {
+            resolved = "every node".into();
+            for &id in &ids {
+                cluster.kill(id);
+            }
+            tokio::time::sleep(hold.min(Duration::from_secs(1))).await;
+            healed_ms = ms(t0);
+            for &id in &ids {
+                if let Err(e) = cluster.restart(id) {
+                    notes.push(format!("node {id} restart failed: {e}"));
+                }
+            }
+        }
+    }
+    FaultEvent {
+        planned: planned.clone(),
+        resolved,
+        start_ms,
+        healed_ms,
+        heal_done_ms: ms(t0),
+        notes,
+    }
+}
+
+/// Undoes anything still broken: links, pauses, stopped nodes, faulty devices.
+pub fn heal_everything(cluster: &mut Cluster) -> Vec<String> {
+    let mut notes = Vec::new();
+    cluster.proxy.heal_all();
+    for id in cluster.ids() {
+        if cluster.nodes[&id].paused {
+            cluster.resume(id);
+        }
+        if !cluster.is_running(id) {
+            if let Err(e) = cluster.restart(id) {
+                notes.push(format!("node {id}: {e}"));
+            }
+        }
+    }
+    for index in 0..cluster.devices.len() {
+        if !cluster.devices[index].fault_args.is_empty() || cluster.devices[index].child.is_none() {
+            if let Err(e) = cluster.restart_device(index, &[]) {
+                notes.push(format!("device {index}: {e}"));
+            }
+        }
+    }
+    notes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::launcher::default_placement;
+
+    #[test]
+    fn the_same_seed_gives_the_same_schedule() {
+        let p = default_placement();
+        for profile in [Profile::Ci, Profile::Soak] {
+            assert_eq!(schedule(profile, 42, &p, 2), schedule(profile, 42, &p, 2));
+        }
+    }
+
+    #[test]
+    fn different_seeds_give_different_schedules() {
+        let p = default_placement();
+        let a = schedule(Profile::Ci, 1, &p, 2);
+        let b = schedule(Profile::Ci, 2, &p, 2);
+        assert_ne!(a.faults, b.faults);
+    }
+
+    #[test]
+    fn the_ci_profile_runs_every_core_fault_once_in_about_two_minutes() {
+        let s = schedule(Profile::Ci, 7, &default_placement(), 2);
+        let mut kinds: Vec<FaultKind> = s.faults.iter().map(|f| f.kind).collect();
+        kinds.sort();
+        let mut core = FaultKind::CORE.to_vec();
+        core.sort();
+        assert_eq!(kinds, core);
+        assert!(
+            (100_000..=150_000).contains(&s.duration_ms),
+            "{}",
+            s.duration_ms
+        );
+        // One fault at a time: each heals before the next starts.
+        for w in s.faults.windows(2) {
+            assert!(w[0].at_ms + w[0].hold_ms < w[1].at_ms);
+        }
+    }
+
+    #[test]
+    fn the_soak_profile_lasts_thirty_minutes_and_runs_every_kind() {
+        let s = schedule(Profile::Soak, 7, &default_placement(), 2);
+        assert!(s.duration_ms >= 30 * 60_000);
+        for kind in FaultKind::CORE.iter().chain(FaultKind::EXTRA.iter()) {
+            assert!(s.faults.iter().any(|f| f.kind == *kind), "{kind:?} missing");
+        }
+        assert!(s.faults.last().unwrap().at_ms + 10_000 < s.duration_ms);
+    }
+
+    #[test]
+    fn targets_exist_in_the_placement() {
+        let p = default_placement();
+        let s = schedule(Profile::Soak, 99, &p, 2);
+        for f in &s.faults {
+            match &f.target {
+                Target::Node { id } => assert!(p.iter().any(|n| n.id == *id)),
+                Target::Zone { zone } => assert!(p.iter().any(|n| n.zone == *zone)),
+                Target::Cloud { name } => assert!(p.iter().any(|n| &n.cloud == name)),
+                Target::Device { index } => assert!(*index < 2),
+                Target::Leader | Target::Everything => {}
+            }
+        }
+    }
+}
