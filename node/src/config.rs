@@ -117,6 +117,9 @@ pub struct AlertSettings {
     /// Alertmanager base URLs the leader pushes its own alerts to.
     pub alertmanagers: Vec<String>,
     pub push_interval_s: u64,
+    /// A link whose lease no healthy owner has renewed for this long is
+    /// pushed as `GeigerLinkDown`.
+    pub link_down_after_s: u64,
 }
 
 /// The defaults, as TOML so they read like the file an operator writes.
@@ -154,6 +157,7 @@ pool_low_water_bytes = 8388608
 [alerts]
 alertmanagers = []
 push_interval_s = 15
+link_down_after_s = 10
 "#;
 
 /// The `GEIGER_*` variables that name settings: `GEIGER_<SECTION>__<KEY>` or
@@ -220,6 +224,9 @@ impl NodeConfig {
         }
         if self.hardware.pool_low_water_bytes > self.hardware.pool_high_water_bytes {
             return invalid("hardware.pool_low_water_bytes exceeds the high-water mark");
+        }
+        if self.alerts.push_interval_s == 0 {
+            return invalid("alerts.push_interval_s must be positive");
         }
         if self.api.workers == 0 || self.api.queue == 0 || self.api.rate_per_second <= 0.0 {
             return invalid("api.workers, api.queue and api.rate_per_second must be positive");

@@ -76,6 +76,16 @@ pub struct PeerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertNameLabels {
+    pub alertname: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DeviceLabels {
     pub device: String,
 }
@@ -127,6 +137,8 @@ pub struct NodeMetrics {
     pub pool_depth_bytes: Family<DeviceLabels, Gauge>,
     pub pool_depth_seconds: Family<DeviceLabels, FloatGauge>,
     pub chunks_appended: Family<DeviceLabels, Counter>,
+    pub alert_pushes: Family<OutcomeLabels, Counter>,
+    pub alerts_pushed_active: Family<AlertNameLabels, Gauge>,
     pub link_sessions: Family<DeviceOutcomeLabels, Counter>,
     pub link_received_bytes: Family<DeviceLabels, Counter>,
     pub chunks_quarantined: Family<DeviceReasonLabels, Counter>,
@@ -170,6 +182,8 @@ impl NodeMetrics {
             pool_depth_bytes: Family::default(),
             pool_depth_seconds: Family::default(),
             chunks_appended: Family::default(),
+            alert_pushes: Family::default(),
+            alerts_pushed_active: Family::default(),
             link_sessions: Family::default(),
             link_received_bytes: Family::default(),
             chunks_quarantined: Family::default(),
@@ -314,6 +328,16 @@ impl NodeMetrics {
             m.health_test_failures.clone(),
         );
         r.register(
+            "geiger_alert_pushes",
+            "Leader: POSTs to Alertmanager, by outcome",
+            m.alert_pushes.clone(),
+        );
+        r.register(
+            "geiger_alerts_pushed_active",
+            "Leader only: alerts the control plane currently asserts",
+            m.alerts_pushed_active.clone(),
+        );
+        r.register(
             "geiger_node",
             "Maps this target to its Raft node ID",
             Info::new(vec![("node_id".to_string(), node_id.to_string())]),
@@ -389,6 +413,26 @@ impl NodeMetrics {
                 actor: actor.to_string(),
             })
             .inc();
+    }
+
+    pub fn alert_push(&self, ok: bool) {
+        self.alert_pushes
+            .get_or_create(&OutcomeLabels {
+                outcome: if ok { "ok" } else { "error" }.to_string(),
+            })
+            .inc();
+    }
+
+    /// Replaces the leader-only gauge of asserted alerts (empty off the leader).
+    pub fn set_pushed_alerts(&self, counts: &std::collections::BTreeMap<String, i64>) {
+        self.alerts_pushed_active.clear();
+        for (alertname, n) in counts {
+            self.alerts_pushed_active
+                .get_or_create(&AlertNameLabels {
+                    alertname: alertname.clone(),
+                })
+                .set(*n);
+        }
     }
 
     /// The OpenMetrics text exposition.

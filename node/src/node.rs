@@ -11,6 +11,7 @@ use ractor::{Actor, ActorRef};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::actors::alert_pusher::{AlertPusherSpec, AlertSettings};
 use crate::actors::health::{HealthSpec, Readiness};
 use crate::actors::supervisor::{NodeSupervisor, RestartPolicy, SupervisorMsg};
 use crate::actors::workers::{RequestWorkers, RequestWorkersSpec};
@@ -154,6 +155,21 @@ impl Node {
                 ledger: ledger.clone(),
                 metrics: metrics.clone(),
                 settings: links,
+            }),
+        )?;
+
+        start(
+            "alert-pusher",
+            Arc::new(AlertPusherSpec {
+                ledger: ledger.clone(),
+                settings: AlertSettings {
+                    alertmanagers: config.alerts.alertmanagers.clone(),
+                    interval: Duration::from_secs(config.alerts.push_interval_s),
+                    cluster: config.cluster_name.clone(),
+                    node_id: config.node_id,
+                    link_down_after: Duration::from_secs(config.alerts.link_down_after_s),
+                },
+                metrics: metrics.clone(),
             }),
         )?;
 

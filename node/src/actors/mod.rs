@@ -7,9 +7,10 @@
 //!  ├─ link-controller  (on the leader: gives every link one owner; hardware_session.rs docs)
 //!  ├─ link-watcher     (starts/stops link:<device> as this node's leases come and go)
 //!  ├─ link:<device>     (HardwareSession, one per link this node owns)
-//!  └─ alert-pusher      (slot for the monitoring issue)
+//!  └─ alert-pusher      (on the leader: pushes control-plane alerts to Alertmanager)
 //! ```
 
+pub mod alert_pusher;
 pub mod hardware_session;
 pub mod health;
 pub mod link_controller;

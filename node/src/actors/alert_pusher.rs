@@ -1,0 +1,499 @@
+//! The AlertPusher: on the leader only, it works out what the control plane
+//! sees first (or what Prometheus may miss while partitioned) and pushes it
+//! to every configured Alertmanager (API v2), as docs/METRICS.md ("Alerts
+//! the control plane pushes") specifies: re-sent every interval with
+//! `endsAt` four intervals ahead, resolved with `endsAt` now. Labels carry
+//! nothing node- or term-specific, so a new leader re-asserting an alert
+//! produces the same fingerprint and Alertmanager deduplicates it; nothing
+//! needs to pass between leaders.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use geiger_control_plane::{ControlPlane, Status};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
+use serde::Serialize;
+
+use super::supervisor::{ChildSpec, SpawnFuture};
+use crate::metrics::NodeMetrics;
+
+/// How long a quarantine stays interesting.
+const QUARANTINE_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+#[derive(Clone)]
+pub struct AlertSettings {
+    pub alertmanagers: Vec<String>,
+    pub interval: Duration,
+    pub cluster: String,
+    pub node_id: u64,
+    /// A link whose lease has not been renewed for this long is down.
+    pub link_down_after: Duration,
+}
+
+/// One alert as Alertmanager's API v2 takes it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PostableAlert {
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    #[serde(rename = "startsAt")]
+    pub starts_at: String,
+    #[serde(rename = "endsAt")]
+    pub ends_at: String,
+}
+
+/// An alert the control plane asserts now, before timestamps.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Assertion {
+    pub labels: BTreeMap<String, String>,
+    pub summary: String,
+    pub description: String,
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// What the pusher remembers between ticks (leader-local, rebuilt freely).
+#[derive(Default)]
+pub struct Observations {
+    /// device → (epoch, lease expiry, when a renewal was last seen).
+    renewals: HashMap<String, (u64, u64, Instant)>,
+    /// device → (time, appended chunks, quarantined chunks) samples.
+    chunks: HashMap<String, VecDeque<(Instant, u64, u64)>>,
+    started: Option<Instant>,
+}
+
+impl Observations {
+    /// Records what the ledger says now; a lease whose expiry moved forward
+    /// under the same epoch was renewed, which only a healthy owner does.
+    fn observe(&mut self, status: &Status, now: Instant) {
+        self.started.get_or_insert(now);
+        for lease in &status.leases {
+            let entry = self.renewals.entry(lease.device.clone()).or_insert((
+                lease.epoch,
+                lease.expires_at_ms,
+                now,
+            ));
+            if entry.0 == lease.epoch && lease.expires_at_ms > entry.1 {
+                *entry = (lease.epoch, lease.expires_at_ms, now);
+            } else if entry.0 != lease.epoch {
+                // A reassignment is not a sign of health: keep the old time.
+                *entry = (lease.epoch, lease.expires_at_ms, entry.2);
+            }
+        }
+        for device in &status.devices {
+            let samples = self.chunks.entry(device.device.clone()).or_default();
+            samples.push_back((now, device.appended_chunks, device.quarantined_chunks));
+            while samples
+                .front()
+                .is_some_and(|(t, _, _)| now.duration_since(*t) > QUARANTINE_WINDOW)
+            {
+                samples.pop_front();
+            }
+        }
+    }
+
+    /// When a renewal of `device`'s lease was last seen (or when watching began).
+    fn last_renewal(&self, device: &str) -> Option<Instant> {
+        self.renewals.get(device).map(|r| r.2).or(self.started)
+    }
+
+    /// (appended, quarantined) chunks in the window.
+    fn window_counts(&self, device: &str) -> (u64, u64) {
+        match self.chunks.get(device) {
+            Some(s) if s.len() >= 2 => {
+                let (first, last) = (s.front().unwrap(), s.back().unwrap());
+                (
+                    last.1.saturating_sub(first.1),
+                    last.2.saturating_sub(first.2),
+                )
+            }
+            _ => (0, 0),
+        }
+    }
+}
+
+/// The alerts that hold now. Pure, so it is tested without a cluster.
+pub fn assertions(
+    status: &Status,
+    obs: &Observations,
+    alive_voters: usize,
+    settings: &AlertSettings,
+    now: Instant,
+) -> Vec<Assertion> {
+    let base = |name: &str| {
+        let mut labels = BTreeMap::new();
+        labels.insert("alertname".to_string(), name.to_string());
+        labels.insert("cluster".to_string(), settings.cluster.clone());
+        labels.insert("source".to_string(), "control-plane".to_string());
+        labels
+    };
+    let mut out = Vec::new();
+    for device in &status.devices {
+        let d = &device.device;
+        let silent_for = obs
+            .last_renewal(d)
+            .map_or(Duration::ZERO, |t| now.duration_since(t));
+        if silent_for >= settings.link_down_after {
+            let mut labels = base("GeigerLinkDown");
+            labels.insert("device".into(), d.clone());
+            out.push(Assertion {
+                labels,
+                summary: format!("Link to device {d} is down"),
+                description: format!(
+                    "No owner has held a healthy session with {d} for {}s; the pool ({} bytes from it) is not being refilled.",
+                    silent_for.as_secs(),
+                    device.pooled_bytes
+                ),
+            });
+        }
+        let (appended, quarantined) = obs.window_counts(d);
+        let total = appended + quarantined;
+        if quarantined >= 5 && quarantined * 100 > total {
+            let mut labels = base("GeigerChunksQuarantined");
+            labels.insert("device".into(), d.clone());
+            labels.insert("reason".into(), "health_test".into());
+            out.push(Assertion {
+                labels,
+                summary: format!("Device {d} fails its health tests"),
+                description: format!(
+                    "{quarantined} of {total} chunks from {d} were quarantined in the last 15 minutes; none of them is used."
+                ),
+            });
+        }
+    }
+    let voters = status.voters.len();
+    let majority = voters / 2 + 1;
+    if voters > 1 && alive_voters <= majority {
+        out.push(Assertion {
+            labels: base("GeigerQuorumDegraded"),
+            summary: "One more voter loss loses quorum".into(),
+            description: format!(
+                "{alive_voters} of {voters} voters answer; a majority is {majority}."
+            ),
+        });
+    }
+    let p = &status.placement;
+    let multi_cloud = p.clouds.len() > 1;
+    if voters > 1 && (!p.survives_zone_loss || (multi_cloud && !p.survives_cloud_loss)) {
+        out.push(Assertion {
+            labels: base("GeigerPlacementNotZoneSafe"),
+            summary: "The voter placement does not survive the loss of a zone or cloud".into(),
+            description: p.warnings.join("; "),
+        });
+    }
+    for a in &mut out {
+        let severity = if a.labels["alertname"] == "GeigerQuorumDegraded" {
+            "critical"
+        } else {
+            "warning"
+        };
+        a.labels.insert("severity".into(), severity.into());
+    }
+    out.sort();
+    out
+}
+
+pub struct AlertPusher {
+    pub ledger: ControlPlane,
+    pub settings: AlertSettings,
+    pub metrics: Arc<NodeMetrics>,
+    pub http: reqwest::Client,
+}
+
+pub struct PusherState {
+    obs: Observations,
+    /// Alerts asserted by this node while leader, with when each began.
+    active: BTreeMap<BTreeMap<String, String>, (Assertion, SystemTime)>,
+}
+
+pub enum PusherMsg {
+    Tick,
+}
+
+impl AlertPusher {
+    async fn alive_voters(&self, status: &Status) -> usize {
+        let probes: Vec<_> = status
+            .voters
+            .iter()
+            .filter_map(|id| status.members.get(id))
+            .map(|m| {
+                let req = self
+                    .http
+                    .get(format!("http://{}/healthz", m.api_addr))
+                    .timeout(Duration::from_millis(500))
+                    .send();
+                tokio::spawn(async move { matches!(req.await, Ok(r) if r.status().is_success()) })
+            })
+            .collect();
+        let mut alive = 0;
+        for p in probes {
+            if let Ok(true) = p.await {
+                alive += 1;
+            }
+        }
+        alive
+    }
+
+    async fn push(&self, alerts: &[PostableAlert]) {
+        for am in &self.settings.alertmanagers {
+            let url = format!("{}/api/v2/alerts", am.trim_end_matches('/'));
+            let ok = matches!(
+                self.http.post(&url).json(alerts).timeout(Duration::from_secs(5)).send().await,
+                Ok(r) if r.status().is_success()
+            );
+            if !ok {
+                tracing::warn!(%url, "pushing alerts to Alertmanager failed");
+            }
+            self.metrics.alert_push(ok);
+        }
+    }
+}
+
+impl Actor for AlertPusher {
+    type Msg = PusherMsg;
+    type State = PusherState;
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<PusherMsg>,
+        _: (),
+    ) -> Result<PusherState, ActorProcessingErr> {
+        myself.send_interval(self.settings.interval, || PusherMsg::Tick);
+        Ok(PusherState {
+            obs: Observations::default(),
+            active: BTreeMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<PusherMsg>,
+        PusherMsg::Tick: PusherMsg,
+        state: &mut PusherState,
+    ) -> Result<(), ActorProcessingErr> {
+        let status = self.ledger.status()?;
+        if status.leader != Some(self.settings.node_id) {
+            // Not leader: forget, without resolving. The next leader
+            // re-asserts what still holds; the rest expires at its endsAt.
+            state.obs = Observations::default();
+            state.active.clear();
+            self.metrics.set_pushed_alerts(&BTreeMap::new());
+            return Ok(());
+        }
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        state.obs.observe(&status, now);
+        let alive = self.alive_voters(&status).await;
+        let current = assertions(&status, &state.obs, alive, &self.settings, now);
+        let ends = wall + self.settings.interval * 4;
+        let mut batch = Vec::new();
+        let mut still = BTreeMap::new();
+        for a in current {
+            let since = state
+                .active
+                .get(&a.labels)
+                .map_or(wall, |(_, since)| *since);
+            if !state.active.contains_key(&a.labels) {
+                tracing::warn!(alert = %a.labels["alertname"], labels = ?a.labels, "control-plane alert raised");
+            }
+            batch.push(postable(&a, since, ends));
+            still.insert(a.labels.clone(), (a, since));
+        }
+        for (labels, (a, since)) in &state.active {
+            if !still.contains_key(labels) {
+                tracing::info!(alert = %labels["alertname"], "control-plane alert resolved");
+                batch.push(postable(a, *since, wall));
+            }
+        }
+        state.active = still;
+        let mut counts = BTreeMap::new();
+        for labels in state.active.keys() {
+            *counts.entry(labels["alertname"].clone()).or_insert(0i64) += 1;
+        }
+        self.metrics.set_pushed_alerts(&counts);
+        if !batch.is_empty() && !self.settings.alertmanagers.is_empty() {
+            self.push(&batch).await;
+        }
+        Ok(())
+    }
+}
+
+fn postable(a: &Assertion, since: SystemTime, ends: SystemTime) -> PostableAlert {
+    let mut annotations = BTreeMap::new();
+    annotations.insert("summary".into(), a.summary.clone());
+    annotations.insert("description".into(), a.description.clone());
+    annotations.insert(
+        "runbook_url".into(),
+        format!("docs/RUNBOOK.md#{}", a.labels["alertname"].to_lowercase()),
+    );
+    PostableAlert {
+        labels: a.labels.clone(),
+        annotations,
+        starts_at: rfc3339(since),
+        ends_at: rfc3339(ends),
+    }
+}
+
+pub struct AlertPusherSpec {
+    pub ledger: ControlPlane,
+    pub settings: AlertSettings,
+    pub metrics: Arc<NodeMetrics>,
+}
+
+impl ChildSpec for AlertPusherSpec {
+    fn kind(&self) -> &'static str {
+        "alert_pusher"
+    }
+
+    fn spawn(&self, supervisor: ActorCell) -> SpawnFuture {
+        let actor = AlertPusher {
+            ledger: self.ledger.clone(),
+            settings: self.settings.clone(),
+            metrics: self.metrics.clone(),
+            http: reqwest::Client::new(),
+        };
+        Box::pin(async move {
+            let (r, _) = Actor::spawn_linked(None, actor, (), supervisor).await?;
+            Ok(r.get_cell())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use geiger_control_plane::{DevicePool, Lease, Member};
+    use std::collections::BTreeSet;
+
+    fn settings() -> AlertSettings {
+        AlertSettings {
+            alertmanagers: vec![],
+            interval: Duration::from_secs(1),
+            cluster: "test".into(),
+            node_id: 1,
+            link_down_after: Duration::from_secs(10),
+        }
+    }
+
+    fn status(zones: &[&str], lease_expiry: u64, appended: u64, quarantined: u64) -> Status {
+        let members: BTreeMap<u64, Member> = zones
+            .iter()
+            .enumerate()
+            .map(|(i, z)| {
+                (
+                    i as u64 + 1,
+                    Member {
+                        zone: z.to_string(),
+                        cloud: "c".into(),
+                        ..Member::default()
+                    },
+                )
+            })
+            .collect();
+        let placement = geiger_control_plane::placement::report(&members);
+        Status {
+            node_id: 1,
+            state: "Leader".into(),
+            leader: Some(1),
+            term: 2,
+            last_log_index: Some(10),
+            last_applied_index: Some(10),
+            snapshot_index: None,
+            purged_index: None,
+            millis_since_quorum_ack: Some(1),
+            voters: members.keys().copied().collect::<BTreeSet<_>>(),
+            learners: BTreeSet::new(),
+            members,
+            peers: vec![],
+            pool_bytes: 1000,
+            devices: vec![DevicePool {
+                device: "dev_a".into(),
+                pooled_bytes: 1000,
+                used_bytes: 0,
+                appended_chunks: appended,
+                quarantined_chunks: quarantined,
+                first_seq: Some(0),
+                last_seq: Some(appended + quarantined),
+            }],
+            leases: vec![Lease {
+                device: "dev_a".into(),
+                owner: 2,
+                epoch: 3,
+                expires_at_ms: lease_expiry,
+            }],
+            placement,
+        }
+    }
+
+    fn names(a: &[Assertion]) -> Vec<&str> {
+        a.iter().map(|a| a.labels["alertname"].as_str()).collect()
+    }
+
+    #[test]
+    fn a_healthy_well_placed_cluster_asserts_nothing() {
+        let mut obs = Observations::default();
+        let t0 = Instant::now();
+        let s = status(&["a", "b", "c"], 1000, 10, 0);
+        obs.observe(&s, t0);
+        assert!(assertions(&s, &obs, 3, &settings(), t0).is_empty());
+        // Renewals keep the link up past the timeout.
+        let later = t0 + Duration::from_secs(20);
+        let s = status(&["a", "b", "c"], 5000, 50, 0);
+        obs.observe(&s, later);
+        assert!(assertions(&s, &obs, 3, &settings(), later).is_empty());
+    }
+
+    #[test]
+    fn a_lease_nobody_renews_becomes_a_link_down_alert_with_stable_labels() {
+        let mut obs = Observations::default();
+        let t0 = Instant::now();
+        let s = status(&["a", "b", "c"], 1000, 10, 0);
+        obs.observe(&s, t0);
+        let later = t0 + Duration::from_secs(11);
+        obs.observe(&s, later);
+        let a = assertions(&s, &obs, 3, &settings(), later);
+        assert_eq!(names(&a), vec!["GeigerLinkDown"]);
+        let labels: Vec<&str> = a[0].labels.keys().map(String::as_str).collect();
+        assert_eq!(
+            labels,
+            vec!["alertname", "cluster", "device", "severity", "source"]
+        );
+    }
+
+    #[test]
+    fn many_quarantined_chunks_alert_but_a_rare_one_does_not() {
+        let mut obs = Observations::default();
+        let t0 = Instant::now();
+        obs.observe(&status(&["a", "b", "c"], 1000, 100, 0), t0);
+        let t1 = t0 + Duration::from_secs(5);
+        let rare = status(&["a", "b", "c"], 2000, 1100, 1);
+        obs.observe(&rare, t1);
+        assert!(assertions(&rare, &obs, 3, &settings(), t1).is_empty());
+        let t2 = t0 + Duration::from_secs(8);
+        let stuck = status(&["a", "b", "c"], 3000, 1100, 40);
+        obs.observe(&stuck, t2);
+        assert_eq!(
+            names(&assertions(&stuck, &obs, 3, &settings(), t2)),
+            vec!["GeigerChunksQuarantined"]
+        );
+    }
+
+    #[test]
+    fn losing_a_voter_of_three_degrades_quorum_and_two_zones_are_not_zone_safe() {
+        let mut obs = Observations::default();
+        let t0 = Instant::now();
+        let s = status(&["a", "b", "c"], 1000, 10, 0);
+        obs.observe(&s, t0);
+        let a = assertions(&s, &obs, 2, &settings(), t0);
+        assert_eq!(names(&a), vec!["GeigerQuorumDegraded"]);
+        assert_eq!(a[0].labels["severity"], "critical");
+        let s = status(&["a", "a", "b"], 1000, 10, 0);
+        assert_eq!(
+            names(&assertions(&s, &obs, 3, &settings(), t0)),
+            vec!["GeigerPlacementNotZoneSafe"]
+        );
+    }
+}
