@@ -247,6 +247,19 @@ fn main() {
             }
         }
         failover(&mut cluster, trials).await;
+        let status = cluster.node(0).status().expect("status");
+        let rss = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .map(str::to_string)
+            })
+            .unwrap_or_default();
+        println!(
+            "ledger: last applied index {:?}, snapshot {:?}; process (3 replicas) {rss}",
+            status.last_applied_index, status.snapshot_index
+        );
         for i in 0..3 {
             cluster.kill(i).await;
         }
