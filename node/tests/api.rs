@@ -653,3 +653,49 @@ async fn the_client_sdk_survives_a_node_killed_mid_run() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_over_its_rate_limit_gets_429_with_retry_after_and_nothing_changes() {
+    let cluster = Cluster::start_with_env(
+        common::one_per_zone(1),
+        "",
+        vec![
+            ("GEIGER_API__RATE_PER_SECOND".into(), "0.2".into()),
+            ("GEIGER_API__RATE_BURST".into(), "2".into()),
+        ],
+    );
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
+    let key = create_customer(&cluster, leader, "hasty").await;
+    let http = reqwest::Client::new();
+    let create = || {
+        send(
+            &http,
+            reqwest::Method::POST,
+            format!("{}/v1/chains", cluster.url(leader)),
+            Some(&key),
+            Some("application/json"),
+            Some(br#"{"tag":"t"}"#.to_vec()),
+        )
+    };
+    let (status, _, first) = create().await;
+    assert_eq!(status, 201);
+    assert_eq!(create().await.0, 201);
+    let (status, headers, body) = create().await;
+    assert_eq!((status, error_code(&body).as_str()), (429, "rate_limited"));
+    let wait: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=5).contains(&wait), "Retry-After {wait}");
+    // Only the two accepted requests opened chains.
+    let first: Value = serde_json::from_slice(&first).unwrap();
+    let customer = first["chain"]["customer"].as_str().unwrap();
+    let (_, _, b) = send(
+        &http,
+        reqwest::Method::GET,
+        format!("{}/v1/customers/{customer}/chains", cluster.url(leader)),
+        None,
+        None,
+        None,
+    )
+    .await;
+    let listed: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(listed["chains"].as_array().unwrap().len(), 2);
+}

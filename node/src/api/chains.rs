@@ -52,12 +52,7 @@ pub async fn create(
     customer: AuthedCustomer,
     JsonBody { value: request, .. }: JsonBody<CreateChainRequest>,
 ) -> Result<Response, ApiError> {
-    if let Err(wait) = state.limiter.check(&customer.id) {
-        return Err(
-            ApiError::new(ErrorCode::RateLimited, "too many requests; slow down")
-                .with_retry_after(wait),
-        );
-    }
+    customer.check_rate(&state)?;
     request.validate().map_err(|e| ApiError::invalid(&e))?;
     let outcome = state
         .workers
@@ -121,6 +116,23 @@ pub struct Page {
     pub limit: usize,
 }
 
+impl Page {
+    /// The query, parsed and within the page limit.
+    fn checked(
+        query: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
+    ) -> Result<Page, ApiError> {
+        let Query(page) =
+            query.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
+        if page.limit == 0 || page.limit > MAX_PAGE {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("`limit` must be between 1 and {MAX_PAGE}"),
+            ));
+        }
+        Ok(page)
+    }
+}
+
 fn default_limit() -> usize {
     MAX_PAGE
 }
@@ -141,13 +153,7 @@ pub async fn draws(
     page: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id, RecordKind::Chain)?;
-    let Query(page) = page.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
-    if page.limit == 0 || page.limit > MAX_PAGE {
-        return Err(ApiError::new(
-            ErrorCode::InvalidRequest,
-            format!("`limit` must be between 1 and {MAX_PAGE}"),
-        ));
-    }
+    let page = Page::checked(page)?;
     let chain = current_chain(&state, &id).await?;
     let draws = state
         .ledger
@@ -189,13 +195,7 @@ pub async fn of_customer(
     Path(customer): Path<String>,
     page: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(page) = page.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
-    if page.limit == 0 || page.limit > MAX_PAGE {
-        return Err(ApiError::new(
-            ErrorCode::InvalidRequest,
-            format!("`limit` must be between 1 and {MAX_PAGE}"),
-        ));
-    }
+    let page = Page::checked(page)?;
     state.ledger.linearizable_barrier().await?;
     // One more than asked, to know whether another page follows.
     let mut chains = state

@@ -75,13 +75,7 @@ async fn draw(
     body: Result<JsonBody<DrawRequest>, ApiError>,
 ) -> Result<(Response, DrawOutcome), ApiError> {
     let customer = customer?;
-    if let Err(wait) = state.limiter.check(&customer.id) {
-        return Err(ApiError::new(
-            ErrorCode::RateLimited,
-            "too many requests for this customer; slow down",
-        )
-        .with_retry_after(wait));
-    }
+    customer.check_rate(state)?;
     let JsonBody {
         value: request,
         raw,

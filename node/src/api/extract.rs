@@ -84,6 +84,20 @@ impl FromRequestParts<AppState> for AuthedCustomer {
     }
 }
 
+impl AuthedCustomer {
+    /// Takes one request from the customer's rate limit: 429 with
+    /// `Retry-After` when it is spent.
+    pub fn check_rate(&self, state: &AppState) -> Result<(), ApiError> {
+        state.limiter.check(&self.id).map_err(|wait| {
+            ApiError::new(
+                ErrorCode::RateLimited,
+                "too many requests for this customer; slow down",
+            )
+            .with_retry_after(wait)
+        })
+    }
+}
+
 /// The operator, authenticated by the admin token.
 pub struct Admin;
 
