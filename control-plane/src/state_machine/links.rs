@@ -133,8 +133,7 @@ impl Applier<'_, '_> {
             Ok(s) => s,
             Err(r) => return Ok(Err(r)),
         };
-        self.tx
-            .put(SKIPPED, &quarantine_key(device, from), &to)?;
+        self.tx.put(SKIPPED, &quarantine_key(device, from), &to)?;
         state.first_seq.get_or_insert(from);
         state.last_seq = Some(to - 1);
         self.tx.put(DEVICES, device.as_bytes(), &state)?;
@@ -212,7 +211,8 @@ pub fn links(db: &Database) -> Result<Vec<LinkView>, ReadError> {
             .map_err(err)?
         {
             let (k, v) = item.map_err(err)?;
-            let start = u64::from_be_bytes(k.value()[k.value().len() - 8..].try_into().map_err(err)?);
+            let start =
+                u64::from_be_bytes(k.value()[k.value().len() - 8..].try_into().map_err(err)?);
             let end: u64 = bincode::deserialize(v.value()).map_err(err)?;
             skipped_chunks += end.saturating_sub(start);
         }
@@ -407,16 +407,28 @@ mod tests {
             l.apply(4, append(&id, 1, 20)),
             Outcome::EntropyAppended { .. }
         ));
-        assert_eq!(l.apply(5, quarantine(&id, 1, 21)), Outcome::ChunkQuarantined);
+        assert_eq!(
+            l.apply(5, quarantine(&id, 1, 21)),
+            Outcome::ChunkQuarantined
+        );
         let v = l.view(&id);
-        assert_eq!((v.appended_chunks, v.quarantined_chunks, v.skipped_chunks), (2, 1, 9));
+        assert_eq!(
+            (v.appended_chunks, v.quarantined_chunks, v.skipped_chunks),
+            (2, 1, 9)
+        );
         assert_eq!(v.accounted_span(), 12);
         assert_eq!(
             v.appended_chunks + v.quarantined_chunks + v.skipped_chunks,
             v.accounted_span()
         );
-        assert!(!v.unhealthy, "one quarantined chunk is within the false-positive rate");
-        assert_eq!(l.apply(6, quarantine(&id, 1, 22)), Outcome::ChunkQuarantined);
+        assert!(
+            !v.unhealthy,
+            "one quarantined chunk is within the false-positive rate"
+        );
+        assert_eq!(
+            l.apply(6, quarantine(&id, 1, 22)),
+            Outcome::ChunkQuarantined
+        );
         assert!(l.view(&id).unhealthy);
         assert!(matches!(
             l.apply(7, append(&id, 1, 23)),
