@@ -44,6 +44,22 @@ fn env(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// CPU time (user + system) this process has used, from /proc/self/stat.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the full line: 11 and 12 here.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -108,6 +124,7 @@ async fn throughput(cluster: &TestCluster, writers: usize, secs: u64, spread: bo
             tasks.push(tokio::spawn(writer(cp, head, stop.clone())));
         }
         let started = Instant::now();
+        let cpu_started = cpu_time();
         tokio::time::sleep(Duration::from_secs(secs)).await;
         stop.store(true, Ordering::Relaxed);
         let mut all = Vec::new();
@@ -115,17 +132,20 @@ async fn throughput(cluster: &TestCluster, writers: usize, secs: u64, spread: bo
             all.extend(t.await.unwrap());
         }
         let elapsed = started.elapsed();
+        let cpu = cpu_time().saturating_sub(cpu_started);
         if phase == "warmup" {
             continue;
         }
         all.sort();
         println!(
-            "writers={writers:3} draws={:7} draws/s={:8.0} p50={:7.3}ms p99={:7.3}ms max={:7.3}ms",
+            "writers={writers:3} draws={:7} draws/s={:8.0} p50={:7.3}ms p99={:7.3}ms max={:7.3}ms cpu/draw={:.0}us (all 3 replicas) cores={:.2}",
             all.len(),
             all.len() as f64 / elapsed.as_secs_f64(),
             percentile(&all, 0.50).as_secs_f64() * 1e3,
             percentile(&all, 0.99).as_secs_f64() * 1e3,
             all.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+            cpu.as_secs_f64() * 1e6 / all.len().max(1) as f64,
+            cpu.as_secs_f64() / elapsed.as_secs_f64(),
         );
     }
 }
