@@ -47,6 +47,8 @@ use crate::types::{
 /// requests' paths while bounding how much Raft must re-apply after a crash
 /// (and how long redb keeps freed pages unreclaimed).
 pub const DURABLE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+/// `meta` key of the ledger clock: the latest batch time applied (Unix ms).
+const META_CLOCK: &[u8] = b"clock";
 const STATE_FILE: &str = "state.redb";
 const INSTALLING_FILE: &str = "state.redb.installing";
 const SNAPSHOT_DIR: &str = "snapshots";
@@ -170,15 +172,20 @@ fn apply_entries(
     {
         let t = Tx { tx: &tx };
         let mut last: Option<LogId> = None;
+        // The ledger clock never runs backwards, even when a new leader's
+        // wall clock is behind its predecessor's: each batch's time is the
+        // later of its leader's stamp and the last one applied.
+        let mut clock: u64 = t.get(META, META_CLOCK)?.unwrap_or(0);
         for entry in entries {
             last = Some(entry.log_id);
             match entry.payload {
                 EntryPayload::Blank => results.push(BatchOutcome::default()),
                 EntryPayload::Normal(batch) => {
+                    clock = clock.max(batch.at_ms);
                     let mut applier = Applier {
                         tx: &t,
                         signer,
-                        at_ms: batch.at_ms,
+                        at_ms: clock,
                     };
                     let mut outcomes = Vec::with_capacity(batch.commands.len());
                     for command in &batch.commands {
@@ -201,6 +208,7 @@ fn apply_entries(
             }
         }
         t.put(META, META_LAST_APPLIED, &last)?;
+        t.put(META, META_CLOCK, &clock)?;
     }
     tx.commit().map_err(redb::Error::from)?;
     Ok(results)
