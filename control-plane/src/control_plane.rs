@@ -526,6 +526,15 @@ impl ControlPlane {
         self.chain(id)
     }
 
+    /// Writes a consistent copy of this replica's applied state to `path`
+    /// (the snapshot format, streamed from one read transaction, fsynced):
+    /// a backup. Returns the last log index it covers. Blocking I/O: call
+    /// it off the async runtime.
+    pub fn backup_to(&self, path: &Path) -> Result<u64, Error> {
+        let dumped = crate::snapshot::dump(&self.inner.shared.db(), path)?;
+        Ok(dumped.last_applied.map_or(0, |l| l.index))
+    }
+
     /// A customer's chains created after ledger index `after` (0 for the
     /// start), at most `limit`: (ledger index of the genesis, chain id).
     pub fn customer_chains(

@@ -699,3 +699,55 @@ async fn a_customer_over_its_rate_limit_gets_429_with_retry_after_and_nothing_ch
     let listed: Value = serde_json::from_slice(&b).unwrap();
     assert_eq!(listed["chains"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn geiger_ctl_prints_the_cluster_and_creates_customers() {
+    let cluster = Cluster::start(common::one_per_zone(1), "");
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
+    let ctl = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_geiger"))
+            .arg("ctl")
+            .args(["--url", &cluster.url(leader), "--admin-token", ADMIN_TOKEN])
+            .args(args)
+            .output()
+            .expect("geiger ctl runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, out) = ctl(&["status"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("leader {leader}")), "{out}");
+    assert!(out.contains("zone-1"), "{out}");
+    assert!(
+        out.contains("survives loss of a node: NO"),
+        "one voter survives nothing: {out}"
+    );
+    let (code, out) = ctl(&["customer", "create", "casino royale"]);
+    assert_eq!(code, Some(0), "{out}");
+    let key = out
+        .split_whitespace()
+        .find(|w| w.starts_with("gk_"))
+        .unwrap_or_else(|| panic!("no key printed: {out}"));
+    // The printed key works.
+    let client = ClientBuilder::new([cluster.url(leader)])
+        .api_key(key)
+        .build()
+        .unwrap();
+    client.create_chain("from ctl").await.unwrap();
+    // A wrong token is refused, with a non-zero exit.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_geiger"))
+        .args([
+            "ctl",
+            "--url",
+            &cluster.url(leader),
+            "--admin-token",
+            "wrong-token-0123456789",
+            "status",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}

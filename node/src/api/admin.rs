@@ -164,3 +164,42 @@ pub async fn rotate_key(
     tracing::info!(%key_id, "signing key rotated");
     Ok(Json(serde_json::json!({ "key_id": key_id })))
 }
+
+/// A consistent copy of this node's applied ledger (the snapshot format),
+/// streamed from disk: `geiger ctl backup FILE` saves it. The header
+/// `geiger-backup-index` names the last log index it covers.
+#[utoipa::path(get, path = "/v1/admin/backup", tag = "operators",
+    security(("admin_token" = [])),
+    responses((status = 200, description = "The backup, `application/octet-stream`"), (status = 401, body = geiger_protocol::ErrorBody)))]
+pub async fn backup(_: Admin, State(state): State<AppState>) -> Result<Response, ApiError> {
+    let dir = state.config.data_dir.join("backups");
+    let ledger = state.ledger.clone();
+    let (file, index) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+        std::fs::create_dir_all(&dir).map_err(|e| ApiError::internal(e.to_string()))?;
+        let path = dir.join(format!("backup-{}.snap", random_hex(8)));
+        let index = ledger.backup_to(&path)?;
+        let file = std::fs::File::open(&path).map_err(|e| ApiError::internal(e.to_string()))?;
+        // The open handle keeps the data; the name goes now, so an
+        // interrupted download leaves nothing behind.
+        std::fs::remove_file(&path).map_err(|e| ApiError::internal(e.to_string()))?;
+        Ok((file, index))
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
+    tracing::info!(index, "backup streamed");
+    let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/octet-stream".to_string(),
+            ),
+            (
+                axum::http::header::HeaderName::from_static("geiger-backup-index"),
+                index.to_string(),
+            ),
+        ],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
+}

@@ -100,6 +100,8 @@ pub async fn register(
             new.device
         )));
     }
+    // After a barrier, so a registration made through another node counts.
+    state.ledger.linearizable_barrier().await?;
     let existed = state.ledger.link(&new.device)?.is_some();
     let outcome = state
         .workers

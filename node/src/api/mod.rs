@@ -56,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/customers", post(admin::create_customer))
         .route("/v1/admin/members", post(admin::change_member))
         .route("/v1/admin/keys/rotate", post(admin::rotate_key))
+        .route("/v1/admin/backup", get(admin::backup))
         .route("/v1/admin/links", post(links::register).get(links::list))
         .route("/v1/admin/links/{device}", delete(links::remove))
         .route("/healthz", get(health::healthz))

@@ -23,6 +23,7 @@ use utoipa::{Modify, OpenApi};
         super::admin::create_customer,
         super::admin::change_member,
         super::admin::rotate_key,
+        super::admin::backup,
         super::health::healthz,
         super::health::readyz,
         super::health::metrics,

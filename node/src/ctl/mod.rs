@@ -37,9 +37,33 @@ pub enum CtlCommand {
     /// Cluster membership.
     #[command(subcommand)]
     Member(MemberCommand),
+    /// Hardware links (one per device).
+    #[command(subcommand)]
+    Link(LinkCommand),
     /// Signing keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Saves a consistent copy of the ledger (snapshot format) to FILE.
+    Backup { file: std::path::PathBuf },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum LinkCommand {
+    /// Registers a device (`geiger-device --print-key` prints its id and key).
+    Add {
+        #[arg(long)]
+        device: String,
+        /// `host:port` of the device agent.
+        #[arg(long)]
+        address: String,
+        /// The device's Ed25519 public key, hex or base64.
+        #[arg(long)]
+        public_key: String,
+    },
+    /// Links with their owner, epoch, lease and pool depth.
+    List,
+    /// Unregisters a device; its lease ends at once.
+    Remove { device: String },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -97,7 +121,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<i32> {
         }
         CtlCommand::Customer(CustomerCommand::Create { name }) => {
             let created = client
-                .admin_post("/v1/admin/customers", &json!({ "name": name }), 201)
+                .admin_post("/v1/admin/customers", &json!({ "name": name }))
                 .await?;
             println!("customer {}", created["id"].as_str().unwrap_or("?"));
             println!(
@@ -119,12 +143,46 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<i32> {
                 MemberCommand::Promote { id } => json!({"action": "promote", "id": id}),
                 MemberCommand::Remove { id } => json!({"action": "remove", "id": id}),
             };
-            let answer = client.admin_post("/v1/admin/members", &body, 200).await?;
+            let answer = client.admin_post("/v1/admin/members", &body).await?;
             print!("{}", render_placement(&answer["placement"]));
+        }
+        CtlCommand::Link(LinkCommand::Add {
+            device,
+            address,
+            public_key,
+        }) => {
+            let body = json!({"device": device, "address": address, "public_key": public_key});
+            client.admin_post("/v1/admin/links", &body).await?;
+            println!("link {device} registered at {address}");
+        }
+        CtlCommand::Link(LinkCommand::List) => {
+            let links = client.admin_get("/v1/admin/links").await?;
+            print!("{}", render_links(&links));
+        }
+        CtlCommand::Link(LinkCommand::Remove { device }) => {
+            client
+                .admin_delete(&format!("/v1/admin/links/{device}"))
+                .await?;
+            println!("link {device} removed");
+        }
+        CtlCommand::Backup { file } => {
+            let partial = file.with_extension("partial");
+            let mut out = tokio::fs::File::create(&partial).await?;
+            let (bytes, headers) = client.admin_download("/v1/admin/backup", &mut out).await?;
+            out.sync_all().await?;
+            tokio::fs::rename(&partial, file).await?;
+            let index = headers
+                .get("geiger-backup-index")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("?");
+            println!(
+                "backup of log index {index}: {bytes} bytes in {}",
+                file.display()
+            );
         }
         CtlCommand::Key(KeyCommand::Rotate) => {
             let answer = client
-                .admin_post("/v1/admin/keys/rotate", &json!({}), 200)
+                .admin_post("/v1/admin/keys/rotate", &json!({}))
                 .await?;
             println!(
                 "new signing key {}",
@@ -163,6 +221,52 @@ fn render_placement(p: &Value) -> String {
             .as_array()
             .map(|w| w.iter().map(|x| format!("  warning: {}\n", text(x))).collect::<String>())
             .unwrap_or_default()
+    )
+}
+
+fn render_links(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = v["links"]
+        .as_array()
+        .map(|links| {
+            links
+                .iter()
+                .map(|l| {
+                    vec![
+                        text(&l["device"]),
+                        text(&l["address"]),
+                        text(&l["owner"]),
+                        text(&l["epoch"]),
+                        if l["lease_active"].as_bool().unwrap_or(false) {
+                            "active"
+                        } else {
+                            "EXPIRED"
+                        }
+                        .into(),
+                        text(&l["pooled_bytes"]),
+                        text(&l["quarantined_chunks"]),
+                        if l["unhealthy"].as_bool().unwrap_or(false) {
+                            "UNHEALTHY"
+                        } else {
+                            "ok"
+                        }
+                        .into(),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    table::render(
+        &[
+            "device",
+            "address",
+            "owner",
+            "epoch",
+            "lease",
+            "pooled bytes",
+            "quarantined",
+            "health",
+        ],
+        &rows,
     )
 }
 
