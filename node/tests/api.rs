@@ -751,3 +751,82 @@ async fn geiger_ctl_prints_the_cluster_and_creates_customers() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_a_fast_503_with_retry_after_not_a_growing_queue() {
+    let cluster = Cluster::start_with_env(
+        common::one_per_zone(1),
+        "",
+        vec![
+            ("GEIGER_API__WORKERS".into(), "1".into()),
+            ("GEIGER_API__QUEUE".into(), "1".into()),
+        ],
+    );
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
+    let key = create_customer(&cluster, leader, "busy").await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/chains", cluster.url(leader));
+    let started = std::time::Instant::now();
+    let attempts: Vec<_> = (0..64)
+        .map(|_| {
+            let (http, url, key) = (http.clone(), url.clone(), key.clone());
+            tokio::spawn(async move {
+                send(
+                    &http,
+                    reqwest::Method::POST,
+                    url,
+                    Some(&key),
+                    Some("application/json"),
+                    Some(br#"{"tag":"t"}"#.to_vec()),
+                )
+                .await
+            })
+        })
+        .collect();
+    let (mut created, mut refused) = (0, 0);
+    for a in attempts {
+        let (status, headers, body) = a.await.unwrap();
+        match status {
+            201 => created += 1,
+            503 => {
+                assert_eq!(error_code(&body), "unavailable");
+                assert!(headers.contains_key("retry-after"));
+                refused += 1;
+            }
+            other => panic!("unexpected {other}: {}", String::from_utf8_lossy(&body)),
+        }
+    }
+    assert!(
+        created >= 1 && refused >= 1,
+        "created {created}, refused {refused}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "overload answers quickly"
+    );
+    // Every 201 is a chain; no 503 made one.
+    let first = {
+        let (_, _, b) = send(
+            &http,
+            reqwest::Method::POST,
+            url.clone(),
+            Some(&key),
+            Some("application/json"),
+            Some(br#"{"tag":"last"}"#.to_vec()),
+        )
+        .await;
+        serde_json::from_slice::<Value>(&b).unwrap()
+    };
+    let customer = first["chain"]["customer"].as_str().unwrap();
+    let (_, _, b) = send(
+        &http,
+        reqwest::Method::GET,
+        format!("{}/v1/customers/{customer}/chains", cluster.url(leader)),
+        None,
+        None,
+        None,
+    )
+    .await;
+    let listed: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(listed["chains"].as_array().unwrap().len(), created + 1);
+}
