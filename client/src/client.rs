@@ -560,11 +560,3 @@ impl Client {
         Self::parse(&answer)
     }
 }
-
-/// A 503 `unavailable` is answered before anything is written (no leader,
-/// overloaded), so even a non-idempotent request may be retried after it.
-fn is_unavailable_before_write(body: &[u8]) -> bool {
-    serde_json::from_slice::<ErrorBody>(body)
-        .map(|b| b.error.code == ErrorCode::Unavailable)
-        .unwrap_or(false)
-}
