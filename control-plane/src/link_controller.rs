@@ -134,7 +134,7 @@ pub fn plan(input: &ControllerInput<'_>) -> Vec<Assignment> {
         let best = candidates.iter().min_by_key(|id| {
             (
                 Some(**id) == previous,
-                zone_load.get(zone_of(*id)).copied().unwrap_or(0),
+                zone_load.get(zone_of(id)).copied().unwrap_or(0),
                 node_load.get(*id).copied().unwrap_or(0),
                 **id,
             )
