@@ -215,9 +215,7 @@ impl Client {
                             });
                         }
                         Ok(bytes) => {
-                            let retryable =
-                                retry == Retry::Idempotent || is_unavailable_before_write(&bytes);
-                            if !retryable || started.elapsed() >= inner.deadline {
+                            if retry != Retry::Idempotent || started.elapsed() >= inner.deadline {
                                 return Ok(Answer {
                                     status,
                                     replayed,
