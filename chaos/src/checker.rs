@@ -688,14 +688,32 @@ pub async fn collect(
         let ids = ids.clone();
         let chain_ids = chain_ids.clone();
         tasks.push(tokio::spawn(async move {
+            // A node that stops answering is not asked forever: after a
+            // run of transport failures the rest is marked unanswered.
+            let mut dead_run = 0;
             let mut found = BTreeMap::new();
             for id in ids {
-                let r = lookup(&http, &base, &id).await;
+                let r = if dead_run >= 10 {
+                    Err("not asked: the node stopped answering".to_string())
+                } else {
+                    lookup(&http, &base, &id).await
+                };
+                match &r {
+                    Err(e) if !e.starts_with("404") && !e.starts_with("not asked") => dead_run += 1,
+                    _ => dead_run = 0,
+                }
                 found.insert(id, r);
             }
             let mut lists = BTreeMap::new();
             for c in chain_ids {
-                let r = listing(&http, &base, &c).await;
+                let r = if dead_run >= 10 {
+                    Err("not asked: the node stopped answering".to_string())
+                } else {
+                    listing(&http, &base, &c).await
+                };
+                if r.is_err() {
+                    dead_run += 1;
+                }
                 lists.insert(c, r);
             }
             (node, found, lists)

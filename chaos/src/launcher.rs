@@ -356,18 +356,20 @@ impl Cluster {
             .append(true)
             .open(&node.log_path)
             .map_err(io("opening a node log"))?;
-        let child = Command::new(&bin)
+        let mut command = Command::new(&bin);
+        command
             .arg("node")
             .arg("--config")
             .arg(&node.config_path)
-            .env(
-                "GEIGER_LOG",
-                std::env::var("GEIGER_CHAOS_NODE_LOG")
-                    .unwrap_or_else(|_| "info,openraft=warn".into()),
-            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(io("node log"))?)
-            .stderr(log)
+            .stderr(log);
+        // The node's own default filter otherwise; older builds took any
+        // GEIGER_* variable for a setting, so set it only when asked.
+        if let Ok(filter) = std::env::var("GEIGER_CHAOS_NODE_LOG") {
+            command.env("GEIGER_LOG", filter);
+        }
+        let child = command
             .spawn()
             .map_err(io(format!("starting {}", bin.display())))?;
         // Register before it can dial out, so its connections are known.

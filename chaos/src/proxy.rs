@@ -91,6 +91,8 @@ pub struct ProxyStats {
     pub upstream_refused: u64,
     pub resets_by_drop: u64,
     pub bytes: u64,
+    /// Slowest source identification (reading /proc), in microseconds.
+    pub identify_max_us: u64,
 }
 
 #[derive(Default)]
@@ -100,6 +102,7 @@ struct Counters {
     upstream_refused: AtomicU64,
     resets_by_drop: AtomicU64,
     bytes: AtomicU64,
+    identify_max_us: AtomicU64,
 }
 
 struct Shared {
@@ -237,6 +240,7 @@ impl Proxy {
             upstream_refused: c.upstream_refused.load(Ordering::Relaxed),
             resets_by_drop: c.resets_by_drop.load(Ordering::Relaxed),
             bytes: c.bytes.load(Ordering::Relaxed),
+            identify_max_us: c.identify_max_us.load(Ordering::Relaxed),
         }
     }
 
@@ -323,7 +327,13 @@ impl Proxy {
         target: Endpoint,
         source: Source,
     ) {
-        let Some(from) = self.identify(peer, local, source).await else {
+        let started = Instant::now();
+        let identified = self.identify(peer, local, source).await;
+        self.shared
+            .counters
+            .identify_max_us
+            .fetch_max(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        let Some(from) = identified else {
             // An unknown source must not slip past a partition: refuse it.
             self.shared
                 .counters

@@ -203,7 +203,9 @@ pub fn figures(records: &[RequestRecord], duration_ms: f64) -> Figures {
 }
 
 pub fn timeline(records: &[RequestRecord], duration_ms: f64) -> Vec<Bucket> {
-    let n = (duration_ms / 1000.0).ceil() as usize + 1;
+    // Whole seconds of the run; answers that come after its end count in
+    // the last one.
+    let n = ((duration_ms / 1000.0).ceil() as usize).max(1);
     let mut buckets: Vec<Bucket> = (0..n)
         .map(|s| Bucket {
             second: s as u64,
