@@ -531,7 +531,18 @@ async fn measure_the_time_from_killing_the_owner_to_the_first_chunk_appended_by_
     let mut reassign = Vec::new();
     let mut first_chunk = Vec::new();
     for trial in 0..10 {
-        let l = wait_appended(&cluster, &device.id, 1, Duration::from_secs(30)).await;
+        // Read through the leader: a node restarted by the previous trial
+        // may still be catching up.
+        let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
+        let l = wait_link(
+            &cluster,
+            Some(leader),
+            &device.id,
+            Duration::from_secs(30),
+            "a running lease",
+            |l| l["lease_active"] == true,
+        )
+        .await;
         let (owner, epoch) = (u(&l, "owner"), u(&l, "epoch"));
         // Let the owner run a little, so the kill lands mid-stream.
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -566,7 +577,17 @@ async fn measure_the_time_from_killing_the_owner_to_the_first_chunk_appended_by_
             reassign[trial], first_chunk[trial]
         );
         cluster.restart(owner);
-        cluster.wait_for_leader(Duration::from_secs(30)).await;
+        let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
+        let now = link(&cluster, leader, &device.id).await.unwrap();
+        wait_link(
+            &cluster,
+            Some(owner),
+            &device.id,
+            Duration::from_secs(30),
+            "the restarted node caught up",
+            |l| u(l, "epoch") >= u(&now, "epoch"),
+        )
+        .await;
     }
     reassign.sort();
     first_chunk.sort();
