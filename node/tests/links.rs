@@ -723,3 +723,79 @@ async fn with_both_devices_down_draws_use_the_reserve_then_fail_with_entropy_exh
         assert_accounting(&link_anywhere(&cluster, &d.id).await.unwrap());
     }
 }
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn draw_latencies(
+    cluster: &Cluster,
+    via: u64,
+    key: &str,
+    previous: &mut String,
+    n: usize,
+) -> Vec<Duration> {
+    let mut took = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        let (status, body) = draw_bytes(cluster, via, key, previous, 32).await;
+        took.push(started.elapsed());
+        assert_eq!(status, 201, "{body}");
+        *previous = body["draw"]["id"].as_str().unwrap().to_string();
+    }
+    took.sort();
+    took
+}
+
+/// The issue's figures: entropy ingestion into the replicated pool from one
+/// unthrottled device (bytes/s), and draw latency with and without that
+/// ingestion running. Run with `-- --ignored --nocapture` (debug build
+/// unless `--release`).
+#[tokio::test]
+#[ignore = "measurement: about a minute"]
+async fn measure_ingestion_throughput_and_its_cost_to_draw_latency() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(
+        one_per_zone(3),
+        "[hardware]\npool_high_water_bytes = 1073741824\npool_low_water_bytes = 536870912\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut device = Device::start(&dir.path().join("fast"), &["--rate", "0"]);
+    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
+    register(&cluster, leader, &device).await;
+    wait_appended(&cluster, &device.id, 16, Duration::from_secs(30)).await;
+    let (key, mut previous) = customer_and_chain(&cluster, leader, "measure").await;
+
+    let total = |l: &Value| u(l, "pooled_bytes") + u(l, "used_bytes");
+    let before = link(&cluster, leader, &device.id).await.unwrap();
+    let started = Instant::now();
+    let busy = draw_latencies(&cluster, leader, &key, &mut previous, 200).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = link(&cluster, leader, &device.id).await.unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    let rate = (total(&after) - total(&before)) as f64 / secs;
+    let chunks = (u(&after, "appended_chunks") - u(&before, "appended_chunks")) as f64 / secs;
+
+    device.kill();
+    // A device at the simulator's realistic default rate (32 KiB/s).
+    let slow = Device::start(&dir.path().join("slow"), &[]);
+    register(&cluster, leader, &slow).await;
+    wait_appended(&cluster, &slow.id, 8, Duration::from_secs(30)).await;
+    let realistic = draw_latencies(&cluster, leader, &key, &mut previous, 200).await;
+    drop(slow);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = draw_latencies(&cluster, leader, &key, &mut previous, 200).await;
+    eprintln!(
+        "ingestion: {:.2} MiB/s ({chunks:.0} chunks/s of 4 KiB) into the replicated pool; \
+         draw latency (32 bytes, via the leader) while ingesting at full speed p50 {:?} p99 {:?}, \
+         with one 32 KiB/s device p50 {:?} p99 {:?}, idle p50 {:?} p99 {:?}",
+        rate / (1024.0 * 1024.0),
+        percentile(&busy, 0.5),
+        percentile(&busy, 0.99),
+        percentile(&realistic, 0.5),
+        percentile(&realistic, 0.99),
+        percentile(&idle, 0.5),
+        percentile(&idle, 0.99),
+    );
+    assert!(rate > 0.0);
+}
