@@ -400,14 +400,30 @@ async fn a_paused_old_owner_cannot_append_anything_once_the_link_has_moved() {
 #[tokio::test]
 async fn a_stuck_device_has_its_chunks_quarantined_its_link_reported_unhealthy_and_no_draw_uses_them(
 ) {
+    // Two good chunks, then one byte value forever.
+    faulty_device_is_quarantined_and_never_drawn(
+        &["--rate", RATE, "--fault-stuck-after", "8192"],
+        "repetition_count",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_biased_device_has_its_chunks_quarantined_its_link_reported_unhealthy_and_no_draw_uses_them(
+) {
+    // Bits that are 1 nine times in ten: every chunk fails.
+    faulty_device_is_quarantined_and_never_drawn(
+        &["--rate", RATE, "--fault-bias", "0.9"],
+        "", // whichever test fails first
+    )
+    .await;
+}
+
+async fn faulty_device_is_quarantined_and_never_drawn(args: &[&str], failing_test: &str) {
     let _serial = SERIAL.lock().await;
     let cluster = Cluster::start(one_per_zone(3), BIG_RESERVE);
     let dir = tempfile::tempdir().unwrap();
-    // Two good chunks, then one byte value forever.
-    let device = Device::start(
-        &dir.path().join("stuck"),
-        &["--rate", RATE, "--fault-stuck-after", "8192"],
-    );
+    let device = Device::start(&dir.path().join("faulty"), args);
     cluster.wait_for_leader(Duration::from_secs(20)).await;
     register(&cluster, 1, &device).await;
     let l = wait_link(
@@ -427,7 +443,7 @@ async fn a_stuck_device_has_its_chunks_quarantined_its_link_reported_unhealthy_a
     let up = format!("geiger_link_up{{device=\"{}\"}}", device.id);
     assert_eq!(sample(&text, &up), Some(0.0), "an unhealthy link is not up");
     let failures = format!(
-        "geiger_entropy_health_test_failures_total{{device=\"{}\",test=\"repetition_count\"}}",
+        "geiger_entropy_health_test_failures_total{{device=\"{}\",test=\"{failing_test}",
         device.id
     );
     assert!(sample(&text, &failures).unwrap_or(0.0) >= 1.0, "{text}");
