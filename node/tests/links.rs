@@ -229,24 +229,7 @@ async fn a_registered_link_gets_one_owner_and_fills_the_pool_up_to_its_high_wate
     assert_eq!(sample(&metrics(&cluster, other).await, &up), Some(0.0));
 
     // Draws take the pool below the low-water mark: the owner resumes.
-    let (status, customer) = cluster
-        .post(1, "/v1/admin/customers", &json!({"name": "links test"}))
-        .await
-        .unwrap();
-    assert_eq!(status, 201, "{customer}");
-    let key = customer["api_key"].as_str().unwrap().to_string();
-    let chain: Value = cluster
-        .http
-        .post(format!("{}/v1/chains", cluster.url(1)))
-        .bearer_auth(&key)
-        .json(&json!({"tag": "reserve"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let mut previous = chain["id"].as_str().unwrap().to_string();
+    let (key, mut previous) = customer_and_chain(&cluster, 1, "links test").await;
     for round in 0..2 {
         let r = cluster
             .http
@@ -449,23 +432,7 @@ async fn faulty_device_is_quarantined_and_never_drawn(args: &[&str], failing_tes
     assert!(sample(&text, &failures).unwrap_or(0.0) >= 1.0, "{text}");
 
     // Draw everything the pool holds: only the good chunks are ever used.
-    let (_, customer) = cluster
-        .post(1, "/v1/admin/customers", &json!({"name": "stuck"}))
-        .await
-        .unwrap();
-    let key = customer["api_key"].as_str().unwrap().to_string();
-    let chain: Value = cluster
-        .http
-        .post(format!("{}/v1/chains", cluster.url(1)))
-        .bearer_auth(&key)
-        .json(&json!({"tag": "stuck"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let mut previous = chain["id"].as_str().unwrap().to_string();
+    let (key, mut previous) = customer_and_chain(&cluster, 1, "stuck").await;
     let first = l["first_seq"].as_u64().unwrap();
     let good = first + u(&l, "appended_chunks");
     let mut exhausted = false;
@@ -626,18 +593,29 @@ async fn customer_and_chain(cluster: &Cluster, via: u64, name: &str) -> (String,
         .unwrap();
     assert_eq!(status, 201, "{customer}");
     let key = customer["api_key"].as_str().unwrap().to_string();
-    let chain: Value = cluster
-        .http
-        .post(format!("{}/v1/chains", cluster.url(via)))
-        .bearer_auth(&key)
-        .json(&json!({ "tag": name }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    (key, chain["id"].as_str().unwrap().to_string())
+    // A follower may not have applied the new customer yet (401 for a
+    // moment): retry briefly.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = cluster
+            .http
+            .post(format!("{}/v1/chains", cluster.url(via)))
+            .bearer_auth(&key)
+            .json(&json!({ "tag": name }))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let chain: Value = r.json().await.unwrap_or(Value::Null);
+        if status == 201 {
+            return (key, chain["id"].as_str().unwrap().to_string());
+        }
+        assert!(
+            status == 401 && Instant::now() < deadline,
+            "POST /v1/chains: {status} {chain}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// One `bytes` draw after `previous`: (status, body).
