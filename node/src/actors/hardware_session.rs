@@ -673,6 +673,19 @@ impl Ctx {
                 }
             }
             if let Some(reason) = closed {
+                // A chunk that failed its signature ends the session and
+                // never reaches the ledger (its sequence number is
+                // unauthenticated): counted here only.
+                if matches!(reason, CloseReason::BadSignature { .. }) {
+                    tracing::warn!(device = %self.device, ?reason, "link session closed on a bad chunk");
+                    self.metrics
+                        .chunks_quarantined
+                        .get_or_create(&DeviceReasonLabels {
+                            device: self.device.clone(),
+                            reason: "signature".to_string(),
+                        })
+                        .inc();
+                }
                 return match reason {
                     CloseReason::Superseded { by } if by > self.epoch => {
                         SessionEnd::Stop(Ended::DeviceFenced { newest: by })
