@@ -15,8 +15,9 @@
 //!   before that (faster failover: safety comes from the epoch, not from
 //!   the lease running out), or when its owner left the membership.
 //! - A new owner is the live member that keeps the spread even: fewest
-//!   links in its zone first, then fewest on the node, and the previous
-//!   owner only when nobody else is alive (it stopped renewing for a reason).
+//!   links in its zone first, then fewest on the node, then not the leader,
+//!   and the previous owner only when nobody else is alive (it stopped
+//!   renewing for a reason).
 //! - Every assignment is an `AssignLease` with `expected_epoch` set to the
 //!   epoch it replaces (0 for none): the state machine's compare-and-set
 //!   bumps the epoch, and two controllers (an old leader and a new one)
@@ -40,6 +41,10 @@ pub struct ControllerInput<'a> {
     pub now_ms: u64,
     /// Duration of a new lease.
     pub lease_ms: u64,
+    /// The node planning (the leader): among equally loaded candidates it
+    /// takes a link last, so losing the leader rarely also loses a link
+    /// owner (which would add an election to the failover).
+    pub leader: Option<NodeId>,
 }
 
 /// Why a link gets a new owner.
@@ -136,6 +141,7 @@ pub fn plan(input: &ControllerInput<'_>) -> Vec<Assignment> {
                 Some(**id) == previous,
                 zone_load.get(zone_of(id)).copied().unwrap_or(0),
                 node_load.get(*id).copied().unwrap_or(0),
+                Some(**id) == input.leader,
                 **id,
             )
         });
@@ -205,6 +211,7 @@ mod tests {
             alive: &alive,
             now_ms: 1000,
             lease_ms: 3000,
+            leader: None,
         };
         let plan = plan(&input);
         assert_eq!(plan.len(), 3);
@@ -239,6 +246,7 @@ mod tests {
             alive: &alive,
             now_ms: 1000,
             lease_ms: 3000,
+            leader: None,
         };
         let plan = plan(&input);
         assert_eq!(plan.len(), 1);
@@ -259,6 +267,7 @@ mod tests {
             alive: &alive,
             now_ms: 5001,
             lease_ms: 3000,
+            leader: None,
         };
         let plan = plan(&input);
         assert_eq!(plan.len(), 1);
@@ -293,6 +302,7 @@ mod tests {
             alive: &alive,
             now_ms: 1000,
             lease_ms: 3000,
+            leader: None,
         };
         let plan = plan(&input);
         assert_eq!(plan.len(), 1);
@@ -314,6 +324,7 @@ mod tests {
             alive: &only_one,
             now_ms: 1000,
             lease_ms: 3000,
+            leader: None,
         };
         assert_eq!(owners(&plan(&input)), vec![1]);
         let nobody = BTreeSet::new();
@@ -337,11 +348,30 @@ mod tests {
             alive: &alive,
             now_ms: 1000,
             lease_ms: 3000,
+            leader: None,
         };
         let plan = plan(&input);
         assert_eq!(plan.len(), 1);
         assert_eq!(plan[0].reason, Reason::OwnerGone);
         assert_eq!((plan[0].device.as_str(), plan[0].to), ("dev_0", 2));
+    }
+
+    #[test]
+    fn the_leader_takes_a_link_only_when_the_others_are_as_loaded() {
+        let m = members(&[(1, "a"), (2, "b"), (3, "c")]);
+        let alive: BTreeSet<NodeId> = [1, 2, 3].into();
+        let devs = devices(3);
+        let input = ControllerInput {
+            devices: &devs,
+            leases: &[],
+            members: &m,
+            alive: &alive,
+            now_ms: 1000,
+            lease_ms: 3000,
+            leader: Some(1),
+        };
+        // dev_0 and dev_1 go to the followers, dev_2 to the leader.
+        assert_eq!(owners(&plan(&input)), vec![2, 3, 1]);
     }
 
     #[test]
@@ -361,6 +391,7 @@ mod tests {
             alive: &alive,
             now_ms: 1000,
             lease_ms: 3000,
+            leader: None,
         };
         let plan = plan(&input);
         assert_eq!(plan.len(), 2, "node 1's two links move");

@@ -130,6 +130,7 @@ impl LinkController {
             alive: &alive,
             now_ms: now_ms(),
             lease_ms: self.settings.lease.as_millis() as u64,
+            leader: Some(me),
         });
         if assignments.is_empty() {
             return Ok(());
