@@ -879,3 +879,59 @@ async fn ten_thousand_draws_across_two_devices_never_use_a_byte_twice_and_accoun
         assert_accounting(&l);
     }
 }
+
+#[tokio::test]
+async fn a_removed_link_stops_its_session_and_registering_it_again_continues_with_a_higher_epoch() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(one_per_zone(3), BIG_RESERVE);
+    let dir = tempfile::tempdir().unwrap();
+    let device = Device::start(&dir.path().join("dev1"), &["--rate", RATE]);
+    cluster.wait_for_leader(Duration::from_secs(20)).await;
+    register(&cluster, 1, &device).await;
+    let l = wait_appended(&cluster, &device.id, 4, Duration::from_secs(20)).await;
+    let (owner, epoch) = (u(&l, "owner"), u(&l, "epoch"));
+
+    let r = cluster
+        .http
+        .delete(format!("{}/v1/admin/links/{}", cluster.url(2), device.id))
+        .bearer_auth(common::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let up = format!("geiger_link_up{{device=\"{}\"}}", device.id);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let gone = link_anywhere(&cluster, &device.id).await.is_none();
+        let down = sample(&metrics(&cluster, owner).await, &up) == Some(0.0);
+        if gone && down {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the removed link still runs");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = cluster
+        .http
+        .delete(format!("{}/v1/admin/links/{}", cluster.url(2), device.id))
+        .bearer_auth(common::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404, "removing twice");
+
+    register(&cluster, 3, &device).await;
+    let l = wait_link(
+        &cluster,
+        None,
+        &device.id,
+        Duration::from_secs(20),
+        "the link runs again under a higher epoch",
+        |x| {
+            u(x, "epoch") > epoch
+                && x["lease_active"] == true
+                && u(x, "appended_chunks") > u(&l, "appended_chunks")
+        },
+    )
+    .await;
+    assert_accounting(&l);
+}
