@@ -935,3 +935,66 @@ async fn a_removed_link_stops_its_session_and_registering_it_again_continues_wit
     .await;
     assert_accounting(&l);
 }
+
+#[tokio::test]
+async fn three_links_spread_over_three_nodes_and_killing_the_leader_moves_only_its_own_link() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(one_per_zone(3), BIG_RESERVE);
+    let dir = tempfile::tempdir().unwrap();
+    let devices: Vec<Device> = (0..3)
+        .map(|i| Device::start(&dir.path().join(format!("dev{i}")), &["--rate", RATE]))
+        .collect();
+    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
+    for d in &devices {
+        register(&cluster, leader, d).await;
+    }
+    let mut owners = std::collections::BTreeMap::new();
+    for d in &devices {
+        let l = wait_appended(&cluster, &d.id, 4, Duration::from_secs(30)).await;
+        owners.insert(d.id.clone(), (u(&l, "owner"), u(&l, "epoch")));
+    }
+    let mut nodes: Vec<u64> = owners.values().map(|o| o.0).collect();
+    nodes.sort();
+    assert_eq!(nodes, vec![1, 2, 3], "one link per node: {owners:?}");
+
+    let killed_at = Instant::now();
+    cluster.kill(leader);
+    let (moved, epoch) = owners
+        .iter()
+        .find(|(_, (o, _))| *o == leader)
+        .map(|(d, (_, e))| (d.clone(), *e))
+        .unwrap();
+    wait_link(
+        &cluster,
+        None,
+        &moved,
+        Duration::from_secs(15),
+        "the dead leader's link moves",
+        |l| u(l, "owner") != leader && u(l, "epoch") > epoch,
+    )
+    .await;
+    eprintln!(
+        "kill -9 of the leader {leader}, owner of {moved}: reassigned after {:?}",
+        killed_at.elapsed()
+    );
+    assert!(killed_at.elapsed() < Duration::from_secs(6));
+    // The other links stayed where they were, and all three keep filling.
+    for d in &devices {
+        let before = link_anywhere(&cluster, &d.id).await.unwrap();
+        let l = wait_appended(
+            &cluster,
+            &d.id,
+            u(&before, "appended_chunks") + 8,
+            Duration::from_secs(15),
+        )
+        .await;
+        if d.id != moved {
+            assert_eq!(
+                (u(&l, "owner"), u(&l, "epoch")),
+                owners[&d.id],
+                "a live owner's link moved"
+            );
+        }
+        assert_accounting(&l);
+    }
+}
