@@ -3,6 +3,8 @@
 //! apply (every replica applies every draw).
 //!
 //! Run: `CARGO_TARGET_DIR=/work/targets/cp cargo bench -p geiger-control-plane --bench apply`
+//! (`BENCH_DRAWS=1000000` also grows the ledger and prints resident memory
+//! and file size every 100,000 draws).
 
 use std::time::Instant;
 
@@ -93,6 +95,10 @@ fn main() {
                 other => panic!("{other:?}"),
             })
             .collect();
+        let long_run: usize = std::env::var("BENCH_DRAWS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         for batch in [1usize, 64] {
             let started = Instant::now();
             let cpu_started = cpu_time();
@@ -123,6 +129,60 @@ fn main() {
                 secs * 1e6 / draws as f64,
                 cpu * 1e6 / draws as f64
             );
+        }
+        // Optional: grow the ledger to BENCH_DRAWS draws and watch resident
+        // memory, which must not grow with the ledger.
+        let mut done = 0usize;
+        let mut seq = 1999u64;
+        while done < long_run {
+            // Keep the pool stocked: 64 draws of 6 of 49 use 64 * 48 bytes.
+            let refill: Vec<Command> = (0..2)
+                .map(|_| {
+                    seq += 1;
+                    Command::AppendEntropy {
+                        device: "dev-1".into(),
+                        epoch: 1,
+                        seq,
+                        bytes: vec![(seq % 251) as u8; 4096],
+                    }
+                })
+                .collect();
+            let out = sm.apply(vec![next(refill)]).await.expect("refill");
+            assert!(
+                out[0].outcomes.iter().all(|o| matches!(o, Outcome::EntropyAppended { .. })),
+                "{out:?}"
+            );
+            let commands = heads
+                .iter()
+                .map(|previous| Command::Draw {
+                    customer: "cu_test".into(),
+                    request: draw_request(previous, None),
+                })
+                .collect();
+            let out = sm.apply(vec![next(commands)]).await.expect("apply");
+            for (head, outcome) in heads.iter_mut().zip(&out[0].outcomes) {
+                match outcome {
+                    Outcome::Drawn { id, .. } => *head = id.to_string(),
+                    other => panic!("{other:?}"),
+                }
+            }
+            done += heads.len();
+            if done % 100_032 < heads.len() {
+                let rss = std::fs::read_to_string("/proc/self/status")
+                    .ok()
+                    .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_string))
+                    .unwrap_or_default();
+                let meta = std::fs::metadata(dir.path().join("state.redb"));
+                let size = meta.as_ref().map_or(0, |m| m.len());
+                let used = meta
+                    .as_ref()
+                    .map_or(0, |m| std::os::unix::fs::MetadataExt::blocks(m) * 512);
+                println!(
+                    "{done:8} draws in the ledger: {rss}, state.redb {} MiB long, {} MiB on disk",
+                    size >> 20,
+                    used >> 20
+                );
+            }
         }
     });
 }
