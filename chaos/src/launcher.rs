@@ -143,6 +143,20 @@ fn free_port(ip: Ipv4Addr) -> Result<u16, LaunchError> {
         .map_err(io(format!("finding a free port on {ip}")))
 }
 
+/// Makes the child die with the harness, even one killed by -9, so no run
+/// leaves processes behind. (The signal follows the spawning *thread*; the
+/// harness spawns from its main thread, which lives as long as it does.)
+fn die_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
 fn send_signal(pid: u32, signal: libc::c_int) {
     // SAFETY: kill(2) with a pid we spawned; no memory is shared.
     unsafe {
@@ -369,6 +383,7 @@ impl Cluster {
         if let Ok(filter) = std::env::var("GEIGER_CHAOS_NODE_LOG") {
             command.env("GEIGER_LOG", filter);
         }
+        die_with_parent(&mut command);
         let child = command
             .spawn()
             .map_err(io(format!("starting {}", bin.display())))?;
@@ -389,7 +404,9 @@ impl Cluster {
             .append(true)
             .open(&d.log_path)
             .map_err(io("opening a device log"))?;
-        let mut child = Command::new(&bin)
+        let mut command = Command::new(&bin);
+        die_with_parent(&mut command);
+        let mut child = command
             .arg("--state-dir")
             .arg(&d.state_dir)
             .arg("--listen")

@@ -65,6 +65,11 @@ struct Args {
     /// and `lan`'s 25 ms heartbeat flaps on a loaded two-core host.
     #[arg(long, default_value = "cross_cloud", value_parser = ["lan", "cross_cloud"])]
     raft_profile: String,
+    /// Run only these fault kinds of the schedule (comma-separated names
+    /// such as `partition_zone,kill_leader`), each in its scheduled slot
+    /// order, to reproduce one fault on its own.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 fn sibling(name: &str) -> PathBuf {
@@ -154,6 +159,15 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let placement = launcher::default_placement();
     let devices = 2;
     let mut schedule = nemesis::schedule(args.profile, args.seed, &placement, devices);
+    if !args.only.is_empty() {
+        schedule
+            .faults
+            .retain(|f| args.only.iter().any(|k| k == f.kind.name()));
+        for (i, f) in schedule.faults.iter_mut().enumerate() {
+            f.at_ms = 10_000 + i as u64 * 11_000;
+        }
+        schedule.duration_ms = 10_000 + schedule.faults.len() as u64 * 11_000 + 8_000;
+    }
     if let Some(s) = args.duration_s {
         schedule.duration_ms = s * 1000;
         let end = schedule.duration_ms;

@@ -369,8 +369,23 @@ impl Proxy {
             let (ur, uw) = up.into_split();
             let forward = proxy.pump(from, target, dr, uw);
             let backward = proxy.pump(target, from, ur, dw);
-            // Either direction failing (reset by drop, socket error) ends both.
-            let _ = tokio::try_join!(forward, backward);
+            // Either direction failing (reset by drop, socket error) ends
+            // both; once one side has closed, the other gets a grace period
+            // and no more, so a peer that never closes leaks nothing.
+            tokio::pin!(forward, backward);
+            let grace = Duration::from_secs(5);
+            tokio::select! {
+                r = &mut forward => {
+                    if r.is_ok() {
+                        let _ = tokio::time::timeout(grace, &mut backward).await;
+                    }
+                }
+                r = &mut backward => {
+                    if r.is_ok() {
+                        let _ = tokio::time::timeout(grace, &mut forward).await;
+                    }
+                }
+            }
         });
         self.shared
             .conns
@@ -449,20 +464,57 @@ fn parse_proc_addr(text: &str) -> Option<SocketAddr> {
     ))
 }
 
+/// `127.0.0.1:8080` as /proc/net/tcp writes it: `0100007F:1F90`.
+fn proc_addr(addr: SocketAddr) -> Option<String> {
+    match addr.ip() {
+        IpAddr::V4(ip) => Some(format!(
+            "{:08X}:{:04X}",
+            u32::from_le_bytes(ip.octets()),
+            addr.port()
+        )),
+        IpAddr::V6(_) => None,
+    }
+}
+
 /// The inode of the socket whose local end is `peer` and remote end `local`.
+/// A plain substring search: the table holds every socket of the machine
+/// and is read on every new connection, so it must stay cheap.
 fn socket_inode(peer: SocketAddr, local: SocketAddr) -> Option<u64> {
+    let pattern = format!(" {} {} ", proc_addr(peer)?, proc_addr(local)?);
     let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
-    table.lines().skip(1).find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 10 {
-            return None;
+    let at = table.find(&pattern)?;
+    let start = table[..at].rfind('\n').map_or(0, |i| i + 1);
+    let end = table[at..].find('\n').map_or(table.len(), |i| at + i);
+    let fields: Vec<&str> = table[start..end].split_whitespace().collect();
+    debug_assert_eq!(fields.get(1).and_then(|f| parse_proc_addr(f)), Some(peer));
+    fields.get(9)?.parse().ok()
+}
+
+/// Socket inode → the registered process holding it, refreshed on a miss.
+static INODES: std::sync::LazyLock<Mutex<HashMap<u64, u32>>> =
+    std::sync::LazyLock::new(|| Mutex::new(HashMap::new()));
+
+fn rescan(pids: &HashMap<u32, Endpoint>) -> HashMap<u64, u32> {
+    let mut map = HashMap::new();
+    for pid in pids.keys() {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let Ok(link) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            let link = link.to_string_lossy();
+            if let Some(inode) = link
+                .strip_prefix("socket:[")
+                .and_then(|r| r.strip_suffix(']'))
+                .and_then(|n| n.parse().ok())
+            {
+                map.insert(inode, *pid);
+            }
         }
-        if parse_proc_addr(f[1])? == peer && parse_proc_addr(f[2])? == local {
-            f[9].parse().ok()
-        } else {
-            None
-        }
-    })
+    }
+    map
 }
 
 /// Which registered process holds the connecting end of `peer → local`.
@@ -472,18 +524,17 @@ fn owner_of(
     pids: &HashMap<u32, Endpoint>,
 ) -> Option<Endpoint> {
     let inode = socket_inode(peer, local)?;
-    let wanted = format!("socket:[{inode}]");
-    for (pid, endpoint) in pids {
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            if std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == wanted.as_str()) {
-                return Some(*endpoint);
-            }
+    let cached = INODES.lock().expect("inode cache").get(&inode).copied();
+    let pid = match cached {
+        Some(pid) => pid,
+        None => {
+            let fresh = rescan(pids);
+            let pid = fresh.get(&inode).copied();
+            *INODES.lock().expect("inode cache") = fresh;
+            pid?
         }
-    }
-    None
+    };
+    pids.get(&pid).copied()
 }
 
 #[cfg(test)]
@@ -697,6 +748,10 @@ mod tests {
         assert_eq!(
             parse_proc_addr("0302007F:0050"),
             Some("127.0.2.3:80".parse().unwrap())
+        );
+        assert_eq!(
+            proc_addr("127.0.2.3:80".parse().unwrap()).as_deref(),
+            Some("0302007F:0050")
         );
     }
 }
