@@ -998,3 +998,50 @@ async fn three_links_spread_over_three_nodes_and_killing_the_leader_moves_only_i
         assert_accounting(&l);
     }
 }
+
+#[tokio::test]
+async fn a_device_restarted_while_its_owner_is_paused_at_high_water_is_reconnected_and_keeps_its_owner(
+) {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(
+        one_per_zone(3),
+        "[hardware]\npool_high_water_bytes = 65536\npool_low_water_bytes = 32768\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut device = Device::start(&dir.path().join("dev1"), &["--rate", RATE]);
+    cluster.wait_for_leader(Duration::from_secs(20)).await;
+    register(&cluster, 1, &device).await;
+    let l = wait_link(
+        &cluster,
+        None,
+        &device.id,
+        Duration::from_secs(30),
+        "the reserve full",
+        |l| u(l, "pooled_bytes") >= 65536,
+    )
+    .await;
+    let (owner, epoch) = (u(&l, "owner"), u(&l, "epoch"));
+    device.restart();
+    let established = format!(
+        "geiger_link_sessions_total{{device=\"{}\",outcome=\"established\"}}",
+        device.id
+    );
+    let up = format!("geiger_link_up{{device=\"{}\"}}", device.id);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = metrics(&cluster, owner).await;
+        if sample(&text, &established).unwrap_or(0.0) >= 2.0 && sample(&text, &up) == Some(1.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the paused owner did not reconnect"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Longer than the renewal grace (2 × lease): the lease stays put.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let l = link(&cluster, owner, &device.id).await.unwrap();
+    assert_eq!((u(&l, "owner"), u(&l, "epoch")), (owner, epoch), "{l:#}");
+    assert_eq!(l["lease_active"], true);
+}

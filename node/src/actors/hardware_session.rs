@@ -614,6 +614,11 @@ impl Ctx {
                 }
             }
             if paused {
+                // Not pulling, so a closed session would go unnoticed until
+                // the pool drains: reconnect now, to stay healthy.
+                if !state.borrow().connected {
+                    return SessionEnd::Reconnect("session closed while paused".into());
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(POOL_CHECK) => continue,
                     _ = lost.changed() => return SessionEnd::Stop(Ended::LostLease("renewal refused".into())),
