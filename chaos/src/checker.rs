@@ -419,6 +419,9 @@ pub fn check(records: &[RequestRecord], chains: &[ChainInfo], obs: &Observations
     }
 }
 
+/// Bytes `start..end` of a chunk, and the draw that used them.
+type UsedRange = (u32, u32, String);
+
 fn check_entropy(
     ledger: &[(DrawResponse, String)],
     links: &[Value],
@@ -427,7 +430,7 @@ fn check_entropy(
     stats: &mut CheckStats,
 ) {
     // (device, chunk) → used [start, end) ranges with the draw that used them.
-    let mut ranges: BTreeMap<(String, u64), Vec<(u32, u32, String)>> = BTreeMap::new();
+    let mut ranges: BTreeMap<(String, u64), Vec<UsedRange>> = BTreeMap::new();
     // device → (ledger index, chunk, offset, length) in consumption order.
     let mut per_device: BTreeMap<String, Vec<(u64, u64, u32, u32)>> = BTreeMap::new();
     let mut hashes: HashMap<&str, String> = HashMap::new();

@@ -267,7 +267,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     };
     if placement_status["survives_cloud_loss"] == false {
         notes.push(
-            "the placement does not survive the loss of one cloud (5 voters in 2 clouds: one holds 3), so partition_cloud of that cloud is an expected outage".into(),
+            "the placement does not survive losing one cloud (5 voters in 2 clouds: one holds 3): a partition leaves that cloud's side a quorum, but its loss (all its nodes down) would stop the cluster".into(),
         );
     }
     let report = Report {

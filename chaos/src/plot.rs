@@ -45,6 +45,14 @@ fn register_font(path: &Path) -> Result<(), PlotError> {
     })
 }
 
+/// A panel: caption, unit, the value per second, and its colour.
+type Panel = (
+    &'static str,
+    &'static str,
+    Box<dyn Fn(&Bucket) -> f64>,
+    RGBColor,
+);
+
 /// Writes the timeline PNG.
 pub fn timeline(
     out: &Path,
@@ -67,7 +75,7 @@ pub fn timeline(
     let panels = body.split_evenly((3, 1));
     let secs = buckets.len().max(1) as f64;
 
-    let series: [(&str, &str, Box<dyn Fn(&Bucket) -> f64>, RGBColor); 3] = [
+    let series: [Panel; 3] = [
         (
             "successful draws / s",
             "draws/s",

@@ -211,7 +211,7 @@ impl Proxy {
             .iter()
             .map(|(&(a, b), &r)| (a, b, r))
             .collect();
-        v.sort_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)));
+        v.sort_by_key(|x| (x.0, x.1));
         v
     }
 
