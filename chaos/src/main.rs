@@ -17,7 +17,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use geiger_chaos::checker;
 use geiger_chaos::launcher::{self, Cluster, ClusterConfig, ADMIN_TOKEN};
-use geiger_chaos::nemesis::{self, Profile};
+use geiger_chaos::nemesis::{self, FaultKind, Profile};
 use geiger_chaos::plot;
 use geiger_chaos::report::{self, Report};
 use geiger_chaos::workload::{self, WorkloadConfig};
@@ -159,6 +159,17 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let placement = launcher::default_placement();
     let devices = 2;
     let mut schedule = nemesis::schedule(args.profile, args.seed, &placement, devices);
+    let known: Vec<&str> = FaultKind::CORE
+        .iter()
+        .chain(FaultKind::EXTRA.iter())
+        .map(|k| k.name())
+        .collect();
+    if let Some(unknown) = args.only.iter().find(|k| !known.contains(&k.as_str())) {
+        bail!(
+            "--only: unknown fault kind `{unknown}`; known: {}",
+            known.join(", ")
+        );
+    }
     if !args.only.is_empty() {
         schedule
             .faults

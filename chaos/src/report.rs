@@ -373,6 +373,18 @@ pub fn summary(report: &Report) -> String {
     for n in &report.notes {
         s.push_str(&format!("note: {n}\n"));
     }
+    // The closing line CI runners read: one count per invariant of DESIGN.md.
+    let broken: std::collections::BTreeSet<u8> = report
+        .check
+        .violations
+        .iter()
+        .map(|v| v.invariant)
+        .collect();
+    s.push_str(&format!(
+        "\ninvariants: {} passed, {} failed\n",
+        5 - broken.len().min(5),
+        broken.len()
+    ));
     s
 }
 
