@@ -46,6 +46,9 @@ pub enum FaultKind {
     SlowLinks,
     /// The leader can send but not receive (soak only).
     OneWayLeader,
+    /// Every node-to-node connection is reset with probability 2% per
+    /// relayed chunk (soak only).
+    LossyLinks,
 }
 
 impl FaultKind {
@@ -62,7 +65,11 @@ impl FaultKind {
         FaultKind::RollingRestart,
         FaultKind::RestartAll,
     ];
-    pub const EXTRA: [FaultKind; 2] = [FaultKind::SlowLinks, FaultKind::OneWayLeader];
+    pub const EXTRA: [FaultKind; 3] = [
+        FaultKind::SlowLinks,
+        FaultKind::OneWayLeader,
+        FaultKind::LossyLinks,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -78,6 +85,7 @@ impl FaultKind {
             FaultKind::RestartAll => "restart_all",
             FaultKind::SlowLinks => "slow_links",
             FaultKind::OneWayLeader => "one_way_leader",
+            FaultKind::LossyLinks => "lossy_links",
         }
     }
 }
@@ -160,9 +168,10 @@ fn target_for(
         FaultKind::CutDeviceLink | FaultKind::StuckDevice => Target::Device {
             index: rng.gen_range(0..devices.max(1)),
         },
-        FaultKind::RollingRestart | FaultKind::RestartAll | FaultKind::SlowLinks => {
-            Target::Everything
-        }
+        FaultKind::RollingRestart
+        | FaultKind::RestartAll
+        | FaultKind::SlowLinks
+        | FaultKind::LossyLinks => Target::Everything,
     }
 }
 
@@ -377,11 +386,18 @@ async fn inject(cluster: &mut Cluster, planned: &PlannedFault, t0: Instant) -> F
             healed_ms = ms(t0);
             cluster.proxy.heal_all();
         }
-        FaultKind::SlowLinks => {
+        FaultKind::SlowLinks | FaultKind::LossyLinks => {
             resolved = "every node-to-node link".into();
-            let slow = LinkRule {
-                delay: Duration::from_millis(200),
-                ..LinkRule::default()
+            let slow = if planned.kind == FaultKind::SlowLinks {
+                LinkRule {
+                    delay: Duration::from_millis(200),
+                    ..LinkRule::default()
+                }
+            } else {
+                LinkRule {
+                    drop: 0.02,
+                    ..LinkRule::default()
+                }
             };
             for &a in &ids {
                 for &b in &ids {
