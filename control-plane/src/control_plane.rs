@@ -591,6 +591,19 @@ impl ControlPlane {
         Ok(crate::state_machine::links::links(&self.inner.shared.db())?)
     }
 
+    /// The device's timestamp and signature of an appended chunk.
+    pub fn chunk_provenance(
+        &self,
+        device: &str,
+        seq: u64,
+    ) -> Result<Option<crate::state_machine::links::ChunkProvenance>, Error> {
+        Ok(crate::state_machine::links::chunk_provenance(
+            &self.inner.shared.db(),
+            device,
+            seq,
+        )?)
+    }
+
     /// One registered link (address and public key), if registered.
     pub fn link(&self, device: &str) -> Result<Option<crate::state_machine::links::Link>, Error> {
         Ok(crate::state_machine::links::link(

@@ -36,7 +36,7 @@ pub use config::{ControlPlaneConfig, Timeouts};
 pub use control_plane::{ControlPlane, PeerStatus, Status};
 pub use placement::PlacementReport;
 pub use state_machine::apply::api_key_hash;
-pub use state_machine::links::{device_id_of, Link, LinkView};
+pub use state_machine::links::{device_id_of, ChunkProvenance, Link, LinkView};
 pub use state_machine::reads::{ChainInfo, DevicePool};
 pub use state_machine::tables::{Customer, StoredDraw};
 pub use types::{Batch, Command, Lease, Member, NodeId, Outcome, Rejection};

@@ -195,6 +195,19 @@ pub enum Command {
         from: u64,
         to: u64,
     },
+    /// `AppendEntropy` with the chunk's provenance: the device's timestamp
+    /// and Ed25519 signature (docs/LINK.md) are kept beside the chunk, so
+    /// anyone holding the ledger can re-check that the device issued it.
+    AppendSignedEntropy {
+        device: String,
+        epoch: u64,
+        seq: u64,
+        timestamp_ms: u64,
+        #[serde(with = "crate::types::raw_bytes")]
+        signature: Vec<u8>,
+        #[serde(with = "crate::types::raw_bytes")]
+        bytes: Vec<u8>,
+    },
 }
 
 impl Command {
@@ -212,6 +225,7 @@ impl Command {
             Command::RegisterLink { .. } => "register_link",
             Command::RemoveLink { .. } => "remove_link",
             Command::SkipChunks { .. } => "skip_chunks",
+            Command::AppendSignedEntropy { .. } => "append_signed_entropy",
         }
     }
 }

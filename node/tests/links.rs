@@ -1045,3 +1045,50 @@ async fn a_device_restarted_while_its_owner_is_paused_at_high_water_is_reconnect
     assert_eq!((u(&l, "owner"), u(&l, "epoch")), (owner, epoch), "{l:#}");
     assert_eq!(l["lease_active"], true);
 }
+
+#[tokio::test]
+async fn every_appended_chunk_keeps_the_devices_signature_and_it_verifies_against_the_registered_key(
+) {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(one_per_zone(3), BIG_RESERVE);
+    let dir = tempfile::tempdir().unwrap();
+    let device = Device::start(&dir.path().join("dev1"), &["--rate", RATE]);
+    cluster.wait_for_leader(Duration::from_secs(20)).await;
+    register(&cluster, 1, &device).await;
+    let l = wait_appended(&cluster, &device.id, 4, Duration::from_secs(20)).await;
+    let first = l["first_seq"].as_u64().unwrap();
+    let key_bytes: [u8; 32] = hex::decode(&device.public_key).unwrap().try_into().unwrap();
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&key_bytes).unwrap();
+    for seq in first..first + 4 {
+        let (status, proof) = cluster
+            .get(2, &format!("/v1/admin/links/{}/chunks/{seq}", device.id))
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{proof}");
+        assert_eq!(proof["verified"], true, "{proof}");
+        // Checked here too, independently of the node.
+        let statement = hex::decode(proof["statement"].as_str().unwrap()).unwrap();
+        let signature: [u8; 64] = hex::decode(proof["signature"].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap();
+        key.verify_strict(
+            &statement,
+            &ed25519_dalek::Signature::from_bytes(&signature),
+        )
+        .expect("the device's signature verifies");
+        assert_eq!(&statement[32..40], &seq.to_be_bytes());
+        assert_eq!(
+            hex::encode(&statement[40..72]),
+            proof["sha256"].as_str().unwrap()
+        );
+    }
+    let (status, _) = cluster
+        .get(
+            2,
+            &format!("/v1/admin/links/{}/chunks/999999999", device.id),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 404);
+}

@@ -171,6 +171,14 @@ impl Applier<'_, '_> {
                 from,
                 to,
             } => self.skip_chunks(device, *epoch, *from, *to)?,
+            Command::AppendSignedEntropy {
+                device,
+                epoch,
+                seq,
+                timestamp_ms,
+                signature,
+                bytes,
+            } => self.append_signed(device, *epoch, *seq, *timestamp_ms, signature, bytes)?,
         };
         Ok(match result {
             Ok(outcome) => outcome,
@@ -503,7 +511,7 @@ impl Applier<'_, '_> {
         Ok(Ok(state))
     }
 
-    fn append_entropy(
+    pub(super) fn append_entropy(
         &mut self,
         device: &str,
         epoch: u64,

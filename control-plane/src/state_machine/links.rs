@@ -142,6 +142,65 @@ impl Applier<'_, '_> {
     }
 }
 
+/// The device's own record of an appended chunk: what it signed (with the
+/// chunk's SHA-256 and sequence, docs/LINK.md) and its signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkProvenance {
+    pub timestamp_ms: u64,
+    pub sha256: [u8; 32],
+    #[serde(with = "crate::types::raw_bytes")]
+    pub signature: Vec<u8>,
+    pub length: u32,
+}
+
+impl Applier<'_, '_> {
+    pub(super) fn append_signed(
+        &mut self,
+        device: &str,
+        epoch: u64,
+        seq: u64,
+        timestamp_ms: u64,
+        signature: &[u8],
+        bytes: &[u8],
+    ) -> Result<Applied, ApplyError> {
+        if signature.len() != 64 {
+            return Ok(Err(Rejection::Invalid(
+                "a chunk signature is 64 bytes".into(),
+            )));
+        }
+        let outcome = self.append_entropy(device, epoch, seq, bytes)?;
+        if let Ok(Outcome::EntropyAppended { .. }) = outcome {
+            self.tx.put(
+                PROVENANCE,
+                &quarantine_key(device, seq),
+                &ChunkProvenance {
+                    timestamp_ms,
+                    sha256: Sha256::digest(bytes).into(),
+                    signature: signature.to_vec(),
+                    length: bytes.len() as u32,
+                },
+            )?;
+        }
+        Ok(outcome)
+    }
+}
+
+/// The provenance of chunk `seq` of `device`, if it was appended signed.
+pub fn chunk_provenance(
+    db: &Database,
+    device: &str,
+    seq: u64,
+) -> Result<Option<ChunkProvenance>, ReadError> {
+    let tx = db.begin_read().map_err(err)?;
+    let t = tx.open_table(PROVENANCE).map_err(err)?;
+    let key = quarantine_key(device, seq);
+    let v = t.get(key.as_slice()).map_err(err)?;
+    match v {
+        Some(v) => bincode::deserialize(v.value()).map(Some).map_err(err),
+        None => Ok(None),
+    }
+}
+
 /// A link with everything the ledger knows about it: registration, lease,
 /// and the device's sequence accounting.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -435,6 +494,47 @@ mod tests {
             Outcome::EntropyAppended { .. }
         ));
         assert!(!l.view(&id).unhealthy);
+    }
+
+    #[test]
+    fn a_signed_chunk_keeps_its_provenance_and_a_refused_one_leaves_none() {
+        let mut l = Ledger::new();
+        let id = device_id_of(&KEY);
+        l.apply(1, register(&id));
+        l.apply(1, lease(&id, 0));
+        let signed = |epoch, seq| Command::AppendSignedEntropy {
+            device: id.clone(),
+            epoch,
+            seq,
+            timestamp_ms: 77,
+            signature: vec![5; 64],
+            bytes: vec![1, 2, 3],
+        };
+        assert!(matches!(
+            l.apply(2, signed(1, 0)),
+            Outcome::EntropyAppended { .. }
+        ));
+        let p = chunk_provenance(&l.db, &id, 0).unwrap().unwrap();
+        assert_eq!((p.timestamp_ms, p.length), (77, 3));
+        assert_eq!(p.signature, vec![5; 64]);
+        assert_eq!(p.sha256, <[u8; 32]>::from(Sha256::digest([1u8, 2, 3])));
+        assert!(matches!(
+            l.apply(3, signed(9, 1)),
+            Outcome::Rejected(Rejection::StaleEpoch { .. })
+        ));
+        assert!(chunk_provenance(&l.db, &id, 1).unwrap().is_none());
+        let short = Command::AppendSignedEntropy {
+            device: id.clone(),
+            epoch: 1,
+            seq: 1,
+            timestamp_ms: 0,
+            signature: vec![0; 10],
+            bytes: vec![1],
+        };
+        assert!(matches!(
+            l.apply(4, short),
+            Outcome::Rejected(Rejection::Invalid(_))
+        ));
     }
 
     #[test]

@@ -43,13 +43,17 @@ pub const LINKS: Table = TableDefinition::new("links");
 /// device id ++ 0x00 ++ first skipped seq (u64 BE) → end of the skipped
 /// range (u64, exclusive): sequences the device will never deliver.
 pub const SKIPPED: Table = TableDefinition::new("skipped");
+/// device id ++ 0x00 ++ chunk seq (u64 BE) →
+/// [`crate::state_machine::links::ChunkProvenance`]: the device's timestamp
+/// and signature of an appended chunk.
+pub const PROVENANCE: Table = TableDefinition::new("provenance");
 /// customer id ++ 0x00 ++ ledger index of the genesis (u64 BE) → chain id:
 /// the public list of a customer's chains, in creation order.
 pub const CUSTOMER_CHAINS: Table = TableDefinition::new("customer_chains");
 
 /// Every table, with the tag that names it in a snapshot file. Tags are
 /// part of the snapshot format: never reuse or renumber one.
-pub const ALL: [(u8, Table); 16] = [
+pub const ALL: [(u8, Table); 17] = [
     (1, META),
     (2, CUSTOMERS),
     (3, CUSTOMER_KEYS),
@@ -66,6 +70,7 @@ pub const ALL: [(u8, Table); 16] = [
     (14, LINKS),
     (15, SKIPPED),
     (16, CUSTOMER_CHAINS),
+    (17, PROVENANCE),
 ];
 
 pub const META_LAST_APPLIED: &[u8] = b"last_applied";

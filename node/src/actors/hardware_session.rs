@@ -645,10 +645,12 @@ impl Ctx {
             for ev in events {
                 match ev {
                     LinkEvent::Chunk(ChunkOutcome::Good(c)) => {
-                        commands.push(Command::AppendEntropy {
+                        commands.push(Command::AppendSignedEntropy {
                             device: self.device.clone(),
                             epoch: self.epoch,
                             seq: c.seq,
+                            timestamp_ms: c.timestamp_ms,
+                            signature: c.signature.to_vec(),
                             bytes: c.bytes,
                         })
                     }

@@ -5,6 +5,9 @@
 //!   hex digits or base64) → 201 (new) or 200 (address changed), the link.
 //! - `GET /v1/admin/links` → 200 `{"links": [...]}`.
 //! - `DELETE /v1/admin/links/{device}` → 200; the lease ends at once.
+//! - `GET /v1/admin/links/{device}/chunks/{seq}` → 200: the device's
+//!   timestamp and signature of an appended chunk, the statement they sign,
+//!   the registered key, and whether the signature verifies; 404 if none.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -191,6 +194,59 @@ pub async fn remove(
             "unexpected ledger outcome {other:?}"
         ))),
     }
+}
+
+/// What the ledger holds to prove a chunk came from its device.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ChunkProof {
+    pub device: String,
+    pub seq: u64,
+    pub timestamp_ms: u64,
+    pub length: u32,
+    /// Hex: SHA-256 of the chunk's bytes, the signed 80-byte statement
+    /// (docs/LINK.md), the Ed25519 signature, the registered public key.
+    pub sha256: String,
+    pub statement: String,
+    pub signature: String,
+    pub public_key: String,
+    /// Strict Ed25519 verification of `signature` over `statement`.
+    pub verified: bool,
+}
+
+pub async fn chunk(
+    _: Admin,
+    State(state): State<AppState>,
+    Path((device, seq)): Path<(String, u64)>,
+) -> Result<Json<ChunkProof>, ApiError> {
+    let link = state
+        .ledger
+        .link(&device)?
+        .ok_or_else(|| ApiError::not_found(format!("link {device}")))?;
+    let p = state
+        .ledger
+        .chunk_provenance(&device, seq)?
+        .ok_or_else(|| ApiError::not_found(format!("signed chunk {seq} of {device}")))?;
+    let key = VerifyingKey::from_bytes(&link.public_key)
+        .map_err(|_| ApiError::internal("the registered key is not a curve point"))?;
+    let id = geiger_hardware::DeviceId::of(&key);
+    let statement = geiger_hardware::chunk::signed_statement(&id, seq, &p.sha256, p.timestamp_ms);
+    let verified = <[u8; 64]>::try_from(p.signature.as_slice())
+        .map(|sig| {
+            key.verify_strict(&statement, &ed25519_dalek::Signature::from_bytes(&sig))
+                .is_ok()
+        })
+        .unwrap_or(false);
+    Ok(Json(ChunkProof {
+        device,
+        seq,
+        timestamp_ms: p.timestamp_ms,
+        length: p.length,
+        sha256: hex::encode(p.sha256),
+        statement: hex::encode(statement),
+        signature: hex::encode(&p.signature),
+        public_key: hex::encode(link.public_key),
+        verified,
+    }))
 }
 
 #[cfg(test)]

@@ -59,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/backup", get(admin::backup))
         .route("/v1/admin/links", post(links::register).get(links::list))
         .route("/v1/admin/links/{device}", delete(links::remove))
+        .route("/v1/admin/links/{device}/chunks/{seq}", get(links::chunk))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
