@@ -47,10 +47,14 @@ pub enum IdError {
     BadBody,
 }
 
-fn base32_lower() -> Encoding {
-    let mut spec = Specification::new();
-    spec.symbols.push_str("abcdefghijklmnopqrstuvwxyz234567");
-    spec.encoding().expect("a valid base32 alphabet")
+/// Built once: IDs are formatted for every record the ledger applies.
+fn base32_lower() -> &'static Encoding {
+    static ENCODING: std::sync::OnceLock<Encoding> = std::sync::OnceLock::new();
+    ENCODING.get_or_init(|| {
+        let mut spec = Specification::new();
+        spec.symbols.push_str("abcdefghijklmnopqrstuvwxyz234567");
+        spec.encoding().expect("a valid base32 alphabet")
+    })
 }
 
 impl RecordId {
