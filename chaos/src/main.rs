@@ -70,6 +70,10 @@ struct Args {
     /// order, to reproduce one fault on its own.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Print the fault schedule (JSON) and exit without starting anything:
+    /// the same profile and seed always print the same plan.
+    #[arg(long)]
+    plan: bool,
 }
 
 fn sibling(name: &str) -> PathBuf {
@@ -137,25 +141,6 @@ async fn wait_converged(cluster: &Cluster, within: Duration) -> Result<(), Strin
 }
 
 async fn run(args: Args) -> anyhow::Result<bool> {
-    std::fs::create_dir_all(&args.report).context("creating the report directory")?;
-    let cluster_dir = args.report.join("cluster");
-    if cluster_dir.exists() {
-        std::fs::remove_dir_all(&cluster_dir)
-            .context("clearing the previous run's cluster directory")?;
-    }
-    let geiger_bin = args.geiger_bin.clone().unwrap_or_else(|| sibling("geiger"));
-    let device_bin = args
-        .device_bin
-        .clone()
-        .unwrap_or_else(|| sibling("geiger-device"));
-    for bin in [&geiger_bin, &device_bin] {
-        if !bin.exists() {
-            bail!(
-                "{} not found: build it (cargo build -p geiger-node -p geiger-hardware) or pass --geiger-bin/--device-bin",
-                bin.display()
-            );
-        }
-    }
     let placement = launcher::default_placement();
     let devices = 2;
     let mut schedule = nemesis::schedule(args.profile, args.seed, &placement, devices);
@@ -185,6 +170,29 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         schedule
             .faults
             .retain(|f| f.at_ms + f.hold_ms + 2_000 < end);
+    }
+    if args.plan {
+        println!("{}", serde_json::to_string_pretty(&schedule)?);
+        return Ok(true);
+    }
+    std::fs::create_dir_all(&args.report).context("creating the report directory")?;
+    let cluster_dir = args.report.join("cluster");
+    if cluster_dir.exists() {
+        std::fs::remove_dir_all(&cluster_dir)
+            .context("clearing the previous run's cluster directory")?;
+    }
+    let geiger_bin = args.geiger_bin.clone().unwrap_or_else(|| sibling("geiger"));
+    let device_bin = args
+        .device_bin
+        .clone()
+        .unwrap_or_else(|| sibling("geiger-device"));
+    for bin in [&geiger_bin, &device_bin] {
+        if !bin.exists() {
+            bail!(
+                "{} not found: build it (cargo build -p geiger-node -p geiger-hardware) or pass --geiger-bin/--device-bin",
+                bin.display()
+            );
+        }
     }
     let config = ClusterConfig {
         dir: cluster_dir,
