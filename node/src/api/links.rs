@@ -90,6 +90,14 @@ pub fn parse_public_key(text: &str) -> Result<[u8; 32], ApiError> {
     Ok(key)
 }
 
+#[utoipa::path(post, path = "/v1/admin/links", tag = "operators",
+    security(("admin_token" = [])),
+    request_body(content = String, description = "`{\"device\": \"dev_…\", \"address\": \"host:port\", \"public_key\": \"<64 hex or base64>\"}`"),
+    responses((status = 201, description = "Registered: `{device, address, public_key}`"),
+        (status = 200, description = "Already registered; address updated"),
+        (status = 401, body = geiger_protocol::ErrorBody),
+        (status = 422, body = geiger_protocol::ErrorBody, description = "The id does not belong to the key, or the key or address is invalid")))]
+/// Registers the link to a device (or changes its address).
 pub async fn register(
     _: Admin,
     State(state): State<AppState>,
@@ -139,6 +147,11 @@ pub async fn register(
     }
 }
 
+#[utoipa::path(get, path = "/v1/admin/links", tag = "operators",
+    security(("admin_token" = [])),
+    responses((status = 200, description = "`{answered_by, pool_bytes, links: [{device, address, owner, epoch, lease_expires_at_ms, lease_active, pooled_bytes, appended_chunks, quarantined_chunks, skipped_chunks, first_seq, last_seq, unhealthy, up_here, ...}]}`"),
+        (status = 401, body = geiger_protocol::ErrorBody)))]
+/// Every registered link with its owner, epoch, lease and pool depth.
 pub async fn list(_: Admin, State(state): State<AppState>) -> Result<Json<LinkList>, ApiError> {
     let now = now_ms();
     let (pool_bytes, _) = state.ledger.pool()?;
@@ -173,6 +186,12 @@ pub async fn list(_: Admin, State(state): State<AppState>) -> Result<Json<LinkLi
     }))
 }
 
+#[utoipa::path(delete, path = "/v1/admin/links/{device}", tag = "operators",
+    security(("admin_token" = [])),
+    params(("device" = String, Path, description = "`dev_` + 32 hex digits")),
+    responses((status = 200, description = "`{removed}`; the lease ends at once"),
+        (status = 401, body = geiger_protocol::ErrorBody), (status = 404, body = geiger_protocol::ErrorBody)))]
+/// Removes a link; a later registration continues with a higher epoch.
 pub async fn remove(
     _: Admin,
     State(state): State<AppState>,
@@ -213,6 +232,13 @@ pub struct ChunkProof {
     pub verified: bool,
 }
 
+#[utoipa::path(get, path = "/v1/admin/links/{device}/chunks/{seq}", tag = "operators",
+    security(("admin_token" = [])),
+    params(("device" = String, Path, description = "`dev_` + 32 hex digits"),
+        ("seq" = u64, Path, description = "The chunk's sequence number")),
+    responses((status = 200, description = "`{device, seq, timestamp_ms, length, sha256, statement, signature, public_key, verified}`"),
+        (status = 401, body = geiger_protocol::ErrorBody), (status = 404, body = geiger_protocol::ErrorBody)))]
+/// The device's signature of an appended chunk, and whether it verifies.
 pub async fn chunk(
     _: Admin,
     State(state): State<AppState>,
