@@ -366,6 +366,13 @@ async fn a_paused_old_owner_cannot_append_anything_once_the_link_has_moved() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     let after = sample(&metrics(&cluster, owner).await, &appended_metric).unwrap_or(0.0);
     assert_eq!(before, after, "the old owner appended after it was resumed");
+    // Usually it did try, under its old epoch, and the ledger said no (the
+    // watcher may also stop its session before it tries: no assertion).
+    let log = std::fs::read_to_string(&cluster.node(owner).log_path).unwrap_or_default();
+    eprintln!(
+        "old owner {owner}: stale-epoch rejection logged: {}",
+        log.contains(&format!("epoch {epoch} is stale"))
+    );
 
     let l = wait_appended(
         &cluster,
