@@ -416,6 +416,72 @@ mod tests {
         assert_eq!(quantile(&[], 0.5), 0.0);
     }
 
+    fn record(start_ms: f64, end_ms: f64, ok: bool) -> RequestRecord {
+        RequestRecord {
+            seq: 0,
+            worker: 0,
+            chain: "ch".into(),
+            shared: false,
+            bad: false,
+            previous: "p".into(),
+            request_id: "r".into(),
+            retry: false,
+            intended_ms: start_ms,
+            start_ms,
+            end_ms,
+            outcome: if ok {
+                Outcome::Drawn {
+                    id: "d".into(),
+                    replayed: false,
+                    raw: "{}".into(),
+                    endpoint: "e".into(),
+                }
+            } else {
+                Outcome::Unavailable {
+                    message: "timeout".into(),
+                }
+            },
+        }
+    }
+
+    #[test]
+    fn a_fault_s_outage_and_recovery_are_measured_from_the_records() {
+        use crate::nemesis::{FaultKind, PlannedFault, Target};
+        // 10 successes a second, none from 10 s to 12.5 s, two failures.
+        let mut records: Vec<RequestRecord> = (0..200)
+            .map(|i| i as f64 * 100.0)
+            .filter(|t| !(10_000.0..12_500.0).contains(t))
+            .map(|t| record(t, t + 10.0, true))
+            .collect();
+        records.push(record(10_000.0, 11_000.0, false));
+        records.push(record(10_100.0, 11_100.0, false));
+        let event = FaultEvent {
+            planned: PlannedFault {
+                index: 0,
+                kind: FaultKind::KillLeader,
+                target: Target::Leader,
+                at_ms: 10_000,
+                hold_ms: 1_000,
+            },
+            resolved: "node 1".into(),
+            start_ms: 10_000.0,
+            healed_ms: 11_000.0,
+            heal_done_ms: 11_000.0,
+            notes: vec![],
+        };
+        let r = &recoveries(&records, &[event], 20_000.0)[0];
+        assert_eq!(r.baseline_per_s, 10.0);
+        assert_eq!(r.time_to_first_success_ms, Some(2_510.0));
+        assert_eq!(r.outage_ms, 2_510.0);
+        assert_eq!(r.failed_requests, 2);
+        // The first 1 s window holding 9 successes (90% of 10) starts at
+        // 12.4 s: 1.4 s after the heal.
+        assert_eq!(r.back_to_rate_ms, Some(1_400.0));
+        let f = figures(&records, 20_000.0);
+        assert_eq!(f.failed, 2);
+        assert_eq!(f.longest_gap_ms, 2_600.0);
+    }
+
     #[test]
     fn the_longest_gap_counts_the_edges_of_the_run() {
         assert_eq!(longest_gap(&[100.0, 200.0], 0.0, 1000.0), (800.0, 200.0));
