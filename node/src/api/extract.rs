@@ -61,6 +61,16 @@ fn bearer(parts: &Parts) -> Option<&str> {
         .map(str::trim)
 }
 
+/// `gk_` and 64 lowercase hex digits, as `POST /v1/admin/customers` makes them.
+fn is_well_formed_key(key: &str) -> bool {
+    key.strip_prefix("gk_").is_some_and(|hex| {
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
 /// A customer, authenticated by its API key.
 pub struct AuthedCustomer {
     pub id: String,
@@ -74,12 +84,22 @@ impl FromRequestParts<AppState> for AuthedCustomer {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let key = bearer(parts).ok_or_else(ApiError::unauthorized)?;
-        let id = state
-            .ledger
-            .customer_by_key_hash(&api_key_hash(key))
-            .map_err(|e| ApiError::internal(e.to_string()))?
-            .ok_or_else(ApiError::unauthorized)?
-            .id;
+        let hash = api_key_hash(key);
+        let lookup = || {
+            state
+                .ledger
+                .customer_by_key_hash(&hash)
+                .map_err(|e| ApiError::internal(e.to_string()))
+        };
+        let mut customer = lookup()?;
+        // A customer created a moment ago may not be applied on this replica
+        // yet: catch up once before refusing. Only for well-formed keys, so
+        // garbage credentials cannot make every request a leader round trip.
+        if customer.is_none() && is_well_formed_key(key) {
+            state.ledger.linearizable_barrier().await?;
+            customer = lookup()?;
+        }
+        let id = customer.ok_or_else(ApiError::unauthorized)?.id;
         Ok(AuthedCustomer { id })
     }
 }
