@@ -22,7 +22,7 @@ use crate::types::{Member, NodeId};
 ///
 /// LAN defaults: heartbeat 25 ms, election 70–140 ms, so a dead leader is
 /// replaced after 210–280 ms (see [`Timeouts::election_min`]); measured
-/// leader-kill-to-next-write on loopback is in docs/control-plane.md.
+/// leader-kill-to-next-write on loopback is in docs/ARCHITECTURE.md (control plane).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Timeouts {
     /// Leader → follower heartbeat interval.
