@@ -16,7 +16,7 @@
 //! corrupted. Drop resets the connection (a lossy path TCP gives up on).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -108,7 +108,9 @@ struct Counters {
 struct Shared {
     rules: RwLock<HashMap<(Endpoint, Endpoint), LinkRule>>,
     version: watch::Sender<u64>,
-    pids: RwLock<HashMap<u32, Endpoint>>,
+    pids: Pids,
+    /// Lookups for the identifier thread (see [`identifier`]).
+    lookups: std::sync::mpsc::Sender<Lookup>,
     conns: Mutex<HashMap<u64, (Endpoint, Endpoint, AbortHandle)>>,
     next_conn: AtomicU64,
     counters: Counters,
@@ -128,11 +130,21 @@ impl Default for Proxy {
 
 impl Proxy {
     pub fn new() -> Self {
+        let pids: Pids = Arc::new(RwLock::new(HashMap::new()));
+        let (lookups, queue) = std::sync::mpsc::channel();
+        {
+            let pids = pids.clone();
+            std::thread::Builder::new()
+                .name("chaos-proxy-identify".into())
+                .spawn(move || identifier(queue, pids))
+                .expect("the identifier thread starts");
+        }
         Proxy {
             shared: Arc::new(Shared {
                 rules: RwLock::new(HashMap::new()),
                 version: watch::channel(0).0,
-                pids: RwLock::new(HashMap::new()),
+                pids,
+                lookups,
                 conns: Mutex::new(HashMap::new()),
                 next_conn: AtomicU64::new(0),
                 counters: Counters::default(),
@@ -287,20 +299,17 @@ impl Proxy {
         match source {
             Source::Fixed(e) => Some(e),
             Source::ByProcess => {
-                // The connecting process may still be between connect() and
-                // our lookup only in theory; a few tries cover slow /proc.
-                for _ in 0..5 {
-                    let pids = self.shared.pids.read().expect("pids lock").clone();
-                    let found = tokio::task::spawn_blocking(move || owner_of(peer, local, &pids))
-                        .await
-                        .ok()
-                        .flatten();
-                    if found.is_some() {
-                        return found;
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                None
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                self.shared
+                    .lookups
+                    .send(Lookup {
+                        peer,
+                        local,
+                        rounds: 0,
+                        reply: tx,
+                    })
+                    .ok()?;
+                rx.await.ok().flatten()
             }
         }
     }
@@ -450,20 +459,6 @@ impl Proxy {
     }
 }
 
-/// Parses `0100007F:1F90` (little-endian IPv4, big-endian port) from /proc/net/tcp.
-fn parse_proc_addr(text: &str) -> Option<SocketAddr> {
-    let (ip, port) = text.split_once(':')?;
-    if ip.len() != 8 {
-        return None;
-    }
-    let ip = u32::from_str_radix(ip, 16).ok()?;
-    let port = u16::from_str_radix(port, 16).ok()?;
-    Some(SocketAddr::new(
-        IpAddr::V4(Ipv4Addr::from(ip.to_le_bytes())),
-        port,
-    ))
-}
-
 /// `127.0.0.1:8080` as /proc/net/tcp writes it: `0100007F:1F90`.
 fn proc_addr(addr: SocketAddr) -> Option<String> {
     match addr.ip() {
@@ -476,24 +471,32 @@ fn proc_addr(addr: SocketAddr) -> Option<String> {
     }
 }
 
-/// The inode of the socket whose local end is `peer` and remote end `local`.
-/// A plain substring search: the table holds every socket of the machine
-/// and is read on every new connection, so it must stay cheap.
-fn socket_inode(peer: SocketAddr, local: SocketAddr) -> Option<u64> {
-    let pattern = format!(" {} {} ", proc_addr(peer)?, proc_addr(local)?);
-    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
-    let at = table.find(&pattern)?;
-    let start = table[..at].rfind('\n').map_or(0, |i| i + 1);
-    let end = table[at..].find('\n').map_or(table.len(), |i| at + i);
-    let fields: Vec<&str> = table[start..end].split_whitespace().collect();
-    debug_assert_eq!(fields.get(1).and_then(|f| parse_proc_addr(f)), Some(peer));
-    fields.get(9)?.parse().ok()
+type Pids = Arc<RwLock<HashMap<u32, Endpoint>>>;
+
+/// One pending "who is on the other end of `peer → local`?".
+struct Lookup {
+    peer: SocketAddr,
+    local: SocketAddr,
+    rounds: u8,
+    reply: tokio::sync::oneshot::Sender<Option<Endpoint>>,
 }
 
-/// Socket inode → the registered process holding it, refreshed on a miss.
-static INODES: std::sync::LazyLock<Mutex<HashMap<u64, u32>>> =
-    std::sync::LazyLock::new(|| Mutex::new(HashMap::new()));
+/// Every socket of the machine: (local, remote) as /proc writes them → inode.
+fn socket_table() -> HashMap<(String, String), u64> {
+    let text = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut f = line.split_whitespace();
+            let local = f.nth(1)?.to_string();
+            let remote = f.next()?.to_string();
+            let inode = f.nth(6)?.parse().ok()?;
+            Some(((local, remote), inode))
+        })
+        .collect()
+}
 
+/// Socket inode → the registered process holding it.
 fn rescan(pids: &HashMap<u32, Endpoint>) -> HashMap<u64, u32> {
     let mut map = HashMap::new();
     for pid in pids.keys() {
@@ -517,24 +520,52 @@ fn rescan(pids: &HashMap<u32, Endpoint>) -> HashMap<u64, u32> {
     map
 }
 
-/// Which registered process holds the connecting end of `peer → local`.
-fn owner_of(
-    peer: SocketAddr,
-    local: SocketAddr,
-    pids: &HashMap<u32, Endpoint>,
-) -> Option<Endpoint> {
-    let inode = socket_inode(peer, local)?;
-    let cached = INODES.lock().expect("inode cache").get(&inode).copied();
-    let pid = match cached {
-        Some(pid) => pid,
-        None => {
-            let fresh = rescan(pids);
-            let pid = fresh.get(&inode).copied();
-            *INODES.lock().expect("inode cache") = fresh;
-            pid?
+/// Answers lookups in rounds: one read of the socket table and at most one
+/// scan of the processes' descriptors per round, however many connections
+/// wait. A lookup per connection would cost O(sockets) each, and under a
+/// partition the nodes open connections faster than that can keep up.
+fn identifier(queue: std::sync::mpsc::Receiver<Lookup>, pids: Pids) {
+    let mut owners: HashMap<u64, u32> = HashMap::new();
+    let mut pending: Vec<Lookup> = Vec::new();
+    loop {
+        if pending.is_empty() {
+            match queue.recv() {
+                Ok(l) => pending.push(l),
+                Err(_) => return,
+            }
         }
-    };
-    pids.get(&pid).copied()
+        pending.extend(queue.try_iter());
+        let table = socket_table();
+        let registered = pids.read().expect("pids lock").clone();
+        let inode_of = |l: &Lookup| -> Option<u64> {
+            let key = (proc_addr(l.peer)?, proc_addr(l.local)?);
+            table.get(&key).copied()
+        };
+        if pending
+            .iter()
+            .any(|l| inode_of(l).is_some_and(|i| !owners.contains_key(&i)))
+        {
+            owners = rescan(&registered);
+        }
+        let mut still = Vec::new();
+        for mut l in pending.drain(..) {
+            let found = inode_of(&l)
+                .and_then(|i| owners.get(&i))
+                .and_then(|pid| registered.get(pid))
+                .copied();
+            l.rounds += 1;
+            if found.is_some() || l.rounds >= 5 {
+                let _ = l.reply.send(found);
+            } else {
+                still.push(l);
+            }
+        }
+        pending = still;
+        if !pending.is_empty() {
+            // The connecting side may not be in the tables yet.
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -740,14 +771,10 @@ mod tests {
     }
 
     #[test]
-    fn proc_net_tcp_addresses_parse_as_little_endian_ip_and_big_endian_port() {
+    fn addresses_are_written_as_proc_net_tcp_does_little_endian_ip_and_big_endian_port() {
         assert_eq!(
-            parse_proc_addr("0100007F:1F90"),
-            Some("127.0.0.1:8080".parse().unwrap())
-        );
-        assert_eq!(
-            parse_proc_addr("0302007F:0050"),
-            Some("127.0.2.3:80".parse().unwrap())
+            proc_addr("127.0.0.1:8080".parse().unwrap()).as_deref(),
+            Some("0100007F:1F90")
         );
         assert_eq!(
             proc_addr("127.0.2.3:80".parse().unwrap()).as_deref(),
