@@ -108,6 +108,11 @@ pub struct DeviceTestLabels {
     pub test: String,
 }
 
+/// No labels: for a leader-only gauge that must disappear (not read 0)
+/// when the node steps down, which a plain `Gauge` cannot.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NoLabels {}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// Every metric the node exports, registered once at start.
@@ -129,6 +134,8 @@ pub struct NodeMetrics {
     pub raft_applied_index: Gauge,
     pub raft_snapshot_index: Gauge,
     pub raft_replication_lag_entries: Family<PeerLabels, Gauge>,
+    pub raft_replication_lag_seconds: Family<PeerLabels, FloatGauge>,
+    pub raft_voters_reachable: Family<NoLabels, Gauge>,
     pub raft_leader_changes: Counter,
     pub raft_elections: Counter,
     pub link_up: Family<DeviceLabels, Gauge>,
@@ -174,6 +181,8 @@ impl NodeMetrics {
             raft_applied_index: Gauge::default(),
             raft_snapshot_index: Gauge::default(),
             raft_replication_lag_entries: Family::default(),
+            raft_replication_lag_seconds: Family::default(),
+            raft_voters_reachable: Family::default(),
             raft_leader_changes: Counter::default(),
             raft_elections: Counter::default(),
             link_up: Family::default(),
@@ -266,6 +275,16 @@ impl NodeMetrics {
             "geiger_raft_replication_lag_entries",
             "Leader only: entries a peer has not matched",
             m.raft_replication_lag_entries.clone(),
+        );
+        r.register(
+            "geiger_raft_replication_lag_seconds",
+            "Leader only: age of the oldest entry a peer has not matched",
+            m.raft_replication_lag_seconds.clone(),
+        );
+        r.register(
+            "geiger_raft_voters_reachable",
+            "Leader only: voters, itself included, answering the leader",
+            m.raft_voters_reachable.clone(),
         );
         r.register(
             "geiger_raft_leader_changes",
@@ -452,12 +471,18 @@ mod tests {
     fn the_exposition_uses_the_contracted_names_and_starts_counters_at_zero() {
         let m = NodeMetrics::new(7);
         m.draw("integers", DrawOutcome::created);
+        m.raft_replication_lag_seconds
+            .get_or_create(&PeerLabels { peer: "2".into() })
+            .set(1.5);
+        m.raft_voters_reachable.get_or_create(&NoLabels {}).set(3);
         let text = m.render();
         for name in [
             "geiger_draws_total{kind=\"integers\",outcome=\"created\"} 1",
             "geiger_draws_total{kind=\"bytes\",outcome=\"unavailable\"} 0",
             "geiger_actor_restarts_total{actor=\"hardware_session\"} 0",
             "geiger_node_info{node_id=\"7\"} 1",
+            "geiger_raft_replication_lag_seconds{peer=\"2\"} 1.5",
+            "geiger_raft_voters_reachable 3",
             "geiger_raft_term 0",
             "process_start_time_seconds",
             "# EOF",

@@ -7,7 +7,7 @@
 //! produces the same fingerprint and Alertmanager deduplicates it; nothing
 //! needs to pass between leaders.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -65,18 +65,32 @@ pub struct Observations {
 }
 
 impl Observations {
-    /// Records what the ledger says now; a lease whose expiry moved forward
-    /// under the same epoch was renewed, which only a healthy owner does.
+    /// Records what the ledger says now, every owner reporting its link up.
+    #[cfg(test)]
     fn observe(&mut self, status: &Status, now: Instant) {
+        let up = status.leases.iter().map(|l| l.device.clone()).collect();
+        self.observe_links(status, &up, now);
+    }
+
+    /// Records what the ledger says now; a lease whose expiry moved forward
+    /// under the same epoch was renewed. A renewal alone is no proof of a
+    /// live link (an owner renews through its session's starting grace, and
+    /// a while after the device stops answering; with the device down the
+    /// lease then moves every few seconds, each new owner renewing once or
+    /// twice), so it counts only when the owner also reports the link up
+    /// (`up`: its `geiger_link_up` is 1).
+    fn observe_links(&mut self, status: &Status, up: &HashSet<String>, now: Instant) {
         self.started.get_or_insert(now);
         for lease in &status.leases {
+            let live = up.contains(&lease.device);
             let entry = self.renewals.entry(lease.device.clone()).or_insert((
                 lease.epoch,
                 lease.expires_at_ms,
                 now,
             ));
             if entry.0 == lease.epoch && lease.expires_at_ms > entry.1 {
-                *entry = (lease.epoch, lease.expires_at_ms, now);
+                let seen = if live { now } else { entry.2 };
+                *entry = (lease.epoch, lease.expires_at_ms, seen);
             } else if entry.0 != lease.epoch {
                 // A reassignment is not a sign of health: keep the old time.
                 *entry = (lease.epoch, lease.expires_at_ms, entry.2);
@@ -236,6 +250,39 @@ impl AlertPusher {
         alive
     }
 
+    /// Devices whose owner reports `geiger_link_up{device} 1` on its
+    /// `/metrics` (the contract's "live, healthy session"); an owner the
+    /// leader cannot reach counts as down (its renewals cannot commit either).
+    async fn links_up(&self, status: &Status) -> HashSet<String> {
+        let mut probes = tokio::task::JoinSet::new();
+        for lease in &status.leases {
+            let Some(owner) = status.members.get(&lease.owner) else {
+                continue;
+            };
+            let req = self
+                .http
+                .get(format!("http://{}/metrics", owner.api_addr))
+                .timeout(Duration::from_millis(500))
+                .send();
+            let device = lease.device.clone();
+            probes.spawn(async move {
+                let text = match req.await {
+                    Ok(r) if r.status().is_success() => r.text().await.unwrap_or_default(),
+                    _ => return None,
+                };
+                let line = format!("geiger_link_up{{device=\"{device}\"}} 1");
+                text.lines().any(|l| l == line).then_some(device)
+            });
+        }
+        let mut up = HashSet::new();
+        while let Some(answer) = probes.join_next().await {
+            if let Ok(Some(device)) = answer {
+                up.insert(device);
+            }
+        }
+        up
+    }
+
     async fn push(&self, alerts: &[PostableAlert]) {
         for am in &self.settings.alertmanagers {
             let url = format!("{}/api/v2/alerts", am.trim_end_matches('/'));
@@ -285,7 +332,8 @@ impl Actor for AlertPusher {
         }
         let now = Instant::now();
         let wall = SystemTime::now();
-        state.obs.observe(&status, now);
+        let up = self.links_up(&status).await;
+        state.obs.observe_links(&status, &up, now);
         let alive = self.alive_voters(&status).await;
         let current = assertions(&status, &state.obs, alive, &self.settings, now);
         let ends = wall + self.settings.interval * 4;
@@ -461,6 +509,30 @@ mod tests {
             labels,
             vec!["alertname", "cluster", "device", "severity", "source"]
         );
+    }
+
+    #[test]
+    fn renewals_while_the_owner_reports_the_link_down_do_not_keep_it_up() {
+        let mut obs = Observations::default();
+        let t0 = Instant::now();
+        let up: HashSet<String> = ["dev_a".to_string()].into();
+        obs.observe_links(&status(&["a", "b", "c"], 1000, 10, 0), &up, t0);
+        // The device is gone: the owner still renews through its grace.
+        let none = HashSet::new();
+        let mut s = status(&["a", "b", "c"], 1000, 10, 0);
+        for i in 1..=11 {
+            s.leases[0].expires_at_ms = 1000 + i * 1000;
+            obs.observe_links(&s, &none, t0 + Duration::from_secs(i));
+        }
+        let later = t0 + Duration::from_secs(11);
+        assert_eq!(
+            names(&assertions(&s, &obs, 3, &settings(), later)),
+            vec!["GeigerLinkDown"]
+        );
+        // Back: a renewal with the link reported up clears it.
+        s.leases[0].expires_at_ms = 20_000;
+        obs.observe_links(&s, &up, t0 + Duration::from_secs(12));
+        assert!(assertions(&s, &obs, 3, &settings(), t0 + Duration::from_secs(12)).is_empty());
     }
 
     #[test]

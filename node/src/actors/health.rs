@@ -3,14 +3,15 @@
 //! empty), publishes the answer as readiness, and refreshes the Raft, link
 //! and pool gauges of `/metrics`.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use geiger_control_plane::{ControlPlane, Status};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
 
 use super::supervisor::{ChildSpec, SpawnFuture};
-use crate::metrics::{DeviceLabels, NodeMetrics, PeerLabels, RoleLabels};
+use crate::metrics::{DeviceLabels, NoLabels, NodeMetrics, PeerLabels, RoleLabels};
 
 /// Whether this node can serve draws now, and if not, why.
 #[derive(Default)]
@@ -41,7 +42,22 @@ pub struct Health {
 pub struct HealthState {
     last_leader: Option<u64>,
     last_state: String,
+    /// Leader only: (when first seen, last log index), one sample per
+    /// index change, back to the oldest entry some peer has not matched;
+    /// gives `geiger_raft_replication_lag_seconds` to within a tick.
+    log_times: VecDeque<(Instant, u64)>,
+    /// (when, bytes used by draws from every device), the last 5 minutes:
+    /// the whole pool's consumption rate for `geiger_pool_depth_seconds`.
+    used: VecDeque<(Instant, u64)>,
+    /// For the leader's probe of the other voters' `/healthz`.
+    http: reqwest::Client,
 }
+
+/// Samples kept for the replication lag; past it the oldest is kept and
+/// the ones after it thinned, so a long-dead peer still shows its full age.
+const MAX_LOG_TIMES: usize = 100_000;
+/// The window of the pool consumption rate.
+const RATE_WINDOW: Duration = Duration::from_secs(300);
 
 pub enum HealthMsg {
     Tick,
@@ -66,6 +82,111 @@ impl Health {
             return Some("the entropy pool is empty".into());
         }
         None
+    }
+
+    /// `geiger_raft_replication_lag_seconds` (leader only): now minus when
+    /// this node first saw entry `matched + 1` in its log; 0 when caught up.
+    fn export_lag_seconds(&self, status: &Status, state: &mut HealthState) {
+        let lag = &self.metrics.raft_replication_lag_seconds;
+        lag.clear();
+        if status.state != "Leader" {
+            state.log_times.clear();
+            return;
+        }
+        let now = Instant::now();
+        let last = status.last_log_index.unwrap_or(0);
+        if state.log_times.back().is_none_or(|(_, i)| *i < last) {
+            state.log_times.push_back((now, last));
+        }
+        if state.log_times.len() > MAX_LOG_TIMES {
+            state.log_times.remove(1);
+        }
+        let mut oldest_needed = last + 1;
+        for peer in &status.peers {
+            let need = peer.matched_index.map_or(0, |m| m + 1);
+            oldest_needed = oldest_needed.min(need);
+            let age = if need > last {
+                0.0
+            } else {
+                state
+                    .log_times
+                    .iter()
+                    .find(|(_, i)| *i >= need)
+                    .map_or(0.0, |(t, _)| now.duration_since(*t).as_secs_f64())
+            };
+            lag.get_or_create(&PeerLabels {
+                peer: peer.id.to_string(),
+            })
+            .set(age);
+        }
+        // Drop samples no peer can need any more (keep the newest).
+        while state.log_times.len() >= 2 && state.log_times[1].1 <= oldest_needed {
+            state.log_times.pop_front();
+        }
+    }
+
+    /// `geiger_pool_depth_seconds`: a device's pool bytes over the whole
+    /// pool's consumption rate (bytes used in the last 5 minutes / 300 s;
+    /// an underestimate of the rate in a node's first 5 minutes, which errs
+    /// toward not alerting); `+Inf` with no demand, 0 when empty.
+    fn export_pool_seconds(&self, status: &Status, state: &mut HealthState) {
+        let now = Instant::now();
+        let used: u64 = status.devices.iter().map(|d| d.used_bytes).sum();
+        state.used.push_back((now, used));
+        while state
+            .used
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > RATE_WINDOW)
+        {
+            state.used.pop_front();
+        }
+        let first = state.used.front().map_or(used, |(_, u)| *u);
+        let rate = used.saturating_sub(first) as f64 / RATE_WINDOW.as_secs_f64();
+        for device in &status.devices {
+            let seconds = if device.pooled_bytes == 0 {
+                0.0
+            } else if rate <= 0.0 {
+                f64::INFINITY
+            } else {
+                device.pooled_bytes as f64 / rate
+            };
+            self.metrics
+                .pool_depth_seconds
+                .get_or_create(&DeviceLabels {
+                    device: device.device.clone(),
+                })
+                .set(seconds);
+        }
+    }
+
+    /// `geiger_raft_voters_reachable` (leader only): itself plus the other
+    /// voters whose `/healthz` answers within the probe timeout (like the
+    /// alert pusher's probe). Removed, not zeroed, off the leader.
+    async fn voters_reachable(&self, status: &Status, http: &reqwest::Client) {
+        let gauge = &self.metrics.raft_voters_reachable;
+        if status.state != "Leader" {
+            gauge.clear();
+            return;
+        }
+        let mut probes = tokio::task::JoinSet::new();
+        for m in status
+            .voters
+            .iter()
+            .filter(|id| **id != status.node_id)
+            .filter_map(|id| status.members.get(id))
+        {
+            let req = http
+                .get(format!("http://{}/healthz", m.api_addr))
+                .timeout(self.interval.mul_f32(0.8))
+                .send();
+            probes.spawn(async move { matches!(req.await, Ok(r) if r.status().is_success()) });
+        }
+        let mut alive = 0;
+        while let Some(answer) = probes.join_next().await {
+            alive += usize::from(matches!(answer, Ok(true)));
+        }
+        let own = usize::from(status.voters.contains(&status.node_id));
+        gauge.get_or_create(&NoLabels {}).set((own + alive) as i64);
     }
 
     fn export(&self, status: &Status, state: &mut HealthState) {
@@ -97,6 +218,8 @@ impl Health {
                 })
                 .set(peer.lag.unwrap_or(0) as i64);
         }
+        self.export_lag_seconds(status, state);
+        self.export_pool_seconds(status, state);
         for device in &status.devices {
             m.pool_depth_bytes
                 .get_or_create(&DeviceLabels {
@@ -146,6 +269,9 @@ impl Actor for Health {
         Ok(HealthState {
             last_leader: None,
             last_state: String::new(),
+            log_times: VecDeque::new(),
+            used: VecDeque::new(),
+            http: reqwest::Client::new(),
         })
     }
 
@@ -157,7 +283,10 @@ impl Actor for Health {
     ) -> Result<(), ActorProcessingErr> {
         let status = self.ledger.status()?;
         self.export(&status, state);
-        let why = self.check(&status).await;
+        let (why, ()) = tokio::join!(
+            self.check(&status),
+            self.voters_reachable(&status, &state.http)
+        );
         let ready = why.is_none();
         self.metrics.node_ready.set(i64::from(ready));
         if self.readiness.set(ready, why.clone()) {
