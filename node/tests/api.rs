@@ -125,6 +125,14 @@ async fn every_endpoint_answers_as_the_contract_says() {
     let status: Value = serde_json::from_slice(&b).unwrap();
     assert_eq!(status["voters"].as_array().unwrap().len(), 3);
     assert_eq!(status["placement"]["survives_zone_loss"], true);
+    // The pool depth per device, in bytes and in seconds of demand (none yet).
+    assert_eq!(status["devices"].as_array().unwrap().len(), 1);
+    let seconds = status["pool_seconds_of_demand"].as_object().unwrap();
+    assert_eq!(seconds.len(), 1, "{status}");
+    assert!(
+        seconds.values().all(Value::is_null),
+        "no draws yet, no demand: {status}"
+    );
     let key = create_customer(&cluster, follower, "casino").await;
     let other_key = create_customer(&cluster, leader, "lottery").await;
 

@@ -13,13 +13,23 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
 use super::supervisor::{ChildSpec, SpawnFuture};
 use crate::metrics::{DeviceLabels, NoLabels, NodeMetrics, PeerLabels, RoleLabels};
 
-/// Whether this node can serve draws now, and if not, why.
+/// Whether this node can serve draws now, and if not, why; and the pool's
+/// depth per device in seconds of demand, as the Health actor last saw it.
 #[derive(Default)]
 pub struct Readiness {
     state: Mutex<(bool, Option<String>)>,
+    pool_seconds: Mutex<std::collections::BTreeMap<String, f64>>,
 }
 
 impl Readiness {
+    /// Device → seconds of demand its pool bytes cover (`+Inf`: no demand).
+    pub fn pool_seconds(&self) -> std::collections::BTreeMap<String, f64> {
+        self.pool_seconds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     pub fn get(&self) -> (bool, Option<String>) {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -142,6 +152,7 @@ impl Health {
         }
         let first = state.used.front().map_or(used, |(_, u)| *u);
         let rate = used.saturating_sub(first) as f64 / RATE_WINDOW.as_secs_f64();
+        let mut published = std::collections::BTreeMap::new();
         for device in &status.devices {
             let seconds = if device.pooled_bytes == 0 {
                 0.0
@@ -156,7 +167,13 @@ impl Health {
                     device: device.device.clone(),
                 })
                 .set(seconds);
+            published.insert(device.device.clone(), seconds);
         }
+        *self
+            .readiness
+            .pool_seconds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = published;
     }
 
     /// `geiger_raft_voters_reachable` (leader only): itself plus the other

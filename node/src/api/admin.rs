@@ -20,6 +20,9 @@ pub struct ClusterStatus {
     pub answered_by: u64,
     pub ready: bool,
     pub not_ready_because: Option<String>,
+    /// Device → seconds of current demand its pool bytes cover; `null` when
+    /// there is no demand (the reserve lasts indefinitely).
+    pub pool_seconds_of_demand: std::collections::BTreeMap<String, Option<f64>>,
     #[serde(flatten)]
     pub ledger: Status,
 }
@@ -38,6 +41,12 @@ pub async fn cluster_status(
         answered_by: state.config.node_id,
         ready,
         not_ready_because: why,
+        pool_seconds_of_demand: state
+            .readiness
+            .pool_seconds()
+            .into_iter()
+            .map(|(d, s)| (d, s.is_finite().then_some(s)))
+            .collect(),
         ledger: state.ledger.status()?,
     }))
 }

@@ -339,6 +339,10 @@ pub fn render_status(s: &Value) -> String {
                         lease.map_or("-".into(), |l| text(&l["owner"])),
                         lease.map_or("-".into(), |l| text(&l["epoch"])),
                         text(&d["pooled_bytes"]),
+                        match &s["pool_seconds_of_demand"][d["device"].as_str().unwrap_or("")] {
+                            Value::Null => "no demand".into(),
+                            v => format!("{:.0}", v.as_f64().unwrap_or(0.0)),
+                        },
                         text(&d["used_bytes"]),
                         text(&d["quarantined_chunks"]),
                     ]
