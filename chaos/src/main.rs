@@ -201,10 +201,13 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         placement: placement.clone(),
         devices,
         device_rate: 32_768,
-        // A small reserve keeps the replicated log (and every restart's
-        // replay) small while still riding out the link faults.
+        // A small reserve (128 KiB per device, refilled below 64 KiB) keeps
+        // the owners pulling from the devices all the time: with a full
+        // pool an owner stops reading, and a device made to emit stuck
+        // output would never have its chunks health-tested. It still rides
+        // out a link fault of several seconds at the workload's demand.
         extra_toml: format!(
-            "[raft]\nprofile = \"{}\"\n\n[hardware]\npool_high_water_bytes = 1048576\npool_low_water_bytes = 524288\n",
+            "[raft]\nprofile = \"{}\"\n\n[hardware]\npool_high_water_bytes = 131072\npool_low_water_bytes = 65536\n",
             args.raft_profile
         ),
     };

@@ -175,6 +175,11 @@ fn target_for(
     }
 }
 
+/// How long a device emits stuck output: longer than an owner takes to
+/// reconnect to a restarted device (about 10 s), or no stuck chunk would
+/// ever reach the health tests.
+const STUCK_HOLD_MS: u64 = 15_000;
+
 /// The schedule for `profile` and `seed`: the same inputs always give the
 /// same schedule.
 pub fn schedule(profile: Profile, seed: u64, placement: &[Placement], devices: usize) -> Schedule {
@@ -187,17 +192,24 @@ pub fn schedule(profile: Profile, seed: u64, placement: &[Placement], devices: u
             // recover and show the steady rate again; 8 s cool-down.
             let mut kinds = FaultKind::CORE.to_vec();
             kinds.shuffle(&mut rng);
+            let mut at = warmup_ms;
             for (i, kind) in kinds.into_iter().enumerate() {
                 let target = target_for(kind, &mut rng, placement, devices);
+                let hold_ms = if kind == FaultKind::StuckDevice {
+                    STUCK_HOLD_MS
+                } else {
+                    4_000
+                };
                 faults.push(PlannedFault {
                     index: i,
                     kind,
                     target,
-                    at_ms: warmup_ms + i as u64 * 11_000,
-                    hold_ms: 4_000,
+                    at_ms: at,
+                    hold_ms,
                 });
+                at += hold_ms + 7_000;
             }
-            warmup_ms + faults.len() as u64 * 11_000 + 8_000
+            at + 8_000
         }
         Profile::Soak => {
             let total_ms = 30 * 60_000 + 30_000;
@@ -222,14 +234,18 @@ pub fn schedule(profile: Profile, seed: u64, placement: &[Placement], devices: u
                     all[rng.gen_range(0..all.len())]
                 };
                 let target = target_for(kind, &mut rng, placement, devices);
+                let mut hold_ms = rng.gen_range(3_000..=10_000);
+                if kind == FaultKind::StuckDevice {
+                    hold_ms = hold_ms.max(STUCK_HOLD_MS);
+                }
                 faults.push(PlannedFault {
                     index: i,
                     kind,
                     target,
                     at_ms: at,
-                    hold_ms: rng.gen_range(3_000..=10_000),
+                    hold_ms,
                 });
-                at += slot;
+                at += slot.max(hold_ms + 10_000);
                 i += 1;
             }
             total_ms
@@ -277,6 +293,22 @@ async fn current_leader(cluster: &Cluster) -> u64 {
         .into_iter()
         .find(|v| live.contains(v))
         .unwrap_or(1)
+}
+
+/// The ledger's count of quarantined chunks for device `index`, from any node.
+async fn quarantined(cluster: &Cluster, index: usize) -> Option<u64> {
+    let device = cluster.devices[index].id.clone();
+    for id in cluster.live() {
+        if let Ok(v) = cluster.admin_get(id, "/v1/admin/links").await {
+            if let Some(link) = v["links"]
+                .as_array()
+                .and_then(|l| l.iter().find(|l| l["device"] == device.as_str()))
+            {
+                return link["quarantined_chunks"].as_u64();
+            }
+        }
+    }
+    None
 }
 
 /// Runs the schedule against the cluster, in real time from `t0`.
@@ -446,11 +478,21 @@ async fn inject(cluster: &mut Cluster, planned: &PlannedFault, t0: Instant) -> F
             // Two good chunks, then one byte value forever: the owner's
             // health tests must quarantine what follows.
             let args = vec!["--fault-stuck-after".to_string(), "8192".to_string()];
+            let before = quarantined(cluster, index).await;
             if let Err(e) = cluster.restart_device(index, &args) {
                 notes.push(format!("stuck restart failed: {e}"));
             }
             tokio::time::sleep(hold).await;
             healed_ms = ms(t0);
+            // Whether the fault was exercised at all: stuck chunks must have
+            // reached the owner and been quarantined.
+            match (before, quarantined(cluster, index).await) {
+                (Some(b), Some(a)) => notes.push(format!(
+                    "{} chunks quarantined during the fault",
+                    a.saturating_sub(b)
+                )),
+                _ => notes.push("quarantine count unavailable".into()),
+            }
             if let Err(e) = cluster.restart_device(index, &[]) {
                 notes.push(format!("healthy restart failed: {e}"));
             }

@@ -202,7 +202,9 @@ fn random_spec(rng: &mut ChaCha8Rng) -> Spec {
         },
         1 => Spec::Permutation { n: 52 },
         2 => Spec::Selection { k: 6, n: 49 },
-        _ => Spec::Bytes { count: 32 },
+        // Large enough that draws drain the pool faster than a full reserve
+        // would sit idle (see the pool settings in main.rs).
+        _ => Spec::Bytes { count: 1024 },
     }
 }
 
