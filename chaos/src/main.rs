@@ -61,8 +61,7 @@ struct Args {
     #[arg(long, default_value_t = 6)]
     workers: usize,
     /// The nodes' `raft.profile`. `cross_cloud` by default: the placement
-    /// spans two clouds, which is what docs/CONFIG.md prescribes it for,
-    /// and `lan`'s 25 ms heartbeat flaps on a loaded two-core host.
+    /// spans two clouds, which is what docs/CONFIG.md prescribes it for.
     #[arg(long, default_value = "cross_cloud", value_parser = ["lan", "cross_cloud"])]
     raft_profile: String,
     /// Run only these fault kinds of the schedule (comma-separated names
