@@ -125,13 +125,23 @@ async fn every_endpoint_answers_as_the_contract_says() {
     let status: Value = serde_json::from_slice(&b).unwrap();
     assert_eq!(status["voters"].as_array().unwrap().len(), 3);
     assert_eq!(status["placement"]["survives_zone_loss"], true);
-    // The pool depth per device, in bytes and in seconds of demand (none yet).
+    // The pool depth per device, in bytes and in seconds of demand (none
+    // yet). The Health actor refreshes it every 500 ms, so wait for a tick.
     assert_eq!(status["devices"].as_array().unwrap().len(), 1);
-    let seconds = status["pool_seconds_of_demand"].as_object().unwrap();
-    assert_eq!(seconds.len(), 1, "{status}");
+    let seconds = cluster
+        .wait_until(
+            Duration::from_secs(10),
+            "pool seconds in the status",
+            || async {
+                let s = cluster.status(follower).await?;
+                let m = s["pool_seconds_of_demand"].as_object()?.clone();
+                (m.len() == 1).then_some(m)
+            },
+        )
+        .await;
     assert!(
         seconds.values().all(Value::is_null),
-        "no draws yet, no demand: {status}"
+        "no draws yet, no demand: {seconds:?}"
     );
     let key = create_customer(&cluster, follower, "casino").await;
     let other_key = create_customer(&cluster, leader, "lottery").await;
