@@ -3,7 +3,7 @@
 //! apply (every replica applies every draw).
 //!
 //! Run: `CARGO_TARGET_DIR=/work/targets/cp cargo bench -p geiger-control-plane --bench apply`
-//! (`BENCH_DRAWS=1000000` also grows the ledger and prints resident memory
+//! (`BENCH_BATCH=64` measures only entries of 64 draws; `BENCH_DRAWS=1000000` also grows the ledger and prints resident memory
 //! and file size every 100,000 draws).
 
 use std::time::Instant;
@@ -99,7 +99,13 @@ fn main() {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        for batch in [1usize, 64] {
+        let batches: Vec<usize> = std::env::var("BENCH_BATCH")
+            .unwrap_or_else(|_| "1,64".into())
+            .split(',')
+            .filter_map(|b| b.trim().parse().ok())
+            .filter(|b| (1..=64).contains(b))
+            .collect();
+        for batch in batches {
             let started = Instant::now();
             let cpu_started = cpu_time();
             let mut draws = 0;

@@ -3,8 +3,9 @@
 //!
 //! Run: `CARGO_TARGET_DIR=/work/targets/cp cargo bench -p geiger-control-plane --bench cluster`
 //!
-//! Environment: `BENCH_SECS` (per writer count, default 5), `BENCH_TRIALS`
-//! (failover trials, default 10), `BENCH_SPREAD=1` to send writes to all
+//! Environment: `BENCH_SECS` (per writer count, default 5), `BENCH_WRITERS`
+//! (writer counts, default `1,16,64`; empty skips), `BENCH_TRIALS`
+//! (failover trials, default 10; 0 skips), `BENCH_SPREAD=1` to send writes to all
 //! three nodes round-robin (followers forward to the leader) instead of
 //! only to the leader.
 
@@ -261,12 +262,13 @@ fn main() {
             "3-node loopback cluster, fsync on, writes to {}",
             if spread { "all nodes" } else { "the leader" }
         );
-        if env("BENCH_SKIP_THROUGHPUT", 0) == 0 {
-            for writers in [1, 16, 64] {
-                throughput(&cluster, writers, secs, spread).await;
-            }
+        let writer_counts = std::env::var("BENCH_WRITERS").unwrap_or_else(|_| "1,16,64".into());
+        for writers in writer_counts.split(',').filter_map(|w| w.trim().parse().ok()) {
+            throughput(&cluster, writers, secs, spread).await;
         }
-        failover(&mut cluster, trials).await;
+        if trials > 0 {
+            failover(&mut cluster, trials).await;
+        }
         let status = cluster.node(0).status().expect("status");
         let rss = std::fs::read_to_string("/proc/self/status")
             .ok()

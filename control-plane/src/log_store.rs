@@ -1,30 +1,51 @@
 //! The Raft log and vote, on redb (`raft-log.redb`).
 //!
-//! Durability: every write transaction here commits with
-//! `Durability::Immediate`, which makes redb fsync before `commit` returns.
-//! There are exactly three fsync points, each required by Raft:
+//! # The log writer
 //!
-//! 1. [`save_vote`](RaftLogStorage::save_vote): a node must never vote twice
-//!    in a term, even across a crash, so the vote is on disk before we answer.
-//! 2. [`append`](RaftLogStorage::append): a follower acknowledges entries and
-//!    a leader counts itself towards the quorum only once they are durable, so
-//!    the flush callback fires after the commit (fsync) returns. openraft hands
-//!    us many entries at once while earlier ones are in flight, so one fsync
-//!    covers a whole group of entries (group commit at the log level).
+//! openraft's core task awaits [`RaftLogStorage::append`] before it does
+//! anything else: replicating, counting acknowledgements, accepting new
+//! writes. An fsync inside `append` therefore stalled the whole node for
+//! each flush. So `append` only hands its entries to a dedicated writer
+//! thread and returns; they are readable at once from an in-memory
+//! `pending` map, and the writer calls openraft's flush callback once they
+//! are on disk. While the writer is inside one fsync, whatever arrives
+//! meanwhile (appends, a vote, a truncation) queues up and goes to disk
+//! together in the next transaction, in arrival order: group commit at the
+//! log level, under any load.
+//!
+//! # Durability
+//!
+//! Every writer transaction commits with `Durability::Immediate`, so redb
+//! fsyncs before `commit` returns, and nothing is acknowledged before that:
+//!
+//! 1. The vote ([`save_vote`](RaftLogStorage::save_vote)): a node must
+//!    never vote twice in a term, even across a crash, so `save_vote`
+//!    returns only after the writer's commit.
+//! 2. Entries ([`append`](RaftLogStorage::append)): a follower acknowledges
+//!    entries, and a leader counts itself towards the quorum, only once
+//!    they are durable: the flush callback fires after the commit.
 //! 3. [`truncate`](RaftLogStorage::truncate) and
-//!    [`purge`](RaftLogStorage::purge): conflicting entries must not reappear
-//!    after a crash, and the purge marker must agree with the entries left.
+//!    [`purge`](RaftLogStorage::purge): conflicting entries must not
+//!    reappear after a crash, and the purge marker must agree with the
+//!    entries left; both return after the commit.
 //!
-//! redb work is blocking, so it runs on the blocking thread pool.
+//! The committed index is deliberately not stored (openraft's
+//! `save_committed` keeps its default, a no-op): openraft awaits it on its
+//! core task, and all it bought was re-applying a little earlier after a
+//! restart. The state machine records what it applied; the rest is
+//! re-learned from the leader.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, RaftLogReader, StorageIOError};
-use redb::{Database, Durability, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableTable, TableDefinition, WriteTransaction};
+use tokio::sync::oneshot;
 
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig, Vote};
 
@@ -32,34 +53,165 @@ const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const KEY_VOTE: &str = "vote";
 const KEY_PURGED: &str = "last_purged";
-const KEY_COMMITTED: &str = "committed";
+/// Most queued operations the writer puts in one transaction.
+const MAX_GROUP: usize = 4096;
 
-/// The redb-backed log store; cheap to clone (one shared database).
+/// The redb-backed log store; cheap to clone (one shared writer).
 #[derive(Clone)]
 pub struct LogStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     db: Arc<Database>,
+    /// Entries handed to the writer and not yet known to be in redb,
+    /// by index. They take precedence over redb when reading.
+    pending: Arc<Mutex<BTreeMap<u64, Entry>>>,
+    ops: Mutex<Option<mpsc::Sender<Op>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
 }
 
-fn io_err(
-    subject: ErrorSubject<NodeId>,
-    verb: ErrorVerb,
-    e: impl std::error::Error + 'static,
-) -> StorageError {
-    StorageIOError::new(subject, verb, openraft::AnyError::new(&e)).into()
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Closing the queue ends the writer after what is queued; joining
+        // it releases the database file, so the node can reopen it.
+        drop(lock(&self.ops).take());
+        if let Some(writer) = lock(&self.writer).take() {
+            let _ = writer.join();
+        }
+    }
 }
 
-fn logs_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
+/// One unit of work for the writer, applied in queue order.
+enum Op {
+    Append {
+        entries: Vec<(LogId, Vec<u8>)>,
+        callback: LogFlushed<TypeConfig>,
+    },
+    Vote {
+        bytes: Vec<u8>,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    Truncate {
+        from: u64,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    Purge {
+        log_id: LogId,
+        bytes: Vec<u8>,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+fn io_err(subject: ErrorSubject<NodeId>, verb: ErrorVerb, e: impl ToString) -> StorageError {
+    StorageIOError::new(subject, verb, openraft::AnyError::error(e.to_string())).into()
+}
+
+fn logs_err(verb: ErrorVerb, e: impl ToString) -> StorageError {
     io_err(ErrorSubject::Logs, verb, e)
 }
 
-/// Runs blocking redb work off the async threads.
+/// Runs blocking redb reads off the async threads.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
 ) -> Result<T, StorageError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r,
-        Err(e) => Err(logs_err(ErrorVerb::Write, e)),
+        Err(e) => Err(logs_err(ErrorVerb::Read, e)),
     }
+}
+
+/// The writer thread: drains the queue, writes everything drained in one
+/// transaction, fsyncs, then answers every operation in it.
+fn write_loop(db: Arc<Database>, pending: Arc<Mutex<BTreeMap<u64, Entry>>>, rx: mpsc::Receiver<Op>) {
+    while let Ok(first) = rx.recv() {
+        let mut ops = vec![first];
+        while ops.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        let started = std::time::Instant::now();
+        let result = write_group(&db, &ops).map_err(|e| e.to_string());
+        let mut appended = 0;
+        // What is in redb now need not be kept in memory any more, unless a
+        // later append already replaced it.
+        if result.is_ok() {
+            let mut pending = lock(&pending);
+            for op in &ops {
+                if let Op::Append { entries, .. } = op {
+                    for (log_id, _) in entries {
+                        appended += 1;
+                        if pending.get(&log_id.index).map(|e| e.log_id) == Some(*log_id) {
+                            pending.remove(&log_id.index);
+                        }
+                    }
+                }
+            }
+        }
+        tracing::debug!(
+            operations = ops.len(),
+            entries = appended,
+            took_us = started.elapsed().as_micros() as u64,
+            "log group flushed"
+        );
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "writing the raft log failed");
+        }
+        for op in ops {
+            let r = result.clone();
+            match op {
+                Op::Append { callback, .. } => {
+                    callback.log_io_completed(r.map_err(std::io::Error::other));
+                }
+                Op::Vote { done, .. } | Op::Truncate { done, .. } | Op::Purge { done, .. } => {
+                    let _ = done.send(r);
+                }
+            }
+        }
+    }
+}
+
+fn write_group(db: &Database, ops: &[Op]) -> Result<(), redb::Error> {
+    let mut tx = db.begin_write()?;
+    // The fsync point of every operation in the group (see the module docs).
+    tx.set_durability(Durability::Immediate);
+    for op in ops {
+        apply_op(&tx, op)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn apply_op(tx: &WriteTransaction, op: &Op) -> Result<(), redb::Error> {
+    match op {
+        Op::Append { entries, .. } => {
+            let mut table = tx.open_table(LOGS)?;
+            for (log_id, bytes) in entries {
+                table.insert(log_id.index, bytes.as_slice())?;
+            }
+        }
+        Op::Vote { bytes, .. } => {
+            tx.open_table(META)?.insert(KEY_VOTE, bytes.as_slice())?;
+        }
+        Op::Truncate { from, .. } => {
+            tx.open_table(LOGS)?.retain_in(*from.., |_, _| false)?;
+        }
+        Op::Purge { log_id, bytes, .. } => {
+            tx.open_table(META)?.insert(KEY_PURGED, bytes.as_slice())?;
+            tx.open_table(LOGS)?
+                .retain_in(..=log_id.index, |_, _| false)?;
+        }
+    }
+    Ok(())
 }
 
 impl LogStore {
@@ -73,7 +225,50 @@ impl LogStore {
         tx.open_table(LOGS)?;
         tx.open_table(META)?;
         tx.commit()?;
-        Ok(LogStore { db: Arc::new(db) })
+        let db = Arc::new(db);
+        let pending = Arc::new(Mutex::new(BTreeMap::new()));
+        let (ops, rx) = mpsc::channel();
+        let writer = {
+            let db = db.clone();
+            let pending = pending.clone();
+            std::thread::Builder::new()
+                .name("raft-log-writer".into())
+                .spawn(move || write_loop(db, pending, rx))
+                .map_err(|e| redb::Error::Io(e))?
+        };
+        Ok(LogStore {
+            shared: Arc::new(Shared {
+                db,
+                pending,
+                ops: Mutex::new(Some(ops)),
+                writer: Mutex::new(Some(writer)),
+            }),
+        })
+    }
+
+    fn send(&self, op: Op) -> Result<(), StorageError> {
+        match lock(&self.shared.ops).as_ref() {
+            Some(ops) => ops
+                .send(op)
+                .map_err(|_| logs_err(ErrorVerb::Write, "the log writer has stopped")),
+            None => Err(logs_err(ErrorVerb::Write, "the log store is closed")),
+        }
+    }
+
+    /// Queues `op` and waits until the writer has made it durable.
+    async fn send_and_wait(
+        &self,
+        subject: ErrorSubject<NodeId>,
+        verb: ErrorVerb,
+        op: impl FnOnce(oneshot::Sender<Result<(), String>>) -> Op,
+    ) -> Result<(), StorageError> {
+        let (done, rx) = oneshot::channel();
+        self.send(op(done))?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(io_err(subject, verb, e)),
+            Err(_) => Err(io_err(subject, verb, "the log writer has stopped")),
+        }
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(
@@ -127,10 +322,32 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        let db = self.db.clone();
         let start = range.start_bound().cloned();
         let end = range.end_bound().cloned();
-        blocking(move || LogStore::read_range(&db, start, end)).await
+        // Entries still on their way to disk are usually the ones a
+        // replication stream wants: serve them from memory when they cover
+        // the whole range.
+        let from_memory: Vec<Entry> = lock(&self.shared.pending)
+            .range((start, end))
+            .map(|(_, e)| e.clone())
+            .collect();
+        let first = match start {
+            Bound::Included(i) => Some(i),
+            Bound::Excluded(i) => i.checked_add(1),
+            Bound::Unbounded => None,
+        };
+        if from_memory.first().map(|e| e.log_id.index).is_some_and(|i| Some(i) == first) {
+            return Ok(from_memory);
+        }
+        // Slow path. `from_memory` was copied before redb is read: the
+        // writer drops an entry from `pending` only after committing it, so
+        // each entry is in one or the other (or both; memory wins).
+        let db = self.shared.db.clone();
+        let stored = blocking(move || LogStore::read_range(&db, start, end)).await?;
+        let mut merged: BTreeMap<u64, Entry> =
+            stored.into_iter().map(|e| (e.log_id.index, e)).collect();
+        merged.extend(from_memory.into_iter().map(|e| (e.log_id.index, e)));
+        Ok(merged.into_values().collect())
     }
 }
 
@@ -138,16 +355,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let db = self.db.clone();
-        blocking(move || {
+        let db = self.shared.db.clone();
+        let (last_purged, stored_last) = blocking(move || {
             let last_purged: Option<LogId> = LogStore::read_meta(&db, KEY_PURGED)?;
-            let last = LogStore::last_log_id(&db)?.or(last_purged);
-            Ok(LogState {
-                last_purged_log_id: last_purged,
-                last_log_id: last,
-            })
+            Ok((last_purged, LogStore::last_log_id(&db)?))
         })
-        .await
+        .await?;
+        let pending_last = lock(&self.shared.pending)
+            .last_key_value()
+            .map(|(_, e)| e.log_id);
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: pending_last.or(stored_last).or(last_purged),
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -155,19 +375,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        let db = self.db.clone();
         let bytes = bincode::serialize(vote)
             .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))?;
-        blocking(move || {
-            let err = |e: redb::Error| io_err(ErrorSubject::Vote, ErrorVerb::Write, e);
-            let mut tx = db.begin_write().map_err(|e| err(e.into()))?;
-            // fsync point 1: the vote is durable before we return (and answer the candidate).
-            tx.set_durability(Durability::Immediate);
-            tx.open_table(META)
-                .map_err(|e| err(e.into()))?
-                .insert(KEY_VOTE, bytes.as_slice())
-                .map_err(|e| err(e.into()))?;
-            tx.commit().map_err(|e| err(e.into()))
+        self.send_and_wait(ErrorSubject::Vote, ErrorVerb::Write, |done| Op::Vote {
+            bytes,
+            done,
         })
         .await?;
         tracing::debug!(%vote, "vote saved");
@@ -175,36 +387,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        let db = self.db.clone();
+        let db = self.shared.db.clone();
         blocking(move || LogStore::read_meta(&db, KEY_VOTE)).await
-    }
-
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // Not fsynced on purpose: losing it only means re-learning the commit
-        // index from the leader; it lets a restarted node re-apply sooner.
-        let db = self.db.clone();
-        blocking(move || {
-            let bytes =
-                bincode::serialize(&committed).map_err(|e| logs_err(ErrorVerb::Write, e))?;
-            let err = |e: redb::Error| logs_err(ErrorVerb::Write, e);
-            let mut tx = db.begin_write().map_err(|e| err(e.into()))?;
-            tx.set_durability(Durability::None);
-            tx.open_table(META)
-                .map_err(|e| err(e.into()))?
-                .insert(KEY_COMMITTED, bytes.as_slice())
-                .map_err(|e| err(e.into()))?;
-            tx.commit().map_err(|e| err(e.into()))
-        })
-        .await
-    }
-
-    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        let db = self.db.clone();
-        Ok(
-            blocking(move || LogStore::read_meta::<Option<LogId>>(&db, KEY_COMMITTED))
-                .await?
-                .flatten(),
-        )
     }
 
     async fn append<I>(
@@ -217,81 +401,42 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let mut encoded = Vec::new();
-        for entry in entries {
-            let bytes = bincode::serialize(&entry).map_err(|e| logs_err(ErrorVerb::Write, e))?;
-            encoded.push((entry.log_id.index, bytes));
-        }
-        let db = self.db.clone();
-        let started = std::time::Instant::now();
-        let n = encoded.len();
-        let result = blocking(move || {
-            let err = |e: redb::Error| logs_err(ErrorVerb::Write, e);
-            let mut tx = db.begin_write().map_err(|e| err(e.into()))?;
-            // fsync point 2: entries are on disk before the flush callback fires.
-            tx.set_durability(Durability::Immediate);
-            {
-                let mut table = tx.open_table(LOGS).map_err(|e| err(e.into()))?;
-                for (index, bytes) in &encoded {
-                    table
-                        .insert(*index, bytes.as_slice())
-                        .map_err(|e| err(e.into()))?;
-                }
+        {
+            let mut pending = lock(&self.shared.pending);
+            for entry in entries {
+                let bytes =
+                    bincode::serialize(&entry).map_err(|e| logs_err(ErrorVerb::Write, e))?;
+                encoded.push((entry.log_id, bytes));
+                pending.insert(entry.log_id.index, entry);
             }
-            tx.commit().map_err(|e| err(e.into()))
+        }
+        // Returns at once: readable now (from `pending`), durable when the
+        // writer calls back.
+        self.send(Op::Append {
+            entries: encoded,
+            callback,
         })
-        .await;
-        tracing::debug!(
-            entries = n,
-            took_us = started.elapsed().as_micros() as u64,
-            "log append flushed"
-        );
-        match result {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(e)
-            }
-        }
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let db = self.db.clone();
         tracing::info!(%log_id, "truncating the log from this entry on");
-        blocking(move || {
-            let err = |e: redb::Error| logs_err(ErrorVerb::Delete, e);
-            let mut tx = db.begin_write().map_err(|e| err(e.into()))?;
-            // fsync point 3a: conflicting entries must not come back after a crash.
-            tx.set_durability(Durability::Immediate);
-            tx.open_table(LOGS)
-                .map_err(|e| err(e.into()))?
-                .retain_in(log_id.index.., |_, _| false)
-                .map_err(|e| err(e.into()))?;
-            tx.commit().map_err(|e| err(e.into()))
+        // Gone from memory now; from disk, after any earlier queued append
+        // (which may hold some of them) has been written.
+        let _ = lock(&self.shared.pending).split_off(&log_id.index);
+        self.send_and_wait(ErrorSubject::Logs, ErrorVerb::Delete, |done| Op::Truncate {
+            from: log_id.index,
+            done,
         })
         .await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let db = self.db.clone();
         tracing::debug!(%log_id, "purging the log up to this entry");
-        blocking(move || {
-            let err = |e: redb::Error| logs_err(ErrorVerb::Delete, e);
-            let bytes = bincode::serialize(&log_id).map_err(|e| logs_err(ErrorVerb::Write, e))?;
-            let mut tx = db.begin_write().map_err(|e| err(e.into()))?;
-            // fsync point 3b: the purge marker and the remaining entries agree on disk.
-            tx.set_durability(Durability::Immediate);
-            tx.open_table(META)
-                .map_err(|e| err(e.into()))?
-                .insert(KEY_PURGED, bytes.as_slice())
-                .map_err(|e| err(e.into()))?;
-            tx.open_table(LOGS)
-                .map_err(|e| err(e.into()))?
-                .retain_in(..=log_id.index, |_, _| false)
-                .map_err(|e| err(e.into()))?;
-            tx.commit().map_err(|e| err(e.into()))
+        let bytes = bincode::serialize(&log_id).map_err(|e| logs_err(ErrorVerb::Write, e))?;
+        self.send_and_wait(ErrorSubject::Logs, ErrorVerb::Delete, |done| Op::Purge {
+            log_id,
+            bytes,
+            done,
         })
         .await
     }

@@ -11,7 +11,10 @@ use geiger_protocol::{
     derive, ChainBody, ChainType, DrawBody, DrawRequest, DrawType, EntropySegment, EntropyUse,
     RecordId, RecordKind, Signer, DERIVATION_V1,
 };
-use redb::{ReadableTable, WriteTransaction};
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use redb::{ReadableTable, TableHandle, WriteTransaction};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -42,33 +45,71 @@ macro_rules! storage {
     };
 }
 
+type RawTable<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
+
 /// Typed access to the tables inside one write transaction.
+///
+/// Each table is opened once per transaction and kept open until the `Tx`
+/// is dropped (before the commit): a draw touches seven tables, and opening
+/// one is a lookup in redb's table directory plus a root update on close.
 pub struct Tx<'a> {
     pub tx: &'a WriteTransaction,
+    open: RefCell<Vec<(String, RawTable<'a>)>>,
 }
 
-impl Tx<'_> {
-    pub fn get_raw(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, ApplyError> {
-        let t = storage!(self.tx.open_table(table))?;
-        let v = storage!(t.get(key))?;
-        Ok(v.map(|v| v.value().to_vec()))
+impl<'a> Tx<'a> {
+    pub fn new(tx: &'a WriteTransaction) -> Self {
+        Tx {
+            tx,
+            open: RefCell::new(Vec::new()),
+        }
     }
 
+    /// Runs `f` on `table`, opening it on first use. `f` must not call back
+    /// into this `Tx`.
+    fn with<R>(
+        &self,
+        table: Table,
+        f: impl FnOnce(&mut RawTable<'a>) -> Result<R, ApplyError>,
+    ) -> Result<R, ApplyError> {
+        let mut open = self.open.borrow_mut();
+        let name = table.name();
+        let i = match open.iter().position(|(n, _)| n == name) {
+            Some(i) => i,
+            None => {
+                let t = storage!(self.tx.open_table(table))?;
+                open.push((name.to_string(), t));
+                open.len() - 1
+            }
+        };
+        f(&mut open[i].1)
+    }
+
+    pub fn get_raw(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, ApplyError> {
+        self.with(table, |t| {
+            let v = storage!(t.get(key))?;
+            Ok(v.map(|v| v.value().to_vec()))
+        })
+    }
+
+    /// Decodes the value in place. bincode accepts trailing bytes, so `T`
+    /// may be a prefix of the stored struct (see [`DrawPlace`]).
     pub fn get<T: DeserializeOwned>(
         &self,
         table: Table,
         key: &[u8],
     ) -> Result<Option<T>, ApplyError> {
-        match self.get_raw(table, key)? {
-            Some(bytes) => Ok(Some(bincode::deserialize(&bytes)?)),
+        self.with(table, |t| match storage!(t.get(key))? {
+            Some(v) => Ok(Some(bincode::deserialize(v.value())?)),
             None => Ok(None),
-        }
+        })
     }
 
     pub fn put_raw(&self, table: Table, key: &[u8], value: &[u8]) -> Result<(), ApplyError> {
-        let mut t = storage!(self.tx.open_table(table))?;
-        storage!(t.insert(key, value))?;
-        Ok(())
+        self.with(table, |t| {
+            storage!(t.insert(key, value))?;
+            Ok(())
+        })
     }
 
     pub fn put<T: Serialize>(&self, table: Table, key: &[u8], value: &T) -> Result<(), ApplyError> {
@@ -76,34 +117,59 @@ impl Tx<'_> {
     }
 
     pub fn delete(&self, table: Table, key: &[u8]) -> Result<(), ApplyError> {
-        let mut t = storage!(self.tx.open_table(table))?;
-        storage!(t.remove(key))?;
-        Ok(())
+        self.with(table, |t| {
+            storage!(t.remove(key))?;
+            Ok(())
+        })
     }
 }
 
-/// The signing key in force, cached so every draw need not rebuild it.
+/// State kept in memory between transactions, so hot paths need not decode
+/// it again for every command. Everything here is derived from the ledger
+/// and rebuilt from it after a snapshot is installed.
 #[derive(Default)]
-pub struct SignerCache {
-    pub current: Option<Signer>,
+pub struct ApplyCache {
+    /// The signing key in force.
+    pub signer: Option<Signer>,
+    /// The pool chunk draws are reading from, decoded: one 4 KiB chunk
+    /// serves dozens of draws. A pool sequence number names the same chunk
+    /// on every replica forever (it comes from the committed log), so this
+    /// can only go stale by the chunk being used up, which is checked.
+    pool_head: Option<(u64, Arc<PoolChunk>)>,
 }
 
-impl SignerCache {
+impl ApplyCache {
     pub fn load(tx: &Tx<'_>) -> Result<Self, ApplyError> {
         let Some(key_id) = tx.get_raw(META, META_CURRENT_KEY)? else {
-            return Ok(SignerCache::default());
+            return Ok(ApplyCache::default());
         };
         let key: Option<StoredKey> = tx.get(KEYS, &key_id)?;
-        Ok(SignerCache {
-            current: key.map(|k| Signer::from_secret(k.secret)),
+        Ok(ApplyCache {
+            signer: key.map(|k| Signer::from_secret(k.secret)),
+            pool_head: None,
         })
+    }
+
+    /// The chunk at pool sequence `seq`, from memory when it is the head.
+    fn pool_chunk(&mut self, tx: &Tx<'_>, seq: u64) -> Result<Option<Arc<PoolChunk>>, ApplyError> {
+        if let Some((cached, chunk)) = &self.pool_head {
+            if *cached == seq {
+                return Ok(Some(chunk.clone()));
+            }
+        }
+        let Some(chunk) = tx.get::<PoolChunk>(POOL, &u64_key(seq))? else {
+            return Ok(None);
+        };
+        let chunk = Arc::new(chunk);
+        self.pool_head = Some((seq, chunk.clone()));
+        Ok(Some(chunk))
     }
 }
 
 /// The context every command of one entry shares.
 pub struct Applier<'a, 'b> {
     pub tx: &'a Tx<'b>,
-    pub signer: &'a mut SignerCache,
+    pub cache: &'a mut ApplyCache,
     /// The leader's clock for this batch.
     pub at_ms: u64,
 }
@@ -231,7 +297,7 @@ impl Applier<'_, '_> {
         if self.tx.get_raw(CUSTOMERS, customer.as_bytes())?.is_none() {
             return Ok(Err(Rejection::NotFound(format!("customer {customer}"))));
         }
-        let Some(signer) = self.signer.current.clone() else {
+        let Some(signer) = self.cache.signer.clone() else {
             return Ok(Err(Rejection::NoSigningKey));
         };
         let ledger_index = self.next_ledger_index()?;
@@ -252,6 +318,13 @@ impl Applier<'_, '_> {
                 customer: customer.to_string(),
                 tag: tag.to_string(),
                 response: response.clone(),
+            },
+        )?;
+        self.tx.put(
+            CHAIN_HEADS,
+            id.as_bytes(),
+            &ChainHead {
+                customer: customer.to_string(),
                 last_position: 0,
                 head: id.clone(),
             },
@@ -278,14 +351,14 @@ impl Applier<'_, '_> {
         }
         let previous = request.previous.to_string();
         // Where does `previous` sit, and whose chain is it?
-        let (chain_id, position) = match request.previous.kind() {
-            RecordKind::Chain => (previous.clone(), 1),
-            RecordKind::Draw => match self.tx.get::<StoredDraw>(DRAWS, previous.as_bytes())? {
-                Some(d) => (d.chain, d.position + 1),
+        let (chain_id, previous_position) = match request.previous.kind() {
+            RecordKind::Chain => (previous.clone(), 0),
+            RecordKind::Draw => match self.tx.get::<DrawPlace>(DRAWS, previous.as_bytes())? {
+                Some(d) => (d.chain, d.position),
                 None => return Ok(Err(Rejection::NotFound(format!("previous {previous}")))),
             },
         };
-        let Some(mut chain) = self.tx.get::<ChainMeta>(CHAINS, chain_id.as_bytes())? else {
+        let Some(mut chain) = self.tx.get::<ChainHead>(CHAIN_HEADS, chain_id.as_bytes())? else {
             return Ok(Err(Rejection::NotFound(format!("previous {previous}"))));
         };
         // Ownership before the successor check, so a stranger learns nothing
@@ -295,22 +368,34 @@ impl Applier<'_, '_> {
                 "chain {chain_id} belongs to another customer"
             ))));
         }
-        if let Some(successor) = self.tx.get::<Successor>(SUCCESSORS, previous.as_bytes())? {
-            let existing: RecordId = match successor.id.parse() {
-                Ok(id) => id,
-                Err(_) => return Ok(Err(Rejection::Invalid("corrupt successor".into()))),
+        // A chain is a line: `previous` is free exactly when it is the head;
+        // otherwise its successor is the draw one position further on.
+        if chain.last_position > previous_position {
+            let key = chain_draw_key(&chain_id, previous_position + 1);
+            let Some(successor) = self.tx.get_raw(CHAIN_DRAWS, &key)? else {
+                return Ok(Err(Rejection::Invalid("corrupt chain index".into())));
             };
-            if successor.request_id.is_some() && successor.request_id == request.request_id {
-                if let Some(d) = self.tx.get::<StoredDraw>(DRAWS, successor.id.as_bytes())? {
-                    return Ok(Ok(Outcome::Replayed {
-                        id: existing,
-                        response: d.response,
-                    }));
+            let existing: RecordId = match std::str::from_utf8(&successor)
+                .ok()
+                .and_then(|s| s.parse().ok())
+            {
+                Some(id) => id,
+                None => return Ok(Err(Rejection::Invalid("corrupt chain index".into()))),
+            };
+            if request.request_id.is_some() {
+                if let Some(d) = self.tx.get::<StoredDraw>(DRAWS, &successor)? {
+                    if d.request_id == request.request_id {
+                        return Ok(Ok(Outcome::Replayed {
+                            id: existing,
+                            response: d.response,
+                        }));
+                    }
                 }
             }
             return Ok(Ok(Outcome::PreviousAlreadyUsed { existing }));
         }
-        let Some(signer) = self.signer.current.clone() else {
+        let position = previous_position + 1;
+        let Some(signer) = self.cache.signer.clone() else {
             return Ok(Err(Rejection::NoSigningKey));
         };
         let (derived, taken, read) = match self.take_entropy(&request.spec)? {
@@ -352,22 +437,14 @@ impl Applier<'_, '_> {
                 response: response.clone(),
             },
         )?;
-        self.tx.put(
-            SUCCESSORS,
-            previous.as_bytes(),
-            &Successor {
-                id: id.clone(),
-                request_id: request.request_id,
-            },
-        )?;
         self.tx.put_raw(
             CHAIN_DRAWS,
             &chain_draw_key(&chain_id, position),
             id.as_bytes(),
         )?;
         chain.last_position = position;
-        chain.head = id.clone();
-        self.tx.put(CHAINS, chain_id.as_bytes(), &chain)?;
+        chain.head = id;
+        self.tx.put(CHAIN_HEADS, chain_id.as_bytes(), &chain)?;
         Ok(Ok(Outcome::Drawn {
             id: sealed.draw.id,
             response,
@@ -378,7 +455,7 @@ impl Applier<'_, '_> {
     /// Returns the derivation and the pieces read, in pool order.
     #[allow(clippy::type_complexity)]
     fn take_entropy(
-        &self,
+        &mut self,
         spec: &geiger_protocol::Spec,
     ) -> Result<Result<(geiger_protocol::Derived, Vec<Piece>, Vec<u8>), Rejection>, ApplyError>
     {
@@ -387,24 +464,22 @@ impl Applier<'_, '_> {
         let mut buf: Vec<u8> = Vec::new();
         let mut pieces: Vec<Piece> = Vec::new();
         let mut cursor = (pool.head, pool.head_offset);
-        let table = storage!(self.tx.tx.open_table(POOL))?;
         loop {
             let want = need.min(pool.bytes);
             while (buf.len() as u64) < want {
-                let Some(chunk) = storage!(table.get(u64_key(cursor.0).as_slice()))? else {
+                let Some(chunk) = self.cache.pool_chunk(self.tx, cursor.0)? else {
                     // The cursor says the bytes exist; if not, refuse rather than guess.
                     return Ok(Err(Rejection::EntropyExhausted {
                         available: pool.bytes,
                     }));
                 };
-                let chunk: PoolChunk = bincode::deserialize(chunk.value())?;
                 let start = cursor.1 as usize;
                 let avail = chunk.bytes.len().saturating_sub(start);
                 let n = avail.min((want - buf.len() as u64) as usize);
                 buf.extend_from_slice(&chunk.bytes[start..start + n]);
                 pieces.push(Piece {
                     pool_seq: cursor.0,
-                    device: chunk.device,
+                    device: chunk.device.clone(),
                     chunk_seq: chunk.seq,
                     offset: cursor.1,
                     length: n as u32,
@@ -682,7 +757,7 @@ impl Applier<'_, '_> {
             },
         )?;
         self.tx.put_raw(META, META_CURRENT_KEY, key_id.as_bytes())?;
-        self.signer.current = Some(signer);
+        self.cache.signer = Some(signer);
         tracing::info!(key_id, "signing key rotated");
         Ok(Ok(Outcome::KeyRotated { key_id }))
     }

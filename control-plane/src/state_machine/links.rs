@@ -324,13 +324,13 @@ pub fn link(db: &Database, device: &str) -> Result<Option<Link>, ReadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state_machine::apply::{SignerCache, Tx};
+    use crate::state_machine::apply::{ApplyCache, Tx};
     use crate::types::Command;
 
     struct Ledger {
         _dir: tempfile::TempDir,
         db: Database,
-        signer: SignerCache,
+        cache: ApplyCache,
     }
 
     impl Ledger {
@@ -345,17 +345,17 @@ mod tests {
             Ledger {
                 _dir: dir,
                 db,
-                signer: SignerCache::default(),
+                cache: ApplyCache::default(),
             }
         }
 
         fn apply(&mut self, at_ms: u64, command: Command) -> Outcome {
             let tx = self.db.begin_write().unwrap();
             let outcome = {
-                let t = Tx { tx: &tx };
+                let t = Tx::new(&tx);
                 let mut a = Applier {
                     tx: &t,
-                    signer: &mut self.signer,
+                    cache: &mut self.cache,
                     at_ms,
                 };
                 a.apply(&command).unwrap()

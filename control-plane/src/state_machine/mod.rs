@@ -36,7 +36,7 @@ use openraft::{
 };
 use redb::{Database, Durability};
 
-use self::apply::{Applier, ApplyError, SignerCache, Tx};
+use self::apply::{Applier, ApplyError, ApplyCache, Tx};
 use self::tables::*;
 use crate::types::{
     BatchOutcome, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
@@ -120,7 +120,7 @@ fn open_db(path: &Path, cache_bytes: usize) -> Result<Database, redb::Error> {
 /// The state machine openraft drives.
 pub struct StateMachine {
     shared: Arc<Shared>,
-    signer: SignerCache,
+    cache: ApplyCache,
     last_durable: std::time::Instant,
 }
 
@@ -131,9 +131,9 @@ impl StateMachine {
         // A crash mid-install leaves this behind; the old state is still whole.
         let _ = std::fs::remove_file(dir.join(INSTALLING_FILE));
         let db = open_db(&dir.join(STATE_FILE), cache_bytes)?;
-        let signer = {
+        let cache = {
             let tx = db.begin_write().map_err(redb::Error::from)?;
-            let cache = SignerCache::load(&Tx { tx: &tx })
+            let cache = ApplyCache::load(&Tx::new(&tx))
                 .map_err(|e| crate::Error::Storage(e.to_string()))?;
             tx.abort().map_err(redb::Error::from)?;
             cache
@@ -145,7 +145,7 @@ impl StateMachine {
                 cache_bytes,
                 builds: std::sync::atomic::AtomicU64::new(0),
             }),
-            signer,
+            cache,
             last_durable: std::time::Instant::now(),
         })
     }
@@ -158,7 +158,7 @@ impl StateMachine {
 /// Applies entries in one write transaction. Blocking.
 fn apply_entries(
     db: &Database,
-    signer: &mut SignerCache,
+    cache: &mut ApplyCache,
     entries: Vec<Entry>,
     durable: bool,
 ) -> Result<Vec<BatchOutcome>, ApplyError> {
@@ -170,7 +170,7 @@ fn apply_entries(
     });
     let mut results = Vec::with_capacity(entries.len());
     {
-        let t = Tx { tx: &tx };
+        let t = Tx::new(&tx);
         let mut last: Option<LogId> = None;
         // The ledger clock never runs backwards, even when a new leader's
         // wall clock is behind its predecessor's: each batch's time is the
@@ -184,7 +184,7 @@ fn apply_entries(
                     clock = clock.max(batch.at_ms);
                     let mut applier = Applier {
                         tx: &t,
-                        signer,
+                        cache,
                         at_ms: clock,
                     };
                     let mut outcomes = Vec::with_capacity(batch.commands.len());
@@ -217,7 +217,7 @@ fn apply_entries(
 fn read_applied(db: &Database) -> Result<(Option<LogId>, StoredMembership), ApplyError> {
     let tx = db.begin_write().map_err(redb::Error::from)?;
     let (applied, membership) = {
-        let t = Tx { tx: &tx };
+        let t = Tx::new(&tx);
         let applied: Option<Option<LogId>> = t.get(META, META_LAST_APPLIED)?;
         let membership: Option<StoredMembership> = t.get(META, META_MEMBERSHIP)?;
         (applied.flatten(), membership.unwrap_or_default())
@@ -255,20 +255,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let db = self.shared.db();
-        let mut signer = std::mem::take(&mut self.signer);
+        let mut cache = std::mem::take(&mut self.cache);
         let durable = self.last_durable.elapsed() >= DURABLE_EVERY;
         if durable {
             self.last_durable = std::time::Instant::now();
         }
         let started = std::time::Instant::now();
         let n = entries.len();
-        let (signer, result) = tokio::task::spawn_blocking(move || {
-            let r = apply_entries(&db, &mut signer, entries, durable);
-            (signer, r)
+        let (cache, result) = tokio::task::spawn_blocking(move || {
+            let r = apply_entries(&db, &mut cache, entries, durable);
+            (cache, r)
         })
         .await
         .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        self.signer = signer;
+        self.cache = cache;
         tracing::debug!(
             entries = n,
             took_us = started.elapsed().as_micros() as u64,
@@ -308,11 +308,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         drop(snapshot);
         let shared = self.shared.clone();
         let meta2 = meta.clone();
-        let signer = blocking(ErrorVerb::Write, move || {
+        let cache = blocking(ErrorVerb::Write, move || {
             install(&shared, &meta2).map_err(|e| e.to_string())
         })
         .await?;
-        self.signer = signer;
+        self.cache = cache;
         tracing::info!(snapshot = %meta.snapshot_id, last = ?meta.last_log_id, "snapshot installed");
         Ok(())
     }
@@ -323,7 +323,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 }
 
 /// Loads the incoming snapshot into a new database and swaps it in.
-fn install(shared: &Shared, meta: &SnapshotMeta) -> io::Result<SignerCache> {
+fn install(shared: &Shared, meta: &SnapshotMeta) -> io::Result<ApplyCache> {
     let dir = shared.snapshot_dir();
     let incoming = dir.join(INCOMING_SNAPSHOT);
     let installing = shared.dir.join(INSTALLING_FILE);
@@ -338,15 +338,15 @@ fn install(shared: &Shared, meta: &SnapshotMeta) -> io::Result<SignerCache> {
     sync_dir(&shared.dir)?;
     write_meta(&dir, meta, &file_name)?;
     let db = open_db(&shared.dir.join(STATE_FILE), shared.cache_bytes).map_err(io::Error::other)?;
-    let signer = {
+    let cache = {
         let tx = db.begin_write().map_err(io::Error::other)?;
-        let cache = SignerCache::load(&Tx { tx: &tx }).map_err(io::Error::other)?;
+        let cache = ApplyCache::load(&Tx::new(&tx)).map_err(io::Error::other)?;
         tx.abort().map_err(io::Error::other)?;
         cache
     };
     shared.swap(db);
     tracing::info!(entries, "snapshot loaded into a fresh state database");
-    Ok(signer)
+    Ok(cache)
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {

@@ -73,16 +73,20 @@ pub fn draw(db: &Database, id: &str) -> Result<Option<StoredDraw>, ReadError> {
 
 pub fn chain(db: &Database, id: &str) -> Result<Option<ChainInfo>, ReadError> {
     let tx = db.begin_read().map_err(err)?;
-    Ok(
-        get::<ChainMeta>(&tx, CHAINS, id.as_bytes())?.map(|c| ChainInfo {
-            id: id.to_string(),
-            customer: c.customer,
-            tag: c.tag,
-            response: c.response,
-            length: c.last_position,
-            head: c.head,
-        }),
-    )
+    let Some(meta) = get::<ChainMeta>(&tx, CHAINS, id.as_bytes())? else {
+        return Ok(None);
+    };
+    let Some(head) = get::<ChainHead>(&tx, CHAIN_HEADS, id.as_bytes())? else {
+        return Err(err(format!("chain {id} has no head record")));
+    };
+    Ok(Some(ChainInfo {
+        id: id.to_string(),
+        customer: meta.customer,
+        tag: meta.tag,
+        response: meta.response,
+        length: head.last_position,
+        head: head.head,
+    }))
 }
 
 /// A customer's chains created after ledger index `after`, at most `limit`,
@@ -135,11 +139,6 @@ pub fn chain_draws(
         }
     }
     Ok(out)
-}
-
-pub fn successor(db: &Database, previous: &str) -> Result<Option<Successor>, ReadError> {
-    let tx = db.begin_read().map_err(err)?;
-    get(&tx, SUCCESSORS, previous.as_bytes())
 }
 
 pub fn customer_by_key_hash(

@@ -17,13 +17,17 @@ pub const META: Table = TableDefinition::new("meta");
 pub const CUSTOMERS: Table = TableDefinition::new("customers");
 /// SHA-256 of an API key → customer id (raw bytes).
 pub const CUSTOMER_KEYS: Table = TableDefinition::new("customer_keys");
-/// chain id (text) → [`ChainMeta`], holding the genesis record's 201 bytes.
+/// chain id (text) → [`ChainMeta`], holding the genesis record's 201 bytes
+/// (written once).
 pub const CHAINS: Table = TableDefinition::new("chains");
+/// chain id (text) → [`ChainHead`]: owner, length and newest ID, rewritten
+/// by every draw (kept apart from [`CHAINS`] so that write stays small).
+pub const CHAIN_HEADS: Table = TableDefinition::new("chain_heads");
 /// draw id (text) → [`StoredDraw`]: the original request and 201 response bytes.
 pub const DRAWS: Table = TableDefinition::new("draws");
-/// previous id (text) → [`Successor`]: the one draw issued after it.
-pub const SUCCESSORS: Table = TableDefinition::new("successors");
-/// chain id (text) ++ position (u64 BE) → draw id (text).
+/// chain id (text) ++ position (u64 BE) → draw id (text). Also the
+/// successor index: a chain is a line, so the draw after the record at
+/// position p is the one at p + 1.
 pub const CHAIN_DRAWS: Table = TableDefinition::new("chain_draws");
 /// pool sequence (u64 BE, append order across devices) → [`PoolChunk`].
 pub const POOL: Table = TableDefinition::new("pool");
@@ -52,14 +56,14 @@ pub const PROVENANCE: Table = TableDefinition::new("provenance");
 pub const CUSTOMER_CHAINS: Table = TableDefinition::new("customer_chains");
 
 /// Every table, with the tag that names it in a snapshot file. Tags are
-/// part of the snapshot format: never reuse or renumber one.
+/// part of the snapshot format: never reuse or renumber one. (Tag 6 was a
+/// separate successor index, retired for [`CHAIN_DRAWS`].)
 pub const ALL: [(u8, Table); 17] = [
     (1, META),
     (2, CUSTOMERS),
     (3, CUSTOMER_KEYS),
     (4, CHAINS),
     (5, DRAWS),
-    (6, SUCCESSORS),
     (7, CHAIN_DRAWS),
     (8, POOL),
     (9, DEVICES),
@@ -71,6 +75,7 @@ pub const ALL: [(u8, Table); 17] = [
     (15, SKIPPED),
     (16, CUSTOMER_CHAINS),
     (17, PROVENANCE),
+    (18, CHAIN_HEADS),
 ];
 
 pub const META_LAST_APPLIED: &[u8] = b"last_applied";
@@ -94,6 +99,12 @@ pub struct ChainMeta {
     /// The exact 201 body of `POST /v1/chains` (canonical `ChainResponse`).
     #[serde(with = "crate::types::raw_bytes")]
     pub response: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainHead {
+    /// The chain's owner (repeated from [`ChainMeta`] so a draw reads only this).
+    pub customer: String,
     /// Position of the newest draw; 0 while the chain has none.
     pub last_position: u64,
     /// The chain's newest ID (the genesis while it has no draws).
@@ -114,10 +125,14 @@ pub struct StoredDraw {
     pub response: Vec<u8>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Successor {
+/// The first fields of a [`StoredDraw`]: decoding only these skips copying
+/// the stored request and response when a draw only needs to know where its
+/// `previous` sits. Field order must match [`StoredDraw`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct DrawPlace {
     pub id: String,
-    pub request_id: Option<String>,
+    pub chain: String,
+    pub position: u64,
 }
 
 /// The pool's cursor: chunks `head..next` are in the pool; `head_offset`
