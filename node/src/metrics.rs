@@ -2,16 +2,19 @@
 //! monitoring rules are tested against that file). `prometheus-client`
 //! appends `_total` to counters and `_info` to info metrics itself.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::{
+    EncodeLabelSet, EncodeLabelValue, EncodeMetric, MetricEncoder, NoLabelSet,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 /// Request latency buckets in seconds; 0.05 is the draw latency objective.
@@ -115,6 +118,39 @@ pub struct NoLabels {}
 
 type FloatGauge = Gauge<f64, AtomicU64>;
 
+/// A counter whose value is a total kept elsewhere (the ledger's per-device
+/// accounting), set rather than incremented. It is exposed like any counter
+/// (`# TYPE … counter`, samples named `…_total`), so `rate()` and
+/// `increase()` work; `set_total` never lowers it, so it stays monotonic
+/// within a process even if a read ever saw an older state.
+#[derive(Clone, Debug, Default)]
+pub struct TotalCounter(Arc<AtomicU64>);
+
+impl TotalCounter {
+    /// Sets the counter to `total`, unless it already shows more.
+    pub fn set_total(&self, total: u64) {
+        self.0.fetch_max(total, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl TypedMetric for TotalCounter {
+    const TYPE: MetricType = MetricType::Counter;
+}
+
+impl EncodeMetric for TotalCounter {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_counter::<NoLabelSet, _, u64>(&self.get(), None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
 /// Every metric the node exports, registered once at start.
 pub struct NodeMetrics {
     registry: Registry,
@@ -141,8 +177,11 @@ pub struct NodeMetrics {
     pub link_up: Family<DeviceLabels, Gauge>,
     pub link_owned: Family<DeviceLabels, Gauge>,
     pub link_owner_epoch: Family<DeviceLabels, Gauge>,
+    pub link_last_chunk_timestamp: Family<DeviceLabels, FloatGauge>,
     pub pool_depth_bytes: Family<DeviceLabels, Gauge>,
     pub pool_depth_seconds: Family<DeviceLabels, FloatGauge>,
+    pub pool_appended_bytes: Family<DeviceLabels, TotalCounter>,
+    pub pool_consumed_bytes: Family<DeviceLabels, TotalCounter>,
     pub chunks_appended: Family<DeviceLabels, Counter>,
     pub alert_pushes: Family<OutcomeLabels, Counter>,
     pub alerts_pushed_active: Family<AlertNameLabels, Gauge>,
@@ -188,8 +227,11 @@ impl NodeMetrics {
             link_up: Family::default(),
             link_owned: Family::default(),
             link_owner_epoch: Family::default(),
+            link_last_chunk_timestamp: Family::default(),
             pool_depth_bytes: Family::default(),
             pool_depth_seconds: Family::default(),
+            pool_appended_bytes: Family::default(),
+            pool_consumed_bytes: Family::default(),
             chunks_appended: Family::default(),
             alert_pushes: Family::default(),
             alerts_pushed_active: Family::default(),
@@ -312,6 +354,11 @@ impl NodeMetrics {
             m.link_owner_epoch.clone(),
         );
         r.register(
+            "geiger_link_last_chunk_timestamp_seconds",
+            "Replicated: Unix time the last chunk from the device was appended",
+            m.link_last_chunk_timestamp.clone(),
+        );
+        r.register(
             "geiger_pool_depth_bytes",
             "Unused pool bytes from the device",
             m.pool_depth_bytes.clone(),
@@ -320,6 +367,16 @@ impl NodeMetrics {
             "geiger_pool_depth_seconds",
             "Pool bytes from the device over the pool's consumption rate",
             m.pool_depth_seconds.clone(),
+        );
+        r.register(
+            "geiger_pool_appended_bytes",
+            "Replicated: bytes added to the pool from the device",
+            m.pool_appended_bytes.clone(),
+        );
+        r.register(
+            "geiger_pool_consumed_bytes",
+            "Replicated: bytes taken from the pool by draws",
+            m.pool_consumed_bytes.clone(),
         );
         r.register(
             "geiger_entropy_chunks_appended",
@@ -489,5 +546,40 @@ mod tests {
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }
+    }
+
+    #[test]
+    fn the_pool_byte_totals_are_exposed_as_counters_ending_in_total() {
+        let m = NodeMetrics::new(1);
+        let device = DeviceLabels {
+            device: "dev_a".into(),
+        };
+        m.pool_appended_bytes.get_or_create(&device).set_total(300);
+        m.pool_consumed_bytes.get_or_create(&device).set_total(200);
+        m.link_last_chunk_timestamp
+            .get_or_create(&device)
+            .set(1_700_000_000.25);
+        let text = m.render();
+        for line in [
+            "# TYPE geiger_pool_appended_bytes counter",
+            "geiger_pool_appended_bytes_total{device=\"dev_a\"} 300",
+            "# TYPE geiger_pool_consumed_bytes counter",
+            "geiger_pool_consumed_bytes_total{device=\"dev_a\"} 200",
+            "# TYPE geiger_link_last_chunk_timestamp_seconds gauge",
+            "geiger_link_last_chunk_timestamp_seconds{device=\"dev_a\"} 1700000000.25",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_total_counter_takes_the_ledgers_total_but_never_goes_down() {
+        let c = TotalCounter::default();
+        c.set_total(4096);
+        assert_eq!(c.get(), 4096);
+        c.set_total(1024);
+        assert_eq!(c.get(), 4096, "a counter must not decrease");
+        c.set_total(8192);
+        assert_eq!(c.get(), 8192);
     }
 }

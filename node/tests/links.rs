@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{one_per_zone, Cluster, Device};
 use serde_json::{json, Value};
@@ -127,6 +127,34 @@ async fn metrics(cluster: &Cluster, id: u64) -> String {
         .unwrap_or_default()
 }
 
+/// Scrapes node `id` every 100 ms until `pred` holds on the text; panics
+/// with the last scrape after `within`.
+async fn wait_metrics(
+    cluster: &Cluster,
+    id: u64,
+    within: Duration,
+    what: &str,
+    pred: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let text = metrics(cluster, id).await;
+        if pred(&text) {
+            return text;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {within:?} waiting for {what} on node {id}:\n{text}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn now_unix() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// The value of one sample line `name{labels} value` in a scrape.
 fn sample(text: &str, prefix: &str) -> Option<f64> {
     text.lines()
@@ -228,6 +256,55 @@ async fn a_registered_link_gets_one_owner_and_fills_the_pool_up_to_its_high_wate
     let other = if owner == 1 { 2 } else { 1 };
     assert_eq!(sample(&metrics(&cluster, other).await, &up), Some(0.0));
 
+    // The pool counters and the last chunk's time are replicated: every node
+    // exports the ledger's per-device totals (the link is paused, so they
+    // hold still) as counters, and when the last chunk came in.
+    let want_appended = (u(&after, "pooled_bytes") + u(&after, "used_bytes")) as f64;
+    let want_consumed = u(&after, "used_bytes") as f64;
+    assert!(want_appended >= 131072.0, "{after:#}");
+    let appended_bytes = format!(
+        "geiger_pool_appended_bytes_total{{device=\"{}\"}}",
+        device.id
+    );
+    let consumed_bytes = format!(
+        "geiger_pool_consumed_bytes_total{{device=\"{}\"}}",
+        device.id
+    );
+    let last_chunk = format!(
+        "geiger_link_last_chunk_timestamp_seconds{{device=\"{}\"}}",
+        device.id
+    );
+    let mut last_chunk_at = Vec::new();
+    for id in cluster.ids() {
+        let text = wait_metrics(
+            &cluster,
+            id,
+            Duration::from_secs(5),
+            "the ledger's appended bytes",
+            |t| sample(t, &appended_bytes) == Some(want_appended),
+        )
+        .await;
+        for line in [
+            "# TYPE geiger_pool_appended_bytes counter",
+            "# TYPE geiger_pool_consumed_bytes counter",
+            "# TYPE geiger_link_last_chunk_timestamp_seconds gauge",
+        ] {
+            assert!(text.contains(line), "node {id}: {line} missing:\n{text}");
+        }
+        assert_eq!(
+            sample(&text, &consumed_bytes),
+            Some(want_consumed),
+            "{text}"
+        );
+        let at = sample(&text, &last_chunk).expect("no last chunk timestamp");
+        let now = now_unix();
+        assert!(
+            at <= now + 1.0 && now - at < 60.0,
+            "node {id}: last chunk at {at}, now {now}"
+        );
+        last_chunk_at.push((id, at));
+    }
+
     // Draws take the pool below the low-water mark: the owner resumes.
     let (key, mut previous) = customer_and_chain(&cluster, 1, "links test").await;
     for round in 0..2 {
@@ -253,6 +330,22 @@ async fn a_registered_link_gets_one_owner_and_fills_the_pool_up_to_its_high_wate
         |l| u(l, "appended_chunks") > drained + 4,
     )
     .await;
+    // Every node counts the draws' bytes as consumed, the new chunks as
+    // appended, and moves the last chunk's time forward.
+    for (id, at) in last_chunk_at {
+        wait_metrics(
+            &cluster,
+            id,
+            Duration::from_secs(5),
+            "the draws' bytes consumed and a newer last chunk",
+            |t| {
+                sample(t, &consumed_bytes).unwrap_or(0.0) >= want_consumed + 131072.0
+                    && sample(t, &appended_bytes).unwrap_or(0.0) > want_appended
+                    && sample(t, &last_chunk).unwrap_or(0.0) > at
+            },
+        )
+        .await;
+    }
 }
 
 #[tokio::test]
