@@ -15,6 +15,10 @@ use geiger_control_plane::{Command, Outcome};
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, EntryPayload, LogId};
 
+/// The allocator the `geiger` binary uses, so the figures are the node's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// CPU time (user + system) of this process, from /proc/self/stat.
 fn cpu_time() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
@@ -46,7 +50,7 @@ fn main() {
         .expect("runtime");
     rt.block_on(async {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut sm = StateMachine::open(dir.path(), 32 << 20).expect("open");
+        let mut sm = StateMachine::open(dir.path(), std::env::var("BENCH_CACHE_MB").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(32) << 20).expect("open");
         let mut index = 0;
         let mut next = |commands| {
             index += 1;

@@ -16,6 +16,10 @@ use std::time::{Duration, Instant};
 use geiger_control_plane::testing::{draw_request, TestCluster};
 use geiger_control_plane::{Command, ControlPlane, ControlPlaneConfig, Outcome};
 
+/// The allocator the `geiger` binary uses, so the figures are the node's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn tune(config: &mut ControlPlaneConfig) {
     geiger_control_plane::testing::default_tune(config);
     let ms = |name: &str| {
@@ -32,6 +36,9 @@ fn tune(config: &mut ControlPlaneConfig) {
     }
     if let Some(d) = ms("BENCH_ELECTION_MAX_MS") {
         config.timeouts.election_max = d;
+    }
+    if let Ok(v) = std::env::var("BENCH_LINGER_US") {
+        config.batch_linger = Duration::from_micros(v.parse().unwrap_or(500));
     }
     if let Ok(v) = std::env::var("BENCH_INFLIGHT") {
         config.max_inflight_batches = v.parse().unwrap_or(config.max_inflight_batches);
@@ -263,7 +270,10 @@ fn main() {
             if spread { "all nodes" } else { "the leader" }
         );
         let writer_counts = std::env::var("BENCH_WRITERS").unwrap_or_else(|_| "1,16,64".into());
-        for writers in writer_counts.split(',').filter_map(|w| w.trim().parse().ok()) {
+        for writers in writer_counts
+            .split(',')
+            .filter_map(|w| w.trim().parse().ok())
+        {
             throughput(&cluster, writers, secs, spread).await;
         }
         if trials > 0 {

@@ -6,6 +6,14 @@
 //! are being replicated and fsynced, new commands pile up and leave together
 //! as the next batch. Under light load a command goes out alone at once;
 //! under heavy load one fsync per node covers hundreds of commands.
+//!
+//! When a slot frees while other batches are still in flight, the batcher
+//! lingers for up to `batch_linger` before sealing the next batch. Without
+//! that, the first one or two writers to come back after a batch commits
+//! took the free slot on their own, and under load most batches held one or
+//! two commands while each still cost a full round of fsyncs and an apply
+//! transaction on every replica. An idle pipeline never lingers, so a lone
+//! writer's latency is untouched.
 
 use std::sync::Arc;
 
@@ -33,7 +41,9 @@ fn drain(rx: &mut mpsc::Receiver<Pending>, batch: &mut Vec<Pending>, max: usize)
 /// Runs until the channel closes or the task is aborted.
 pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Pending>) {
     let max = inner.config.max_batch.max(1);
-    let inflight = Arc::new(Semaphore::new(inner.config.max_inflight_batches.max(1)));
+    let slots = inner.config.max_inflight_batches.max(1);
+    let linger = inner.config.batch_linger;
+    let inflight = Arc::new(Semaphore::new(slots));
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         drain(&mut rx, &mut batch, max);
@@ -42,6 +52,19 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Pending>) {
         };
         // Whatever arrived while we waited for a slot joins this batch.
         drain(&mut rx, &mut batch, max);
+        let others_in_flight = inflight.available_permits() + 1 < slots;
+        if others_in_flight && !linger.is_zero() {
+            let deadline = tokio::time::Instant::now() + linger;
+            while batch.len() < max {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(p)) => {
+                        batch.push(p);
+                        drain(&mut rx, &mut batch, max);
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
         let inner = inner.clone();
         tokio::spawn(async move {
             let (commands, replies): (Vec<Command>, Vec<_>) =

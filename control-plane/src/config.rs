@@ -106,6 +106,9 @@ pub struct ControlPlaneConfig {
     pub max_batch: usize,
     /// Most batches proposed and not yet committed at once.
     pub max_inflight_batches: usize,
+    /// How long the batcher lets a batch fill while others are in flight
+    /// (see [`crate::batcher`]). Zero disables lingering.
+    pub batch_linger: Duration,
     /// redb page cache per database, bytes. Bounds resident memory no matter
     /// how large the ledger grows.
     pub cache_bytes: usize,
@@ -124,6 +127,7 @@ impl ControlPlaneConfig {
             snapshot_chunk_bytes: 1 << 20,
             max_batch: 1024,
             max_inflight_batches: 4,
+            batch_linger: Duration::from_micros(500),
             cache_bytes: 32 << 20,
         }
     }

@@ -130,7 +130,11 @@ async fn blocking<T: Send + 'static>(
 
 /// The writer thread: drains the queue, writes everything drained in one
 /// transaction, fsyncs, then answers every operation in it.
-fn write_loop(db: Arc<Database>, pending: Arc<Mutex<BTreeMap<u64, Entry>>>, rx: mpsc::Receiver<Op>) {
+fn write_loop(
+    db: Arc<Database>,
+    pending: Arc<Mutex<BTreeMap<u64, Entry>>>,
+    rx: mpsc::Receiver<Op>,
+) {
     while let Ok(first) = rx.recv() {
         let mut ops = vec![first];
         while ops.len() < MAX_GROUP {
@@ -234,7 +238,7 @@ impl LogStore {
             std::thread::Builder::new()
                 .name("raft-log-writer".into())
                 .spawn(move || write_loop(db, pending, rx))
-                .map_err(|e| redb::Error::Io(e))?
+                .map_err(redb::Error::Io)?
         };
         Ok(LogStore {
             shared: Arc::new(Shared {
@@ -336,7 +340,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(i) => i.checked_add(1),
             Bound::Unbounded => None,
         };
-        if from_memory.first().map(|e| e.log_id.index).is_some_and(|i| Some(i) == first) {
+        if from_memory
+            .first()
+            .map(|e| e.log_id.index)
+            .is_some_and(|i| Some(i) == first)
+        {
             return Ok(from_memory);
         }
         // Slow path. `from_memory` was copied before redb is read: the

@@ -10,6 +10,13 @@ use geiger_node::config::NodeConfig;
 use geiger_node::node::Node;
 use geiger_node::{ctl, dev, verify_command};
 
+/// mimalloc rather than the system allocator: every draw allocates and frees
+/// many small buffers on every replica (JSON, bincode, redb pages), and
+/// glibc's malloc was about a tenth of the control plane's CPU. The
+/// control-plane benchmark uses the same allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "geiger",

@@ -14,7 +14,7 @@ use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::canonical::{to_canonical_vec, CanonicalError};
+use crate::canonical::{to_canonical_vec, value_to_canonical_vec, CanonicalError};
 pub use crate::derive::DrawResult;
 use crate::id::{RecordId, RecordKind};
 use crate::spec::Spec;
@@ -263,14 +263,38 @@ impl Signer {
     }
 
     /// Signs a draw body (setting its `key_id`) and names it.
-    pub fn seal_draw(&self, mut body: DrawBody) -> Result<DrawResponse, CanonicalError> {
+    pub fn seal_draw(&self, body: DrawBody) -> Result<DrawResponse, CanonicalError> {
+        Ok(self.seal_draw_to_vec(body)?.0)
+    }
+
+    /// [`Signer::seal_draw`], also returning the response's canonical bytes
+    /// (what [`DrawResponse::to_canonical_vec`] gives). The body is turned
+    /// into a JSON value once and reused for the response, which is the
+    /// body's members plus `id`, next to the signature: the ledger does this
+    /// for every draw on every replica.
+    pub fn seal_draw_to_vec(
+        &self,
+        mut body: DrawBody,
+    ) -> Result<(DrawResponse, Vec<u8>), CanonicalError> {
         body.key_id = self.key_id.clone();
-        let bytes = to_canonical_vec(&body)?;
+        let mut value = serde_json::to_value(&body)?;
+        let bytes = value_to_canonical_vec(&value)?;
         let id = RecordId::for_body(RecordKind::Draw, &bytes);
-        Ok(DrawResponse {
-            signature: self.sign_bytes(&bytes),
-            draw: DrawRecord { id, body },
-        })
+        let signature = self.sign_bytes(&bytes);
+        if let serde_json::Value::Object(members) = &mut value {
+            members.insert("id".into(), serde_json::Value::String(id.to_string()));
+        }
+        let mut response = serde_json::Map::new();
+        response.insert("draw".into(), value);
+        response.insert("signature".into(), serde_json::to_value(&signature)?);
+        let response_bytes = value_to_canonical_vec(&serde_json::Value::Object(response))?;
+        Ok((
+            DrawResponse {
+                signature,
+                draw: DrawRecord { id, body },
+            },
+            response_bytes,
+        ))
     }
 }
 
@@ -290,6 +314,41 @@ impl ChainResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_draw_sealed_to_bytes_gives_exactly_the_canonical_bytes_of_its_response() {
+        let signer = Signer::from_secret([9; 32]);
+        let genesis = crate::sample::genesis(&signer);
+        let specs = [
+            Spec::Integers {
+                min: -5,
+                max: i64::MAX,
+                count: 3,
+                unique: true,
+            },
+            Spec::Permutation { n: 7 },
+            Spec::Bytes { count: 5 },
+        ];
+        let tags = [
+            "",
+            "plain",
+            "quote \" back\\slash",
+            "tab\tnew\nline\u{1}",
+            "é 🎲 \u{e000}",
+        ];
+        for (n, spec) in specs.into_iter().enumerate() {
+            let sample =
+                crate::sample::draw_after(&signer, &genesis, genesis.id, 1 + n as u64, spec);
+            for (k, tag) in tags.iter().enumerate() {
+                let mut body = sample.draw.body.clone();
+                body.tag = tag.to_string();
+                body.request_id = (k % 2 == 0).then(|| format!("r-{k}"));
+                let (response, bytes) = signer.seal_draw_to_vec(body.clone()).unwrap();
+                assert_eq!(bytes, to_canonical_vec(&response).unwrap(), "tag {tag:?}");
+                assert_eq!(response, signer.seal_draw(body).unwrap());
+            }
+        }
+    }
 
     #[test]
     fn timestamps_are_rfc3339_utc_with_milliseconds() {

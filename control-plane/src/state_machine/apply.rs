@@ -12,6 +12,7 @@ use geiger_protocol::{
     RecordId, RecordKind, Signer, DERIVATION_V1,
 };
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use redb::{ReadableTable, TableHandle, WriteTransaction};
@@ -49,12 +50,33 @@ type RawTable<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
 
 /// Typed access to the tables inside one write transaction.
 ///
-/// Each table is opened once per transaction and kept open until the `Tx`
-/// is dropped (before the commit): a draw touches seven tables, and opening
-/// one is a lookup in redb's table directory plus a root update on close.
+/// Each table is opened once per transaction and kept open until
+/// [`Tx::finish`]: a draw touches six tables, and opening one is a lookup in
+/// redb's table directory plus a root update on close.
+///
+/// The small, hot tables ([`META`]: pool cursor, ledger sequence, clock;
+/// [`DEVICES`]: per-device accounting) are read and rewritten by every draw.
+/// Their values are kept in a write-back map for the transaction and
+/// written once, by [`Tx::finish`], which must run before the commit.
 pub struct Tx<'a> {
     pub tx: &'a WriteTransaction,
     open: RefCell<Vec<(String, RawTable<'a>)>>,
+    /// (table name, key) → value as it stands in this transaction
+    /// (`None`: deleted); `dirty` marks entries to write back.
+    hot: RefCell<HashMap<(&'static str, Vec<u8>), HotValue>>,
+}
+
+struct HotValue {
+    value: Option<Vec<u8>>,
+    dirty: bool,
+}
+
+fn hot_table(table: Table) -> Option<&'static str> {
+    match table.name() {
+        "meta" => Some("meta"),
+        "devices" => Some("devices"),
+        _ => None,
+    }
 }
 
 impl<'a> Tx<'a> {
@@ -62,7 +84,29 @@ impl<'a> Tx<'a> {
         Tx {
             tx,
             open: RefCell::new(Vec::new()),
+            hot: RefCell::new(HashMap::new()),
         }
+    }
+
+    /// Writes the hot values back and closes every table. Call once, before
+    /// committing; a `Tx` dropped without it loses its hot writes.
+    pub fn finish(self) -> Result<(), ApplyError> {
+        let hot = std::mem::take(&mut *self.hot.borrow_mut());
+        for ((table, key), v) in hot {
+            if !v.dirty {
+                continue;
+            }
+            let def = if table == "meta" { META } else { DEVICES };
+            self.with(def, |t| {
+                if let Some(value) = &v.value {
+                    storage!(t.insert(key.as_slice(), value.as_slice()))?;
+                } else {
+                    storage!(t.remove(key.as_slice()))?;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
     }
 
     /// Runs `f` on `table`, opening it on first use. `f` must not call back
@@ -85,11 +129,29 @@ impl<'a> Tx<'a> {
         f(&mut open[i].1)
     }
 
-    pub fn get_raw(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, ApplyError> {
+    fn get_stored(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, ApplyError> {
         self.with(table, |t| {
             let v = storage!(t.get(key))?;
             Ok(v.map(|v| v.value().to_vec()))
         })
+    }
+
+    pub fn get_raw(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, ApplyError> {
+        let Some(name) = hot_table(table) else {
+            return self.get_stored(table, key);
+        };
+        if let Some(v) = self.hot.borrow().get(&(name, key.to_vec())) {
+            return Ok(v.value.clone());
+        }
+        let value = self.get_stored(table, key)?;
+        self.hot.borrow_mut().insert(
+            (name, key.to_vec()),
+            HotValue {
+                value: value.clone(),
+                dirty: false,
+            },
+        );
+        Ok(value)
     }
 
     /// Decodes the value in place. bincode accepts trailing bytes, so `T`
@@ -99,13 +161,29 @@ impl<'a> Tx<'a> {
         table: Table,
         key: &[u8],
     ) -> Result<Option<T>, ApplyError> {
+        if hot_table(table).is_some() {
+            return match self.get_raw(table, key)? {
+                Some(bytes) => Ok(Some(bincode::deserialize(&bytes)?)),
+                None => Ok(None),
+            };
+        }
         self.with(table, |t| match storage!(t.get(key))? {
             Some(v) => Ok(Some(bincode::deserialize(v.value())?)),
             None => Ok(None),
         })
     }
 
+    fn set_hot(&self, name: &'static str, key: &[u8], value: Option<Vec<u8>>) {
+        self.hot
+            .borrow_mut()
+            .insert((name, key.to_vec()), HotValue { value, dirty: true });
+    }
+
     pub fn put_raw(&self, table: Table, key: &[u8], value: &[u8]) -> Result<(), ApplyError> {
+        if let Some(name) = hot_table(table) {
+            self.set_hot(name, key, Some(value.to_vec()));
+            return Ok(());
+        }
         self.with(table, |t| {
             storage!(t.insert(key, value))?;
             Ok(())
@@ -117,6 +195,10 @@ impl<'a> Tx<'a> {
     }
 
     pub fn delete(&self, table: Table, key: &[u8]) -> Result<(), ApplyError> {
+        if let Some(name) = hot_table(table) {
+            self.set_hot(name, key, None);
+            return Ok(());
+        }
         self.with(table, |t| {
             storage!(t.remove(key))?;
             Ok(())
@@ -405,7 +487,7 @@ impl Applier<'_, '_> {
         // Everything is checked: from here on, only writes.
         let ledger_index = self.next_ledger_index()?;
         let entropy = self.consume(&taken, &read[..derived.consumed])?;
-        let sealed = signer.seal_draw(DrawBody {
+        let (sealed, response) = signer.seal_draw_to_vec(DrawBody {
             record_type: DrawType::Draw,
             chain: chain_id.parse().map_err(|_| {
                 ApplyError::Storage(redb::Error::Corrupted(format!("bad chain id {chain_id}")))
@@ -423,7 +505,6 @@ impl Applier<'_, '_> {
             derivation: DERIVATION_V1.to_string(),
             key_id: String::new(),
         })?;
-        let response = sealed.to_canonical_vec()?;
         let id = sealed.draw.id.to_string();
         self.tx.put(
             DRAWS,

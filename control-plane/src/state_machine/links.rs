@@ -358,7 +358,9 @@ mod tests {
                     cache: &mut self.cache,
                     at_ms,
                 };
-                a.apply(&command).unwrap()
+                let outcome = a.apply(&command).unwrap();
+                t.finish().unwrap();
+                outcome
             };
             tx.commit().unwrap();
             outcome
