@@ -37,6 +37,9 @@ fn tune(config: &mut ControlPlaneConfig) {
     if let Some(d) = ms("BENCH_ELECTION_MAX_MS") {
         config.timeouts.election_max = d;
     }
+    if let Ok(v) = std::env::var("BENCH_MAX_BATCH") {
+        config.max_batch = v.parse().unwrap_or(config.max_batch);
+    }
     if let Ok(v) = std::env::var("BENCH_LINGER_US") {
         config.batch_linger = Duration::from_micros(v.parse().unwrap_or(500));
     }
@@ -133,8 +136,10 @@ async fn throughput(cluster: &TestCluster, writers: usize, secs: u64, spread: bo
         }
         let started = Instant::now();
         let cpu_started = cpu_time();
+        let sampler = tokio::spawn(pipeline_gaps(cluster.node(leader).clone(), stop.clone()));
         tokio::time::sleep(Duration::from_secs(secs)).await;
         stop.store(true, Ordering::Relaxed);
+        let gaps = sampler.await.unwrap();
         let mut all = Vec::new();
         for t in tasks {
             all.extend(t.await.unwrap());
@@ -155,7 +160,43 @@ async fn throughput(cluster: &TestCluster, writers: usize, secs: u64, spread: bo
             cpu.as_secs_f64() * 1e6 / all.len().max(1) as f64,
             cpu.as_secs_f64() / elapsed.as_secs_f64(),
         );
+        if env("BENCH_PIPELINE", 0) == 1 {
+            println!("  leader pipeline, mean entries behind its last log entry: {gaps}");
+        }
     }
+}
+
+/// Samples the leader every 5 ms until `stop`: how many entries its
+/// fastest follower has not yet acknowledged, and how many it has not yet
+/// applied itself. Shows which stage writes wait in.
+async fn pipeline_gaps(cp: ControlPlane, stop: Arc<AtomicBool>) -> String {
+    let (mut unacked, mut unapplied, mut n) = (0u64, 0u64, 0u64);
+    while !stop.load(Ordering::Relaxed) {
+        let m = cp.raft().metrics().borrow().clone();
+        let last = m.last_log_index.unwrap_or(0);
+        let acked = m
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .filter(|(id, _)| **id != m.id)
+                    .filter_map(|(_, l)| l.map(|l| l.index))
+                    .max()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0);
+        let applied = m.last_applied.map_or(0, |l| l.index);
+        unacked += last.saturating_sub(acked);
+        unapplied += last.saturating_sub(applied);
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let n = n.max(1) as f64;
+    format!(
+        "not acknowledged by a follower {:.2}, not applied {:.2}",
+        unacked as f64 / n,
+        unapplied as f64 / n
+    )
 }
 
 /// Kills the leader while a follower writes; measures kill → next commit.

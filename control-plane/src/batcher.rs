@@ -26,6 +26,8 @@ use crate::Error;
 /// One queued command and where its outcome goes.
 pub struct Pending {
     pub command: Command,
+    /// When the command was queued (for the batch's debug timing line).
+    pub queued_at: std::time::Instant,
     pub reply: oneshot::Sender<Result<Outcome, Error>>,
 }
 
@@ -67,6 +69,7 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Pending>) {
         }
         let inner = inner.clone();
         tokio::spawn(async move {
+            let oldest = batch.iter().map(|p| p.queued_at).min();
             let (commands, replies): (Vec<Command>, Vec<_>) =
                 batch.into_iter().map(|p| (p.command, p.reply)).unzip();
             let n = commands.len();
@@ -74,6 +77,7 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Pending>) {
             let result = inner.propose(commands).await;
             tracing::debug!(
                 commands = n,
+                waited_us = oldest.map_or(0, |t| started.duration_since(t).as_micros() as u64),
                 took_us = started.elapsed().as_micros() as u64,
                 "batch committed"
             );

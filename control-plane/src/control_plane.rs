@@ -330,7 +330,11 @@ impl ControlPlane {
     pub async fn write(&self, command: Command) -> Result<Outcome, Error> {
         let (reply, rx) = oneshot::channel();
         self.batch_tx
-            .send(Pending { command, reply })
+            .send(Pending {
+                command,
+                queued_at: Instant::now(),
+                reply,
+            })
             .await
             .map_err(|_| Error::Shutdown)?;
         rx.await.map_err(|_| Error::Shutdown)?

@@ -49,7 +49,7 @@ use crate::types::{
 pub const DURABLE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 /// How often a background thread asks the kernel to write the state file's
 /// dirty pages out (see [`spawn_writeback`]).
-const WRITEBACK_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+const WRITEBACK_EVERY: std::time::Duration = std::time::Duration::from_millis(25);
 /// `meta` key of the ledger clock: the latest batch time applied (Unix ms).
 const META_CLOCK: &[u8] = b"clock";
 const STATE_FILE: &str = "state.redb";
@@ -132,10 +132,13 @@ pub struct StateMachine {
 /// Non-durable commits leave their pages dirty in the page cache; the
 /// periodic durable commit then had to write two seconds' worth at once,
 /// blocking apply (and every client's answer) for up to a few hundred
-/// milliseconds. An fdatasync from another thread every quarter second
-/// spreads that work out, so the durable commit finds little left to do.
-/// It changes no guarantee: what is durable is still decided by redb's
-/// commits. The thread stops when the state machine is dropped.
+/// milliseconds. An fdatasync from another thread every 25 ms spreads that
+/// work out in small portions. Small matters: every fsync of the Raft log
+/// queues behind whatever the disk is writing, and at a 250 ms period each
+/// writeback held the log up for 20–30 ms (p99 57 ms at 64 writers, against
+/// 24 ms at 25 ms). It changes no guarantee: what is durable is still
+/// decided by redb's commits. The thread stops when the state machine is
+/// dropped.
 fn spawn_writeback(shared: &Arc<Shared>) {
     let weak = Arc::downgrade(shared);
     let spawned = std::thread::Builder::new()
@@ -306,6 +309,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.cache = cache;
         tracing::debug!(
             entries = n,
+            durable,
             took_us = started.elapsed().as_micros() as u64,
             "entries applied"
         );
