@@ -7,14 +7,17 @@
 //! as the next batch. Under light load a command goes out alone at once;
 //! under heavy load one fsync per node covers hundreds of commands.
 //!
-//! When a slot frees while other batches are still in flight, the batcher
-//! lingers for up to `batch_linger` before sealing the next batch. Without
-//! that, the first one or two writers to come back after a batch commits
-//! took the free slot on their own, and under load most batches held one or
-//! two commands while each still cost a full round of fsyncs and an apply
-//! transaction on every replica. An idle pipeline never lingers, so a lone
-//! writer's latency is untouched.
+//! Before sealing a batch the batcher may linger, for at most
+//! `batch_linger`: while other batches are still in flight (the slot would
+//! otherwise go to whoever came back first), and, on an idle pipeline, until
+//! as many commands are queued as the last batch to finish carried (its
+//! writers are about to come back). Without this, the first one or two
+//! writers to come back after a commit took a slot on their own: under load
+//! half the batches held one command, each still costing a full round of
+//! fsyncs and an apply transaction on every replica. A lone writer's last
+//! batch held one command, so it never waits.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -46,6 +49,8 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Pending>) {
     let slots = inner.config.max_inflight_batches.max(1);
     let linger = inner.config.batch_linger;
     let inflight = Arc::new(Semaphore::new(slots));
+    // Size of the batch that finished last: how many writers are coming back.
+    let returning = Arc::new(AtomicUsize::new(1));
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         drain(&mut rx, &mut batch, max);
@@ -55,9 +60,14 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Pending>) {
         // Whatever arrived while we waited for a slot joins this batch.
         drain(&mut rx, &mut batch, max);
         let others_in_flight = inflight.available_permits() + 1 < slots;
-        if others_in_flight && !linger.is_zero() {
+        let target = if others_in_flight {
+            max
+        } else {
+            returning.load(Ordering::Relaxed).clamp(1, max)
+        };
+        if batch.len() < target && !linger.is_zero() {
             let deadline = tokio::time::Instant::now() + linger;
-            while batch.len() < max {
+            while batch.len() < target {
                 match tokio::time::timeout_at(deadline, rx.recv()).await {
                     Ok(Some(p)) => {
                         batch.push(p);
@@ -68,6 +78,7 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Pending>) {
             }
         }
         let inner = inner.clone();
+        let returning = returning.clone();
         tokio::spawn(async move {
             let oldest = batch.iter().map(|p| p.queued_at).min();
             let (commands, replies): (Vec<Command>, Vec<_>) =
@@ -81,6 +92,7 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Pending>) {
                 took_us = started.elapsed().as_micros() as u64,
                 "batch committed"
             );
+            returning.store(n, Ordering::Relaxed);
             drop(permit);
             match result {
                 Ok(outcome) if outcome.outcomes.len() == n => {
