@@ -33,6 +33,28 @@ fn cpu_time() -> f64 {
     (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
+/// Resident memory of this process and the state file's size, one line.
+fn print_footprint(draws: usize, dir: &std::path::Path) {
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    let meta = std::fs::metadata(dir.join("state.redb"));
+    let size = meta.as_ref().map_or(0, |m| m.len());
+    let used = meta
+        .as_ref()
+        .map_or(0, |m| std::os::unix::fs::MetadataExt::blocks(m) * 512);
+    println!(
+        "{draws:8} draws in the ledger: {rss}, state.redb {} MiB long, {} MiB on disk",
+        size >> 20,
+        used >> 20
+    );
+}
+
 fn entry(index: u64, commands: Vec<Command>) -> Entry {
     Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
@@ -177,21 +199,8 @@ fn main() {
                 }
             }
             done += heads.len();
-            if done % 100_032 < heads.len() {
-                let rss = std::fs::read_to_string("/proc/self/status")
-                    .ok()
-                    .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_string))
-                    .unwrap_or_default();
-                let meta = std::fs::metadata(dir.path().join("state.redb"));
-                let size = meta.as_ref().map_or(0, |m| m.len());
-                let used = meta
-                    .as_ref()
-                    .map_or(0, |m| std::os::unix::fs::MetadataExt::blocks(m) * 512);
-                println!(
-                    "{done:8} draws in the ledger: {rss}, state.redb {} MiB long, {} MiB on disk",
-                    size >> 20,
-                    used >> 20
-                );
+            if done % 100_032 < heads.len() || done >= long_run {
+                print_footprint(done, dir.path());
             }
         }
     });
