@@ -82,11 +82,14 @@ impl Drop for Shared {
     }
 }
 
+/// Called once the entries of an append are on disk (or failed to get there).
+type Flushed = Box<dyn FnOnce(Result<(), std::io::Error>) + Send>;
+
 /// One unit of work for the writer, applied in queue order.
 enum Op {
     Append {
         entries: Vec<(LogId, Vec<u8>)>,
-        callback: LogFlushed<TypeConfig>,
+        flushed: Flushed,
     },
     Vote {
         bytes: Vec<u8>,
@@ -173,9 +176,7 @@ fn write_loop(
         for op in ops {
             let r = result.clone();
             match op {
-                Op::Append { callback, .. } => {
-                    callback.log_io_completed(r.map_err(std::io::Error::other));
-                }
+                Op::Append { flushed, .. } => flushed(r.map_err(std::io::Error::other)),
                 Op::Vote { done, .. } | Op::Truncate { done, .. } | Op::Purge { done, .. } => {
                     let _ = done.send(r);
                 }
@@ -247,6 +248,29 @@ impl LogStore {
                 ops: Mutex::new(Some(ops)),
                 writer: Mutex::new(Some(writer)),
             }),
+        })
+    }
+
+    /// Makes `entries` readable at once and queues them for the writer,
+    /// which calls `flushed` once they are durable.
+    fn queue_append(
+        &self,
+        entries: impl IntoIterator<Item = Entry>,
+        flushed: Flushed,
+    ) -> Result<(), StorageError> {
+        let mut encoded = Vec::new();
+        {
+            let mut pending = lock(&self.shared.pending);
+            for entry in entries {
+                let bytes =
+                    bincode::serialize(&entry).map_err(|e| logs_err(ErrorVerb::Write, e))?;
+                encoded.push((entry.log_id, bytes));
+                pending.insert(entry.log_id.index, entry);
+            }
+        }
+        self.send(Op::Append {
+            entries: encoded,
+            flushed,
         })
     }
 
@@ -408,22 +432,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let mut encoded = Vec::new();
-        {
-            let mut pending = lock(&self.shared.pending);
-            for entry in entries {
-                let bytes =
-                    bincode::serialize(&entry).map_err(|e| logs_err(ErrorVerb::Write, e))?;
-                encoded.push((entry.log_id, bytes));
-                pending.insert(entry.log_id.index, entry);
-            }
-        }
-        // Returns at once: readable now (from `pending`), durable when the
-        // writer calls back.
-        self.send(Op::Append {
-            entries: encoded,
-            callback,
-        })
+        self.queue_append(
+            entries,
+            Box::new(move |result| callback.log_io_completed(result)),
+        )
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -447,5 +459,89 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             done,
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    fn entry(term: u64, index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    fn terms(entries: &[Entry]) -> Vec<(u64, u64)> {
+        entries
+            .iter()
+            .map(|e| (e.log_id.index, e.log_id.leader_id.term))
+            .collect()
+    }
+
+    /// Appends without waiting; the receiver reports the flush.
+    fn append(
+        store: &LogStore,
+        entries: Vec<Entry>,
+    ) -> tokio::sync::oneshot::Receiver<Result<(), std::io::Error>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        store
+            .queue_append(
+                entries,
+                Box::new(move |r| {
+                    let _ = tx.send(r);
+                }),
+            )
+            .unwrap();
+        rx
+    }
+
+    #[tokio::test]
+    async fn a_truncation_behind_unflushed_appends_wins_in_memory_and_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft-log.redb");
+        let mut store = LogStore::open(&path, 1 << 20).unwrap();
+        // Queued, not awaited: some may still be in memory only.
+        let first = append(&store, (1..=5).map(|i| entry(1, i)).collect());
+        store
+            .truncate(LogId::new(CommittedLeaderId::new(1, 1), 3))
+            .await
+            .unwrap();
+        let second = append(&store, vec![entry(2, 3), entry(2, 4)]);
+        let read = store.try_get_log_entries(1..=10).await.unwrap();
+        assert_eq!(terms(&read), vec![(1, 1), (2, 1), (3, 2), (4, 2)]);
+        first.await.unwrap().unwrap();
+        second.await.unwrap().unwrap();
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id.map(|l| l.index), Some(4));
+        drop(store);
+        // What the flush reported is what a restarted node finds.
+        let mut reopened = LogStore::open(&path, 1 << 20).unwrap();
+        let read = reopened.try_get_log_entries(1..=10).await.unwrap();
+        assert_eq!(terms(&read), vec![(1, 1), (2, 1), (3, 2), (4, 2)]);
+    }
+
+    #[tokio::test]
+    async fn entries_are_readable_as_soon_as_append_returns_and_durable_when_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft-log.redb");
+        let mut store = LogStore::open(&path, 1 << 20).unwrap();
+        let mut flushes = Vec::new();
+        for i in 1..=200 {
+            flushes.push(append(&store, vec![entry(1, i)]));
+            let read = store.try_get_log_entries(i..=i).await.unwrap();
+            assert_eq!(terms(&read), vec![(i, 1)], "entry {i} right after append");
+        }
+        for f in flushes {
+            f.await.unwrap().unwrap();
+        }
+        store.save_vote(&Vote::new(7, 2)).await.unwrap();
+        drop(store);
+        let mut reopened = LogStore::open(&path, 1 << 20).unwrap();
+        let read = reopened.try_get_log_entries(1..=200).await.unwrap();
+        assert_eq!(read.len(), 200);
+        assert_eq!(reopened.read_vote().await.unwrap(), Some(Vote::new(7, 2)));
     }
 }

@@ -339,12 +339,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
-        // fsync: the received bytes are on disk before we build state from them.
-        snapshot
-            .sync_all()
-            .await
-            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        drop(snapshot);
+        receive_into_incoming(
+            &self.shared.snapshot_dir().join(INCOMING_SNAPSHOT),
+            snapshot,
+        )
+        .await
+        .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         let shared = self.shared.clone();
         let meta2 = meta.clone();
         let cache = blocking(ErrorVerb::Write, move || {
@@ -359,6 +359,33 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
         current_snapshot(&self.shared).await
     }
+}
+
+/// Makes sure the snapshot's bytes are in `incoming` and on disk. Normally
+/// `snapshot` is the file [`begin_receiving_snapshot`] created there and the
+/// chunks were written into it; but openraft may hand over any file holding
+/// the data (its storage test suite passes the sender's file), so when it is
+/// a different file its contents are copied in first.
+///
+/// [`begin_receiving_snapshot`]: RaftStateMachine::begin_receiving_snapshot
+async fn receive_into_incoming(
+    incoming: &Path,
+    mut snapshot: Box<tokio::fs::File>,
+) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    use tokio::io::AsyncSeekExt;
+    let given = snapshot.metadata().await?;
+    let ours = tokio::fs::metadata(incoming).await.ok();
+    let same = ours.is_some_and(|m| m.dev() == given.dev() && m.ino() == given.ino());
+    if same {
+        // fsync: the received bytes are on disk before we build state from them.
+        return snapshot.sync_all().await;
+    }
+    snapshot.seek(io::SeekFrom::Start(0)).await?;
+    let mut out = tokio::fs::File::create(incoming).await?;
+    tokio::io::copy(&mut *snapshot, &mut out).await?;
+    // fsync: as above.
+    out.sync_all().await
 }
 
 /// Loads the incoming snapshot into a new database and swaps it in.
