@@ -127,7 +127,7 @@ impl ControlPlaneConfig {
             snapshot_chunk_bytes: 1 << 20,
             max_batch: 1024,
             max_inflight_batches: 4,
-            batch_linger: Duration::from_micros(500),
+            batch_linger: Duration::from_millis(1),
             cache_bytes: 32 << 20,
         }
     }
