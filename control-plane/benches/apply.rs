@@ -9,8 +9,8 @@
 use std::time::Instant;
 
 use geiger_control_plane::state_machine::StateMachine;
-use geiger_control_plane::testing::draw_request;
-use geiger_control_plane::types::{Batch, Entry};
+use geiger_control_plane::testing::{draw_request, process_cpu_time, resident_memory_line};
+use geiger_control_plane::types::{Batch, BatchOutcome, Entry};
 use geiger_control_plane::{Command, Outcome};
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, EntryPayload, LogId};
@@ -19,30 +19,9 @@ use openraft::{CommittedLeaderId, EntryPayload, LogId};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// CPU time (user + system) of this process, from /proc/self/stat.
-fn cpu_time() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    (ticks(11) + ticks(12)) as f64 / 100.0
-}
-
 /// Resident memory of this process and the state file's size, one line.
 fn print_footprint(draws: usize, dir: &std::path::Path) {
-    let rss = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .map(str::to_string)
-        })
-        .unwrap_or_default();
+    let rss = resident_memory_line();
     let meta = std::fs::metadata(dir.join("state.redb"));
     let size = meta.as_ref().map_or(0, |m| m.len());
     let used = meta
@@ -53,6 +32,27 @@ fn print_footprint(draws: usize, dir: &std::path::Path) {
         size >> 20,
         used >> 20
     );
+}
+
+/// One draw on each of `heads`.
+fn draws_on(heads: &[String]) -> Vec<Command> {
+    heads
+        .iter()
+        .map(|previous| Command::Draw {
+            customer: "cu_test".into(),
+            request: draw_request(previous, None),
+        })
+        .collect()
+}
+
+/// Moves each head to the draw made on it.
+fn advance(heads: &mut [String], applied: Vec<BatchOutcome>) {
+    for (head, outcome) in heads.iter_mut().zip(&applied[0].outcomes) {
+        match outcome {
+            Outcome::Drawn { id, .. } => *head = id.to_string(),
+            other => panic!("{other:?}"),
+        }
+    }
 }
 
 fn entry(index: u64, commands: Vec<Command>) -> Entry {
@@ -133,28 +133,16 @@ fn main() {
             .collect();
         for batch in batches {
             let started = Instant::now();
-            let cpu_started = cpu_time();
+            let cpu_started = process_cpu_time();
             let mut draws = 0;
             while started.elapsed().as_secs_f64() < 3.0 {
                 // One draw per chain, so every command is a real draw.
-                let commands = heads[..batch]
-                    .iter()
-                    .map(|previous| Command::Draw {
-                        customer: "cu_test".into(),
-                        request: draw_request(previous, None),
-                    })
-                    .collect();
-                let out = sm.apply(vec![next(commands)]).await.expect("apply");
-                for (head, outcome) in heads.iter_mut().zip(&out[0].outcomes) {
-                    match outcome {
-                        Outcome::Drawn { id, .. } => *head = id.to_string(),
-                        other => panic!("{other:?}"),
-                    }
-                }
+                let entry = next(draws_on(&heads[..batch]));
+                advance(&mut heads[..batch], sm.apply(vec![entry]).await.expect("apply"));
                 draws += batch;
             }
             let secs = started.elapsed().as_secs_f64();
-            let cpu = cpu_time() - cpu_started;
+            let cpu = (process_cpu_time() - cpu_started).as_secs_f64();
             println!(
                 "entries of {batch:2} draws: {:7.0} draws/s applied ({:5.1} us wall, {:5.1} us CPU per draw)",
                 draws as f64 / secs,
@@ -184,20 +172,8 @@ fn main() {
                 out[0].outcomes.iter().all(|o| matches!(o, Outcome::EntropyAppended { .. })),
                 "{out:?}"
             );
-            let commands = heads
-                .iter()
-                .map(|previous| Command::Draw {
-                    customer: "cu_test".into(),
-                    request: draw_request(previous, None),
-                })
-                .collect();
-            let out = sm.apply(vec![next(commands)]).await.expect("apply");
-            for (head, outcome) in heads.iter_mut().zip(&out[0].outcomes) {
-                match outcome {
-                    Outcome::Drawn { id, .. } => *head = id.to_string(),
-                    other => panic!("{other:?}"),
-                }
-            }
+            let entry = next(draws_on(&heads));
+            advance(&mut heads, sm.apply(vec![entry]).await.expect("apply"));
             done += heads.len();
             if done % 100_032 < heads.len() || done >= long_run {
                 print_footprint(done, dir.path());

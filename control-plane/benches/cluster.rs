@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use geiger_control_plane::testing::{draw_request, TestCluster};
+use geiger_control_plane::testing::{
+    draw_request, process_cpu_time, resident_memory_line, TestCluster,
+};
 use geiger_control_plane::{Command, ControlPlane, ControlPlaneConfig, Outcome};
 
 /// The allocator the `geiger` binary uses, so the figures are the node's.
@@ -53,22 +55,6 @@ fn env(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// CPU time (user + system) this process has used, from /proc/self/stat.
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which is in parentheses).
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // utime and stime are fields 14 and 15 of the full line: 11 and 12 here.
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -135,7 +121,7 @@ async fn throughput(cluster: &TestCluster, writers: usize, secs: u64, spread: bo
             tasks.push(tokio::spawn(writer(cp, head, stop.clone())));
         }
         let started = Instant::now();
-        let cpu_started = cpu_time();
+        let cpu_started = process_cpu_time();
         let sampler = tokio::spawn(pipeline_gaps(cluster.node(leader).clone(), stop.clone()));
         tokio::time::sleep(Duration::from_secs(secs)).await;
         stop.store(true, Ordering::Relaxed);
@@ -145,7 +131,7 @@ async fn throughput(cluster: &TestCluster, writers: usize, secs: u64, spread: bo
             all.extend(t.await.unwrap());
         }
         let elapsed = started.elapsed();
-        let cpu = cpu_time().saturating_sub(cpu_started);
+        let cpu = process_cpu_time().saturating_sub(cpu_started);
         if phase == "warmup" {
             continue;
         }
@@ -321,14 +307,7 @@ fn main() {
             failover(&mut cluster, trials).await;
         }
         let status = cluster.node(0).status().expect("status");
-        let rss = std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmRSS:"))
-                    .map(str::to_string)
-            })
-            .unwrap_or_default();
+        let rss = resident_memory_line();
         println!(
             "ledger: last applied index {:?}, snapshot {:?}; process (3 replicas) {rss}",
             status.last_applied_index, status.snapshot_index
