@@ -61,9 +61,9 @@ type RawTable<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
 pub struct Tx<'a> {
     pub tx: &'a WriteTransaction,
     open: RefCell<Vec<(String, RawTable<'a>)>>,
-    /// (table name, key) → value as it stands in this transaction
-    /// (`None`: deleted); `dirty` marks entries to write back.
-    hot: RefCell<HashMap<(&'static str, Vec<u8>), HotValue>>,
+    /// (index in [`HOT_TABLES`], key) → value as it stands in this
+    /// transaction (`None`: deleted); `dirty` marks entries to write back.
+    hot: RefCell<HashMap<(usize, Vec<u8>), HotValue>>,
 }
 
 struct HotValue {
@@ -71,12 +71,13 @@ struct HotValue {
     dirty: bool,
 }
 
-fn hot_table(table: Table) -> Option<&'static str> {
-    match table.name() {
-        "meta" => Some("meta"),
-        "devices" => Some("devices"),
-        _ => None,
-    }
+/// The tables kept in the write-back map.
+const HOT_TABLES: [Table; 2] = [META, DEVICES];
+
+/// `table`'s index in [`HOT_TABLES`], compared by name (a
+/// `TableDefinition` is only a typed name).
+fn hot_table(table: Table) -> Option<usize> {
+    HOT_TABLES.iter().position(|t| t.name() == table.name())
 }
 
 impl<'a> Tx<'a> {
@@ -92,12 +93,11 @@ impl<'a> Tx<'a> {
     /// committing; a `Tx` dropped without it loses its hot writes.
     pub fn finish(self) -> Result<(), ApplyError> {
         let hot = std::mem::take(&mut *self.hot.borrow_mut());
-        for ((table, key), v) in hot {
+        for ((slot, key), v) in hot {
             if !v.dirty {
                 continue;
             }
-            let def = if table == "meta" { META } else { DEVICES };
-            self.with(def, |t| {
+            self.with(HOT_TABLES[slot], |t| {
                 if let Some(value) = &v.value {
                     storage!(t.insert(key.as_slice(), value.as_slice()))?;
                 } else {
@@ -137,15 +137,15 @@ impl<'a> Tx<'a> {
     }
 
     pub fn get_raw(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, ApplyError> {
-        let Some(name) = hot_table(table) else {
+        let Some(slot) = hot_table(table) else {
             return self.get_stored(table, key);
         };
-        if let Some(v) = self.hot.borrow().get(&(name, key.to_vec())) {
+        if let Some(v) = self.hot.borrow().get(&(slot, key.to_vec())) {
             return Ok(v.value.clone());
         }
         let value = self.get_stored(table, key)?;
         self.hot.borrow_mut().insert(
-            (name, key.to_vec()),
+            (slot, key.to_vec()),
             HotValue {
                 value: value.clone(),
                 dirty: false,
@@ -173,15 +173,15 @@ impl<'a> Tx<'a> {
         })
     }
 
-    fn set_hot(&self, name: &'static str, key: &[u8], value: Option<Vec<u8>>) {
+    fn set_hot(&self, slot: usize, key: &[u8], value: Option<Vec<u8>>) {
         self.hot
             .borrow_mut()
-            .insert((name, key.to_vec()), HotValue { value, dirty: true });
+            .insert((slot, key.to_vec()), HotValue { value, dirty: true });
     }
 
     pub fn put_raw(&self, table: Table, key: &[u8], value: &[u8]) -> Result<(), ApplyError> {
-        if let Some(name) = hot_table(table) {
-            self.set_hot(name, key, Some(value.to_vec()));
+        if let Some(slot) = hot_table(table) {
+            self.set_hot(slot, key, Some(value.to_vec()));
             return Ok(());
         }
         self.with(table, |t| {
@@ -195,8 +195,8 @@ impl<'a> Tx<'a> {
     }
 
     pub fn delete(&self, table: Table, key: &[u8]) -> Result<(), ApplyError> {
-        if let Some(name) = hot_table(table) {
-            self.set_hot(name, key, None);
+        if let Some(slot) = hot_table(table) {
+            self.set_hot(slot, key, None);
             return Ok(());
         }
         self.with(table, |t| {
