@@ -3,8 +3,10 @@
 //! apply (every replica applies every draw).
 //!
 //! Run: `CARGO_TARGET_DIR=/work/targets/cp cargo bench -p geiger-control-plane --bench apply`
-//! (`BENCH_BATCH=64` measures only entries of 64 draws; `BENCH_DRAWS=1000000` also grows the ledger and prints resident memory
-//! and file size every 100,000 draws).
+//! (`BENCH_BATCH=64` measures only entries of 64 draws; `BENCH_CACHE_MB`
+//! sets the redb cache, default 32 as in the node; `BENCH_DRAWS=1000000`
+//! also grows the ledger and prints resident memory and file size every
+//! 100,000 draws).
 
 use std::time::Instant;
 
@@ -72,7 +74,11 @@ fn main() {
         .expect("runtime");
     rt.block_on(async {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut sm = StateMachine::open(dir.path(), std::env::var("BENCH_CACHE_MB").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(32) << 20).expect("open");
+        let cache_mb: usize = std::env::var("BENCH_CACHE_MB")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(32);
+        let mut sm = StateMachine::open(dir.path(), cache_mb << 20).expect("open");
         let mut index = 0;
         let mut next = |commands| {
             index += 1;
