@@ -45,10 +45,11 @@ pub struct Lookup {
 /// When a failed attempt may be tried again on another node.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Retry {
-    /// Reads and draws (idempotent by `previous` + `request_id`): after any
-    /// transport failure or 5xx.
+    /// Reads, draws (idempotent by `previous` + `request_id`) and chain
+    /// creation (by `request_id`): after any transport failure or 5xx.
     Idempotent,
-    /// Creating things: only when the request surely never reached a node.
+    /// Creating other things: only when the request surely never reached
+    /// a node.
     ConnectOnly,
 }
 
@@ -343,17 +344,22 @@ impl Client {
         Ok(())
     }
 
-    /// `POST /v1/chains`: opens a chain; returns its verified genesis.
+    /// `POST /v1/chains`: opens a chain; returns its verified genesis. The
+    /// request carries a random `request_id`, so a retry after a lost
+    /// answer gets the same chain rather than a second one.
     pub async fn create_chain(&self, tag: &str) -> Result<IssuedChain, ClientError> {
-        let body = serde_json::to_vec(&CreateChainRequest { tag: tag.into() })
-            .expect("a request serialises");
+        let body = serde_json::to_vec(&CreateChainRequest {
+            tag: tag.into(),
+            request_id: Some(random_request_id()),
+        })
+        .expect("a request serialises");
         let answer = self
             .expect(
                 Method::POST,
                 "/v1/chains",
                 Some(body),
                 Auth::Customer,
-                Retry::ConnectOnly,
+                Retry::Idempotent,
                 StatusCode::CREATED,
             )
             .await?;
@@ -373,9 +379,7 @@ impl Client {
     /// none, so retries across nodes are recognised as the same request.
     pub async fn draw(&self, mut request: DrawRequest) -> Result<Issued, ClientError> {
         if request.request_id.is_none() {
-            let mut id = [0u8; 16];
-            rand::thread_rng().fill_bytes(&mut id);
-            request.request_id = Some(hex::encode(id));
+            request.request_id = Some(random_request_id());
         }
         let body = serde_json::to_vec(&request).expect("a request serialises");
         let answer = self
@@ -557,4 +561,11 @@ impl Client {
         }
         Self::parse(&answer)
     }
+}
+
+/// 128 random bits, hex: a client idempotency key no other request shares.
+fn random_request_id() -> String {
+    let mut id = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut id);
+    hex::encode(id)
 }

@@ -2,16 +2,20 @@
 //!
 //! # The log writer
 //!
-//! openraft's core task awaits [`RaftLogStorage::append`] before it does
-//! anything else: replicating, counting acknowledgements, accepting new
-//! writes. An fsync inside `append` therefore stalled the whole node for
-//! each flush. So `append` only hands its entries to a dedicated writer
-//! thread and returns; they are readable at once from an in-memory
-//! `pending` map, and the writer calls openraft's flush callback once they
-//! are on disk. While the writer is inside one fsync, whatever arrives
-//! meanwhile (appends, a vote, a truncation) queues up and goes to disk
-//! together in the next transaction, in arrival order: group commit at the
-//! log level, under any load.
+//! `append` hands its entries to a dedicated writer thread and returns;
+//! they are readable at once from an in-memory `pending` map, and the
+//! writer calls openraft's flush callback once they are on disk. The fsync
+//! thus never blocks a tokio worker. Whatever arrives while the writer is inside one fsync
+//! (appends, a vote, a truncation, a purge) goes to disk together in the
+//! next transaction, in arrival order.
+//!
+//! openraft 0.9's core task itself still waits for each append's flush
+//! callback before its next command (`RaftCore::append_to_log`), and only
+//! then tells the replication streams about the new entries. A leader's
+//! fsync and its followers' fsyncs therefore happen one after the other,
+//! not in parallel: two fsyncs are on every write's path. The streams then
+//! read the entries just flushed, which is why the latest
+//! [`KEEP_FLUSHED`] stay in memory.
 //!
 //! # Durability
 //!
@@ -55,6 +59,11 @@ const KEY_VOTE: &str = "vote";
 const KEY_PURGED: &str = "last_purged";
 /// Most queued operations the writer puts in one transaction.
 const MAX_GROUP: usize = 4096;
+/// How many of the latest durable entries stay in memory after their
+/// flush. openraft 0.9's core hands a new entry to the replication streams
+/// only after the leader's own flush (see the module docs), so the streams
+/// ask for it just after the writer would otherwise have dropped it.
+const KEEP_FLUSHED: usize = 64;
 
 /// The redb-backed log store; cheap to clone (one shared writer).
 #[derive(Clone)]
@@ -64,8 +73,9 @@ pub struct LogStore {
 
 struct Shared {
     db: Arc<Database>,
-    /// Entries handed to the writer and not yet known to be in redb,
-    /// by index. They take precedence over redb when reading.
+    /// Entries handed to the writer and not yet known to be in redb, and
+    /// the latest [`KEEP_FLUSHED`] that are, by index. They take precedence
+    /// over redb when reading.
     pending: Arc<Mutex<BTreeMap<u64, Entry>>>,
     ops: Mutex<Option<mpsc::Sender<Op>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -138,6 +148,8 @@ fn write_loop(
     pending: Arc<Mutex<BTreeMap<u64, Entry>>>,
     rx: mpsc::Receiver<Op>,
 ) {
+    // Durable entries still held in `pending`, oldest first.
+    let mut kept: std::collections::VecDeque<LogId> = std::collections::VecDeque::new();
     while let Ok(first) = rx.recv() {
         let mut ops = vec![first];
         while ops.len() < MAX_GROUP {
@@ -149,17 +161,24 @@ fn write_loop(
         let started = std::time::Instant::now();
         let result = write_group(&db, &ops).map_err(|e| e.to_string());
         let mut appended = 0;
-        // What is in redb now need not be kept in memory any more, unless a
-        // later append already replaced it.
+        // What is in redb now need not be kept in memory any more, beyond
+        // the latest few. An entry leaves memory only as the very log ID
+        // that was written: a later append may have replaced it.
         if result.is_ok() {
-            let mut pending = lock(&pending);
             for op in &ops {
                 if let Op::Append { entries, .. } = op {
-                    for (log_id, _) in entries {
-                        appended += 1;
-                        if pending.get(&log_id.index).map(|e| e.log_id) == Some(*log_id) {
-                            pending.remove(&log_id.index);
-                        }
+                    appended += entries.len();
+                    kept.extend(entries.iter().map(|(log_id, _)| *log_id));
+                }
+            }
+            if kept.len() > KEEP_FLUSHED {
+                let mut pending = lock(&pending);
+                while kept.len() > KEEP_FLUSHED {
+                    let Some(log_id) = kept.pop_front() else {
+                        break;
+                    };
+                    if pending.get(&log_id.index).map(|e| e.log_id) == Some(log_id) {
+                        pending.remove(&log_id.index);
                     }
                 }
             }
@@ -453,6 +472,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         tracing::debug!(%log_id, "purging the log up to this entry");
         let bytes = bincode::serialize(&log_id).map_err(|e| logs_err(ErrorVerb::Write, e))?;
+        // Purged entries are gone for readers, including the flushed ones
+        // still kept in memory.
+        lock(&self.shared.pending).retain(|&index, _| index > log_id.index);
         self.send_and_wait(ErrorSubject::Logs, ErrorVerb::Delete, |done| Op::Purge {
             log_id,
             bytes,
@@ -543,5 +565,49 @@ mod tests {
         let read = reopened.try_get_log_entries(1..=200).await.unwrap();
         assert_eq!(read.len(), 200);
         assert_eq!(reopened.read_vote().await.unwrap(), Some(Vote::new(7, 2)));
+    }
+
+    #[tokio::test]
+    async fn flushed_entries_leave_memory_beyond_the_latest_few_and_stay_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LogStore::open(&dir.path().join("raft-log.redb"), 1 << 20).unwrap();
+        for i in 1..=200 {
+            append(&store, vec![entry(1, i)]).await.unwrap().unwrap();
+        }
+        let held = lock(&store.shared.pending).len();
+        assert!(held > 0 && held <= KEEP_FLUSHED, "{held} entries in memory");
+        let read = store.try_get_log_entries(1..=200).await.unwrap();
+        assert_eq!(terms(&read), (1..=200).map(|i| (i, 1)).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn entries_rewritten_after_a_truncation_read_as_rewritten_while_old_ones_leave_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LogStore::open(&dir.path().join("raft-log.redb"), 1 << 20).unwrap();
+        append(&store, (1..=10).map(|i| entry(1, i)).collect())
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .truncate(LogId::new(CommittedLeaderId::new(1, 1), 5))
+            .await
+            .unwrap();
+        // Unflushed while the old entries 5..=10 leave memory.
+        let rewritten = append(&store, vec![entry(2, 5), entry(2, 6)]);
+        // Their flushes are not awaited here: the last append below waits
+        // for all of them (the writer answers in queue order).
+        for i in 7..=7 + KEEP_FLUSHED as u64 {
+            drop(append(&store, vec![entry(2, i)]));
+        }
+        let read = store.try_get_log_entries(4..=7).await.unwrap();
+        assert_eq!(terms(&read), vec![(4, 1), (5, 2), (6, 2), (7, 2)]);
+        rewritten.await.unwrap().unwrap();
+        let last = 7 + KEEP_FLUSHED as u64;
+        append(&store, vec![entry(2, last + 1)])
+            .await
+            .unwrap()
+            .unwrap();
+        let read = store.try_get_log_entries(4..=7).await.unwrap();
+        assert_eq!(terms(&read), vec![(4, 1), (5, 2), (6, 2), (7, 2)]);
     }
 }

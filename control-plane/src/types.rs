@@ -125,8 +125,14 @@ pub enum Command {
         name: String,
         key_sha256: [u8; 32],
     },
-    /// A new chain; its genesis record is sealed at apply time.
-    CreateChain { customer: String, tag: String },
+    /// A new chain; its genesis record is sealed at apply time. With a
+    /// `request_id` the customer already used, nothing is created and the
+    /// outcome is that request's chain ([`Outcome::Replayed`]).
+    CreateChain {
+        customer: String,
+        tag: String,
+        request_id: Option<String>,
+    },
     /// A draw: `request` is the original request body (JSON bytes, kept
     /// verbatim for `GET /v1/draws/{id}`).
     Draw {
@@ -248,8 +254,9 @@ pub enum Outcome {
         #[serde(with = "crate::types::raw_bytes")]
         response: Vec<u8>,
     },
-    /// The same `previous` and `request_id` as an earlier draw: its original
-    /// 201 body, byte for byte.
+    /// The same idempotency key as an earlier request (a draw's `previous`
+    /// and `request_id`, a chain's customer and `request_id`): its record's
+    /// original 201 body, byte for byte.
     Replayed {
         id: RecordId,
         #[serde(with = "crate::types::raw_bytes")]

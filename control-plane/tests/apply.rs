@@ -42,6 +42,7 @@ fn setup(at_ms: u64) -> Vec<Entry> {
                 Command::CreateChain {
                     customer: "cu_test".into(),
                     tag: "t".into(),
+                    request_id: None,
                 },
             ],
         ),
@@ -199,6 +200,7 @@ async fn a_transaction_of_many_draws_signs_each_as_a_lone_draw_would() {
         .map(|i| Command::CreateChain {
             customer: "cu_test".into(),
             tag: format!("c{i}"),
+            request_id: None,
         })
         .collect();
     // Enough entropy for 20 draws of 6 from 49 (the setup appends 256 bytes).
@@ -245,5 +247,63 @@ async fn a_transaction_of_many_draws_signs_each_as_a_lone_draw_would() {
         };
         let r: DrawResponse = serde_json::from_slice(response).unwrap();
         assert_eq!(r.draw.id, *id);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_request_id_creates_one_chain_per_customer_and_replays_it_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sm = StateMachine::open(dir.path(), 4 << 20).unwrap();
+    sm.apply(setup(1_000)).await.unwrap();
+    let create = |customer: &str, tag: &str, request_id: &str| Command::CreateChain {
+        customer: customer.into(),
+        tag: tag.into(),
+        request_id: Some(request_id.into()),
+    };
+    let other_customer = Command::CreateCustomer {
+        id: "cu_other".into(),
+        name: "o".into(),
+        key_sha256: [3; 32],
+    };
+    let out = sm
+        .apply(vec![
+            entry(
+                3,
+                2_000,
+                vec![
+                    other_customer,
+                    create("cu_test", "first", "retry-1"),
+                    // The retry in the same entry sees the first.
+                    create("cu_test", "first", "retry-1"),
+                ],
+            ),
+            entry(
+                4,
+                3_000,
+                vec![
+                    // A retry much later, even with another tag.
+                    create("cu_test", "other tag", "retry-1"),
+                    // Another customer's key space is its own.
+                    create("cu_other", "first", "retry-1"),
+                    create("cu_test", "second", "retry-2"),
+                ],
+            ),
+        ])
+        .await
+        .unwrap();
+    let Outcome::ChainCreated { id, response } = &out[0].outcomes[1] else {
+        panic!("{:?}", out[0]);
+    };
+    let replay = Outcome::Replayed {
+        id: *id,
+        response: response.clone(),
+    };
+    assert_eq!(out[0].outcomes[2], replay);
+    assert_eq!(out[1].outcomes[0], replay);
+    for other in &out[1].outcomes[1..] {
+        let Outcome::ChainCreated { id: new, .. } = other else {
+            panic!("{other:?}");
+        };
+        assert_ne!(new, id);
     }
 }

@@ -217,6 +217,43 @@ async fn every_endpoint_answers_as_the_contract_says() {
     .await;
     let other_chain: Value = serde_json::from_slice(&b).unwrap();
 
+    // A chain request retried with its `request_id`, through another node:
+    // the same chain, byte for byte, not a second one.
+    let once = br#"{"tag":"baccarat","request_id":"open-7"}"#.to_vec();
+    let (s, headers, first) = send(
+        &http,
+        Method::POST,
+        url(follower, "/v1/chains"),
+        Some(&key),
+        json_ct,
+        Some(once.clone()),
+    )
+    .await;
+    assert_eq!(s, 201, "{}", String::from_utf8_lossy(&first));
+    assert!(headers.get("geiger-replayed").is_none());
+    let (s, headers, again) = send(
+        &http,
+        Method::POST,
+        url(leader, "/v1/chains"),
+        Some(&key),
+        json_ct,
+        Some(once),
+    )
+    .await;
+    assert_eq!(s, 201, "{}", String::from_utf8_lossy(&again));
+    assert_eq!(headers["geiger-replayed"], "true");
+    assert_eq!(again, first);
+    let (s, _, b) = send(
+        &http,
+        Method::POST,
+        url(leader, "/v1/chains"),
+        Some(&key),
+        json_ct,
+        Some(br#"{"tag":"t","request_id":"no spaces"}"#.to_vec()),
+    )
+    .await;
+    assert_eq!((s, error_code(&b).as_str()), (422, "invalid_request"));
+
     // A draw sent to a follower.
     let request = json!({"previous": chain_id, "tag": "hand 1", "request_id": "r-1",
         "spec": {"kind": "integers", "min": 1, "max": 6, "count": 5, "unique": false}});
@@ -511,7 +548,8 @@ async fn every_endpoint_answers_as_the_contract_says() {
     )
     .await;
     let rest: Value = serde_json::from_slice(&b).unwrap();
-    assert_eq!(rest["chains"].as_array().unwrap().len(), 1);
+    // blackjack 4, baccarat (once, though asked twice), more, more.
+    assert_eq!(rest["chains"].as_array().unwrap().len(), 2);
     assert!(rest.get("next_after").is_none());
 
     // Health, metrics and the API description.

@@ -17,6 +17,11 @@ pub const MAX_REQUEST_ID_BYTES: usize = 128;
 #[serde(deny_unknown_fields)]
 pub struct CreateChainRequest {
     pub tag: String,
+    /// A client idempotency key: a retry by the same customer with the same
+    /// `request_id` gets the chain that request created (its original 201
+    /// body), not a second chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// `POST /v1/draws`.
@@ -61,9 +66,25 @@ pub fn validate_tag(tag: &str) -> Result<(), RequestError> {
     Ok(())
 }
 
+/// 1 to [`MAX_REQUEST_ID_BYTES`] of `A-Z a-z 0-9 . _ : -`.
+pub fn validate_request_id(id: &str) -> Result<(), RequestError> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_REQUEST_ID_BYTES
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-_:".contains(&b));
+    if !ok {
+        return Err(RequestError::BadRequestId);
+    }
+    Ok(())
+}
+
 impl CreateChainRequest {
     pub fn validate(&self) -> Result<(), RequestError> {
-        validate_tag(&self.tag)
+        validate_tag(&self.tag)?;
+        self.request_id
+            .as_deref()
+            .map_or(Ok(()), validate_request_id)
     }
 }
 
@@ -72,14 +93,7 @@ impl DrawRequest {
     pub fn validate(&self) -> Result<(), RequestError> {
         validate_tag(&self.tag)?;
         if let Some(id) = &self.request_id {
-            let ok = !id.is_empty()
-                && id.len() <= MAX_REQUEST_ID_BYTES
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b".-_:".contains(&b));
-            if !ok {
-                return Err(RequestError::BadRequestId);
-            }
+            validate_request_id(id)?;
         }
         self.spec.validate()?;
         Ok(())
@@ -208,6 +222,24 @@ mod tests {
         );
         assert_eq!(
             request("t", Some("has space")).validate(),
+            Err(RequestError::BadRequestId)
+        );
+    }
+
+    #[test]
+    fn a_chain_request_id_is_checked_like_a_draws() {
+        let chain = |id: Option<&str>| CreateChainRequest {
+            tag: "t".into(),
+            request_id: id.map(str::to_string),
+        };
+        assert!(chain(None).validate().is_ok());
+        assert!(chain(Some("retry-1")).validate().is_ok());
+        assert_eq!(
+            chain(Some("has space")).validate(),
+            Err(RequestError::BadRequestId)
+        );
+        assert_eq!(
+            chain(Some(&"x".repeat(MAX_REQUEST_ID_BYTES + 1))).validate(),
             Err(RequestError::BadRequestId)
         );
     }

@@ -277,7 +277,11 @@ impl Applier<'_, '_> {
                 name,
                 key_sha256,
             } => self.create_customer(id, name, key_sha256)?,
-            Command::CreateChain { customer, tag } => self.create_chain(customer, tag)?,
+            Command::CreateChain {
+                customer,
+                tag,
+                request_id,
+            } => self.create_chain(customer, tag, request_id.as_deref())?,
             Command::Draw { customer, request } => self.draw(customer, request)?,
             Command::AppendEntropy {
                 device,
@@ -372,12 +376,42 @@ impl Applier<'_, '_> {
         Ok(Ok(Outcome::CustomerCreated { id: id.to_string() }))
     }
 
-    fn create_chain(&mut self, customer: &str, tag: &str) -> Result<Applied, ApplyError> {
+    fn create_chain(
+        &mut self,
+        customer: &str,
+        tag: &str,
+        request_id: Option<&str>,
+    ) -> Result<Applied, ApplyError> {
         if let Err(e) = geiger_protocol::api::validate_tag(tag) {
+            return Ok(Err(Rejection::Invalid(e.to_string())));
+        }
+        if let Some(Err(e)) = request_id.map(geiger_protocol::api::validate_request_id) {
             return Ok(Err(Rejection::Invalid(e.to_string())));
         }
         if self.tx.get_raw(CUSTOMERS, customer.as_bytes())?.is_none() {
             return Ok(Err(Rejection::NotFound(format!("customer {customer}"))));
+        }
+        let request_key = request_id.map(|r| chain_request_key(customer, r));
+        if let Some(key) = &request_key {
+            if let Some(chain) = self.tx.get_raw(CHAIN_REQUESTS, key)? {
+                let Some(meta) = self.tx.get::<ChainMeta>(CHAINS, &chain)? else {
+                    return Ok(Err(Rejection::Invalid(
+                        "corrupt chain request index".into(),
+                    )));
+                };
+                let id = std::str::from_utf8(&chain)
+                    .ok()
+                    .and_then(|s| s.parse().ok());
+                let Some(id) = id else {
+                    return Ok(Err(Rejection::Invalid(
+                        "corrupt chain request index".into(),
+                    )));
+                };
+                return Ok(Ok(Outcome::Replayed {
+                    id,
+                    response: meta.response,
+                }));
+            }
         }
         let Some(signer) = self.cache.signer.clone() else {
             return Ok(Err(Rejection::NoSigningKey));
@@ -416,6 +450,9 @@ impl Applier<'_, '_> {
             &customer_chain_key(customer, ledger_index),
             id.as_bytes(),
         )?;
+        if let Some(key) = &request_key {
+            self.tx.put_raw(CHAIN_REQUESTS, key, id.as_bytes())?;
+        }
         tracing::debug!(chain = %id, customer, "chain created");
         Ok(Ok(Outcome::ChainCreated {
             id: sealed.id,

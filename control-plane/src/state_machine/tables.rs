@@ -54,11 +54,14 @@ pub const PROVENANCE: Table = TableDefinition::new("provenance");
 /// customer id ++ 0x00 ++ ledger index of the genesis (u64 BE) → chain id:
 /// the public list of a customer's chains, in creation order.
 pub const CUSTOMER_CHAINS: Table = TableDefinition::new("customer_chains");
+/// customer id ++ 0x00 ++ `request_id` → chain id: which chain a
+/// customer's `POST /v1/chains` with that `request_id` created.
+pub const CHAIN_REQUESTS: Table = TableDefinition::new("chain_requests");
 
 /// Every table, with the tag that names it in a snapshot file. Tags are
 /// part of the snapshot format: never reuse or renumber one. (Tag 6 was a
 /// separate successor index, retired for [`CHAIN_DRAWS`].)
-pub const ALL: [(u8, Table); 17] = [
+pub const ALL: [(u8, Table); 18] = [
     (1, META),
     (2, CUSTOMERS),
     (3, CUSTOMER_KEYS),
@@ -76,6 +79,7 @@ pub const ALL: [(u8, Table); 17] = [
     (16, CUSTOMER_CHAINS),
     (17, PROVENANCE),
     (18, CHAIN_HEADS),
+    (19, CHAIN_REQUESTS),
 ];
 
 pub const META_LAST_APPLIED: &[u8] = b"last_applied";
@@ -197,6 +201,14 @@ pub fn customer_chain_key(customer: &str, ledger_index: u64) -> Vec<u8> {
     k.extend_from_slice(customer.as_bytes());
     k.push(0);
     k.extend_from_slice(&ledger_index.to_be_bytes());
+    k
+}
+
+pub fn chain_request_key(customer: &str, request_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(customer.len() + 1 + request_id.len());
+    k.extend_from_slice(customer.as_bytes());
+    k.push(0);
+    k.extend_from_slice(request_id.as_bytes());
     k
 }
 

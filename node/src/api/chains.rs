@@ -10,7 +10,7 @@ use geiger_protocol::{CreateChainRequest, ErrorBody, ErrorCode, RecordKind};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::draws::parse_id;
+use super::draws::{parse_id, REPLAY_HEADER};
 use super::error::ApiError;
 use super::extract::{AuthedCustomer, JsonBody};
 use super::{json_bytes, AppState};
@@ -43,7 +43,7 @@ pub const MAX_PAGE: usize = 100;
     request_body = CreateChainRequest,
     security(("api_key" = [])),
     responses(
-        (status = 201, description = "The signed genesis record", body = geiger_protocol::ChainResponse),
+        (status = 201, description = "The signed genesis record; or, for a `request_id` this customer used before, that request's chain, byte for byte (header `geiger-replayed: true`)", body = geiger_protocol::ChainResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 415, body = ErrorBody),
         (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody),
     ))]
@@ -59,22 +59,31 @@ pub async fn create(
         .submit(Command::CreateChain {
             customer: customer.id,
             tag: request.tag,
+            request_id: request.request_id,
         })
         .await?;
-    match outcome {
+    let (id, response, replayed) = match outcome {
         Outcome::ChainCreated { id, response } => {
             state.metrics.chains_created.inc();
-            let mut reply = json_bytes(StatusCode::CREATED, response);
-            if let Ok(location) = HeaderValue::from_str(&format!("/v1/chains/{id}")) {
-                reply.headers_mut().insert(header::LOCATION, location);
-            }
-            Ok(reply)
+            (id, response, false)
         }
-        Outcome::Rejected(r) => Err(r.into()),
-        other => Err(ApiError::internal(format!(
-            "unexpected ledger outcome {other:?}"
-        ))),
+        Outcome::Replayed { id, response } => (id, response, true),
+        Outcome::Rejected(r) => return Err(r.into()),
+        other => {
+            return Err(ApiError::internal(format!(
+                "unexpected ledger outcome {other:?}"
+            )))
+        }
+    };
+    let mut reply = json_bytes(StatusCode::CREATED, response);
+    let headers = reply.headers_mut();
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/chains/{id}")) {
+        headers.insert(header::LOCATION, location);
     }
+    if replayed {
+        headers.insert(REPLAY_HEADER, HeaderValue::from_static("true"));
+    }
+    Ok(reply)
 }
 
 #[utoipa::path(get, path = "/v1/chains/{id}", tag = "chains",
