@@ -403,8 +403,9 @@ impl Drop for Cluster {
 // ---- devices ---------------------------------------------------------------
 
 /// The `geiger-device` binary: next to `geiger` in the target directory,
-/// built on demand (`cargo build -p geiger-hardware --bin geiger-device`)
-/// if it is not there yet.
+/// built on demand (`cargo build -p geiger-hardware --bin geiger-device`,
+/// with `--release` when `geiger` is the release build, as under
+/// `cargo bench`) if it is not there yet.
 pub fn device_binary() -> PathBuf {
     let geiger = PathBuf::from(env!("CARGO_BIN_EXE_geiger"));
     let dir = geiger.parent().expect("target dir");
@@ -414,8 +415,12 @@ pub fn device_binary() -> PathBuf {
         // Always ask cargo: it is a no-op when the binary is up to date.
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let target_dir = dir.parent().expect("profile dir's parent");
+        let mut args = vec!["build", "-p", "geiger-hardware", "--bin", "geiger-device"];
+        if dir.file_name() == Some(std::ffi::OsStr::new("release")) {
+            args.push("--release");
+        }
         let status = Command::new(cargo)
-            .args(["build", "-p", "geiger-hardware", "--bin", "geiger-device"])
+            .args(&args)
             .env("CARGO_TARGET_DIR", target_dir)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status();
