@@ -28,10 +28,13 @@
 //! 2. Entries ([`append`](RaftLogStorage::append)): a follower acknowledges
 //!    entries, and a leader counts itself towards the quorum, only once
 //!    they are durable: the flush callback fires after the commit.
-//! 3. [`truncate`](RaftLogStorage::truncate) and
-//!    [`purge`](RaftLogStorage::purge): conflicting entries must not
-//!    reappear after a crash, and the purge marker must agree with the
-//!    entries left; both return after the commit.
+//! 3. [`truncate`](RaftLogStorage::truncate): conflicting entries must
+//!    not reappear after a crash; it returns after the commit.
+//! 4. [`purge`](RaftLogStorage::purge) returns once the purge marker is
+//!    durable. The entries below it are then deleted a step per writer
+//!    transaction ([`PURGE_STEP`]), alongside whatever else is written;
+//!    openraft never reads below the marker, and a step a crash cut off is
+//!    finished by the next purge.
 //!
 //! The committed index is deliberately not stored (openraft's
 //! `save_committed` keeps its default, a no-op): openraft awaits it on its
@@ -64,6 +67,12 @@ const MAX_GROUP: usize = 4096;
 /// only after the leader's own flush (see the module docs), so the streams
 /// ask for it just after the writer would otherwise have dropped it.
 const KEEP_FLUSHED: usize = 64;
+/// Most purged entries deleted per writer transaction. A purge after a
+/// snapshot covers thousands of entries (hundreds of MiB of a large
+/// ledger's log); deleted in one transaction it held every append, and so
+/// openraft's core and its heartbeats, for seconds: long enough for
+/// elections at every snapshot.
+const PURGE_STEP: usize = 512;
 
 /// The redb-backed log store; cheap to clone (one shared writer).
 #[derive(Clone)]
@@ -150,16 +159,36 @@ fn write_loop(
 ) {
     // Durable entries still held in `pending`, oldest first.
     let mut kept: std::collections::VecDeque<LogId> = std::collections::VecDeque::new();
-    while let Ok(first) = rx.recv() {
-        let mut ops = vec![first];
-        while ops.len() < MAX_GROUP {
+    // Entries up to this index are purged (the marker is durable) but
+    // maybe not all deleted yet: each transaction deletes a step of them.
+    let mut purging: Option<u64> = None;
+    loop {
+        // With deletions left, an idle writer keeps deleting.
+        let first = match purging {
+            None => rx.recv().ok(),
+            Some(_) => match rx.try_recv() {
+                Ok(op) => Some(op),
+                Err(mpsc::TryRecvError::Empty) => None,
+                Err(mpsc::TryRecvError::Disconnected) => break,
+            },
+        };
+        if first.is_none() && purging.is_none() {
+            break;
+        }
+        let mut ops: Vec<Op> = first.into_iter().collect();
+        while !ops.is_empty() && ops.len() < MAX_GROUP {
             match rx.try_recv() {
                 Ok(op) => ops.push(op),
                 Err(_) => break,
             }
         }
+        for op in &ops {
+            if let Op::Purge { log_id, .. } = op {
+                purging = purging.max(Some(log_id.index));
+            }
+        }
         let started = std::time::Instant::now();
-        let result = write_group(&db, &ops).map_err(|e| e.to_string());
+        let result = write_group(&db, &ops, &mut purging).map_err(|e| e.to_string());
         let mut appended = 0;
         // What is in redb now need not be kept in memory any more, beyond
         // the latest few. An entry leaves memory only as the very log ID
@@ -204,15 +233,39 @@ fn write_loop(
     }
 }
 
-fn write_group(db: &Database, ops: &[Op]) -> Result<(), redb::Error> {
+/// Writes `ops` and the next step of a purge in one transaction. `purging`
+/// becomes `None` once nothing at or below it is left.
+fn write_group(db: &Database, ops: &[Op], purging: &mut Option<u64>) -> Result<(), redb::Error> {
     let mut tx = db.begin_write()?;
     // The fsync point of every operation in the group (see the module docs).
     tx.set_durability(Durability::Immediate);
     for op in ops {
         apply_op(&tx, op)?;
     }
+    let purge_done = match *purging {
+        Some(upto) => delete_purge_step(&tx, upto)?,
+        None => true,
+    };
     tx.commit()?;
+    if purge_done {
+        *purging = None;
+    }
     Ok(())
+}
+
+/// Deletes up to [`PURGE_STEP`] of the oldest entries at or below `upto`;
+/// true when none is left.
+fn delete_purge_step(tx: &WriteTransaction, upto: u64) -> Result<bool, redb::Error> {
+    let mut table = tx.open_table(LOGS)?;
+    let Some(first) = table.first()?.map(|(k, _)| k.value()) else {
+        return Ok(true);
+    };
+    if first > upto {
+        return Ok(true);
+    }
+    let last = upto.min(first.saturating_add(PURGE_STEP as u64 - 1));
+    table.retain_in(first..=last, |_, _| false)?;
+    Ok(last == upto)
 }
 
 fn apply_op(tx: &WriteTransaction, op: &Op) -> Result<(), redb::Error> {
@@ -229,10 +282,11 @@ fn apply_op(tx: &WriteTransaction, op: &Op) -> Result<(), redb::Error> {
         Op::Truncate { from, .. } => {
             tx.open_table(LOGS)?.retain_in(*from.., |_, _| false)?;
         }
-        Op::Purge { log_id, bytes, .. } => {
+        // The entries go a step per transaction (see `PURGE_STEP`); until
+        // then some may still be in redb, below the marker, where openraft
+        // never reads.
+        Op::Purge { bytes, .. } => {
             tx.open_table(META)?.insert(KEY_PURGED, bytes.as_slice())?;
-            tx.open_table(LOGS)?
-                .retain_in(..=log_id.index, |_, _| false)?;
         }
     }
     Ok(())
@@ -609,5 +663,50 @@ mod tests {
             .unwrap();
         let read = store.try_get_log_entries(4..=7).await.unwrap();
         assert_eq!(terms(&read), vec![(4, 1), (5, 2), (6, 2), (7, 2)]);
+    }
+
+    #[tokio::test]
+    async fn a_large_purge_returns_at_once_and_finishes_in_steps_behind_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft-log.redb");
+        let mut store = LogStore::open(&path, 1 << 20).unwrap();
+        let n = 5 * PURGE_STEP as u64;
+        append(&store, (1..=n).map(|i| entry(1, i)).collect())
+            .await
+            .unwrap()
+            .unwrap();
+        let upto = n - 10;
+        store
+            .purge(LogId::new(CommittedLeaderId::new(1, 1), upto))
+            .await
+            .unwrap();
+        // Appends behind the purge are not held up by it.
+        append(&store, vec![entry(1, n + 1)])
+            .await
+            .unwrap()
+            .unwrap();
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(upto));
+        assert_eq!(state.last_log_id.map(|l| l.index), Some(n + 1));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let db = store.shared.db.clone();
+            let left = LogStore::read_range(&db, Bound::Unbounded, Bound::Included(upto)).unwrap();
+            if left.is_empty() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} entries left",
+                left.len()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let rest = store.try_get_log_entries(upto + 1..).await.unwrap();
+        assert_eq!(rest.len(), 11);
+        drop(store);
+        let mut reopened = LogStore::open(&path, 1 << 20).unwrap();
+        let state = reopened.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(upto));
     }
 }
