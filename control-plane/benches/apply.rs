@@ -115,7 +115,6 @@ fn main() {
                     .map(|_| Command::CreateChain {
                         customer: "cu_test".into(),
                         tag: "bench".into(),
-                        request_id: None,
                     })
                     .collect(),
             ),

@@ -70,7 +70,6 @@ async fn new_chain(cp: &ControlPlane) -> String {
         .write(Command::CreateChain {
             customer: "cu_test".into(),
             tag: "bench".into(),
-            request_id: None,
         })
         .await
         .expect("chain")

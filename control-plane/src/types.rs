@@ -116,6 +116,9 @@ pub struct BatchOutcome {
 
 /// Every change the ledger knows. Each is checked completely before it
 /// writes anything, so a rejected command changes nothing.
+///
+/// Log entries and snapshots name variants by position (bincode): new
+/// variants go at the end, and no variant changes shape.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// A paying customer, known by the SHA-256 of its API key (the key itself
@@ -125,14 +128,8 @@ pub enum Command {
         name: String,
         key_sha256: [u8; 32],
     },
-    /// A new chain; its genesis record is sealed at apply time. With a
-    /// `request_id` the customer already used, nothing is created and the
-    /// outcome is that request's chain ([`Outcome::Replayed`]).
-    CreateChain {
-        customer: String,
-        tag: String,
-        request_id: Option<String>,
-    },
+    /// A new chain; its genesis record is sealed at apply time.
+    CreateChain { customer: String, tag: String },
     /// A draw: `request` is the original request body (JSON bytes, kept
     /// verbatim for `GET /v1/draws/{id}`).
     Draw {
@@ -214,13 +211,21 @@ pub enum Command {
         #[serde(with = "crate::types::raw_bytes")]
         bytes: Vec<u8>,
     },
+    /// [`Command::CreateChain`] with a client idempotency key: if this
+    /// customer already used `request_id`, nothing is created and the
+    /// outcome is that request's chain ([`Outcome::Replayed`]).
+    CreateChainOnce {
+        customer: String,
+        tag: String,
+        request_id: String,
+    },
 }
 
 impl Command {
     pub fn kind(&self) -> &'static str {
         match self {
             Command::CreateCustomer { .. } => "create_customer",
-            Command::CreateChain { .. } => "create_chain",
+            Command::CreateChain { .. } | Command::CreateChainOnce { .. } => "create_chain",
             Command::Draw { .. } => "draw",
             Command::AppendEntropy { .. } => "append_entropy",
             Command::QuarantineChunk { .. } => "quarantine_chunk",
@@ -313,4 +318,34 @@ pub struct Lease {
     pub owner: NodeId,
     pub epoch: u64,
     pub expires_at_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_entries_written_before_create_chain_once_existed_still_decode() {
+        // `CreateChain { customer: "c", tag: "t" }` as bincode wrote it:
+        // variant 1 (u32 LE), then each string as a u64 LE length and bytes.
+        let old = [
+            1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, b'c', 1, 0, 0, 0, 0, 0, 0, 0, b't',
+        ];
+        let decoded: Command = bincode::deserialize(&old).unwrap();
+        assert_eq!(
+            decoded,
+            Command::CreateChain {
+                customer: "c".into(),
+                tag: "t".into()
+            }
+        );
+        // The new variant went to the end, after `AppendSignedEntropy` (12).
+        let new = bincode::serialize(&Command::CreateChainOnce {
+            customer: "c".into(),
+            tag: "t".into(),
+            request_id: "r".into(),
+        })
+        .unwrap();
+        assert_eq!(new[..4], [13, 0, 0, 0]);
+    }
 }

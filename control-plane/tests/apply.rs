@@ -42,7 +42,6 @@ fn setup(at_ms: u64) -> Vec<Entry> {
                 Command::CreateChain {
                     customer: "cu_test".into(),
                     tag: "t".into(),
-                    request_id: None,
                 },
             ],
         ),
@@ -200,7 +199,6 @@ async fn a_transaction_of_many_draws_signs_each_as_a_lone_draw_would() {
         .map(|i| Command::CreateChain {
             customer: "cu_test".into(),
             tag: format!("c{i}"),
-            request_id: None,
         })
         .collect();
     // Enough entropy for 20 draws of 6 from 49 (the setup appends 256 bytes).
@@ -255,10 +253,10 @@ async fn a_chain_request_id_creates_one_chain_per_customer_and_replays_it_after(
     let dir = tempfile::tempdir().unwrap();
     let mut sm = StateMachine::open(dir.path(), 4 << 20).unwrap();
     sm.apply(setup(1_000)).await.unwrap();
-    let create = |customer: &str, tag: &str, request_id: &str| Command::CreateChain {
+    let create = |customer: &str, tag: &str, request_id: &str| Command::CreateChainOnce {
         customer: customer.into(),
         tag: tag.into(),
-        request_id: Some(request_id.into()),
+        request_id: request_id.into(),
     };
     let other_customer = Command::CreateCustomer {
         id: "cu_other".into(),

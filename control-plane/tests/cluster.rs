@@ -33,7 +33,6 @@ async fn chain(cp: &geiger_control_plane::ControlPlane) -> String {
         .write(Command::CreateChain {
             customer: "cu_test".into(),
             tag: "roulette".into(),
-            request_id: None,
         })
         .await
         .unwrap()

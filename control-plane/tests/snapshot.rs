@@ -50,7 +50,6 @@ async fn a_snapshot_streamed_in_chunks_rebuilds_an_identical_replica() {
                 Command::CreateChain {
                     customer: "cu_test".into(),
                     tag: "t".into(),
-                    request_id: None,
                 },
             ],
         ),

@@ -144,8 +144,6 @@ pub async fn start(listen: SocketAddr, data_dir: PathBuf) -> Result<RunningDev, 
         .write(Command::CreateChain {
             customer: customer.id.clone(),
             tag: "dev table".into(),
-            // Each start opens a fresh chain, ready for its first draw.
-            request_id: None,
         })
         .await?
     {

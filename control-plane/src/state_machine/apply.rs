@@ -277,11 +277,12 @@ impl Applier<'_, '_> {
                 name,
                 key_sha256,
             } => self.create_customer(id, name, key_sha256)?,
-            Command::CreateChain {
+            Command::CreateChain { customer, tag } => self.create_chain(customer, tag, None)?,
+            Command::CreateChainOnce {
                 customer,
                 tag,
                 request_id,
-            } => self.create_chain(customer, tag, request_id.as_deref())?,
+            } => self.create_chain(customer, tag, Some(request_id))?,
             Command::Draw { customer, request } => self.draw(customer, request)?,
             Command::AppendEntropy {
                 device,

@@ -56,10 +56,16 @@ pub async fn create(
     request.validate().map_err(|e| ApiError::invalid(&e))?;
     let outcome = state
         .workers
-        .submit(Command::CreateChain {
-            customer: customer.id,
-            tag: request.tag,
-            request_id: request.request_id,
+        .submit(match request.request_id {
+            None => Command::CreateChain {
+                customer: customer.id,
+                tag: request.tag,
+            },
+            Some(request_id) => Command::CreateChainOnce {
+                customer: customer.id,
+                tag: request.tag,
+                request_id,
+            },
         })
         .await?;
     let (id, response, replayed) = match outcome {
