@@ -20,12 +20,26 @@ use serde_json::Value;
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub const CLUSTER_SECRET: &str = "test-cluster-secret-0123456789";
 
-/// A free TCP port on 127.0.0.1 (bound and released: good enough for tests).
+/// A free TCP port on 127.0.0.1 for a node to listen on, checked by binding
+/// it. Taken from below the kernel's ephemeral range (32768 and up on
+/// Linux), which is where every outgoing connection gets its local port:
+/// a port released there could go to some client's connection before the
+/// node binds it, and the node then failed to start. Each test process
+/// walks its own stretch (by pid) so parallel tests never pick the same.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 10_000;
+    const SPAN: u32 = 22_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = (std::process::id() % 220) * 100;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + (start + n) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + SPAN)
 }
 
 /// Sends `signal` (`KILL`, `STOP`, `CONT`, `TERM`) to a process.
@@ -368,7 +382,16 @@ impl Cluster {
     pub fn dump_logs(&self) {
         for (id, node) in &self.nodes {
             let text = std::fs::read_to_string(&node.log_path).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
+            // Backtrace frames would push the error itself out of the tail.
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| {
+                    let t = l.trim_start();
+                    !(t.starts_with("at ")
+                        || t.split_once(": ")
+                            .is_some_and(|(n, _)| n.parse::<u32>().is_ok()))
+                })
+                .collect();
             let tail = &lines[lines.len().saturating_sub(40)..];
             eprintln!("----- node {id} ({}) -----", node.log_path.display());
             for l in tail {
