@@ -1,7 +1,6 @@
 //! `POST /v1/chains`, `GET /v1/chains/{id}` and `GET /v1/chains/{id}/draws`.
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::Json;
@@ -10,10 +9,10 @@ use geiger_protocol::{CreateChainRequest, ErrorBody, ErrorCode, RecordKind};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::draws::{parse_id, REPLAY_HEADER};
+use super::draws::parse_id;
 use super::error::ApiError;
 use super::extract::{AuthedCustomer, JsonBody};
-use super::{json_bytes, AppState};
+use super::{created, AppState};
 
 /// A chain as of now. A chain's head and length change with every draw, so
 /// unlike immutable draws they are read after a linearizable barrier: a
@@ -81,15 +80,7 @@ pub async fn create(
             )))
         }
     };
-    let mut reply = json_bytes(StatusCode::CREATED, response);
-    let headers = reply.headers_mut();
-    if let Ok(location) = HeaderValue::from_str(&format!("/v1/chains/{id}")) {
-        headers.insert(header::LOCATION, location);
-    }
-    if replayed {
-        headers.insert(REPLAY_HEADER, HeaderValue::from_static("true"));
-    }
-    Ok(reply)
+    Ok(created(&format!("/v1/chains/{id}"), response, replayed))
 }
 
 #[utoipa::path(get, path = "/v1/chains/{id}", tag = "chains",

@@ -1,7 +1,6 @@
 //! `POST /v1/draws`, `GET /v1/draws/{id}` and `GET /v1/keys`.
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use geiger_control_plane::{Command, Outcome};
@@ -10,11 +9,8 @@ use geiger_protocol::{DrawRequest, ErrorBody, ErrorCode, KeySet, RecordId};
 use super::chains::stored_json;
 use super::error::ApiError;
 use super::extract::{AuthedCustomer, JsonBody};
-use super::{json_bytes, AppState};
+use super::{created, AppState};
 use crate::metrics::DrawOutcome;
-
-/// Header set on a 201 that replays an earlier identical request.
-pub const REPLAY_HEADER: &str = "geiger-replayed";
 
 fn outcome_of(error: &ApiError) -> DrawOutcome {
     match error.code() {
@@ -101,13 +97,8 @@ async fn draw(
             )))
         }
     };
-    let mut response = json_bytes(StatusCode::CREATED, bytes);
-    let headers = response.headers_mut();
-    if let Ok(location) = HeaderValue::from_str(&format!("/v1/draws/{id}")) {
-        headers.insert(header::LOCATION, location);
-    }
+    let response = created(&format!("/v1/draws/{id}"), bytes, replayed);
     let outcome = if replayed {
-        headers.insert(REPLAY_HEADER, HeaderValue::from_static("true"));
         DrawOutcome::replayed
     } else {
         DrawOutcome::created
