@@ -68,7 +68,7 @@ fn entry(index: u64, commands: Vec<Command>) -> Entry {
 }
 
 fn main() {
-    geiger_control_plane::testing::disable_transparent_huge_pages();
+    geiger_control_plane::memory::disable_transparent_huge_pages();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

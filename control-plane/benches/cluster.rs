@@ -275,7 +275,7 @@ async fn failover(cluster: &mut TestCluster, trials: u64) {
 }
 
 fn main() {
-    geiger_control_plane::testing::disable_transparent_huge_pages();
+    geiger_control_plane::memory::disable_transparent_huge_pages();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "error".into()))
         .try_init();

@@ -23,6 +23,7 @@ pub mod config;
 pub mod control_plane;
 pub mod link_controller;
 pub mod log_store;
+pub mod memory;
 pub mod network;
 pub mod placement;
 pub mod rpc_server;

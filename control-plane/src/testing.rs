@@ -283,19 +283,6 @@ pub async fn add_entropy(
     Ok(())
 }
 
-/// A draw request body for `previous`.
-/// Transparent huge pages off for this process, as the `geiger` binary
-/// does first thing (node/src/main.rs says why), so that benchmarks measure
-/// the node's memory and CPU. With mimalloc's huge-page arena the cluster
-/// benchmark spent about 7 % of its CPU zeroing huge pages and drew about
-/// 5 % fewer draws a second at 64 writers.
-pub fn disable_transparent_huge_pages() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: integer arguments only; the call changes a flag of this
-    // process's address space and touches none of our memory.
-    let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
-}
-
 /// CPU time (user + system) this process has used, from /proc/self/stat
 /// (zero where that is unreadable). For the benchmarks.
 pub fn process_cpu_time() -> Duration {
@@ -327,6 +314,7 @@ pub fn resident_memory_line() -> String {
         .unwrap_or_default()
 }
 
+/// A draw request body for `previous`.
 pub fn draw_request(previous: &str, request_id: Option<&str>) -> Vec<u8> {
     let mut v = serde_json::json!({
         "previous": previous,
