@@ -5,9 +5,9 @@
 //! `append` hands its entries to a dedicated writer thread and returns;
 //! they are readable at once from an in-memory `pending` map, and the
 //! writer calls openraft's flush callback once they are on disk. The fsync
-//! thus never blocks a tokio worker. Whatever arrives while the writer is inside one fsync
-//! (appends, a vote, a truncation, a purge) goes to disk together in the
-//! next transaction, in arrival order.
+//! thus never blocks a tokio worker. Whatever arrives while the writer is
+//! inside one fsync (appends, a vote, a truncation, a purge) goes to disk
+//! together in the next transaction, in arrival order.
 //!
 //! openraft 0.9's core task itself still waits for each append's flush
 //! callback before its next command (`RaftCore::append_to_log`), and only

@@ -395,15 +395,11 @@ impl Applier<'_, '_> {
         let request_key = request_id.map(|r| chain_request_key(customer, r));
         if let Some(key) = &request_key {
             if let Some(chain) = self.tx.get_raw(CHAIN_REQUESTS, key)? {
-                let Some(meta) = self.tx.get::<ChainMeta>(CHAINS, &chain)? else {
-                    return Ok(Err(Rejection::Invalid(
-                        "corrupt chain request index".into(),
-                    )));
-                };
                 let id = std::str::from_utf8(&chain)
                     .ok()
                     .and_then(|s| s.parse().ok());
-                let Some(id) = id else {
+                let meta = self.tx.get::<ChainMeta>(CHAINS, &chain)?;
+                let Some((id, meta)) = id.zip(meta) else {
                     return Ok(Err(Rejection::Invalid(
                         "corrupt chain request index".into(),
                     )));
