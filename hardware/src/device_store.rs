@@ -134,53 +134,83 @@ pub fn lock_state_dir(dir: &Path) -> Result<StateLock, StoreError> {
 }
 
 /// Loads the device key, creating it on first start.
+///
+/// Creation is exclusive: each creator writes its own temporary file and
+/// links it into place, and the link fails if a key is already there. A
+/// creator that loses the race (an agent starting while `--print-key` runs,
+/// say) drops its own key and returns the one that won, so every caller gets
+/// the key that is on disk and a device never has two identities.
 pub fn load_or_create_key(dir: &Path) -> Result<SigningKey, StoreError> {
     fs::create_dir_all(dir).map_err(io_err(dir))?;
     let path = dir.join(KEY_FILE);
-    match fs::read_to_string(&path) {
-        Ok(text) => {
-            let mode = fs::metadata(&path)
-                .map_err(io_err(&path))?
-                .permissions()
-                .mode();
-            if mode & 0o077 != 0 {
-                tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "device key is readable by others; expected 0600");
-            }
-            let bytes = hex::decode(text.trim()).map_err(|_| StoreError::Corrupt {
-                path: path.clone(),
-                what: "the key is not hex".into(),
-            })?;
-            let secret: [u8; 32] = bytes.try_into().map_err(|_| StoreError::Corrupt {
-                path: path.clone(),
-                what: "the key is not 32 bytes".into(),
-            })?;
-            Ok(SigningKey::from_bytes(&secret))
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let key = SigningKey::generate(&mut OsRng);
-            // Written in full to a temporary file, then linked into place:
-            // a crash never leaves a half-written key, and `hard_link`
-            // refuses to replace an existing key, so a key is never lost.
-            let tmp = dir.join(format!("{KEY_FILE}.tmp"));
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(io_err(&tmp))?;
-            f.write_all(hex::encode(key.to_bytes()).as_bytes())
-                .and_then(|_| f.write_all(b"\n"))
-                .and_then(|_| f.sync_all())
-                .map_err(io_err(&tmp))?;
-            fs::hard_link(&tmp, &path).map_err(io_err(&path))?;
-            fs::remove_file(&tmp).map_err(io_err(&tmp))?;
-            sync_dir(dir)?;
-            tracing::info!(device = %DeviceId::of(&key.verifying_key()), path = %path.display(), "created device key");
-            Ok(key)
-        }
-        Err(e) => Err(StoreError::Io { path, source: e }),
+    match read_key(&path)? {
+        Some(key) => Ok(key),
+        None => create_key(dir, &path),
     }
+}
+
+/// Reads the key file; `None` when there is none yet.
+fn read_key(path: &Path) -> Result<Option<SigningKey>, StoreError> {
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(path)(e)),
+    };
+    let mode = fs::metadata(path)
+        .map_err(io_err(path))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "device key is readable by others; expected 0600");
+    }
+    let bytes = hex::decode(text.trim()).map_err(|_| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        what: "the key is not hex".into(),
+    })?;
+    let secret: [u8; 32] = bytes.try_into().map_err(|_| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        what: "the key is not 32 bytes".into(),
+    })?;
+    Ok(Some(SigningKey::from_bytes(&secret)))
+}
+
+fn create_key(dir: &Path, path: &Path) -> Result<SigningKey, StoreError> {
+    let key = SigningKey::generate(&mut OsRng);
+    // Written in full to a temporary file of this creator's own, then linked
+    // into place: a crash never leaves a half-written key, and `hard_link`
+    // refuses to replace an existing key, so a key is never lost or swapped.
+    let tmp = dir.join(format!(
+        "{KEY_FILE}.{}.{:016x}.tmp",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    let written = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(hex::encode(key.to_bytes()).as_bytes())?;
+            f.write_all(b"\n")?;
+            f.sync_all()
+        })
+        .map_err(io_err(&tmp));
+    let linked = written.and_then(|()| match fs::hard_link(&tmp, path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(io_err(path)(e)),
+    });
+    let _ = fs::remove_file(&tmp);
+    if !linked? {
+        // Another creator won; its key was fully written before it was linked.
+        return read_key(path)?.ok_or_else(|| StoreError::Corrupt {
+            path: path.to_path_buf(),
+            what: "the key vanished while it was being created".into(),
+        });
+    }
+    sync_dir(dir)?;
+    tracing::info!(device = %DeviceId::of(&key.verifying_key()), path = %path.display(), "created device key");
+    Ok(key)
 }
 
 /// Hands out sequence numbers that never repeat, across restarts.
@@ -311,6 +341,33 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let b = load_or_create_key(dir.path()).unwrap();
         assert_eq!(a.to_bytes(), b.to_bytes());
+    }
+
+    #[test]
+    fn creators_racing_on_an_empty_directory_all_get_the_one_key_on_disk() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let barrier = std::sync::Barrier::new(8);
+            let keys: Vec<_> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..8)
+                    .map(|_| {
+                        s.spawn(|| {
+                            barrier.wait();
+                            load_or_create_key(dir.path()).unwrap().to_bytes()
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let on_disk = load_or_create_key(dir.path()).unwrap().to_bytes();
+            assert!(keys.iter().all(|k| *k == on_disk));
+            let leftovers: Vec<_> = fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .filter(|n| n != KEY_FILE)
+                .collect();
+            assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+        }
     }
 
     #[test]

@@ -43,7 +43,7 @@ pub struct DrawRequest {
 pub enum RequestError {
     #[error(transparent)]
     Spec(#[from] SpecError),
-    #[error("`tag` must be at most {MAX_TAG_BYTES} bytes without control characters")]
+    #[error("`tag` must be at most {MAX_TAG_BYTES} bytes without control, format (bidi, zero-width), separator or non-characters")]
     BadTag,
     #[error("`request_id` must be 1 to {MAX_REQUEST_ID_BYTES} characters of A-Z a-z 0-9 . _ : -")]
     BadRequestId,
@@ -59,11 +59,57 @@ impl RequestError {
     }
 }
 
+/// At most [`MAX_TAG_BYTES`] bytes, none of them a character that displays
+/// differently from what is signed (docs/DERIVATION.md §5).
 pub fn validate_tag(tag: &str) -> Result<(), RequestError> {
-    if tag.len() > MAX_TAG_BYTES || tag.chars().any(char::is_control) {
+    if tag.len() > MAX_TAG_BYTES || tag.chars().any(is_hidden_in_tags) {
         return Err(RequestError::BadTag);
     }
     Ok(())
+}
+
+/// Unicode format characters (general category Cf, as of Unicode 15.1),
+/// as inclusive ranges. They include the bidi overrides and isolates, the
+/// zero-width characters and the byte-order mark: characters that change how
+/// a tag is shown without showing themselves. Written out rather than taken
+/// from a Unicode table crate so that an independent verifier can copy the
+/// rule from docs/DERIVATION.md exactly.
+const FORMAT_CHARACTERS: &[(u32, u32)] = &[
+    (0x00AD, 0x00AD),
+    (0x0600, 0x0605),
+    (0x061C, 0x061C),
+    (0x06DD, 0x06DD),
+    (0x070F, 0x070F),
+    (0x0890, 0x0891),
+    (0x08E2, 0x08E2),
+    (0x180E, 0x180E),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x2064),
+    (0x2066, 0x206F),
+    (0xFEFF, 0xFEFF),
+    (0xFFF9, 0xFFFB),
+    (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD),
+    (0x13430, 0x1343F),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0001, 0xE0001),
+    (0xE0020, 0xE007F),
+];
+
+/// Control characters (Cc), format characters (Cf), the line and paragraph
+/// separators (U+2028, U+2029) and the 66 non-characters.
+fn is_hidden_in_tags(c: char) -> bool {
+    let u = c as u32;
+    c.is_control()
+        || u == 0x2028
+        || u == 0x2029
+        || (0xFDD0..=0xFDEF).contains(&u)
+        || u & 0xFFFE == 0xFFFE
+        || FORMAT_CHARACTERS
+            .iter()
+            .any(|&(lo, hi)| (lo..=hi).contains(&u))
 }
 
 /// 1 to [`MAX_REQUEST_ID_BYTES`] of `A-Z a-z 0-9 . _ : -`.
@@ -216,6 +262,28 @@ mod tests {
             request(&"x".repeat(MAX_TAG_BYTES + 1), None).validate(),
             Err(RequestError::BadTag)
         );
+        assert!(request("Runde 7 · 六合彩 🎲 é", None).validate().is_ok());
+        for hidden in [
+            "\u{202E}", // right-to-left override
+            "\u{2067}", // right-to-left isolate
+            "\u{200B}", // zero-width space
+            "\u{200D}", // zero-width joiner
+            "\u{FEFF}", // byte-order mark
+            "\u{00AD}", // soft hyphen
+            "\u{2028}", // line separator
+            "\u{2029}", // paragraph separator
+            "\u{FDD0}", // non-character
+            "\u{FFFE}",
+            "\u{10FFFF}",
+            "\u{E0041}", // tag character
+            "\u{0085}",  // next line (a C1 control)
+        ] {
+            assert_eq!(
+                request(&format!("round{hidden}7"), None).validate(),
+                Err(RequestError::BadTag),
+                "{hidden:?} was accepted"
+            );
+        }
         assert_eq!(
             request("t", Some("")).validate(),
             Err(RequestError::BadRequestId)
