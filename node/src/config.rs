@@ -77,6 +77,27 @@ pub struct ApiSettings {
     /// Per-customer rate limit: sustained requests per second, and burst.
     pub rate_per_second: f64,
     pub rate_burst: f64,
+    /// How the public listener bounds connections.
+    pub connections: ListenerSettings,
+}
+
+/// Bounds on every connection to a listener (docs/CONFIG.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerSettings {
+    /// Time a client has to send a complete request head, from the
+    /// connection's start and again from the end of each response: so also
+    /// how long an idle keep-alive connection stays open.
+    pub header_read_timeout_ms: u64,
+    /// Time a client has to send a whole request body, from its head.
+    pub body_read_timeout_ms: u64,
+    /// A connection on which no byte moved either way for this long is
+    /// closed (a client that stops reading its response, say).
+    pub stall_timeout_ms: u64,
+    /// Connections open at once, in total and from one source address; past
+    /// either, a new connection is closed at once.
+    pub max_connections: usize,
+    pub max_connections_per_source: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -141,6 +162,13 @@ workers = 128
 queue = 4096
 rate_per_second = 500.0
 rate_burst = 1000.0
+
+[api.connections]
+header_read_timeout_ms = 10000
+body_read_timeout_ms = 10000
+stall_timeout_ms = 30000
+max_connections = 4096
+max_connections_per_source = 256
 
 [internal]
 listen = "127.0.0.1:9080"
@@ -227,6 +255,15 @@ impl NodeConfig {
         }
         if self.alerts.push_interval_s == 0 {
             return invalid("alerts.push_interval_s must be positive");
+        }
+        let c = &self.api.connections;
+        if c.header_read_timeout_ms == 0
+            || c.body_read_timeout_ms == 0
+            || c.stall_timeout_ms == 0
+            || c.max_connections == 0
+            || c.max_connections_per_source == 0
+        {
+            return invalid("every api.connections setting must be positive");
         }
         if self.api.workers == 0 || self.api.queue == 0 || self.api.rate_per_second <= 0.0 {
             return invalid("api.workers, api.queue and api.rate_per_second must be positive");

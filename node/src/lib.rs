@@ -3,6 +3,7 @@
 //!
 //! - [`config`]: settings (defaults, TOML, `GEIGER_*`).
 //! - [`metrics`]: the Prometheus exposition promised in docs/METRICS.md.
+//! - [`listener`]: the public accept loop that bounds every connection.
 //! - [`actors`]: the supervised ractor tree.
 //! - [`rate_limit`]: per-customer token buckets.
 //! - [`verify_command`]: `geiger verify`.
@@ -12,6 +13,7 @@ pub mod api;
 pub mod config;
 pub mod ctl;
 pub mod dev;
+pub mod listener;
 pub mod metrics;
 pub mod node;
 pub mod rate_limit;

@@ -189,6 +189,14 @@ pub struct NodeMetrics {
     pub link_received_bytes: Family<DeviceLabels, Counter>,
     pub chunks_quarantined: Family<DeviceReasonLabels, Counter>,
     pub health_test_failures: Family<DeviceTestLabels, Counter>,
+    pub api_connections_open: Gauge,
+    pub api_connections_refused: Family<ReasonLabels, Counter>,
+    pub api_connections_stalled: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
 }
 
 fn latency_histogram() -> Histogram {
@@ -239,6 +247,9 @@ impl NodeMetrics {
             link_received_bytes: Family::default(),
             chunks_quarantined: Family::default(),
             health_test_failures: Family::default(),
+            api_connections_open: Gauge::default(),
+            api_connections_refused: Family::default(),
+            api_connections_stalled: Counter::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -414,6 +425,21 @@ impl NodeMetrics {
             m.alerts_pushed_active.clone(),
         );
         r.register(
+            "geiger_api_connections",
+            "Connections open on the public listener",
+            m.api_connections_open.clone(),
+        );
+        r.register(
+            "geiger_api_connections_refused",
+            "Public connections closed at accept, by reason (total_limit, source_limit)",
+            m.api_connections_refused.clone(),
+        );
+        r.register(
+            "geiger_api_connections_stalled",
+            "Public connections closed because no byte moved for the stall timeout",
+            m.api_connections_stalled.clone(),
+        );
+        r.register(
             "geiger_node",
             "Maps this target to its Raft node ID",
             Info::new(vec![("node_id".to_string(), node_id.to_string())]),
@@ -479,6 +505,14 @@ impl NodeMetrics {
             .get_or_create(&DrawLabels {
                 kind: kind.to_string(),
                 outcome,
+            })
+            .inc();
+    }
+
+    pub fn connection_refused(&self, reason: &str) {
+        self.api_connections_refused
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
             })
             .inc();
     }

@@ -184,7 +184,18 @@ impl Node {
             workers,
             readiness,
         };
-        servers.push(serve(config.api.listen, api::router(state)).await?);
+        let api_listener = TcpListener::bind(config.api.listen)
+            .await
+            .map_err(|source| NodeError::Listen {
+                addr: config.api.listen.to_string(),
+                source,
+            })?;
+        servers.push(tokio::spawn(crate::listener::serve(
+            api_listener,
+            api::router(state.clone()),
+            (&config.api.connections).into(),
+            state.metrics.clone(),
+        )));
         tracing::info!(api = %config.api.listen, internal = %config.internal.listen, "node listening");
 
         let node = Node {

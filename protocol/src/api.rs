@@ -157,6 +157,8 @@ pub enum ErrorCode {
     InvalidRequest,
     UnsupportedMediaType,
     PayloadTooLarge,
+    /// The request body did not arrive within the listener's body deadline.
+    RequestTimeout,
     Unauthorized,
     Forbidden,
     NotFound,
@@ -181,6 +183,7 @@ impl ErrorCode {
             ErrorCode::InvalidRequest => 422,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::RequestTimeout => 408,
             ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,

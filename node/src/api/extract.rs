@@ -36,7 +36,19 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
                 "send the body as `Content-Type: application/json`",
             ));
         }
-        let raw = Bytes::from_request(req, state).await.map_err(|_| {
+        let raw = Bytes::from_request(req, state).await.map_err(|rejection| {
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&rejection);
+            let mut timed_out = false;
+            while let Some(e) = cause {
+                timed_out |= e.is::<crate::listener::BodyTimedOut>();
+                cause = e.source();
+            }
+            if timed_out {
+                return ApiError::new(
+                    ErrorCode::RequestTimeout,
+                    "the request body did not arrive in time",
+                );
+            }
             ApiError::new(
                 ErrorCode::PayloadTooLarge,
                 format!(
@@ -51,14 +63,14 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     }
 }
 
+/// The credential of an `Authorization: Bearer <credential>` header; the
+/// scheme name is case-insensitive (RFC 7235 §2.1).
 fn bearer(parts: &Parts) -> Option<&str> {
-    parts
-        .headers
-        .get(AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, credential) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credential.trim())
 }
 
 /// `gk_` and 64 lowercase hex digits, as `POST /v1/admin/customers` makes them.
