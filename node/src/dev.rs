@@ -12,6 +12,7 @@ use rand::RngCore;
 
 use crate::config::{BootstrapMember, NodeConfig};
 use crate::node::{Node, NodeError};
+use crate::private_files::{self, PrivateFileError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DevError {
@@ -27,6 +28,8 @@ pub enum DevError {
     NotReady(String),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    PrivateFile(#[from] PrivateFileError),
 }
 
 pub struct RunningDev {
@@ -55,21 +58,26 @@ fn free_port() -> std::io::Result<SocketAddr> {
     std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()
 }
 
-/// Reads the dev secrets kept in the data directory, or makes them.
-fn dev_secret(data_dir: &std::path::Path, name: &str) -> std::io::Result<String> {
+/// Reads the dev secrets kept in the data directory, or makes them (0600,
+/// in a 0700 directory).
+fn dev_secret(data_dir: &std::path::Path, name: &str) -> Result<String, DevError> {
     let path = data_dir.join(name);
     match std::fs::read_to_string(&path) {
-        Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+        Ok(s) if !s.trim().is_empty() => {
+            private_files::check_private(&path)?;
+            Ok(s.trim().to_string())
+        }
         _ => {
             let secret = random_hex(24);
-            std::fs::write(&path, &secret)?;
+            let _ = std::fs::remove_file(&path);
+            private_files::write_new_private(&path, secret.as_bytes())?;
             Ok(secret)
         }
     }
 }
 
 pub async fn start(listen: SocketAddr, data_dir: PathBuf) -> Result<RunningDev, DevError> {
-    std::fs::create_dir_all(&data_dir)?;
+    private_files::private_dir(&data_dir)?;
     let internal = free_port()?;
     // The embedded defaults, with secrets of this dev data directory's own.
     let mut config = NodeConfig::load_with(

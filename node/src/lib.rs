@@ -4,6 +4,7 @@
 //! - [`config`]: settings (defaults, TOML, `GEIGER_*`).
 //! - [`metrics`]: the Prometheus exposition promised in docs/METRICS.md.
 //! - [`listener`]: the public accept loop that bounds every connection.
+//! - [`private_files`]: secret files and data directories, owner-only.
 //! - [`actors`]: the supervised ractor tree.
 //! - [`rate_limit`]: per-customer token buckets.
 //! - [`verify_command`]: `geiger verify`.
@@ -16,5 +17,6 @@ pub mod dev;
 pub mod listener;
 pub mod metrics;
 pub mod node;
+pub mod private_files;
 pub mod rate_limit;
 pub mod verify_command;

@@ -31,6 +31,8 @@ pub enum NodeError {
     },
     #[error("actors: {0}")]
     Actors(String),
+    #[error(transparent)]
+    PrivateFile(#[from] crate::private_files::PrivateFileError),
 }
 
 pub struct Node {
@@ -97,6 +99,8 @@ impl Node {
         cp.cluster_name = config.cluster_name.clone();
         cp.timeouts = timeouts(&config);
         cp.snapshot_every = config.raft.snapshot_every;
+        // The ledger holds signing keys and customers' key hashes.
+        crate::private_files::private_dir(&config.data_dir)?;
         let ledger = ControlPlane::open(cp, &config.data_dir).await?;
         tracing::info!(node = config.node_id, data_dir = %config.data_dir.display(), "ledger opened");
 
