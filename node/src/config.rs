@@ -77,6 +77,11 @@ pub struct ApiSettings {
     /// Per-customer rate limit: sustained requests per second, and burst.
     pub rate_per_second: f64,
     pub rate_burst: f64,
+    /// Requests without a valid credential (none, or an unknown key), per
+    /// source address: sustained per second, and burst. Behind a load
+    /// balancer every request comes from its address: size accordingly.
+    pub anonymous_rate_per_second: f64,
+    pub anonymous_rate_burst: f64,
     /// How the public listener bounds connections.
     pub connections: ListenerSettings,
 }
@@ -162,6 +167,8 @@ workers = 128
 queue = 4096
 rate_per_second = 500.0
 rate_burst = 1000.0
+anonymous_rate_per_second = 1000.0
+anonymous_rate_burst = 2000.0
 
 [api.connections]
 header_read_timeout_ms = 10000
@@ -265,8 +272,14 @@ impl NodeConfig {
         {
             return invalid("every api.connections setting must be positive");
         }
-        if self.api.workers == 0 || self.api.queue == 0 || self.api.rate_per_second <= 0.0 {
-            return invalid("api.workers, api.queue and api.rate_per_second must be positive");
+        if self.api.workers == 0
+            || self.api.queue == 0
+            || self.api.rate_per_second <= 0.0
+            || self.api.anonymous_rate_per_second <= 0.0
+        {
+            return invalid(
+                "api.workers, api.queue, api.rate_per_second and api.anonymous_rate_per_second must be positive",
+            );
         }
         Ok(())
     }

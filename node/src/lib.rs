@@ -6,11 +6,13 @@
 //! - [`listener`]: the public accept loop that bounds every connection.
 //! - [`private_files`]: secret files and data directories, owner-only.
 //! - [`actors`]: the supervised ractor tree.
-//! - [`rate_limit`]: per-customer token buckets.
+//! - [`rate_limit`]: token buckets, per customer and per source address.
+//! - [`auth`]: customer keys, cached, with shared catch-ups for unknown ones.
 //! - [`verify_command`]: `geiger verify`.
 
 pub mod actors;
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod ctl;
 pub mod dev;

@@ -192,6 +192,8 @@ pub struct NodeMetrics {
     pub api_connections_open: Gauge,
     pub api_connections_refused: Family<ReasonLabels, Counter>,
     pub api_connections_stalled: Counter,
+    pub source_rate_limited: Counter,
+    pub auth_catch_ups: TotalCounter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -250,6 +252,8 @@ impl NodeMetrics {
             api_connections_open: Gauge::default(),
             api_connections_refused: Family::default(),
             api_connections_stalled: Counter::default(),
+            source_rate_limited: Counter::default(),
+            auth_catch_ups: TotalCounter::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -438,6 +442,16 @@ impl NodeMetrics {
             "geiger_api_connections_stalled",
             "Public connections closed because no byte moved for the stall timeout",
             m.api_connections_stalled.clone(),
+        );
+        r.register(
+            "geiger_api_source_rate_limited",
+            "Requests without a valid credential refused with 429 for their source address",
+            m.source_rate_limited.clone(),
+        );
+        r.register(
+            "geiger_auth_catch_ups",
+            "Catch-ups with the leader run to look up a key unknown here (shared by concurrent lookups)",
+            m.auth_catch_ups.clone(),
         );
         r.register(
             "geiger_node",

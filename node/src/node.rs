@@ -185,6 +185,11 @@ impl Node {
                 config.api.rate_per_second,
                 config.api.rate_burst,
             )),
+            source_limiter: Arc::new(RateLimiter::new(
+                config.api.anonymous_rate_per_second,
+                config.api.anonymous_rate_burst,
+            )),
+            auth: Arc::new(crate::auth::Authenticator::default()),
             workers,
             readiness,
         };

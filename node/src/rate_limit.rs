@@ -1,5 +1,8 @@
-//! Per-customer token buckets: a sustained rate and a burst. A request
-//! over the limit gets 429 with `Retry-After`, and changes nothing.
+//! Token buckets, one per key (a customer, or a source address): a
+//! sustained rate and a burst. A request over the limit gets 429 with
+//! `Retry-After`, and changes nothing. A bucket that has refilled is the
+//! same as no bucket, so full ones are dropped when the map grows: the
+//! memory stays bounded however many addresses a client uses.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -11,10 +14,19 @@ struct Bucket {
     updated: Instant,
 }
 
+/// Map size past which full buckets are dropped before adding a new one.
+const PRUNE_ABOVE: usize = 10_000;
+
 pub struct RateLimiter {
     per_second: f64,
     burst: f64,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    buckets: Mutex<Buckets>,
+}
+
+struct Buckets {
+    map: HashMap<String, Bucket>,
+    /// Size at which full buckets are next dropped.
+    prune_at: usize,
 }
 
 impl RateLimiter {
@@ -22,7 +34,10 @@ impl RateLimiter {
         RateLimiter {
             per_second,
             burst: burst.max(1.0),
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(Buckets {
+                map: HashMap::new(),
+                prune_at: PRUNE_ABOVE,
+            }),
         }
     }
 
@@ -30,7 +45,16 @@ impl RateLimiter {
     /// a token is available (at least 1, as `Retry-After` counts whole seconds).
     pub fn check_at(&self, customer: &str, now: Instant) -> Result<(), u64> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let bucket = buckets.entry(customer.to_string()).or_insert(Bucket {
+        if buckets.map.len() >= buckets.prune_at && !buckets.map.contains_key(customer) {
+            let (rate, burst) = (self.per_second, self.burst);
+            buckets.map.retain(|_, b| {
+                b.tokens + now.saturating_duration_since(b.updated).as_secs_f64() * rate < burst
+            });
+            // Pruning again only after the map doubles keeps it amortised
+            // O(1) even when every bucket is in use.
+            buckets.prune_at = PRUNE_ABOVE.max(2 * buckets.map.len());
+        }
+        let bucket = buckets.map.entry(customer.to_string()).or_insert(Bucket {
             tokens: self.burst,
             updated: now,
         });
@@ -73,6 +97,32 @@ mod tests {
         );
         assert!(limiter
             .check_at("a", t0 + Duration::from_millis(500))
+            .is_err());
+    }
+
+    #[test]
+    fn full_buckets_are_dropped_when_many_keys_pass_and_busy_ones_are_kept() {
+        let limiter = RateLimiter::new(10.0, 2.0);
+        let t0 = Instant::now();
+        limiter.check_at("busy", t0).unwrap();
+        limiter.check_at("busy", t0).unwrap();
+        for i in 0..PRUNE_ABOVE - 1 {
+            limiter.check_at(&format!("10.0.{i}"), t0).unwrap();
+        }
+        // A second later every bucket has refilled (10/s), "busy" too; the
+        // next new key finds the map at the threshold and drops them all.
+        limiter
+            .check_at("new", t0 + Duration::from_secs(1))
+            .unwrap();
+        let len = limiter.buckets.lock().unwrap().map.len();
+        assert_eq!(len, 1, "only the new key's bucket remains");
+        // Buckets still in use survive a prune.
+        for i in 0..PRUNE_ABOVE * 2 {
+            let _ = limiter.check_at(&format!("k{i}"), t0 + Duration::from_secs(1));
+        }
+        assert!(limiter.check_at("new", t0 + Duration::from_secs(1)).is_ok());
+        assert!(limiter
+            .check_at("new", t0 + Duration::from_secs(1))
             .is_err());
     }
 }

@@ -1,6 +1,6 @@
 //! `POST /v1/draws`, `GET /v1/draws/{id}` and `GET /v1/keys`.
 
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use geiger_control_plane::{Command, Outcome};
@@ -17,7 +17,8 @@ fn outcome_of(error: &ApiError) -> DrawOutcome {
         ErrorCode::InvalidJson
         | ErrorCode::InvalidRequest
         | ErrorCode::UnsupportedMediaType
-        | ErrorCode::PayloadTooLarge => DrawOutcome::invalid,
+        | ErrorCode::PayloadTooLarge
+        | ErrorCode::RequestTimeout => DrawOutcome::invalid,
         ErrorCode::Unauthorized => DrawOutcome::unauthorized,
         ErrorCode::Forbidden => DrawOutcome::forbidden,
         ErrorCode::NotFound => DrawOutcome::unknown_previous,
@@ -48,8 +49,18 @@ fn outcome_of(error: &ApiError) -> DrawOutcome {
 pub async fn create(
     State(state): State<AppState>,
     customer: Result<AuthedCustomer, ApiError>,
-    body: Result<JsonBody<DrawRequest>, ApiError>,
+    request: Request,
 ) -> Response {
+    // The credential and the customer's rate are checked from the head
+    // alone, before a byte of the body is read.
+    let customer = match customer.and_then(|c| c.check_rate(&state).map(|()| c)) {
+        Ok(customer) => customer,
+        Err(error) => {
+            state.metrics.draw("unknown", outcome_of(&error));
+            return error.into_response();
+        }
+    };
+    let body = JsonBody::<DrawRequest>::from_request(request, &state).await;
     let kind = body
         .as_ref()
         .map_or("unknown", |b| b.value.spec.kind_name());
@@ -67,11 +78,9 @@ pub async fn create(
 
 async fn draw(
     state: &AppState,
-    customer: Result<AuthedCustomer, ApiError>,
+    customer: AuthedCustomer,
     body: Result<JsonBody<DrawRequest>, ApiError>,
 ) -> Result<(Response, DrawOutcome), ApiError> {
-    let customer = customer?;
-    customer.check_rate(state)?;
     let JsonBody {
         value: request,
         raw,

@@ -3,10 +3,11 @@
 //! admin token (401).
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
-use geiger_control_plane::api_key_hash;
 use geiger_protocol::ErrorCode;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -96,24 +97,43 @@ impl FromRequestParts<AppState> for AuthedCustomer {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let key = bearer(parts).ok_or_else(ApiError::unauthorized)?;
-        let hash = api_key_hash(key);
-        let lookup = || {
-            state
-                .ledger
-                .customer_by_key_hash(&hash)
-                .map_err(|e| ApiError::internal(e.to_string()))
-        };
-        let mut customer = lookup()?;
-        // A customer created a moment ago may not be applied on this replica
-        // yet: catch up once before refusing. Only for well-formed keys, so
-        // garbage credentials cannot make every request a leader round trip.
-        if customer.is_none() && is_well_formed_key(key) {
-            state.ledger.linearizable_barrier().await?;
-            customer = lookup()?;
+        let ledger_error = |e: geiger_control_plane::Error| ApiError::internal(e.to_string());
+        if let Some(id) = state.auth.find(&state.ledger, key).map_err(ledger_error)? {
+            return Ok(AuthedCustomer { id });
         }
-        let id = customer.ok_or_else(ApiError::unauthorized)?.id;
-        Ok(AuthedCustomer { id })
+        // Unknown here: guessing keys is paid for from the source's share.
+        charge_source(parts, state)?;
+        // A customer created a moment ago may not be applied on this replica
+        // yet: catch up before refusing. Only for well-formed keys, so
+        // garbage credentials never cost a leader round trip.
+        if is_well_formed_key(key) {
+            if let Some(id) = state.auth.find_after_catch_up(&state.ledger, key).await? {
+                return Ok(AuthedCustomer { id });
+            }
+        }
+        Err(ApiError::unauthorized())
     }
+}
+
+/// Takes one request from the share of requests without a valid credential
+/// that the request's source address gets: 429 with `Retry-After` when it
+/// is spent. Requests that did not come through the listener (no source
+/// address) are not limited.
+pub fn charge_source(parts: &Parts, state: &AppState) -> Result<(), ApiError> {
+    let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() else {
+        return Ok(());
+    };
+    state
+        .source_limiter
+        .check(&peer.ip().to_string())
+        .map_err(|wait| {
+            state.metrics.source_rate_limited.inc();
+            ApiError::new(
+                ErrorCode::RateLimited,
+                "too many requests without a valid credential from this address; slow down",
+            )
+            .with_retry_after(wait)
+        })
 }
 
 impl AuthedCustomer {
@@ -148,6 +168,7 @@ impl FromRequestParts<AppState> for Admin {
         {
             Ok(Admin)
         } else {
+            charge_source(parts, state)?;
             Err(ApiError::unauthorized())
         }
     }

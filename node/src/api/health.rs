@@ -31,6 +31,10 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 /// Prometheus metrics (OpenMetrics text), as docs/METRICS.md describes.
 #[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "OpenMetrics text")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    state
+        .metrics
+        .auth_catch_ups
+        .set_total(state.auth.catch_ups());
     (
         [(
             header::CONTENT_TYPE,

@@ -38,6 +38,9 @@ pub struct AppState {
     pub config: Arc<NodeConfig>,
     pub metrics: Arc<NodeMetrics>,
     pub limiter: Arc<RateLimiter>,
+    /// Requests without a valid credential, per source address.
+    pub source_limiter: Arc<RateLimiter>,
+    pub auth: Arc<crate::auth::Authenticator>,
     pub workers: RequestWorkers,
     pub readiness: Arc<Readiness>,
 }
@@ -69,9 +72,36 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(
             state.clone(),
+            limit_anonymous_sources,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
             record_metrics,
         ))
         .with_state(state)
+}
+
+/// Requests that carry no credential at all take from their source
+/// address's share (`api.anonymous_rate_*`); health checks are exempt, so a
+/// load balancer's probes never see 429.
+async fn limit_anonymous_sources(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let exempt = matches!(request.uri().path(), "/healthz" | "/readyz");
+    if !exempt
+        && !request
+            .headers()
+            .contains_key(axum::http::header::AUTHORIZATION)
+    {
+        let (parts, body) = request.into_parts();
+        if let Err(e) = extract::charge_source(&parts, &state) {
+            return e.into_response();
+        }
+        return next.run(Request::from_parts(parts, body)).await;
+    }
+    next.run(request).await
 }
 
 async fn unknown_route() -> ApiError {
