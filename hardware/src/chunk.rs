@@ -1,4 +1,5 @@
-//! Device identity and signed chunks: what a device vouches for.
+//! Signed chunks: what a device vouches for. (The device's identity,
+//! [`DeviceId`], is defined in `geiger_protocol::device` and re-exported.)
 //!
 //! A chunk is a run of entropy bytes with a sequence number that the device
 //! never reuses. The device signs, with Ed25519, a fixed 80-byte layout:
