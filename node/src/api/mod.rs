@@ -1,7 +1,8 @@
-//! The public HTTP API (axum). Handlers are small: authentication, bodies
-//! and errors live in extractors ([`extract`]) and [`error::ApiError`];
-//! writes go through the request workers; reads are served from this
-//! replica, falling back to a linearizable read for IDs not applied here yet.
+//! The public HTTP API (axum). Handlers are small: authentication, bodies,
+//! path IDs and errors live in extractors ([`extract`]) and
+//! [`error::ApiError`], answers made of stored bytes in [`stored`]; writes
+//! go through the request workers; reads are served from this replica,
+//! falling back to a linearizable read for IDs not applied here yet.
 
 pub mod admin;
 pub mod chains;

@@ -43,8 +43,9 @@ impl ClusterViewActor {
         (m.current_leader, m.current_term)
     }
 
-    /// Reads leadership and, while leading, the members; publishes when
-    /// `round` is given or the leadership differs from the last published.
+    /// Reads leadership and, while leading, the members, adds the probe
+    /// round if one was made, and publishes the view if it differs from the
+    /// last one. A new leadership starts with no round.
     fn refresh(&self, state: &mut ViewState, round: Option<BTreeSet<NodeId>>) {
         let me = self.ledger.node_id();
         let (leader, term) = self.leadership();
@@ -64,7 +65,12 @@ impl ClusterViewActor {
                     view.members = status.members;
                     view.voters = status.voters;
                 }
-                Err(e) => tracing::warn!(error = %e, "cluster view could not read the members"),
+                // Publishing no members would read as every member gone:
+                // keep the last view until the ledger answers again.
+                Err(e) => {
+                    tracing::warn!(error = %e, "cluster view could not read the members");
+                    return;
+                }
             }
             let (previous, same_leadership) = {
                 let published = self.publish.borrow();
