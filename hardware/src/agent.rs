@@ -24,7 +24,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use tokio::io::{AsyncWriteExt, BufReader};
@@ -238,12 +238,6 @@ impl Agent {
         // Give the session a moment to send its closing frame.
         let _ = timeout(Duration::from_secs(1), self.shared.core.lock()).await;
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 async fn send(w: &mut OwnedWriteHalf, frame: &Frame, limit: Duration) -> Result<(), String> {
@@ -640,7 +634,12 @@ async fn next_chunk(
         .unwrap_or_else(PoisonError::into_inner)
         .take()
         .map_err(|e| format!("cannot take a sequence number: {e}"))?;
-    Ok(SignedChunk::sign(&shared.key, seq, now_ms(), bytes))
+    Ok(SignedChunk::sign(
+        &shared.key,
+        seq,
+        geiger_protocol::now_unix_ms(),
+        bytes,
+    ))
 }
 
 fn frame_name(f: &Frame) -> &'static str {

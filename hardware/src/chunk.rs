@@ -1,4 +1,5 @@
-//! Device identity and signed chunks: what a device vouches for.
+//! Signed chunks: what a device vouches for. (The device's identity,
+//! [`DeviceId`], is defined in `geiger_protocol::device` and re-exported.)
 //!
 //! A chunk is a run of entropy bytes with a sequence number that the device
 //! never reuses. The device signs, with Ed25519, a fixed 80-byte layout:
@@ -17,72 +18,15 @@
 //! keeps a chunk signature from ever passing for any other signed message.
 
 use std::fmt;
-use std::str::FromStr;
 
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+pub use geiger_protocol::device::{BadDeviceId, DeviceId, DEVICE_ID_LEN};
 use sha2::{Digest, Sha256};
 
 /// Prefix of every chunk statement, including its version.
 pub const CHUNK_DOMAIN: &[u8; 16] = b"geiger-chunk-v1\0";
 /// Length of the signed statement.
 pub const SIGNED_LEN: usize = 80;
-/// Bytes of SHA-256 kept in a device id.
-pub const DEVICE_ID_LEN: usize = 16;
-
-/// A device's stable name, derived from its public key so it cannot be
-/// claimed by another key. Text form: `dev_` and 32 lowercase hex digits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct DeviceId(pub [u8; DEVICE_ID_LEN]);
-
-impl DeviceId {
-    pub fn of(key: &VerifyingKey) -> Self {
-        let digest = Sha256::digest(key.as_bytes());
-        let mut id = [0u8; DEVICE_ID_LEN];
-        id.copy_from_slice(&digest[..DEVICE_ID_LEN]);
-        DeviceId(id)
-    }
-}
-
-impl fmt::Display for DeviceId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "dev_{}", hex::encode(self.0))
-    }
-}
-
-/// A device id text that is not `dev_` and 32 lowercase hex digits.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("a device id is `dev_` followed by 32 lowercase hex digits")]
-pub struct BadDeviceId;
-
-impl FromStr for DeviceId {
-    type Err = BadDeviceId;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let body = s.strip_prefix("dev_").ok_or(BadDeviceId)?;
-        if body.len() != 2 * DEVICE_ID_LEN || body.bytes().any(|b| b.is_ascii_uppercase()) {
-            return Err(BadDeviceId);
-        }
-        let bytes = hex::decode(body).map_err(|_| BadDeviceId)?;
-        let id: [u8; DEVICE_ID_LEN] = bytes.try_into().map_err(|_| BadDeviceId)?;
-        Ok(DeviceId(id))
-    }
-}
-
-// As text everywhere it is stored or shown (ledger, metrics, config), so
-// one device has one spelling.
-impl serde::Serialize for DeviceId {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for DeviceId {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
-
 /// The exact bytes a device signs for a chunk.
 pub fn signed_statement(
     device: &DeviceId,
@@ -199,15 +143,5 @@ mod tests {
             &s[72..80],
             &[0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88]
         );
-    }
-
-    #[test]
-    fn a_device_id_round_trips_through_its_text_form() {
-        let id = DeviceId::of(&key().verifying_key());
-        let text = id.to_string();
-        assert!(text.starts_with("dev_") && text.len() == 36);
-        assert_eq!(text.parse::<DeviceId>(), Ok(id));
-        assert_eq!("dev_xyz".parse::<DeviceId>(), Err(BadDeviceId));
-        assert_eq!(text.to_uppercase().parse::<DeviceId>(), Err(BadDeviceId));
     }
 }

@@ -1,7 +1,8 @@
 //! geiger-hardware: the device agent, the link protocol and the entropy
 //! health tests.
 //!
-//! - [`chunk`]: device ids and the signed chunk statement.
+//! - [`chunk`]: the signed chunk statement (device ids are
+//!   `geiger_protocol::device::DeviceId`, re-exported here).
 //! - [`frame`]: the link protocol's frames (docs/LINK.md).
 //! - [`device_store`]: the device's key, sequence and epoch on disk.
 //! - [`source`]: the simulator, character devices, and fault modes.

@@ -5,7 +5,9 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use geiger_control_plane::Timeouts;
 use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +128,32 @@ pub struct RaftSettings {
     pub lease_ms: Option<u64>,
     /// Entries between snapshots.
     pub snapshot_every: u64,
+}
+
+impl RaftSettings {
+    /// The Raft and lease timing: the profile, then the overrides. Built
+    /// once by `Node::start`, which hands it to the ledger and to the link
+    /// settings.
+    pub fn timeouts(&self) -> Timeouts {
+        let mut t = match self.profile.as_str() {
+            "cross_cloud" => Timeouts::cross_cloud(),
+            _ => Timeouts::lan(),
+        };
+        let ms = Duration::from_millis;
+        if let Some(v) = self.heartbeat_ms {
+            t.heartbeat = ms(v);
+        }
+        if let Some(v) = self.election_min_ms {
+            t.election_min = ms(v);
+        }
+        if let Some(v) = self.election_max_ms {
+            t.election_max = ms(v);
+        }
+        if let Some(v) = self.lease_ms {
+            t.lease = ms(v);
+        }
+        t
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

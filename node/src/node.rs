@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use geiger_control_plane::{ControlPlane, ControlPlaneConfig, Member, Timeouts};
+use geiger_control_plane::{ControlPlane, ControlPlaneConfig, Member};
 use ractor::{Actor, ActorRef};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -16,7 +16,11 @@ use crate::actors::health::{HealthSpec, Readiness};
 use crate::actors::supervisor::{NodeSupervisor, RestartPolicy, SupervisorMsg};
 use crate::actors::workers::{RequestWorkers, RequestWorkersSpec};
 use crate::api::{self, AppState};
+use crate::cluster_view::{self, ClusterViewSpec, ViewSettings};
 use crate::config::NodeConfig;
+use crate::links::controller::LinkControllerSpec;
+use crate::links::watcher::LinkWatcherSpec;
+use crate::links::LinkSettings;
 use crate::metrics::NodeMetrics;
 use crate::rate_limit::RateLimiter;
 
@@ -40,27 +44,6 @@ pub struct Node {
     pub config: Arc<NodeConfig>,
     pub supervisor: ActorRef<SupervisorMsg>,
     servers: Vec<JoinHandle<()>>,
-}
-
-fn timeouts(config: &NodeConfig) -> Timeouts {
-    let mut t = match config.raft.profile.as_str() {
-        "cross_cloud" => Timeouts::cross_cloud(),
-        _ => Timeouts::lan(),
-    };
-    let ms = Duration::from_millis;
-    if let Some(v) = config.raft.heartbeat_ms {
-        t.heartbeat = ms(v);
-    }
-    if let Some(v) = config.raft.election_min_ms {
-        t.election_min = ms(v);
-    }
-    if let Some(v) = config.raft.election_max_ms {
-        t.election_max = ms(v);
-    }
-    if let Some(v) = config.raft.lease_ms {
-        t.lease = ms(v);
-    }
-    t
 }
 
 async fn serve(
@@ -97,7 +80,11 @@ impl Node {
             config.internal.cluster_secret.clone(),
         );
         cp.cluster_name = config.cluster_name.clone();
-        cp.timeouts = timeouts(&config);
+        // The timing is built once: the ledger and the links share it.
+        let timeouts = config.raft.timeouts();
+        let links = LinkSettings::new(config.node_id, &timeouts, &config.hardware);
+        let view_settings = ViewSettings::for_lease(links.lease);
+        cp.timeouts = timeouts;
         cp.snapshot_every = config.raft.snapshot_every;
         // The ledger holds signing keys and customers' key hashes.
         crate::private_files::private_dir(&config.data_dir)?;
@@ -135,6 +122,15 @@ impl Node {
                 handle: workers.clone(),
             }),
         )?;
+        let (publish_view, view) = cluster_view::channel(config.node_id);
+        start(
+            "cluster-view",
+            Arc::new(ClusterViewSpec {
+                ledger: ledger.clone(),
+                settings: view_settings,
+                publish: publish_view,
+            }),
+        )?;
         start(
             "health",
             Arc::new(HealthSpec {
@@ -142,20 +138,21 @@ impl Node {
                 readiness: readiness.clone(),
                 metrics: metrics.clone(),
                 interval: Duration::from_millis(500),
+                view: view.clone(),
             }),
         )?;
-
-        let links = crate::actors::hardware_session::LinkSettings::from_config(&config);
         start(
             "link-controller",
-            Arc::new(crate::actors::link_controller::LinkControllerSpec {
+            Arc::new(LinkControllerSpec {
                 ledger: ledger.clone(),
                 settings: links.clone(),
+                view: view.clone(),
+                dead_after: view_settings.dead_after,
             }),
         )?;
         start(
             "link-watcher",
-            Arc::new(crate::actors::hardware_session::LinkWatcherSpec {
+            Arc::new(LinkWatcherSpec {
                 ledger: ledger.clone(),
                 metrics: metrics.clone(),
                 settings: links,
@@ -170,10 +167,10 @@ impl Node {
                     alertmanagers: config.alerts.alertmanagers.clone(),
                     interval: Duration::from_secs(config.alerts.push_interval_s),
                     cluster: config.cluster_name.clone(),
-                    node_id: config.node_id,
                     link_down_after: Duration::from_secs(config.alerts.link_down_after_s),
                 },
                 metrics: metrics.clone(),
+                view,
             }),
         )?;
 

@@ -11,6 +11,11 @@ pub const MAX_TAG_BYTES: usize = 256;
 /// Longest client `request_id`, in bytes.
 pub const MAX_REQUEST_ID_BYTES: usize = 128;
 
+/// Response header (value `true`) on a 201 that replays the original answer
+/// to an earlier identical request (same `request_id`) instead of writing
+/// anything new.
+pub const REPLAY_HEADER: &str = "geiger-replayed";
+
 /// `POST /v1/chains`.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

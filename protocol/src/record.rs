@@ -29,6 +29,16 @@ pub fn format_timestamp(unix_ms: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(unix_ms)).to_string()
 }
 
+/// This machine's clock in Unix milliseconds, the unit of every record and
+/// lease timestamp: one definition for the crates that stamp them (the
+/// ledger's leader, the node's link leases, the device agent). Nothing in
+/// this crate calls it; verification never reads a clock.
+pub fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Parses a record timestamp back to a point in time.
 pub fn parse_timestamp(text: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339(text).ok()

@@ -28,6 +28,15 @@ pub trait ChildSpec: Send + Sync + 'static {
     fn spawn(&self, supervisor: ActorCell) -> SpawnFuture;
 }
 
+/// The usual [`ChildSpec::spawn`]: `actor`, started without arguments and
+/// linked to `supervisor`.
+pub fn spawn_linked<A: Actor<Arguments = ()>>(actor: A, supervisor: ActorCell) -> SpawnFuture {
+    Box::pin(async move {
+        let (child, _) = Actor::spawn_linked(None, actor, (), supervisor).await?;
+        Ok(child.get_cell())
+    })
+}
+
 #[derive(Debug, Clone)]
 pub struct RestartPolicy {
     pub first_backoff: Duration,

@@ -9,10 +9,10 @@ use geiger_protocol::{CreateChainRequest, ErrorBody, ErrorCode, RecordKind};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::draws::parse_id;
 use super::error::ApiError;
-use super::extract::{AuthedCustomer, JsonBody};
-use super::{created, AppState};
+use super::extract::{parse_id, AuthedCustomer, JsonBody};
+use super::stored::{created, stored_json};
+use super::AppState;
 
 /// A chain as of now. A chain's head and length change with every draw, so
 /// unlike immutable draws they are read after a linearizable barrier: a
@@ -26,12 +26,6 @@ async fn current_chain(
         .ledger
         .chain(&id.to_string())?
         .ok_or_else(|| ApiError::not_found(format!("chain {id}")))
-}
-
-/// Stored response bytes, embedded as they are.
-pub fn stored_json(bytes: &[u8]) -> Result<&RawValue, ApiError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::internal(format!("stored record unreadable: {e}")))
 }
 
 /// Most draws one page of `GET /v1/chains/{id}/draws` returns.

@@ -4,12 +4,12 @@ use axum::extract::{FromRequest, Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use geiger_control_plane::{Command, Outcome};
-use geiger_protocol::{DrawRequest, ErrorBody, ErrorCode, KeySet, RecordId};
+use geiger_protocol::{DrawRequest, ErrorBody, ErrorCode, KeySet};
 
-use super::chains::stored_json;
 use super::error::ApiError;
-use super::extract::{AuthedCustomer, JsonBody};
-use super::{created, AppState};
+use super::extract::{parse_id, AuthedCustomer, JsonBody};
+use super::stored::{created, stored_json};
+use super::AppState;
 use crate::metrics::DrawOutcome;
 
 fn outcome_of(error: &ApiError) -> DrawOutcome {
@@ -113,15 +113,6 @@ async fn draw(
         DrawOutcome::created
     };
     Ok((response, outcome))
-}
-
-/// Parses a path ID of the expected kind, or answers 404 (an ID that cannot
-/// exist is simply not found).
-pub fn parse_id(text: &str, kind: geiger_protocol::RecordKind) -> Result<RecordId, ApiError> {
-    text.parse::<RecordId>()
-        .ok()
-        .filter(|id| id.kind() == kind)
-        .ok_or_else(|| ApiError::not_found(format!("`{text}`")))
 }
 
 #[utoipa::path(get, path = "/v1/draws/{id}", tag = "draws",

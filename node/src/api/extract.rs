@@ -1,6 +1,6 @@
 //! Extractors that turn every malformed request into an `ApiError` in the
 //! contract's shape: JSON bodies (415, 413, 400), customer API keys and the
-//! admin token (401).
+//! admin token (401), and record IDs in paths (404).
 
 use axum::body::Bytes;
 use std::net::SocketAddr;
@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
-use geiger_protocol::ErrorCode;
+use geiger_protocol::{ErrorCode, RecordId, RecordKind};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
@@ -172,4 +172,13 @@ impl FromRequestParts<AppState> for Admin {
             Err(ApiError::unauthorized())
         }
     }
+}
+
+/// Parses a path ID of the expected kind, or answers 404 (an ID that cannot
+/// exist is simply not found).
+pub fn parse_id(text: &str, kind: RecordKind) -> Result<RecordId, ApiError> {
+    text.parse::<RecordId>()
+        .ok()
+        .filter(|id| id.kind() == kind)
+        .ok_or_else(|| ApiError::not_found(format!("`{text}`")))
 }

@@ -15,14 +15,14 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
 use ed25519_dalek::VerifyingKey;
-use geiger_control_plane::{device_id_of, Command, LinkView, Outcome};
+use geiger_control_plane::{Command, LinkView, Outcome};
+use geiger_protocol::device::DeviceId;
 use geiger_protocol::ErrorCode;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::extract::{Admin, JsonBody};
 use super::AppState;
-use crate::actors::hardware_session::now_ms;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -104,7 +104,7 @@ pub async fn register(
     JsonBody { value: new, .. }: JsonBody<NewLink>,
 ) -> Result<Response, ApiError> {
     let key = parse_public_key(&new.public_key)?;
-    let derived = device_id_of(&key);
+    let derived = DeviceId::of_key_bytes(&key).to_string();
     if derived != new.device {
         return Err(invalid(format!(
             "device {} does not belong to that public key (its id is {derived})",
@@ -153,7 +153,7 @@ pub async fn register(
         (status = 401, body = geiger_protocol::ErrorBody)))]
 /// Every registered link with its owner, epoch, lease and pool depth.
 pub async fn list(_: Admin, State(state): State<AppState>) -> Result<Json<LinkList>, ApiError> {
-    let now = now_ms();
+    let now = geiger_protocol::now_unix_ms();
     let (pool_bytes, _) = state.ledger.pool()?;
     let links = state
         .ledger

@@ -1,7 +1,8 @@
-//! The public HTTP API (axum). Handlers are small: authentication, bodies
-//! and errors live in extractors ([`extract`]) and [`error::ApiError`];
-//! writes go through the request workers; reads are served from this
-//! replica, falling back to a linearizable read for IDs not applied here yet.
+//! The public HTTP API (axum). Handlers are small: authentication, bodies,
+//! path IDs and errors live in extractors ([`extract`]) and
+//! [`error::ApiError`], answers made of stored bytes in [`stored`]; writes
+//! go through the request workers; reads are served from this replica,
+//! falling back to a linearizable read for IDs not applied here yet.
 
 pub mod admin;
 pub mod chains;
@@ -11,12 +12,12 @@ pub mod extract;
 pub mod health;
 pub mod links;
 pub mod openapi;
+pub mod stored;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -200,32 +201,4 @@ impl From<SubmitError> for ApiError {
             SubmitError::Ledger(l) => l.into(),
         }
     }
-}
-
-/// Header set on a 201 that replays an earlier identical request.
-pub const REPLAY_HEADER: &str = "geiger-replayed";
-
-/// The 201 of a write that made (or, `replayed`, had already made) the
-/// record at `location`: its stored bytes, `Location`, and on a replay
-/// [`REPLAY_HEADER`].
-pub fn created(location: &str, bytes: Vec<u8>, replayed: bool) -> Response {
-    let mut reply = json_bytes(StatusCode::CREATED, bytes);
-    let headers = reply.headers_mut();
-    if let Ok(location) = axum::http::HeaderValue::from_str(location) {
-        headers.insert(axum::http::header::LOCATION, location);
-    }
-    if replayed {
-        headers.insert(REPLAY_HEADER, axum::http::HeaderValue::from_static("true"));
-    }
-    reply
-}
-
-/// A 200 with bytes that are already JSON (stored responses).
-pub fn json_bytes(status: StatusCode, bytes: Vec<u8>) -> Response {
-    (
-        status,
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        bytes,
-    )
-        .into_response()
 }

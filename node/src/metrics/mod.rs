@@ -2,154 +2,29 @@
 //! monitoring rules are tested against that file). `prometheus-client`
 //! appends `_total` to counters and `_info` to info metrics itself.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use prometheus_client::encoding::{
-    EncodeLabelSet, EncodeLabelValue, EncodeMetric, MetricEncoder, NoLabelSet,
-};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
-use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
+
+pub use self::labels::*;
+pub use self::total_counter::TotalCounter;
+
+mod labels;
+mod total_counter;
 
 /// Request latency buckets in seconds; 0.05 is the draw latency objective.
 pub const LATENCY_BUCKETS: [f64; 13] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HttpLabels {
-    pub route: String,
-    pub method: String,
-    pub status: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HttpLatencyLabels {
-    pub route: String,
-    pub method: String,
-    pub status_class: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteLabels {
-    pub route: String,
-}
-
-/// How a draw request ended, as the `outcome` label.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
-pub enum DrawOutcome {
-    created,
-    replayed,
-    previous_already_used,
-    invalid,
-    unauthorized,
-    forbidden,
-    unknown_previous,
-    rate_limited,
-    unavailable,
-    error,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DrawLabels {
-    pub kind: String,
-    pub outcome: DrawOutcome,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ActorLabels {
-    pub actor: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RoleLabels {
-    pub role: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PeerLabels {
-    pub peer: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabels {
-    pub outcome: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AlertNameLabels {
-    pub alertname: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DeviceLabels {
-    pub device: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DeviceOutcomeLabels {
-    pub device: String,
-    pub outcome: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DeviceReasonLabels {
-    pub device: String,
-    pub reason: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DeviceTestLabels {
-    pub device: String,
-    pub test: String,
-}
-
-/// No labels: for a leader-only gauge that must disappear (not read 0)
-/// when the node steps down, which a plain `Gauge` cannot.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct NoLabels {}
-
 type FloatGauge = Gauge<f64, AtomicU64>;
-
-/// A counter whose value is a total kept elsewhere (the ledger's per-device
-/// accounting), set rather than incremented. It is exposed like any counter
-/// (`# TYPE … counter`, samples named `…_total`), so `rate()` and
-/// `increase()` work; `set_total` never lowers it, so it stays monotonic
-/// within a process even if a read ever saw an older state.
-#[derive(Clone, Debug, Default)]
-pub struct TotalCounter(Arc<AtomicU64>);
-
-impl TotalCounter {
-    /// Sets the counter to `total`, unless it already shows more.
-    pub fn set_total(&self, total: u64) {
-        self.0.fetch_max(total, Ordering::Relaxed);
-    }
-
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-impl TypedMetric for TotalCounter {
-    const TYPE: MetricType = MetricType::Counter;
-}
-
-impl EncodeMetric for TotalCounter {
-    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        encoder.encode_counter::<NoLabelSet, _, u64>(&self.get(), None)
-    }
-
-    fn metric_type(&self) -> MetricType {
-        Self::TYPE
-    }
-}
 
 /// Every metric the node exports, registered once at start.
 pub struct NodeMetrics {
@@ -196,11 +71,6 @@ pub struct NodeMetrics {
     pub auth_catch_ups: TotalCounter,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
-    pub reason: String,
-}
-
 fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
 }
@@ -208,7 +78,15 @@ fn latency_histogram() -> Histogram {
 /// Draw kinds, for creating every `kind`×`outcome` counter at zero.
 pub const DRAW_KINDS: [&str; 5] = ["integers", "permutation", "selection", "bytes", "unknown"];
 /// Supervised actor kinds, likewise.
-pub const ACTOR_KINDS: [&str; 4] = ["http_worker", "hardware_session", "health", "alert_pusher"];
+pub const ACTOR_KINDS: [&str; 7] = [
+    "http_worker",
+    "cluster_view",
+    "health",
+    "link_controller",
+    "link_watcher",
+    "hardware_session",
+    "alert_pusher",
+];
 
 impl NodeMetrics {
     pub fn new(node_id: u64) -> Arc<Self> {
