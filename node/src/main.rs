@@ -46,6 +46,10 @@ enum Command {
     Node {
         #[arg(long, short)]
         config: PathBuf,
+        /// Load and validate the configuration (file and `GEIGER_*`
+        /// variables), print what it says, and exit without starting.
+        #[arg(long)]
+        check: bool,
     },
     /// Operator commands against a running cluster.
     Ctl(ctl::CtlArgs),
@@ -91,8 +95,12 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Node { config } => {
+            Command::Node { config, check } => {
                 let config = NodeConfig::load(Some(&config))?;
+                if check {
+                    println!("{}", config.summary());
+                    return Ok(());
+                }
                 let node = Node::start(config).await.context("starting the node")?;
                 wait_for_shutdown().await;
                 tracing::info!("shutting down");
