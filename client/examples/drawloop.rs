@@ -13,6 +13,7 @@
 //! the exact 201 body) and `OUT_DIR/calls.jsonl` (one line per call: start
 //! and end in Unix ms, ok, error). A 409 after a failed call (the failed
 //! call had in fact committed) continues from the existing draw.
+//! `DRAWLOOP_PAUSE_MS` pauses each task between draws (default 0).
 //! `DRAWLOOP_CHAINS_FILE` reuses chain heads from an earlier run's
 //! `heads.json` instead of opening new chains; `run` writes `heads.json`
 //! when it stops.
@@ -95,6 +96,12 @@ async fn run(urls: &str, api_key: &str, dir: &Path) -> Result<(), Box<dyn std::e
             .append(true)
             .open(dir.join("calls.jsonl"))?,
     }));
+    let pause = Duration::from_millis(
+        std::env::var("DRAWLOOP_PAUSE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+    );
     let stop = dir.join("stop");
     let mut tasks = Vec::new();
     for (i, head) in heads.into_iter().enumerate() {
@@ -120,7 +127,7 @@ async fn run(urls: &str, api_key: &str, dir: &Path) -> Result<(), Box<dyn std::e
                 let start = now_ms();
                 let result = client.draw(request).await;
                 let end = now_ms();
-                let (acked, call, pause) = match result {
+                let (acked, call, pause_after_error) = match result {
                     Ok(issued) => {
                         let line = serde_json::json!({
                             "id": issued.response.draw.id.to_string(),
@@ -136,14 +143,14 @@ async fn run(urls: &str, api_key: &str, dir: &Path) -> Result<(), Box<dyn std::e
                     }
                     Err(e) => {
                         let call = serde_json::json!({"start": start, "end": end, "ok": false, "error": e.to_string()});
-                        let pause = match e {
+                        let again = match e {
                             ClientError::PreviousAlreadyUsed { existing } => {
                                 previous = existing;
                                 false
                             }
                             _ => true,
                         };
-                        (None, call, pause)
+                        (None, call, again)
                     }
                 };
                 {
@@ -153,8 +160,10 @@ async fn run(urls: &str, api_key: &str, dir: &Path) -> Result<(), Box<dyn std::e
                     }
                     let _ = writeln!(o.calls, "{call}");
                 }
-                if pause {
+                if pause_after_error {
                     tokio::time::sleep(Duration::from_millis(50)).await;
+                } else if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
                 }
             }
             previous
@@ -181,18 +190,27 @@ async fn compare(acked: &Path, nodes: &[String]) -> Result<(), Box<dyn std::erro
             )
         })
         .collect();
+    let draws = Arc::new(draws);
     let mut mismatches = 0usize;
     let mut errors = 0usize;
     let mismatch_log: PathBuf = acked.with_extension("mismatches");
     let mut log = std::fs::File::create(&mismatch_log)?;
+    let mut per_node = Vec::new();
     for node in nodes {
         // One node, no failover: the point is what this node holds.
         let client = ClientBuilder::new([node.clone()])
             .verify(false)
             .deadline(Duration::from_secs(5))
             .build()?;
-        let mut jobs = futures_lite(&client, &draws).await;
-        for (id, outcome) in jobs.drain(..) {
+        let draws = draws.clone();
+        let node = node.clone();
+        per_node.push(tokio::spawn(async move {
+            (node, look_up_all(&client, &draws).await)
+        }));
+    }
+    for handle in per_node {
+        let (node, outcomes) = handle.await?;
+        for (id, outcome) in outcomes {
             match outcome {
                 Ok(true) => {}
                 Ok(false) => {
@@ -218,13 +236,13 @@ async fn compare(acked: &Path, nodes: &[String]) -> Result<(), Box<dyn std::erro
     Ok(())
 }
 
-/// Looks every draw up on one node, 16 at a time.
-async fn futures_lite(
+/// Looks every draw up on one node, 32 at a time.
+async fn look_up_all(
     client: &geiger_client::Client,
     draws: &[(RecordId, String)],
 ) -> Vec<(RecordId, Result<bool, ClientError>)> {
     let mut out = Vec::with_capacity(draws.len());
-    for batch in draws.chunks(16) {
+    for batch in draws.chunks(32) {
         let mut handles = Vec::new();
         for (id, raw) in batch {
             let client = client.clone();

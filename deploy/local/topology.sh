@@ -52,7 +52,9 @@ onprem gg-p 10.30.0.100 haproxy-onprem.cfg
 # What a cut takes down: the namespaces of a zone, a cloud, the site.
 declare -A CUTS=(
   [zone-a1]="gg-a1"
+  [zone-a2]="gg-a2"
   [zone-b1]="gg-b1"
+  [zone-b2]="gg-b2"
   [cloud-a]="gg-a1 gg-a2 gg-ea"
   [cloud-b]="gg-b1 gg-b2 gg-eb"
   [site]="gg-p"
