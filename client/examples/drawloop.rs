@@ -18,9 +18,10 @@
 //! `heads.json` instead of opening new chains; `run` writes `heads.json`
 //! when it stops.
 //!
-//! `compare` fetches every acked draw from every node given (one node at a
-//! time, no failover) and checks that the embedded response is
-//! byte-identical to the 201 body the client received; it prints
+//! `compare` fetches every acked draw from every node given (no failover)
+//! and checks that the embedded response is byte-identical to the 201 body
+//! the client received (with `DRAWLOOP_VERIFY` set, it also verifies each
+//! against the node's published keys, as `geiger verify` does); it prints
 //! `compared N draws on M nodes: K mismatches, E errors` and exits non-zero
 //! on any mismatch or error.
 
@@ -199,7 +200,7 @@ async fn compare(acked: &Path, nodes: &[String]) -> Result<(), Box<dyn std::erro
     for node in nodes {
         // One node, no failover: the point is what this node holds.
         let client = ClientBuilder::new([node.clone()])
-            .verify(false)
+            .verify(std::env::var_os("DRAWLOOP_VERIFY").is_some())
             .deadline(Duration::from_secs(5))
             .build()?;
         let draws = draws.clone();

@@ -15,4 +15,5 @@ pub mod dev;
 pub mod metrics;
 pub mod node;
 pub mod rate_limit;
+pub mod restore;
 pub mod verify_command;

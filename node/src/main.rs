@@ -51,6 +51,17 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Turn a backup (`geiger ctl backup`) into the empty data directory of
+    /// a voter of a NEW cluster: the config's new cluster secret and
+    /// `[[bootstrap]]` voters (deploy/README.md, "Restore").
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        backup: PathBuf,
+        /// This new voter's configuration.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Operator commands against a running cluster.
     Ctl(ctl::CtlArgs),
     /// Verify a draw offline: signature, ID, entropy and re-derivation.
@@ -111,6 +122,13 @@ fn main() -> anyhow::Result<()> {
                 let running = dev::start(listen, data_dir).await?;
                 wait_for_shutdown().await;
                 running.shutdown().await;
+                Ok(())
+            }
+            Command::Restore { backup, config } => {
+                let config = NodeConfig::load(Some(&config))?;
+                let started = std::time::Instant::now();
+                let restored = geiger_node::restore::restore(&backup, &config).await?;
+                println!("{restored} in {:.1} s", started.elapsed().as_secs_f64());
                 Ok(())
             }
             Command::Ctl(args) => {
