@@ -15,6 +15,7 @@ use serde_json::value::RawValue;
 use tokio::sync::RwLock;
 
 use crate::error::ClientError;
+use crate::targets::{HttpSettings, Resolver, Targets};
 use crate::REPLAY_HEADER;
 
 /// A draw as issued: the parsed, verified record and the exact bytes.
@@ -70,7 +71,10 @@ pub struct ClientBuilder {
 }
 
 impl ClientBuilder {
-    /// `endpoints` are base URLs such as `http://127.0.0.1:8080`.
+    /// `endpoints` are base URLs such as `http://127.0.0.1:8080`, or one
+    /// public name such as `https://api.geiger.example`: a name is resolved
+    /// to every address it has, and the client fails over between them
+    /// (resolving again when all have failed).
     pub fn new<S: Into<String>>(endpoints: impl IntoIterator<Item = S>) -> Self {
         ClientBuilder {
             endpoints: endpoints
@@ -121,24 +125,28 @@ impl ClientBuilder {
                 last: "no endpoints given".into(),
             });
         }
-        let http = reqwest::Client::builder()
-            .timeout(self.attempt_timeout)
-            .connect_timeout(self.attempt_timeout.min(Duration::from_millis(500)))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| ClientError::Unavailable {
+        self.build_with(Resolver::System)
+    }
+
+    pub(crate) fn build_with(self, lookup: Resolver) -> Result<Client, ClientError> {
+        let settings = HttpSettings {
+            attempt_timeout: self.attempt_timeout,
+        };
+        let targets = Targets::new(&self.endpoints, settings, lookup).map_err(|e| {
+            ClientError::Unavailable {
                 attempts: 0,
                 last: e.to_string(),
-            })?;
+            }
+        })?;
         Ok(Client {
             inner: Arc::new(Inner {
                 next: AtomicUsize::new(rand::thread_rng().next_u32() as usize),
                 endpoints: self.endpoints,
+                targets,
                 api_key: self.api_key,
                 admin_token: self.admin_token,
                 deadline: self.deadline,
                 verify: self.verify,
-                http,
                 keys: RwLock::new(None),
             }),
         })
@@ -147,11 +155,11 @@ impl ClientBuilder {
 
 struct Inner {
     endpoints: Vec<String>,
+    targets: Targets,
     api_key: Option<String>,
     admin_token: Option<String>,
     deadline: Duration,
     verify: bool,
-    http: reqwest::Client,
     next: AtomicUsize,
     keys: RwLock<Option<KeySet>>,
 }
@@ -170,8 +178,21 @@ pub struct Client {
 }
 
 impl Client {
+    /// The endpoints as configured (names unresolved).
     pub fn endpoints(&self) -> &[String] {
         &self.inner.endpoints
+    }
+
+    /// Where requests go now: one entry per configured address and per
+    /// address a configured name resolves to.
+    pub async fn addresses(&self) -> Vec<String> {
+        self.inner
+            .targets
+            .get()
+            .await
+            .iter()
+            .map(|t| t.label.clone())
+            .collect()
     }
 
     async fn send(
@@ -186,12 +207,29 @@ impl Client {
         let started = Instant::now();
         let first = inner.next.fetch_add(1, Ordering::Relaxed);
         let mut attempt: u32 = 0;
+        let mut targets = inner.targets.get().await;
         loop {
-            let endpoint = &inner.endpoints[(first + attempt as usize) % inner.endpoints.len()];
+            if targets.is_empty() {
+                // A name that resolves to nothing (yet): ask again until
+                // the deadline.
+                attempt += 1;
+                if started.elapsed() >= inner.deadline {
+                    return Err(ClientError::Unavailable {
+                        attempts: attempt,
+                        last: format!("no address for {}", inner.endpoints.join(", ")),
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                inner.targets.refresh().await;
+                targets = inner.targets.get().await;
+                continue;
+            }
+            let target = targets[(first + attempt as usize) % targets.len()].clone();
+            let endpoint = &target.label;
             attempt += 1;
-            let mut request = inner
+            let mut request = target
                 .http
-                .request(method.clone(), format!("{endpoint}{path}"));
+                .request(method.clone(), format!("{}{path}", target.base));
             request = match auth {
                 Auth::None => request,
                 Auth::Customer => request.bearer_auth(inner.api_key.as_deref().unwrap_or("")),
@@ -252,11 +290,15 @@ impl Client {
                     last: failure,
                 });
             }
-            // Back off a little once every node has been tried in this round.
-            if attempt as usize % inner.endpoints.len() == 0 {
-                let round = attempt as usize / inner.endpoints.len();
+            // Once every address has been tried in this round: back off a
+            // little and resolve the names again (the DNS may have dropped
+            // a dead edge by now).
+            if attempt as usize % targets.len() == 0 {
+                let round = attempt as usize / targets.len();
                 let pause = Duration::from_millis((20u64 << round.min(5)).min(500));
                 tokio::time::sleep(pause).await;
+                inner.targets.refresh().await;
+                targets = inner.targets.get().await;
             }
         }
     }
@@ -502,15 +544,22 @@ impl Client {
     ) -> Result<(u64, reqwest::header::HeaderMap), ClientError> {
         use tokio::io::AsyncWriteExt;
         let inner = &self.inner;
-        let endpoint =
-            &inner.endpoints[inner.next.fetch_add(1, Ordering::Relaxed) % inner.endpoints.len()];
+        let targets = inner.targets.get().await;
+        if targets.is_empty() {
+            return Err(ClientError::Unavailable {
+                attempts: 0,
+                last: format!("no address for {}", inner.endpoints.join(", ")),
+            });
+        }
+        let target = &targets[inner.next.fetch_add(1, Ordering::Relaxed) % targets.len()];
+        let endpoint = &target.label;
         let failed = |e: String| ClientError::Unavailable {
             attempts: 1,
             last: format!("{endpoint}: {e}"),
         };
-        let mut response = inner
+        let mut response = target
             .http
-            .get(format!("{endpoint}{path}"))
+            .get(format!("{}{path}", target.base))
             .bearer_auth(inner.admin_token.as_deref().unwrap_or(""))
             // A large ledger takes a while: no per-attempt timeout here.
             .timeout(Duration::from_secs(24 * 3600))
@@ -568,4 +617,106 @@ fn random_request_id() -> String {
     let mut id = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut id);
     hex::encode(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::net::IpAddr;
+    use std::sync::Mutex;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A real HTTP/1.1 listener on 127.0.0.1 answering every request with
+    /// `{"served": true}`; returns its port.
+    async fn tiny_server() -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    while let Ok(n) = socket.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        let body = br#"{"served":true}"#;
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                            body.len()
+                        );
+                        if socket.write_all(head.as_bytes()).await.is_err()
+                            || socket.write_all(body).await.is_err()
+                        {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    fn table(ips: &[&str]) -> Arc<Mutex<HashMap<String, Vec<IpAddr>>>> {
+        Arc::new(Mutex::new(HashMap::from([(
+            "api.geiger.test".to_string(),
+            ips.iter().map(|i| i.parse().unwrap()).collect(),
+        )])))
+    }
+
+    #[tokio::test]
+    async fn one_name_with_a_dead_and_a_live_address_answers_every_call() {
+        let port = tiny_server().await;
+        // Nothing listens on 127.0.0.2 at that port: connection refused.
+        let client = ClientBuilder::new([format!("http://api.geiger.test:{port}")])
+            .deadline(Duration::from_secs(5))
+            .build_with(Resolver::Table(table(&["127.0.0.2", "127.0.0.1"])))
+            .unwrap();
+        for _ in 0..6 {
+            let answer = client.get_json("/anything").await.unwrap();
+            assert_eq!(answer["served"], true);
+        }
+        assert_eq!(client.addresses().await.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn when_every_address_fails_the_name_is_resolved_again_within_the_same_call() {
+        let port = tiny_server().await;
+        let names = table(&["127.0.0.2"]);
+        let client = ClientBuilder::new([format!("http://api.geiger.test:{port}")])
+            .deadline(Duration::from_secs(5))
+            .build_with(Resolver::Table(names.clone()))
+            .unwrap();
+        let moved = names.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            moved
+                .lock()
+                .unwrap()
+                .insert("api.geiger.test".into(), vec!["127.0.0.1".parse().unwrap()]);
+        });
+        let started = Instant::now();
+        let answer = client.get_json("/anything").await.unwrap();
+        assert_eq!(answer["served"], true);
+        assert!(started.elapsed() >= Duration::from_millis(400));
+        assert_eq!(
+            client.addresses().await,
+            [format!("http://api.geiger.test:{port} (127.0.0.1:{port})")]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_name_that_never_resolves_is_unavailable_at_the_deadline() {
+        let client = ClientBuilder::new(["http://nowhere.geiger.test"])
+            .deadline(Duration::from_millis(300))
+            .build_with(Resolver::Table(table(&[])))
+            .unwrap();
+        match client.get_json("/x").await {
+            Err(ClientError::Unavailable { last, .. }) => assert!(last.contains("no address")),
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+    }
 }

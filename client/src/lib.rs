@@ -1,7 +1,8 @@
 //! geiger-client: the Rust SDK for geiger.
 //!
-//! A [`Client`] takes several node endpoints, spreads requests over them and
-//! fails over on connection errors, timeouts and 5xx answers. Draws are
+//! A [`Client`] takes several node endpoints, or one public hostname that
+//! it resolves to every address, spreads requests over them and fails over
+//! on connection errors, timeouts and 5xx answers. Draws are
 //! retried safely: every draw carries a `request_id` (one is generated when
 //! the caller gives none), so a retry of a draw that was in fact committed is
 //! recognised by the ledger and answered with the original 201 body. Every
@@ -10,6 +11,7 @@
 
 mod client;
 mod error;
+mod targets;
 
 pub use client::{Client, ClientBuilder, Issued, IssuedChain, Lookup};
 pub use error::ClientError;

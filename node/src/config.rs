@@ -312,6 +312,26 @@ impl NodeConfig {
         Ok(())
     }
 
+    /// One line saying what this configuration makes of the node, for
+    /// `geiger node --check` (no secrets in it).
+    pub fn summary(&self) -> String {
+        format!(
+            "node {} of cluster {:?} in zone {:?}, cloud {:?}; api {}, internal {}; raft profile {}; {}",
+            self.node_id,
+            self.cluster_name,
+            self.labels.zone,
+            self.labels.cloud,
+            self.api_advertise(),
+            self.internal_advertise(),
+            self.raft.profile,
+            if self.bootstrap.is_empty() {
+                "joins as a learner (no bootstrap voters)".to_string()
+            } else {
+                format!("{} bootstrap voters", self.bootstrap.len())
+            }
+        )
+    }
+
     pub fn api_advertise(&self) -> String {
         self.api
             .advertise
@@ -380,5 +400,34 @@ mod tests {
         assert!(NodeConfig::load(Some(&write(dir.path(), "node_id = 2\n"))).is_err());
         let typo = format!("{SECRETS}[raft]\nprofil = \"lan\"\n");
         assert!(NodeConfig::load(Some(&write(dir.path(), &typo))).is_err());
+    }
+
+    #[test]
+    fn every_example_config_in_deploy_loads_with_its_secrets_given_apart() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/onprem/config");
+        let secrets = [
+            ("api.admin_token", "example-admin-token-0123".to_string()),
+            (
+                "internal.cluster_secret",
+                "example-cluster-secret-0123".to_string(),
+            ),
+        ];
+        let mut loaded = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let cfg = NodeConfig::load_with(Some(&path), &secrets)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                assert_eq!(cfg.raft.profile, "cross_cloud", "{}", path.display());
+                // A voter's own ID is among the bootstrap voters; a learner has none.
+                assert!(
+                    cfg.bootstrap.is_empty() || cfg.bootstrap.iter().any(|b| b.id == cfg.node_id),
+                    "{}",
+                    path.display()
+                );
+                loaded += 1;
+            }
+        }
+        assert_eq!(loaded, 7, "the seven roles of the reference topology");
     }
 }

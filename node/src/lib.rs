@@ -32,4 +32,5 @@ pub mod metrics;
 pub mod node;
 pub mod private_files;
 pub mod rate_limit;
+pub mod restore;
 pub mod verify_command;

@@ -46,6 +46,21 @@ enum Command {
     Node {
         #[arg(long, short)]
         config: PathBuf,
+        /// Load and validate the configuration (file and `GEIGER_*`
+        /// variables), print what it says, and exit without starting.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Turn a backup (`geiger ctl backup`) into the empty data directory of
+    /// a voter of a NEW cluster: the config's new cluster secret and
+    /// `[[bootstrap]]` voters (deploy/README.md, "Restore").
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        backup: PathBuf,
+        /// This new voter's configuration.
+        #[arg(long, short)]
+        config: PathBuf,
     },
     /// Operator commands against a running cluster.
     Ctl(ctl::CtlArgs),
@@ -91,8 +106,12 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Node { config } => {
+            Command::Node { config, check } => {
                 let config = NodeConfig::load(Some(&config))?;
+                if check {
+                    println!("{}", config.summary());
+                    return Ok(());
+                }
                 let node = Node::start(config).await.context("starting the node")?;
                 wait_for_shutdown().await;
                 tracing::info!("shutting down");
@@ -103,6 +122,13 @@ fn main() -> anyhow::Result<()> {
                 let running = dev::start(listen, data_dir).await?;
                 wait_for_shutdown().await;
                 running.shutdown().await;
+                Ok(())
+            }
+            Command::Restore { backup, config } => {
+                let config = NodeConfig::load(Some(&config))?;
+                let started = std::time::Instant::now();
+                let restored = geiger_node::restore::restore(&backup, &config).await?;
+                println!("{restored} in {:.1} s", started.elapsed().as_secs_f64());
                 Ok(())
             }
             Command::Ctl(args) => {

@@ -8,7 +8,9 @@ use serde_json::{json, Value};
 
 #[derive(Debug, clap::Args)]
 pub struct CtlArgs {
-    /// Node API URLs, comma-separated; any node answers.
+    /// Node API URLs, comma-separated, or one public name
+    /// (`http://api.geiger.example`): a name is resolved to every address
+    /// it has and the command fails over between them. Any node answers.
     #[arg(
         long,
         env = "GEIGER_URL",

@@ -1,0 +1,338 @@
+//! `geiger restore`: turns a backup (the snapshot format streamed by
+//! `GET /v1/admin/backup`) into the data directory of a voter of a **new**
+//! cluster (deploy/README.md, "Restore").
+//!
+//! Run on every new voter, into an empty data directory, with that voter's
+//! configuration: a new `cluster_secret` (the cluster's identity on the
+//! wire, so no old member can talk to the new cluster) and `[[bootstrap]]`
+//! naming the new voters. It
+//!
+//! 1. loads the backup into `state.redb` (the snapshot loader a follower
+//!    uses to install a snapshot);
+//! 2. replaces the stored Raft membership and the member labels with the
+//!    new voters: the old members are not members of the new cluster;
+//! 3. retires the unused entropy pool. Those bytes were unused at backup
+//!    time, but the old cluster may have drawn with them afterwards;
+//!    drawing with them again would use a byte twice. Each retired chunk is
+//!    recorded in the quarantine table (reason `retired_at_restore`), so
+//!    it stays accounted for;
+//! 4. expires every link lease and raises its fencing epoch by
+//!    [`EPOCH_JUMP`]: the devices refuse epochs older than the newest they
+//!    saw, and the old cluster may have moved leases after the backup;
+//! 5. stores a Raft vote at the backup's last log term: openraft starts the
+//!    node with the backup's last log id as its last log id, so the first
+//!    new leader must be elected at a higher term than that entry's.
+//!
+//! Every draw, chain, customer, API key, signing key and quarantine record
+//! up to the backup's log index is kept byte for byte.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use geiger_control_plane::log_store::LogStore;
+use geiger_control_plane::snapshot;
+use geiger_control_plane::state_machine::tables::{
+    u64_key, DeviceState, PoolChunk, PoolState, QuarantinedChunk, DEVICES, LEASES, MEMBERS, META,
+    META_LAST_APPLIED, META_MEMBERSHIP, META_POOL, POOL, QUARANTINE,
+};
+use geiger_control_plane::types::{LogId, StoredMembership, Vote};
+use geiger_control_plane::{Lease, Member, NodeId};
+use openraft::storage::RaftLogStorage;
+use redb::{Database, ReadableTable};
+use sha2::{Digest, Sha256};
+
+use crate::config::NodeConfig;
+
+/// Added to every lease's fencing epoch: far beyond what an old cluster can
+/// reach between a backup and its loss (each lease move adds one).
+pub const EPOCH_JUMP: u64 = 1 << 20;
+
+/// The redb page cache while loading (the node's own setting applies once
+/// it runs).
+const CACHE_BYTES: usize = 32 << 20;
+
+/// What a restore did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restored {
+    pub log_index: u64,
+    pub log_term: u64,
+    pub entries: u64,
+    pub voters: Vec<NodeId>,
+    pub retired_chunks: u64,
+    pub retired_bytes: u64,
+    pub leases: u64,
+}
+
+impl std::fmt::Display for Restored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "restored log index {} (term {}): {} records; new voters {:?}; {} unused pool chunks ({} bytes) retired; {} link leases expired with epochs raised by {}",
+            self.log_index,
+            self.log_term,
+            self.entries,
+            self.voters,
+            self.retired_chunks,
+            self.retired_bytes,
+            self.leases,
+            EPOCH_JUMP
+        )
+    }
+}
+
+/// Restores `backup` into `config.data_dir`, which must hold no ledger.
+pub async fn restore(backup: &Path, config: &NodeConfig) -> anyhow::Result<Restored> {
+    let voters: BTreeMap<NodeId, Member> = config
+        .bootstrap
+        .iter()
+        .map(|b| {
+            (
+                b.id,
+                Member {
+                    rpc_addr: b.rpc_addr.clone(),
+                    api_addr: b.api_addr.clone(),
+                    zone: b.zone.clone(),
+                    cloud: b.cloud.clone(),
+                    region: b.region.clone(),
+                },
+            )
+        })
+        .collect();
+    if !voters.contains_key(&config.node_id) {
+        bail!(
+            "a restore starts a new cluster: [[bootstrap]] must name its voters, node {} among them",
+            config.node_id
+        );
+    }
+    let dir = &config.data_dir;
+    let state = dir.join("state.redb");
+    let log = dir.join("raft-log.redb");
+    for existing in [&state, &log] {
+        if existing.exists() {
+            bail!(
+                "{} exists: restore only into an empty data directory (old members never rejoin)",
+                existing.display()
+            );
+        }
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+
+    let (backup, state_path, voters_for_sm) = (backup.to_path_buf(), state.clone(), voters.clone());
+    let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<Restored> {
+        let entries = snapshot::load(&backup, &state_path, CACHE_BYTES)
+            .with_context(|| format!("loading the backup {}", backup.display()))?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .open(&state_path)
+            .context("opening the restored ledger")?;
+        let mut restored = rewrite_for_new_cluster(&db, voters_for_sm)?;
+        restored.entries = entries;
+        Ok(restored)
+    })
+    .await?;
+    let mut restored = match loaded {
+        Ok(r) => r,
+        Err(e) => {
+            // A half-loaded ledger must not be mistaken for a restored one.
+            let _ = std::fs::remove_file(&state);
+            return Err(e);
+        }
+    };
+
+    let mut log_store = LogStore::open(&log, CACHE_BYTES).context("creating the Raft log")?;
+    log_store
+        .save_vote(&Vote::new(restored.log_term, config.node_id))
+        .await
+        .context("storing the vote")?;
+    restored.voters = voters.keys().copied().collect();
+    Ok(restored)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Steps 2 to 4 of the module documentation, in one write transaction.
+fn rewrite_for_new_cluster(
+    db: &Database,
+    voters: BTreeMap<NodeId, Member>,
+) -> anyhow::Result<Restored> {
+    let tx = db.begin_write()?;
+    let mut restored = Restored {
+        log_index: 0,
+        log_term: 0,
+        entries: 0,
+        voters: Vec::new(),
+        retired_chunks: 0,
+        retired_bytes: 0,
+        leases: 0,
+    };
+    {
+        let mut meta = tx.open_table(META)?;
+        let last: Option<LogId> = match meta.get(META_LAST_APPLIED)? {
+            Some(v) => bincode::deserialize::<Option<LogId>>(v.value())?,
+            None => None,
+        };
+        let Some(last) = last else {
+            bail!("the backup holds no applied entry: nothing to restore");
+        };
+        restored.log_index = last.index;
+        restored.log_term = last.leader_id.term;
+        let ids: BTreeSet<NodeId> = voters.keys().copied().collect();
+        let membership = StoredMembership::new(
+            Some(last),
+            openraft::Membership::new(vec![ids], voters.clone()),
+        );
+        meta.insert(META_MEMBERSHIP, bincode::serialize(&membership)?.as_slice())?;
+
+        // The pool: every chunk from the cursor on is retired.
+        let pool: PoolState = match meta.get(META_POOL)? {
+            Some(v) => bincode::deserialize(v.value())?,
+            None => PoolState::default(),
+        };
+        let mut pool_table = tx.open_table(POOL)?;
+        let mut devices = tx.open_table(DEVICES)?;
+        let mut quarantine = tx.open_table(QUARANTINE)?;
+        let at_ms = now_ms();
+        for seq in pool.head..pool.next {
+            let Some(raw) = pool_table.remove(u64_key(seq).as_slice())? else {
+                continue;
+            };
+            let chunk: PoolChunk = bincode::deserialize(raw.value())?;
+            drop(raw);
+            let unused = if seq == pool.head {
+                chunk.bytes.len() as u64 - u64::from(pool.head_offset)
+            } else {
+                chunk.bytes.len() as u64
+            };
+            let mut key = chunk.device.as_bytes().to_vec();
+            key.push(0);
+            key.extend_from_slice(&u64_key(chunk.seq));
+            let record = QuarantinedChunk {
+                length: chunk.bytes.len() as u32,
+                sha256: Sha256::digest(&chunk.bytes).into(),
+                reason: "retired_at_restore".into(),
+                at_ms,
+            };
+            quarantine.insert(key.as_slice(), bincode::serialize(&record)?.as_slice())?;
+            let mut device: DeviceState = match devices.get(chunk.device.as_bytes())? {
+                Some(v) => bincode::deserialize(v.value())?,
+                None => DeviceState::default(),
+            };
+            device.pooled_bytes = device.pooled_bytes.saturating_sub(unused);
+            device.quarantined_chunks += 1;
+            devices.insert(
+                chunk.device.as_bytes(),
+                bincode::serialize(&device)?.as_slice(),
+            )?;
+            restored.retired_chunks += 1;
+            restored.retired_bytes += unused;
+        }
+        let empty = PoolState {
+            head: pool.next,
+            head_offset: 0,
+            next: pool.next,
+            bytes: 0,
+        };
+        meta.insert(META_POOL, bincode::serialize(&empty)?.as_slice())?;
+
+        // Member labels: the new voters only.
+        let mut members = tx.open_table(MEMBERS)?;
+        let old: Vec<Vec<u8>> = members
+            .iter()?
+            .map(|r| r.map(|(k, _)| k.value().to_vec()))
+            .collect::<Result<_, _>>()?;
+        for key in old {
+            members.remove(key.as_slice())?;
+        }
+        for (id, member) in &voters {
+            members.insert(
+                u64_key(*id).as_slice(),
+                bincode::serialize(member)?.as_slice(),
+            )?;
+        }
+
+        // Leases: expired, epochs far above the old cluster's.
+        let mut leases = tx.open_table(LEASES)?;
+        let all: Vec<(Vec<u8>, Lease)> = leases
+            .iter()?
+            .map(|r| {
+                let (k, v) = r?;
+                Ok((k.value().to_vec(), bincode::deserialize(v.value())?))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        for (key, mut lease) in all {
+            lease.epoch += EPOCH_JUMP;
+            lease.expires_at_ms = 0;
+            leases.insert(key.as_slice(), bincode::serialize(&lease)?.as_slice())?;
+            restored.leases += 1;
+        }
+    }
+    tx.commit()?;
+    Ok(restored)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path, node_id: u64, voters: &[u64]) -> NodeConfig {
+        let mut text = format!(
+            "node_id = {node_id}\ndata_dir = \"{}\"\n[api]\nadmin_token = \"restore-test-token-0123\"\n[internal]\ncluster_secret = \"restore-test-secret-0123\"\n",
+            dir.join("data").display()
+        );
+        for v in voters {
+            text.push_str(&format!(
+                "[[bootstrap]]\nid = {v}\napi_addr = \"127.0.0.1:80{v:02}\"\nrpc_addr = \"127.0.0.1:90{v:02}\"\nzone = \"z{v}\"\ncloud = \"c{v}\"\nregion = \"r\"\n"
+            ));
+        }
+        let path = dir.join("node.toml");
+        std::fs::write(&path, text).unwrap();
+        NodeConfig::load(Some(&path)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_restore_needs_bootstrap_voters_naming_this_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = restore(
+            &dir.path().join("backup.snap"),
+            &config(dir.path(), 4, &[1, 2, 3]),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("node 4 among them"), "{err}");
+        assert!(!dir.path().join("data").exists(), "nothing was written");
+    }
+
+    #[tokio::test]
+    async fn a_restore_refuses_a_data_directory_that_holds_a_ledger() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), 1, &[1, 2, 3]);
+        std::fs::create_dir_all(&cfg.data_dir).unwrap();
+        std::fs::write(cfg.data_dir.join("raft-log.redb"), b"old").unwrap();
+        let err = restore(&dir.path().join("backup.snap"), &cfg)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("empty data directory"), "{err}");
+        assert_eq!(
+            std::fs::read(cfg.data_dir.join("raft-log.redb")).unwrap(),
+            b"old"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_that_is_not_a_backup_is_refused_before_anything_else_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), 1, &[1]);
+        let fake = dir.path().join("backup.snap");
+        std::fs::write(&fake, b"not a snapshot at all").unwrap();
+        let err = restore(&fake, &cfg).await.unwrap_err();
+        assert!(format!("{err:#}").contains("bad magic"), "{err:#}");
+        assert!(!cfg.data_dir.join("raft-log.redb").exists());
+    }
+}
