@@ -20,11 +20,25 @@
 //! its last durable commit and Raft re-applies the entries after it. Once
 //! every [`DURABLE_EVERY`], and always before a snapshot is built (the log
 //! behind a snapshot gets purged), a commit is made `Immediate` (fsync).
+//!
+//! Modules: [`tables`] (names and row types), [`tx`] (the transaction and
+//! cache layer), [`dispatch`] (one command to the module of its domain),
+//! the domains [`chains`], [`pool`], [`links`], [`customers`], [`keys`],
+//! [`members`], and [`reads`] (local reads). This file opens the database,
+//! applies entries, and builds and installs snapshots.
 
-pub mod apply;
+pub(crate) mod chains;
+pub(crate) mod customers;
+pub(crate) mod dispatch;
+pub(crate) mod keys;
 pub mod links;
+pub(crate) mod members;
+pub(crate) mod pool;
 pub mod reads;
 pub mod tables;
+#[cfg(test)]
+mod test_ledger;
+pub(crate) mod tx;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -36,8 +50,9 @@ use openraft::{
 };
 use redb::{Database, Durability};
 
-use self::apply::{Applier, ApplyCache, ApplyError, Tx};
+use self::dispatch::Applier;
 use self::tables::*;
+use self::tx::{ApplyCache, ApplyError, Tx};
 use crate::types::{
     BatchOutcome, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };

@@ -8,7 +8,7 @@
 //! 2. counts a member alive while its last answer is younger than
 //!    `dead_after` (the leader itself always is);
 //! 3. hands links, leases, members (with their zone labels), the live set
-//!    and the time to the pure `geiger_control_plane::link_controller::plan`,
+//!    and the time to the pure `geiger_control_plane::state_machine::links::plan::plan`,
 //!    and proposes the resulting `AssignLease` commands as one batch.
 //!
 //! Why probes and not openraft: openraft 0.9's metrics give the leader only
@@ -26,7 +26,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use geiger_control_plane::link_controller::{plan, ControllerInput};
+use geiger_control_plane::state_machine::links::plan::{plan, ControllerInput};
 use geiger_control_plane::{ControlPlane, NodeId, Outcome};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
 
