@@ -18,6 +18,14 @@ use super::tx::ApplyError;
 use crate::types::{Outcome, Rejection};
 
 impl Applier<'_, '_> {
+    /// The next ledger sequence number. One Raft entry holds many commands,
+    /// so records carry this per-command number as their `ledger_index`.
+    fn next_ledger_index(&self) -> Result<u64, ApplyError> {
+        let n = self.tx.get::<u64>(META, META_LEDGER_SEQ)?.unwrap_or(0) + 1;
+        self.tx.put(META, META_LEDGER_SEQ, &n)?;
+        Ok(n)
+    }
+
     pub(super) fn create_chain(
         &mut self,
         customer: &str,

@@ -3,14 +3,13 @@
 //! [`Applier::apply`] hands each command to the module that owns its
 //! domain: `chains` (chains and draws), `pool` (the entropy pool and each
 //! device's sequence accounting), `links` (registry and leases),
-//! `customers`, `keys`, `members`.
+//! `customers`, `keys`, `members`. It holds no domain logic of its own.
 //!
 //! Each command is checked in full before its first write, so a rejected
 //! command leaves no trace. Commands of one batch run in order inside one
 //! redb write transaction and see each other's effects (that is how 50
 //! concurrent draws on one `previous` resolve to exactly one winner).
 
-use super::tables::*;
 use super::tx::{ApplyCache, ApplyError, Tx};
 use crate::types::{Command, Outcome, Rejection};
 
@@ -111,13 +110,5 @@ impl Applier<'_, '_> {
                 Outcome::Rejected(rejection)
             }
         })
-    }
-
-    /// The next ledger sequence number. One Raft entry holds many commands,
-    /// so records carry this per-command number as their `ledger_index`.
-    pub(super) fn next_ledger_index(&self) -> Result<u64, ApplyError> {
-        let n = self.tx.get::<u64>(META, META_LEDGER_SEQ)?.unwrap_or(0) + 1;
-        self.tx.put(META, META_LEDGER_SEQ, &n)?;
-        Ok(n)
     }
 }
