@@ -5,7 +5,9 @@
 //! - [`types`]: the Raft type config, member labels, commands and outcomes.
 //! - [`config`]: node identity, cluster secret, timeouts (LAN and cross-cloud).
 //! - [`log_store`]: the Raft log and vote on redb, with its fsync points.
-//! - [`state_machine`]: the ledger tables and the deterministic `apply`.
+//! - [`state_machine`]: the ledger: its tables, the deterministic `apply`
+//!   cut by domain (chains and draws, the entropy pool, links and leases
+//!   with the lease plan, customers, keys, members), local reads, snapshots.
 //! - [`snapshot`]: the streamed snapshot file format.
 //! - [`raft_network`]: every call between replicas over HTTP: Raft RPC,
 //!   forwarded writes, admin calls, read indexes ([`raft_network::client`]
