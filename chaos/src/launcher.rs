@@ -9,14 +9,18 @@
 //! registered under their proxy address, so the harness sits on every link
 //! it may want to break. Clients talk to the nodes' API directly: faults
 //! are between the parts of geiger, not between geiger and its users.
+//!
+//! Ports, config files, starting, signalling and stopping processes, and
+//! log tails are the shared launcher's (`geiger_testkit::launcher`, also
+//! used by the node's end-to-end tests); this module adds the placement,
+//! the proxies, learners and link registration.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use geiger_testkit::launcher::{self as process, DeviceProcess, NodeConfig, NodeProcess};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -27,24 +31,20 @@ pub const CLUSTER_SECRET: &str = "chaos-cluster-secret-0123456789abcdef";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
-    #[error("{what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
+    /// Starting or stopping a process, or its files.
+    #[error(transparent)]
+    Process(#[from] process::LaunchError),
     #[error(transparent)]
     Proxy(#[from] ProxyError),
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(Duration, String),
     #[error("{0}")]
     Http(String),
-    #[error("device agent {index} printed an unexpected banner: {line:?}")]
-    Banner { index: usize, line: String },
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LaunchError {
-    let what = what.into();
-    move |source| LaunchError::Io { what, source }
+    let wrap = process::io(what);
+    move |source| LaunchError::Process(wrap(source))
 }
 
 /// Where one node runs and what it is.
@@ -104,24 +104,17 @@ pub struct NodeProc {
     pub rpc: SocketAddr,
     /// What every peer uses to reach this node's internal listener.
     pub rpc_proxy: SocketAddr,
-    pub config_path: PathBuf,
-    pub log_path: PathBuf,
-    pub child: Option<Child>,
-    pub paused: bool,
+    pub process: NodeProcess,
 }
 
 /// A device agent process.
 #[derive(Debug)]
 pub struct DeviceProc {
     pub index: usize,
-    pub listen: SocketAddr,
     /// The address registered for the link: the proxy in front of it.
     pub proxy: SocketAddr,
-    pub state_dir: PathBuf,
-    pub log_path: PathBuf,
-    pub id: String,
-    pub public_key: String,
-    pub child: Option<Child>,
+    pub process: DeviceProcess,
+    /// The fault flags it was last started with (none: a healthy device).
     pub fault_args: Vec<String>,
 }
 
@@ -135,78 +128,35 @@ pub struct Cluster {
     pub api_key: Option<String>,
 }
 
-/// A port that was free a moment ago on `ip`.
+/// A free port on `ip`, from below the ephemeral range (see
+/// `geiger_testkit::launcher::ports`).
 fn free_port(ip: Ipv4Addr) -> Result<u16, LaunchError> {
-    std::net::TcpListener::bind((ip, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(io(format!("finding a free port on {ip}")))
+    process::free_port(ip).map_err(io(format!("finding a free port on {ip}")))
 }
 
-/// Makes the child die with the harness, even one killed by -9, so no run
-/// leaves processes behind. (The signal follows the spawning *thread*; the
-/// harness spawns from its main thread, which lives as long as it does.)
-fn die_with_parent(command: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
-    unsafe {
-        command.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
+fn node_config(
+    p: &Placement,
+    api: SocketAddr,
+    rpc: SocketAddr,
+    rpc_proxy: SocketAddr,
+    data_dir: &Path,
+    extra: &str,
+) -> NodeConfig {
+    NodeConfig {
+        id: p.id,
+        data_dir: data_dir.to_path_buf(),
+        cluster_name: "chaos".into(),
+        zone: p.zone_name(),
+        cloud: p.cloud.clone(),
+        region: "region-1".into(),
+        api,
+        rpc,
+        advertise: Some(rpc_proxy),
+        admin_token: ADMIN_TOKEN.into(),
+        cluster_secret: CLUSTER_SECRET.into(),
+        extra_toml: extra.into(),
+        bootstrap: Vec::new(),
     }
-}
-
-fn send_signal(pid: u32, signal: libc::c_int) {
-    // SAFETY: kill(2) with a pid we spawned; no memory is shared.
-    unsafe {
-        libc::kill(pid as libc::pid_t, signal);
-    }
-}
-
-fn node_toml(node: &NodeProc, data_dir: &Path, all: &[&NodeProc], extra: &str) -> String {
-    let p = &node.placement;
-    let mut t = format!(
-        r#"node_id = {id}
-data_dir = "{data}"
-cluster_name = "chaos"
-
-[labels]
-zone = "{zone}"
-cloud = "{cloud}"
-region = "region-1"
-
-[api]
-listen = "{api}"
-admin_token = "{ADMIN_TOKEN}"
-
-[internal]
-listen = "{rpc}"
-advertise = "{proxy}"
-cluster_secret = "{CLUSTER_SECRET}"
-
-{extra}
-"#,
-        id = p.id,
-        data = data_dir.display(),
-        zone = p.zone_name(),
-        cloud = p.cloud,
-        api = node.api,
-        rpc = node.rpc,
-        proxy = node.rpc_proxy,
-    );
-    // Learners join later through the admin API, never by bootstrap.
-    for m in all.iter().filter(|m| m.placement.voter) {
-        t.push_str(&format!(
-            "\n[[bootstrap]]\nid = {}\napi_addr = \"{}\"\nrpc_addr = \"{}\"\nzone = \"{}\"\ncloud = \"{}\"\nregion = \"region-1\"\n",
-            m.placement.id,
-            m.api,
-            m.rpc_proxy,
-            m.placement.zone_name(),
-            m.placement.cloud
-        ));
-    }
-    t
 }
 
 impl Cluster {
@@ -216,7 +166,7 @@ impl Cluster {
     pub async fn start(config: ClusterConfig) -> Result<Cluster, LaunchError> {
         std::fs::create_dir_all(&config.dir).map_err(io("creating the run directory"))?;
         let proxy = Proxy::new();
-        let mut nodes = BTreeMap::new();
+        let mut configs = Vec::new();
         for p in &config.placement {
             let ip = Ipv4Addr::new(127, 0, p.zone, p.id as u8);
             let api = SocketAddr::from((ip, free_port(ip)?));
@@ -229,31 +179,45 @@ impl Cluster {
                     Source::ByProcess,
                 )
                 .await?;
+            let data = config.dir.join(format!("node-{}", p.id));
+            let node = node_config(p, api, rpc, rpc_proxy, &data, &config.extra_toml);
+            configs.push((p.clone(), ip, rpc_proxy, node));
+        }
+        // Learners join later through the admin API, never by bootstrap.
+        let voters: Vec<_> = configs
+            .iter()
+            .filter(|(p, ..)| p.voter)
+            .map(|(.., c)| c.as_bootstrap())
+            .collect();
+        let mut nodes = BTreeMap::new();
+        for (placement, ip, rpc_proxy, mut node) in configs {
+            node.bootstrap = voters.clone();
+            let id = placement.id;
+            let mut process = NodeProcess::prepare(
+                &config.geiger_bin,
+                &node,
+                config.dir.join(format!("node-{id}.toml")),
+                config.dir.join(format!("node-{id}.log")),
+            )?;
+            // The node's own default filter otherwise; older builds took any
+            // GEIGER_* variable for a setting, so set it only when asked.
+            if let Ok(filter) = std::env::var("GEIGER_CHAOS_NODE_LOG") {
+                process.env.push(("GEIGER_LOG".into(), filter));
+            }
+            // The harness spawns from its main thread, which lives as long
+            // as it does: a harness killed by -9 takes its nodes along.
+            process.die_with_parent = true;
             nodes.insert(
-                p.id,
+                id,
                 NodeProc {
-                    placement: p.clone(),
+                    placement,
                     ip,
-                    api,
-                    rpc,
+                    api: node.api,
+                    rpc: node.rpc,
                     rpc_proxy,
-                    config_path: config.dir.join(format!("node-{}.toml", p.id)),
-                    log_path: config.dir.join(format!("node-{}.log", p.id)),
-                    child: None,
-                    paused: false,
+                    process,
                 },
             );
-        }
-        {
-            let all: Vec<&NodeProc> = nodes.values().collect();
-            for node in &all {
-                let data = config.dir.join(format!("node-{}", node.placement.id));
-                std::fs::write(
-                    &node.config_path,
-                    node_toml(node, &data, &all, &config.extra_toml),
-                )
-                .map_err(io("writing a node config"))?;
-            }
         }
         let mut devices = Vec::new();
         for index in 0..config.devices {
@@ -268,15 +232,18 @@ impl Cluster {
                     Source::ByProcess,
                 )
                 .await?;
+            let mut process = DeviceProcess::new(
+                &config.device_bin,
+                config.dir.join(format!("device-{index}")),
+                listen,
+                Vec::new(),
+                config.dir.join(format!("device-{index}.log")),
+            );
+            process.die_with_parent = true;
             devices.push(DeviceProc {
                 index,
-                listen,
                 proxy: proxy_addr,
-                state_dir: config.dir.join(format!("device-{index}")),
-                log_path: config.dir.join(format!("device-{index}.log")),
-                id: String::new(),
-                public_key: String::new(),
-                child: None,
+                process,
                 fault_args: Vec::new(),
             });
         }
@@ -312,11 +279,7 @@ impl Cluster {
         }
         for index in 0..cluster.devices.len() {
             let d = &cluster.devices[index];
-            let body = json!({
-                "device": d.id,
-                "address": d.proxy.to_string(),
-                "public_key": d.public_key,
-            });
+            let body = d.process.registration(&d.proxy.to_string());
             cluster
                 .admin_post_anywhere("/v1/admin/links", &body, Duration::from_secs(30))
                 .await?;
@@ -348,7 +311,7 @@ impl Cluster {
     pub fn live(&self) -> Vec<u64> {
         self.nodes
             .values()
-            .filter(|n| n.child.is_some() && !n.paused)
+            .filter(|n| n.process.is_live())
             .map(|n| n.placement.id)
             .collect()
     }
@@ -363,133 +326,45 @@ impl Cluster {
     }
 
     fn spawn(&mut self, id: u64) -> Result<(), LaunchError> {
-        let bin = self.config.geiger_bin.clone();
         let node = self.nodes.get_mut(&id).expect("known node");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&node.log_path)
-            .map_err(io("opening a node log"))?;
-        let mut command = Command::new(&bin);
-        command
-            .arg("node")
-            .arg("--config")
-            .arg(&node.config_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(io("node log"))?)
-            .stderr(log);
-        // The node's own default filter otherwise; older builds took any
-        // GEIGER_* variable for a setting, so set it only when asked.
-        if let Ok(filter) = std::env::var("GEIGER_CHAOS_NODE_LOG") {
-            command.env("GEIGER_LOG", filter);
-        }
-        die_with_parent(&mut command);
-        let child = command
-            .spawn()
-            .map_err(io(format!("starting {}", bin.display())))?;
+        node.process.spawn()?;
         // Register before it can dial out, so its connections are known.
-        self.proxy.register_pid(child.id(), Endpoint::Node(id));
-        node.child = Some(child);
-        node.paused = false;
+        if let Some(pid) = node.process.pid() {
+            self.proxy.register_pid(pid, Endpoint::Node(id));
+        }
         Ok(())
     }
 
     fn spawn_device(&mut self, index: usize) -> Result<(), LaunchError> {
-        let bin = self.config.device_bin.clone();
         let rate = self.config.device_rate;
         let d = &mut self.devices[index];
-        std::fs::create_dir_all(&d.state_dir).map_err(io("creating a device directory"))?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&d.log_path)
-            .map_err(io("opening a device log"))?;
-        let mut command = Command::new(&bin);
-        die_with_parent(&mut command);
-        let mut child = command
-            .arg("--state-dir")
-            .arg(&d.state_dir)
-            .arg("--listen")
-            .arg(d.listen.to_string())
-            .arg("--rate")
-            .arg(rate.to_string())
-            .args(&d.fault_args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .map_err(io(format!("starting {}", bin.display())))?;
-        // First line: `listening=ADDR device=dev_… public_key=HEX`.
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        reader
-            .read_line(&mut line)
-            .map_err(io("reading the device banner"))?;
-        for field in line.split_whitespace() {
-            if let Some(v) = field.strip_prefix("device=") {
-                d.id = v.to_string();
-            } else if let Some(v) = field.strip_prefix("public_key=") {
-                d.public_key = v.to_string();
-            }
-        }
-        if !d.id.starts_with("dev_") || d.public_key.len() != 64 {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(LaunchError::Banner { index, line });
-        }
-        // Keep draining stdout so the agent never blocks on a full pipe.
-        std::thread::spawn(move || for _ in reader.lines() {});
-        d.child = Some(child);
+        d.process.args = vec!["--rate".into(), rate.to_string()];
+        d.process.args.extend(d.fault_args.iter().cloned());
+        d.process.spawn()?;
         Ok(())
+    }
+
+    fn node_process(&mut self, id: u64) -> &mut NodeProcess {
+        &mut self.nodes.get_mut(&id).expect("known node").process
     }
 
     /// SIGKILL, and reap.
     pub fn kill(&mut self, id: u64) {
-        let node = self.nodes.get_mut(&id).expect("known node");
-        if let Some(mut child) = node.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        node.paused = false;
+        self.node_process(id).kill();
     }
 
     /// SIGTERM, wait up to `grace`, then SIGKILL.
     pub fn terminate(&mut self, id: u64, grace: Duration) {
-        let node = self.nodes.get_mut(&id).expect("known node");
-        if let Some(mut child) = node.child.take() {
-            if node.paused {
-                send_signal(child.id(), libc::SIGCONT);
-            }
-            send_signal(child.id(), libc::SIGTERM);
-            let deadline = Instant::now() + grace;
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        node.paused = false;
+        self.node_process(id).terminate(grace);
     }
 
     /// SIGSTOP: frozen with its sockets open, like a long GC pause or a VM stall.
     pub fn pause(&mut self, id: u64) {
-        let node = self.nodes.get_mut(&id).expect("known node");
-        if let Some(child) = &node.child {
-            send_signal(child.id(), libc::SIGSTOP);
-            node.paused = true;
-        }
+        self.node_process(id).pause();
     }
 
     pub fn resume(&mut self, id: u64) {
-        let node = self.nodes.get_mut(&id).expect("known node");
-        if let Some(child) = &node.child {
-            send_signal(child.id(), libc::SIGCONT);
-        }
-        node.paused = false;
+        self.node_process(id).resume();
     }
 
     /// Starts a node again (killing it first if it runs), same config and data.
@@ -499,14 +374,19 @@ impl Cluster {
     }
 
     pub fn is_running(&self, id: u64) -> bool {
-        self.nodes[&id].child.is_some()
+        self.nodes[&id].process.is_running()
+    }
+
+    pub fn is_paused(&self, id: u64) -> bool {
+        self.nodes[&id].process.paused
     }
 
     pub fn kill_device(&mut self, index: usize) {
-        if let Some(mut child) = self.devices[index].child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.devices[index].process.kill();
+    }
+
+    pub fn device_is_running(&self, index: usize) -> bool {
+        self.devices[index].process.pid().is_some()
     }
 
     /// Restarts a device agent with extra flags (e.g. `--fault-stuck-after`),
@@ -667,35 +547,19 @@ impl Cluster {
 
     /// The last lines of every log, for a failed run's summary.
     pub fn log_tails(&self, lines: usize) -> String {
-        let mut out = String::new();
-        let paths = self
-            .nodes
+        self.nodes
             .values()
-            .map(|n| n.log_path.clone())
-            .chain(self.devices.iter().map(|d| d.log_path.clone()));
-        for path in paths {
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
-            let all: Vec<&str> = text.lines().collect();
-            out.push_str(&format!("----- {} -----\n", path.display()));
-            for l in &all[all.len().saturating_sub(lines)..] {
-                out.push_str(l);
-                out.push('\n');
-            }
-        }
-        out
+            .map(|n| n.process.log_path.clone())
+            .chain(self.devices.iter().map(|d| d.process.log_path.clone()))
+            .map(|path| process::log_tail(&path, lines))
+            .collect()
     }
 
     /// Stops everything (resuming paused processes first so they die).
     pub fn shutdown(&mut self) {
         for node in self.nodes.values_mut() {
-            if let Some(mut child) = node.child.take() {
-                if node.paused {
-                    send_signal(child.id(), libc::SIGCONT);
-                }
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-            node.paused = false;
+            node.process.resume();
+            node.process.kill();
         }
         for index in 0..self.devices.len() {
             self.kill_device(index);

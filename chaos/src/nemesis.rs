@@ -297,7 +297,7 @@ async fn current_leader(cluster: &Cluster) -> u64 {
 
 /// The ledger's count of quarantined chunks for device `index`, from any node.
 async fn quarantined(cluster: &Cluster, index: usize) -> Option<u64> {
-    let device = cluster.devices[index].id.clone();
+    let device = cluster.devices[index].process.id.clone();
     for id in cluster.live() {
         if let Ok(v) = cluster.admin_get(id, "/v1/admin/links").await {
             if let Some(link) = v["links"]
@@ -539,7 +539,7 @@ pub fn heal_everything(cluster: &mut Cluster) -> Vec<String> {
     let mut notes = Vec::new();
     cluster.proxy.heal_all();
     for id in cluster.ids() {
-        if cluster.nodes[&id].paused {
+        if cluster.is_paused(id) {
             cluster.resume(id);
         }
         if !cluster.is_running(id) {
@@ -549,7 +549,7 @@ pub fn heal_everything(cluster: &mut Cluster) -> Vec<String> {
         }
     }
     for index in 0..cluster.devices.len() {
-        if !cluster.devices[index].fault_args.is_empty() || cluster.devices[index].child.is_none() {
+        if !cluster.devices[index].fault_args.is_empty() || !cluster.device_is_running(index) {
             if let Err(e) = cluster.restart_device(index, &[]) {
                 notes.push(format!("device {index}: {e}"));
             }

@@ -17,4 +17,4 @@ pub use client::{Client, ClientBuilder, Issued, IssuedChain, Lookup};
 pub use error::ClientError;
 
 /// The header a node sets on a 201 that replays an earlier identical draw.
-pub const REPLAY_HEADER: &str = "geiger-replayed";
+pub use geiger_protocol::REPLAY_HEADER;

@@ -11,9 +11,10 @@
 use std::time::Instant;
 
 use geiger_control_plane::state_machine::StateMachine;
-use geiger_control_plane::testing::{draw_request, process_cpu_time, resident_memory_line};
 use geiger_control_plane::types::{Batch, BatchOutcome, Entry};
 use geiger_control_plane::{Command, Outcome};
+use geiger_testkit::in_process::draw_request;
+use geiger_testkit::measure::{process_cpu_time, resident_memory_line};
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, EntryPayload, LogId};
 

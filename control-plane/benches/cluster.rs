@@ -13,17 +13,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use geiger_control_plane::testing::{
-    draw_request, process_cpu_time, resident_memory_line, TestCluster,
-};
 use geiger_control_plane::{Command, ControlPlane, ControlPlaneConfig, Outcome};
+use geiger_testkit::in_process::{draw_request, TestCluster};
+use geiger_testkit::measure::{process_cpu_time, resident_memory_line};
 
 /// The allocator the `geiger` binary uses, so the figures are the node's.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn tune(config: &mut ControlPlaneConfig) {
-    geiger_control_plane::testing::default_tune(config);
+    geiger_testkit::in_process::default_tune(config);
     let ms = |name: &str| {
         std::env::var(name)
             .ok()

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::control_plane::Inner;
+use crate::replica::Replica;
 use crate::types::{Command, Outcome};
 use crate::Error;
 
@@ -44,7 +44,7 @@ fn drain(rx: &mut mpsc::Receiver<Pending>, batch: &mut Vec<Pending>, max: usize)
 }
 
 /// Runs until the channel closes or the task is aborted.
-pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Pending>) {
+pub(crate) async fn run(inner: Arc<Replica>, mut rx: mpsc::Receiver<Pending>) {
     let max = inner.config.max_batch.max(1);
     let slots = inner.config.max_inflight_batches.max(1);
     let linger = inner.config.batch_linger;

@@ -4,12 +4,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
-use openraft::ChangeMembers;
+use openraft::error::RaftError;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -17,34 +15,21 @@ use tokio::task::JoinHandle;
 use crate::batcher::{self, Pending};
 use crate::config::ControlPlaneConfig;
 use crate::log_store::LogStore;
-use crate::network::{
-    AdminOp, ForwardError, ForwardedResult, ForwardedWrite, Network, RpcClient, TransportError,
-    PATH_ADMIN, PATH_READ_INDEX, PATH_WRITE,
-};
 use crate::placement::{self, PlacementReport};
-use crate::rpc_server::{self, Gate};
+use crate::raft_network::client::{Network, RpcClient};
+use crate::raft_network::server::{self, Gate};
+use crate::raft_network::{AdminOp, ForwardError, PATH_ADMIN, PATH_READ_INDEX};
+use crate::replica::Replica;
 use crate::state_machine::reads::{self, ChainInfo, DevicePool};
 use crate::state_machine::tables::{Customer, StoredDraw};
-use crate::state_machine::{Shared, StateMachine};
-use crate::types::{Batch, BatchOutcome, Command, Lease, Member, NodeId, Outcome, Raft};
+use crate::state_machine::StateMachine;
+use crate::types::{Command, Lease, Member, NodeId, Outcome, Raft};
 use crate::Error;
-
-/// Shared by the handle, the batcher and the internal router.
-pub(crate) struct Inner {
-    pub(crate) id: NodeId,
-    pub(crate) config: ControlPlaneConfig,
-    pub(crate) raft: Raft,
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) client: RpcClient,
-    /// The last timestamp this node stamped on a batch: stamps never go
-    /// backwards on one leader, even if its wall clock does.
-    last_stamp: AtomicU64,
-}
 
 /// One replica of the ledger. Cheap to clone.
 #[derive(Clone)]
 pub struct ControlPlane {
-    inner: Arc<Inner>,
+    inner: Arc<Replica>,
     gate: Arc<Gate>,
     batch_tx: mpsc::Sender<Pending>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
@@ -84,169 +69,6 @@ pub struct Status {
     pub placement: PlacementReport,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-impl Inner {
-    /// The leader's clock for a new batch; monotonic on this node.
-    fn stamp(&self) -> u64 {
-        let now = now_ms();
-        let prev = self.last_stamp.fetch_max(now, Ordering::SeqCst);
-        prev.max(now)
-    }
-
-    /// One attempt to commit `commands` through the local Raft, which must
-    /// be the leader. Used for local writes and for writes forwarded here.
-    pub(crate) async fn propose_as_leader(&self, commands: Vec<Command>) -> ForwardedResult {
-        let batch = Batch {
-            at_ms: self.stamp(),
-            commands,
-        };
-        match self.raft.client_write(batch).await {
-            Ok(resp) => Ok(resp.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(ForwardError::NotLeader {
-                    leader: f.leader_id.zip(f.leader_node),
-                })
-            }
-            Err(e) => Err(ForwardError::Failed(e.to_string())),
-        }
-    }
-
-    /// Commits `commands` as one Raft entry, here or on the leader,
-    /// retrying while a leader is being elected, until the write timeout.
-    pub(crate) async fn propose(&self, commands: Vec<Command>) -> Result<BatchOutcome, Error> {
-        let deadline = Instant::now() + self.config.timeouts.write;
-        let mut last_problem: String;
-        loop {
-            let attempt = match self.raft.current_leader().await {
-                Some(id) if id == self.id => self.propose_as_leader(commands.clone()).await,
-                Some(id) => {
-                    let member = self
-                        .raft
-                        .metrics()
-                        .borrow()
-                        .membership_config
-                        .membership()
-                        .get_node(&id)
-                        .cloned();
-                    match member {
-                        Some(member) => self.forward(id, &member, &commands).await,
-                        None => Err(ForwardError::NotLeader { leader: None }),
-                    }
-                }
-                None => {
-                    if !self.raft.is_initialized().await.unwrap_or(false) {
-                        return Err(Error::Unavailable(
-                            "this node is not part of an initialized cluster".into(),
-                        ));
-                    }
-                    Err(ForwardError::NotLeader { leader: None })
-                }
-            };
-            match attempt {
-                Ok(outcome) => return Ok(outcome),
-                Err(ForwardError::NotLeader { leader }) => {
-                    last_problem = format!("leader moved (now {:?})", leader.map(|l| l.0));
-                }
-                Err(ForwardError::Failed(e)) => {
-                    if e.starts_with("unknown:") {
-                        // The write may have been committed: do not repeat it.
-                        return Err(Error::Unavailable(e));
-                    }
-                    last_problem = e;
-                }
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::Unavailable(last_problem));
-            }
-            tokio::time::sleep(self.config.timeouts.leader_retry).await;
-        }
-    }
-
-    async fn forward(
-        &self,
-        leader: NodeId,
-        member: &Member,
-        commands: &[Command],
-    ) -> ForwardedResult {
-        let body = ForwardedWrite {
-            commands: commands.to_vec(),
-        };
-        let timeout = self.config.timeouts.write;
-        match self
-            .client
-            .call::<_, ForwardedResult>(&member.rpc_addr, PATH_WRITE, &body, timeout)
-            .await
-        {
-            Ok(r) => r,
-            Err(TransportError::Unreachable(e)) => Err(ForwardError::Failed(format!(
-                "leader {leader} unreachable: {e}"
-            ))),
-            Err(TransportError::Status { status: 503, .. }) => {
-                Err(ForwardError::NotLeader { leader: None })
-            }
-            Err(e) => Err(ForwardError::Failed(format!(
-                "unknown: forwarding to leader {leader}: {e}"
-            ))),
-        }
-    }
-
-    pub(crate) async fn admin_as_leader(&self, op: AdminOp) -> Result<(), ForwardError> {
-        let result = match op {
-            AdminOp::AddLearner { id, member } => {
-                self.raft.add_learner(id, member, true).await.map(|_| ())
-            }
-            AdminOp::Promote { id } => self
-                .raft
-                .change_membership(ChangeMembers::AddVoterIds([id].into()), false)
-                .await
-                .map(|_| ()),
-            AdminOp::Remove { id } => {
-                let is_voter = self
-                    .raft
-                    .metrics()
-                    .borrow()
-                    .membership_config
-                    .membership()
-                    .voter_ids()
-                    .any(|v| v == id);
-                let change = if is_voter {
-                    ChangeMembers::RemoveVoters([id].into())
-                } else {
-                    ChangeMembers::RemoveNodes([id].into())
-                };
-                self.raft.change_membership(change, false).await.map(|_| ())
-            }
-        };
-        match result {
-            Ok(()) => Ok(()),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(ForwardError::NotLeader {
-                    leader: f.leader_id.zip(f.leader_node),
-                })
-            }
-            Err(e) => Err(ForwardError::Failed(e.to_string())),
-        }
-    }
-
-    /// The index a linearizable read must wait for; asked of the leader.
-    pub(crate) async fn read_index_as_leader(&self) -> Result<u64, ForwardError> {
-        match self.raft.ensure_linearizable().await {
-            Ok(log_id) => Ok(log_id.map_or(0, |l| l.index)),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                Err(ForwardError::NotLeader {
-                    leader: f.leader_id.zip(f.leader_node),
-                })
-            }
-            Err(e) => Err(ForwardError::Failed(e.to_string())),
-        }
-    }
-}
-
 impl ControlPlane {
     /// Opens (or creates) this node's replica under `data_dir` and starts
     /// Raft. The node then serves [`ControlPlane::router`] on its internal
@@ -265,14 +87,7 @@ impl ControlPlane {
         let raft = Raft::new(config.node_id, raft_config, network, log, sm)
             .await
             .map_err(|e| Error::Raft(e.to_string()))?;
-        let inner = Arc::new(Inner {
-            id: config.node_id,
-            config: config.clone(),
-            raft,
-            shared,
-            client,
-            last_stamp: AtomicU64::new(0),
-        });
+        let inner = Arc::new(Replica::new(config.clone(), raft, shared, client));
         let gate = Arc::new(Gate::new(inner.clone(), &config.cluster_secret));
         let (batch_tx, batch_rx) = mpsc::channel(config.max_batch * 8);
         let batcher = tokio::spawn(batcher::run(inner.clone(), batch_rx));
@@ -293,7 +108,7 @@ impl ControlPlane {
     /// served on the internal listener only. Every request must carry the
     /// cluster secret.
     pub fn router(&self) -> axum::Router {
-        rpc_server::router(self.gate.clone())
+        server::router(self.gate.clone())
     }
 
     /// The openraft handle, for metrics and tests.
@@ -389,7 +204,7 @@ impl ControlPlane {
             let leader = self.inner.raft.current_leader().await;
             let result = match leader {
                 Some(id) if id == self.inner.id => self.inner.admin_as_leader(op.clone()).await,
-                Some(id) => match self.member_of(id) {
+                Some(id) => match self.inner.member(id) {
                     Some(m) => self
                         .inner
                         .client
@@ -444,17 +259,6 @@ impl ControlPlane {
         }
     }
 
-    fn member_of(&self, id: NodeId) -> Option<Member> {
-        self.inner
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .get_node(&id)
-            .cloned()
-    }
-
     // ---- reads --------------------------------------------------------
 
     /// Waits until this replica has applied everything the leader had
@@ -464,7 +268,7 @@ impl ControlPlane {
         loop {
             let index = match self.inner.raft.current_leader().await {
                 Some(id) if id == self.inner.id => self.inner.read_index_as_leader().await,
-                Some(id) => match self.member_of(id) {
+                Some(id) => match self.inner.member(id) {
                     Some(m) => self
                         .inner
                         .client
@@ -591,8 +395,10 @@ impl ControlPlane {
     }
 
     /// Every registered link with its lease and sequence accounting.
-    pub fn links(&self) -> Result<Vec<crate::state_machine::links::LinkView>, Error> {
-        Ok(crate::state_machine::links::links(&self.inner.shared.db())?)
+    pub fn links(&self) -> Result<Vec<crate::LinkView>, Error> {
+        Ok(crate::state_machine::links::registry::links(
+            &self.inner.shared.db(),
+        )?)
     }
 
     /// The device's timestamp and signature of an appended chunk.
@@ -600,8 +406,8 @@ impl ControlPlane {
         &self,
         device: &str,
         seq: u64,
-    ) -> Result<Option<crate::state_machine::links::ChunkProvenance>, Error> {
-        Ok(crate::state_machine::links::chunk_provenance(
+    ) -> Result<Option<crate::ChunkProvenance>, Error> {
+        Ok(crate::state_machine::pool::chunk_provenance(
             &self.inner.shared.db(),
             device,
             seq,
@@ -609,8 +415,8 @@ impl ControlPlane {
     }
 
     /// One registered link (address and public key), if registered.
-    pub fn link(&self, device: &str) -> Result<Option<crate::state_machine::links::Link>, Error> {
-        Ok(crate::state_machine::links::link(
+    pub fn link(&self, device: &str) -> Result<Option<crate::Link>, Error> {
+        Ok(crate::state_machine::links::registry::link(
             &self.inner.shared.db(),
             device,
         )?)

@@ -5,13 +5,20 @@
 //! - [`types`]: the Raft type config, member labels, commands and outcomes.
 //! - [`config`]: node identity, cluster secret, timeouts (LAN and cross-cloud).
 //! - [`log_store`]: the Raft log and vote on redb, with its fsync points.
-//! - [`state_machine`]: the ledger tables and the deterministic `apply`.
+//! - [`state_machine`]: the ledger: its tables, the deterministic `apply`
+//!   cut by domain (chains and draws, the entropy pool, links and leases
+//!   with the lease plan, customers, keys, members), local reads, snapshots.
 //! - [`snapshot`]: the streamed snapshot file format.
-//! - [`network`] / [`rpc_server`]: Raft RPC and forwarded writes over HTTP.
+//! - [`raft_network`]: every call between replicas over HTTP: Raft RPC,
+//!   forwarded writes, admin calls, read indexes ([`raft_network::client`]
+//!   sends, [`raft_network::server`] answers).
+//! - `replica`: the replica core: the Raft instance and how a batch reaches
+//!   the log (proposed here, or forwarded to the leader).
 //! - [`batcher`]: group commit of concurrent writes into one entry.
 //! - [`placement`]: which failures the current voters survive.
 //! - [`control_plane`]: the handle: open, write, read, membership, status.
-//! - [`testing`]: an in-process cluster on loopback, for tests and benchmarks.
+//! - [`memory`]: process-wide memory settings (transparent huge pages off).
+//! - [`Error`]: what a caller can get back.
 
 // openraft's `StorageError` and `redb::Error` are large, and the storage
 // traits fix them as our error types; boxing them at every call would only
@@ -21,57 +28,24 @@
 pub mod batcher;
 pub mod config;
 pub mod control_plane;
-pub mod link_controller;
+mod error;
 pub mod log_store;
 pub mod memory;
-pub mod network;
 pub mod placement;
-pub mod rpc_server;
+pub mod raft_network;
+mod replica;
 pub mod snapshot;
 pub mod state_machine;
-pub mod testing;
 pub mod types;
 
 pub use config::{ControlPlaneConfig, Timeouts};
+pub use error::Error;
 
 pub use control_plane::{ControlPlane, PeerStatus, Status};
 pub use placement::PlacementReport;
-pub use state_machine::apply::api_key_hash;
-pub use state_machine::links::{device_id_of, ChunkProvenance, Link, LinkView};
+pub use state_machine::customers::api_key_hash;
+pub use state_machine::links::registry::{device_id_of, Link, LinkView};
+pub use state_machine::pool::ChunkProvenance;
 pub use state_machine::reads::{ChainInfo, DevicePool};
 pub use state_machine::tables::{Customer, StoredDraw};
 pub use types::{Batch, Command, Lease, Member, NodeId, Outcome, Rejection};
-
-/// Errors at the crate's edge.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("configuration: {0}")]
-    Config(String),
-    #[error("I/O: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("storage: {0}")]
-    Storage(String),
-    /// No leader could be reached within the write timeout (an election that
-    /// does not finish, or no quorum). Safe to retry.
-    #[error("no leader available: {0}")]
-    Unavailable(String),
-    /// The command was refused by the ledger; nothing changed.
-    #[error("rejected: {0}")]
-    Rejected(#[from] Rejection),
-    #[error("raft: {0}")]
-    Raft(String),
-    #[error("the control plane is shutting down")]
-    Shutdown,
-}
-
-impl From<redb::Error> for Error {
-    fn from(e: redb::Error) -> Self {
-        Error::Storage(e.to_string())
-    }
-}
-
-impl From<state_machine::reads::ReadError> for Error {
-    fn from(e: state_machine::reads::ReadError) -> Self {
-        Error::Storage(e.to_string())
-    }
-}

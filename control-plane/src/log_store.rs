@@ -1,5 +1,12 @@
 //! The Raft log and vote, on redb (`raft-log.redb`).
 //!
+//! One module, about 540 lines without its tests, on purpose: the writer
+//! thread, its queue of operations and the in-memory `pending` map are one
+//! protocol (the order of appends, votes, truncations and purges, and
+//! which entries are readable when), and openraft's storage traits below
+//! are its only callers. Split, each half would be unreadable without the
+//! other.
+//!
 //! # The log writer
 //!
 //! `append` hands its entries to a dedicated writer thread and returns;

@@ -1,10 +1,10 @@
 //! `apply` on one state machine, without Raft: determinism and the ledger clock.
 
 use geiger_control_plane::state_machine::StateMachine;
-use geiger_control_plane::testing::draw_request;
 use geiger_control_plane::types::{Batch, Entry};
 use geiger_control_plane::{Command, Outcome};
 use geiger_protocol::{ChainResponse, DrawResponse};
+use geiger_testkit::in_process::draw_request;
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, EntryPayload, LogId};
 

@@ -5,11 +5,11 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use geiger_control_plane::testing::{
-    add_entropy, default_tune, draw_request, TestCluster, TEST_SECRET,
-};
 use geiger_control_plane::{Command, ControlPlaneConfig, Error, Outcome, Rejection};
 use geiger_protocol::{verify_draw, DrawResponse};
+use geiger_testkit::in_process::{
+    add_entropy, default_tune, draw_request, TestCluster, TEST_SECRET,
+};
 
 const API_KEY: &str = "sk_test_casino";
 

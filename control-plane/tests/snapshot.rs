@@ -3,9 +3,9 @@
 
 use geiger_control_plane::state_machine::reads;
 use geiger_control_plane::state_machine::StateMachine;
-use geiger_control_plane::testing::draw_request;
 use geiger_control_plane::types::{Batch, Entry};
 use geiger_control_plane::{Command, Outcome};
+use geiger_testkit::in_process::draw_request;
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, EntryPayload, LogId, RaftSnapshotBuilder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

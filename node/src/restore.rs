@@ -28,7 +28,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use geiger_control_plane::log_store::LogStore;
@@ -150,13 +149,6 @@ pub async fn restore(backup: &Path, config: &NodeConfig) -> anyhow::Result<Resto
     Ok(restored)
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Steps 2 to 4 of the module documentation, in one write transaction.
 fn rewrite_for_new_cluster(
     db: &Database,
@@ -198,7 +190,7 @@ fn rewrite_for_new_cluster(
         let mut pool_table = tx.open_table(POOL)?;
         let mut devices = tx.open_table(DEVICES)?;
         let mut quarantine = tx.open_table(QUARANTINE)?;
-        let at_ms = now_ms();
+        let at_ms = geiger_protocol::now_unix_ms();
         for seq in pool.head..pool.next {
             let Some(raw) = pool_table.remove(u64_key(seq).as_slice())? else {
                 continue;

@@ -212,7 +212,10 @@ pub fn chain_request_key(customer: &str, request_id: &str) -> Vec<u8> {
     k
 }
 
-pub fn quarantine_key(device: &str, seq: u64) -> Vec<u8> {
+/// `device ++ 0x00 ++ seq` (u64 BE): the key of the per-chunk tables
+/// `quarantine`, `skipped` (the first sequence of a skipped range) and
+/// `provenance`; one device's chunks sort together, in sequence order.
+pub fn device_seq_key(device: &str, seq: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(device.len() + 9);
     k.extend_from_slice(device.as_bytes());
     k.push(0);

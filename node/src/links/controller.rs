@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use geiger_control_plane::link_controller::{plan, ControllerInput};
+use geiger_control_plane::state_machine::links::plan::{plan, ControllerInput};
 use geiger_control_plane::{ControlPlane, Outcome};
 use geiger_protocol::now_unix_ms;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};

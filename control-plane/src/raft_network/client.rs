@@ -1,4 +1,4 @@
-//! Raft RPC client over HTTP: bincode bodies, the cluster secret in a
+//! The Raft network's client side over HTTP: bincode bodies, the cluster secret in a
 //! header, reqwest underneath (one pooled client per node, keep-alive).
 //!
 //! A peer that cannot be connected to, or does not answer in time, is
@@ -17,19 +17,10 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::types::{BatchOutcome, Command, Member, NodeId, TypeConfig};
-
-/// The header that carries the cluster secret on every internal request.
-pub const SECRET_HEADER: &str = "x-geiger-cluster-secret";
-/// Paths of the internal endpoints.
-pub const PATH_APPEND: &str = "/internal/raft/append";
-pub const PATH_VOTE: &str = "/internal/raft/vote";
-pub const PATH_SNAPSHOT: &str = "/internal/raft/snapshot";
-pub const PATH_WRITE: &str = "/internal/write";
-pub const PATH_ADMIN: &str = "/internal/admin";
-pub const PATH_READ_INDEX: &str = "/internal/read-index";
+use super::{PATH_APPEND, PATH_SNAPSHOT, PATH_VOTE, SECRET_HEADER};
+use crate::types::{Member, NodeId, TypeConfig};
 
 /// A failed RPC at the transport level.
 #[derive(Debug, thiserror::Error)]
@@ -46,32 +37,6 @@ pub enum TransportError {
     Status { status: u16, body: String },
     #[error("bad response body: {0}")]
     Decode(String),
-}
-
-/// Writes forwarded from a follower to the leader.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ForwardedWrite {
-    pub commands: Vec<Command>,
-}
-
-/// Why the leader could not take a forwarded write or admin call.
-#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
-pub enum ForwardError {
-    /// The receiver is not (or no longer) the leader; try this one.
-    #[error("not the leader")]
-    NotLeader { leader: Option<(NodeId, Member)> },
-    #[error("{0}")]
-    Failed(String),
-}
-
-pub type ForwardedResult = Result<BatchOutcome, ForwardError>;
-
-/// Membership changes, run on the leader (forwarded there if need be).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum AdminOp {
-    AddLearner { id: NodeId, member: Member },
-    Promote { id: NodeId },
-    Remove { id: NodeId },
 }
 
 /// The HTTP client every internal call goes through.

@@ -1,6 +1,7 @@
-//! The link-ownership controller's decisions: pure, no I/O, no clock.
+//! The lease plan: which live member should own each link. Pure: no I/O,
+//! no clock.
 //!
-//! The leader runs a driver (`node/src/actors/link_controller.rs`) that
+//! The leader runs a driver (the node's link-controller actor) that
 //! gathers the inputs (registered links, leases, members and their zone
 //! labels, which members answer its probes, the time) and proposes what
 //! [`plan`] returns. The rules:

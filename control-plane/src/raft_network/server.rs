@@ -1,5 +1,6 @@
-//! The internal HTTP endpoints: Raft RPC (append, vote, snapshot chunks),
-//! writes forwarded by followers, membership changes and read indexes.
+//! The Raft network's server side: the internal HTTP endpoints for Raft RPC
+//! (append, vote, snapshot chunks), writes forwarded by followers,
+//! membership changes and read indexes, each handed to the [`Replica`].
 //! Bodies are bincode. Every request must carry the cluster secret; anything
 //! else gets 401 and a log line. Nothing here can panic on peer input: a
 //! body that does not decode is a 400.
@@ -16,8 +17,11 @@ use bincode::Options;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::control_plane::Inner;
-use crate::network::*;
+use super::{
+    AdminOp, ForwardedWrite, PATH_ADMIN, PATH_APPEND, PATH_READ_INDEX, PATH_SNAPSHOT, PATH_VOTE,
+    PATH_WRITE, SECRET_HEADER,
+};
+use crate::replica::Replica;
 
 /// Largest internal request body: a full batch of large draws, or a
 /// snapshot chunk, with room to spare.
@@ -26,12 +30,12 @@ const MAX_BODY: usize = 256 << 20;
 /// The router's way in: closed on shutdown, so lingering keep-alive
 /// connections cannot keep a stopped replica's databases open.
 pub struct Gate {
-    inner: RwLock<Option<Arc<Inner>>>,
+    inner: RwLock<Option<Arc<Replica>>>,
     secret: Vec<u8>,
 }
 
 impl Gate {
-    pub(crate) fn new(inner: Arc<Inner>, secret: &str) -> Self {
+    pub(crate) fn new(inner: Arc<Replica>, secret: &str) -> Self {
         Gate {
             inner: RwLock::new(Some(inner)),
             secret: secret.as_bytes().to_vec(),
@@ -45,7 +49,7 @@ impl Gate {
         }
     }
 
-    fn get(&self) -> Option<Arc<Inner>> {
+    fn get(&self) -> Option<Arc<Replica>> {
         match self.inner.read() {
             Ok(g) => g.clone(),
             Err(p) => p.into_inner().clone(),
@@ -94,7 +98,7 @@ fn admit<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: &[u8],
     path: &str,
-) -> Result<(Arc<Inner>, T), Response> {
+) -> Result<(Arc<Replica>, T), Response> {
     if !gate.authorized(headers) {
         tracing::warn!(
             path,

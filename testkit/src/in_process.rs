@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::config::{ControlPlaneConfig, Timeouts};
-use crate::types::{Command, Member, NodeId, Outcome};
-use crate::{ControlPlane, Error};
+use geiger_control_plane::{
+    api_key_hash, Command, ControlPlane, ControlPlaneConfig, Error, Member, NodeId, Outcome,
+    Timeouts,
+};
 
 /// The secret every test node shares.
 pub const TEST_SECRET: &str = "test-cluster-secret";
@@ -221,7 +222,7 @@ impl TestCluster {
         cp.write(Command::CreateCustomer {
             id: "cu_test".into(),
             name: "Test Casino".into(),
-            key_sha256: crate::api_key_hash(api_key),
+            key_sha256: api_key_hash(api_key),
         })
         .await?;
         let epoch = match cp
@@ -281,37 +282,6 @@ pub async fn add_entropy(
         }
     }
     Ok(())
-}
-
-/// CPU time (user + system) this process has used, from /proc/self/stat
-/// (zero where that is unreadable). For the benchmarks.
-pub fn process_cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which is in parentheses).
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // utime and stime are fields 14 and 15 of the full line: 11 and 12 here,
-    // in clock ticks of 10 ms.
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
-}
-
-/// This process's `VmRSS:` line from /proc/self/status (empty where
-/// unreadable). For the benchmarks.
-pub fn resident_memory_line() -> String {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .map(str::to_string)
-        })
-        .unwrap_or_default()
 }
 
 /// A draw request body for `previous`.

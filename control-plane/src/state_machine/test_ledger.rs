@@ -1,0 +1,98 @@
+//! A ledger in a temporary redb file for the state machine's unit tests:
+//! commands applied one transaction each, at a given leader time, exactly
+//! as `apply_entries` does, plus builders for the link commands.
+
+use redb::Database;
+
+use super::dispatch::Applier;
+use super::links::registry::{links, LinkView};
+use super::tables::ALL;
+use super::tx::{ApplyCache, Tx};
+use crate::types::{Command, Outcome};
+
+pub struct Ledger {
+    _dir: tempfile::TempDir,
+    pub db: Database,
+    cache: ApplyCache,
+}
+
+impl Ledger {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("state.redb")).unwrap();
+        let tx = db.begin_write().unwrap();
+        for (_, def) in ALL {
+            tx.open_table(def).unwrap();
+        }
+        tx.commit().unwrap();
+        Ledger {
+            _dir: dir,
+            db,
+            cache: ApplyCache::default(),
+        }
+    }
+
+    pub fn apply(&mut self, at_ms: u64, command: Command) -> Outcome {
+        let tx = self.db.begin_write().unwrap();
+        let outcome = {
+            let t = Tx::new(&tx);
+            let mut a = Applier {
+                tx: &t,
+                cache: &mut self.cache,
+                at_ms,
+            };
+            let outcome = a.apply(&command).unwrap();
+            t.finish().unwrap();
+            outcome
+        };
+        tx.commit().unwrap();
+        outcome
+    }
+
+    pub fn view(&self, device: &str) -> LinkView {
+        links(&self.db)
+            .unwrap()
+            .into_iter()
+            .find(|l| l.device == device)
+            .unwrap()
+    }
+}
+
+pub const KEY: [u8; 32] = [7; 32];
+
+pub fn register(device: &str) -> Command {
+    Command::RegisterLink {
+        device: device.into(),
+        address: "127.0.0.1:7000".into(),
+        public_key: KEY,
+    }
+}
+
+pub fn lease(device: &str, expected: u64) -> Command {
+    Command::AssignLease {
+        device: device.into(),
+        owner: 1,
+        expected_epoch: Some(expected),
+        duration_ms: 3000,
+    }
+}
+
+pub fn append(device: &str, epoch: u64, seq: u64) -> Command {
+    Command::AppendEntropy {
+        device: device.into(),
+        epoch,
+        seq,
+        bytes: vec![seq as u8; 16],
+    }
+}
+
+pub fn quarantine(device: &str, epoch: u64, seq: u64) -> Command {
+    Command::QuarantineChunk {
+        device: device.into(),
+        epoch,
+        seq,
+        length: 16,
+        sha256: [0; 32],
+        reason: "health_test".into(),
+    }
+}

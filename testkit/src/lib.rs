@@ -1,0 +1,13 @@
+//! geiger-testkit: what the tests, the benchmarks and the fault harness
+//! share, kept out of the production crates (`publish = false`).
+//!
+//! - [`in_process`]: real [`geiger_control_plane::ControlPlane`] replicas in
+//!   one process, on loopback (the control plane's tests and benchmarks).
+//! - [`launcher`]: real `geiger node` and `geiger-device` processes: ports,
+//!   config files, spawn, signals, stop and kill, log tails (the node's
+//!   end-to-end tests, its memory benchmark, and `geiger-chaos`).
+//! - [`measure`]: CPU time and resident memory of the running process.
+
+pub mod in_process;
+pub mod launcher;
+pub mod measure;
