@@ -90,7 +90,9 @@ pub struct ChainResponse {
 pub struct EntropySegment {
     pub device: String,
     pub chunk_seq: u64,
+    #[cfg_attr(feature = "openapi", schema(value_type = u64, maximum = 4294967295_u64))]
     pub offset: u32,
+    #[cfg_attr(feature = "openapi", schema(value_type = u64, maximum = 4294967295_u64))]
     pub length: u32,
 }
 
@@ -156,6 +158,9 @@ pub struct DrawResponse {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DrawLookup {
+    /// The request body as received. Requests accepted before a rule was
+    /// added (the tag characters, 2026-12) are shown as they were.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub request: crate::api::DrawRequest,
     pub response: DrawResponse,
 }
