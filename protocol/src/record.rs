@@ -90,9 +90,7 @@ pub struct ChainResponse {
 pub struct EntropySegment {
     pub device: String,
     pub chunk_seq: u64,
-    #[cfg_attr(feature = "openapi", schema(value_type = u64, maximum = 4294967295_u64))]
     pub offset: u32,
-    #[cfg_attr(feature = "openapi", schema(value_type = u64, maximum = 4294967295_u64))]
     pub length: u32,
 }
 

@@ -62,7 +62,7 @@ pub struct NewCustomer {
     #[schema(
         min_length = 1,
         max_length = 128,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F\uD800-\uDFFF]+$"
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
     )]
     pub name: String,
 }

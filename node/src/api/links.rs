@@ -235,7 +235,6 @@ pub struct ChunkProof {
     pub device: String,
     pub seq: u64,
     pub timestamp_ms: u64,
-    #[schema(value_type = u64, maximum = 4294967295_u64)]
     pub length: u32,
     /// Hex: SHA-256 of the chunk's bytes, the signed 80-byte statement
     /// (docs/LINK.md), the Ed25519 signature, the registered public key.
@@ -260,8 +259,13 @@ pub struct ChunkProof {
 pub async fn chunk(
     _: Admin,
     State(state): State<AppState>,
-    Path((device, seq)): Path<(String, u64)>,
+    Path((device, seq)): Path<(String, String)>,
 ) -> Result<Json<ChunkProof>, ApiError> {
+    // A sequence number that is not a u64 names no chunk: 404 in the JSON
+    // error shape, where axum's own rejection would be a plain-text 400.
+    let seq: u64 = seq
+        .parse()
+        .map_err(|_| ApiError::not_found(format!("signed chunk {seq:?} of {device}")))?;
     let link = state
         .ledger
         .link(&device)?
