@@ -18,7 +18,7 @@ a real key; random ones are refused with 422 by design). Both are still run
 without credentials (401) and are covered by node/tests.
 
 Environment: GEIGER_BIN (default target/debug/geiger), OPENAPI_EXAMPLES
-(schemathesis examples per operation, default 40), OPENAPI_SEED.
+(schemathesis examples per operation, default 150), OPENAPI_SEED.
 """
 
 import json
@@ -38,7 +38,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent.parent
 BIN = Path(os.environ.get("GEIGER_BIN", ROOT / "target" / "debug" / "geiger"))
-EXAMPLES = os.environ.get("OPENAPI_EXAMPLES", "40")
+EXAMPLES = os.environ.get("OPENAPI_EXAMPLES", "150")
 SEED = os.environ.get("OPENAPI_SEED", "20261201")
 
 results = []  # (name, ok, detail)
