@@ -21,7 +21,10 @@ use utoipa::{Modify, OpenApi};
             with the status that goes with its `code`. Customers send \
             `Authorization: Bearer <api key>` (`api_key`), operators the admin token \
             (`admin_token`); everything else is public. The request limits are \
-            docs/DERIVATION.md §5."
+            docs/DERIVATION.md §5; rules between two fields (`min ≤ max`, `k ≤ n`, \
+            `unique` counts) and the tag's byte length are stated in the descriptions. \
+            Integers are JSON integers, written without a fraction or exponent \
+            (`3`, not `3.0`); other numbers are refused with 400 `invalid_json`."
     ),
     paths(
         super::chains::create,

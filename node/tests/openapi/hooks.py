@@ -10,9 +10,9 @@ What is adjusted, and why each is not a looser spec:
 - `tag`: at most 256 bytes of UTF-8. JSON Schema's `maxLength` counts
   characters; the spec says so in the tag's description.
 - Integers written as `3.0`: JSON Schema counts them as integers, the server
-  (serde) refuses them with 400 `invalid_json`. The spec's `format`
-  (int64, uint32, ...) says what clients send; a number with a fraction part
-  is not one.
+  (serde) refuses them with 400 `invalid_json`, and the document says so
+  (integers are written without a fraction or exponent). Accepting them
+  would let a client's `1e17` stand for a different integer than it meant.
 - `request_id`: every positive request gets a fresh one, so that two cases
   never share an idempotency key (a repeat is a replay, a stateful answer
   rather than a property of one request).
