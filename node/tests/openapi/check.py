@@ -118,7 +118,9 @@ def schemathesis(name, url, report_dir, args, env):
         *args,
     ]
     started = time.monotonic()
-    run = subprocess.run(command, capture_output=True, text=True, env=env)
+    # In the scratch directory: schemathesis keeps a cache in its working
+    # directory, which must not land in the repository.
+    run = subprocess.run(command, capture_output=True, text=True, env=env, cwd=report_dir)
     output = run.stdout + run.stderr
     (report_dir / f"{name}.log").write_text(output)
     generated = re.search(r"(\d+) generated", output)
