@@ -21,11 +21,13 @@ pub const REPLAY_HEADER: &str = "geiger-replayed";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateChainRequest {
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::tag))]
     pub tag: String,
     /// A client idempotency key: a retry by the same customer with the same
     /// `request_id` gets the chain that request created (its original 201
     /// body), not a second chain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::request_id))]
     pub request_id: Option<String>,
 }
 
@@ -36,11 +38,13 @@ pub struct CreateChainRequest {
 pub struct DrawRequest {
     /// The chain's latest ID: its genesis (`ch_…`) or its newest draw (`dr_…`).
     pub previous: RecordId,
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::tag))]
     pub tag: String,
     pub spec: Spec,
     /// A client idempotency key: a retry with the same `previous` and the
     /// same `request_id` gets the original 201 body back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::request_id))]
     pub request_id: Option<String>,
 }
 
@@ -79,7 +83,7 @@ pub fn validate_tag(tag: &str) -> Result<(), RequestError> {
 /// a tag is shown without showing themselves. Written out rather than taken
 /// from a Unicode table crate so that an independent verifier can copy the
 /// rule from docs/DERIVATION.md exactly.
-const FORMAT_CHARACTERS: &[(u32, u32)] = &[
+pub(crate) const FORMAT_CHARACTERS: &[(u32, u32)] = &[
     (0x00AD, 0x00AD),
     (0x0600, 0x0605),
     (0x061C, 0x061C),
@@ -105,7 +109,7 @@ const FORMAT_CHARACTERS: &[(u32, u32)] = &[
 
 /// Control characters (Cc), format characters (Cf), the line and paragraph
 /// separators (U+2028, U+2029) and the 66 non-characters.
-fn is_hidden_in_tags(c: char) -> bool {
+pub(crate) fn is_hidden_in_tags(c: char) -> bool {
     let u = c as u32;
     c.is_control()
         || u == 0x2028

@@ -12,6 +12,7 @@
 //! - [`record`]: chain and draw records, signed envelopes, keys.
 //! - [`api`]: request bodies and the error shape of the HTTP contract.
 //! - [`verify`]: offline verification of issued records.
+//! - `schema` (feature `openapi`): OpenAPI schemas carrying the request rules.
 
 pub mod api;
 pub mod canonical;
@@ -20,6 +21,8 @@ pub mod device;
 pub mod id;
 pub mod record;
 pub mod sample;
+#[cfg(feature = "openapi")]
+pub mod schema;
 pub mod spec;
 pub mod verify;
 

@@ -166,6 +166,9 @@ pub struct DrawResponse {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DrawLookup {
+    /// The request body as received. Requests accepted before a rule was
+    /// added (the tag characters, 2026-12) are shown as they were.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub request: crate::api::DrawRequest,
     pub response: DrawResponse,
 }

@@ -17,7 +17,7 @@ pub const MAX_SELECTION_N: u64 = (1 << 53) - 1;
 
 /// The four kinds of draw. The JSON form carries `kind` as a tag:
 /// `{"kind": "integers", "min": 1, "max": 6, "count": 2, "unique": false}`.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+/// Its OpenAPI schema, with the limits, is written in [`crate::schema`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Spec {

@@ -29,9 +29,12 @@ pub struct ClusterStatus {
 
 /// Members, zones, clouds, roles, leader, term, indexes, lag, links and
 /// owners, pool depth, and what failures the placement survives.
-#[utoipa::path(get, path = "/v1/cluster/status", tag = "operators",
+#[utoipa::path(get, path = "/v1/cluster/status", tag = "operators", operation_id = "get_cluster_status",
     security(("admin_token" = [])),
-    responses((status = 200, description = "This node's view of the cluster"), (status = 401, body = geiger_protocol::ErrorBody)))]
+    responses(
+        (status = 200, description = "This node's view of the cluster", body = super::openapi::views::ClusterStatus),
+        (status = 401, description = "`unauthorized`: no or unknown credentials", body = geiger_protocol::ErrorBody),
+    ))]
 pub async fn cluster_status(
     _: Admin,
     State(state): State<AppState>,
@@ -51,13 +54,20 @@ pub async fn cluster_status(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCustomer {
+    /// 1 to 128 bytes of UTF-8 without control characters (`maxLength`
+    /// counts characters, so it is the whole rule only for ASCII).
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
     pub name: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedCustomer {
     pub id: String,
     pub name: String,
@@ -71,11 +81,19 @@ fn random_hex(bytes: usize) -> String {
     hex::encode(buf)
 }
 
-#[utoipa::path(post, path = "/v1/admin/customers", tag = "operators",
+#[utoipa::path(post, path = "/v1/admin/customers", tag = "operators", operation_id = "create_customer",
     security(("admin_token" = [])),
-    request_body(content = String, description = "`{\"name\": \"...\"}`"),
-    responses((status = 201, description = "`{id, name, api_key}`; the key is shown only here"),
-        (status = 401, body = geiger_protocol::ErrorBody), (status = 422, body = geiger_protocol::ErrorBody)))]
+    request_body(content = NewCustomer, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The customer and its API key, shown only here", body = CreatedCustomer),
+        (status = 400, description = "`invalid_json`: not JSON, or not the request's shape (unknown field, wrong type)", body = geiger_protocol::ErrorBody),
+        (status = 408, description = "`request_timeout`: the body did not arrive in time", body = geiger_protocol::ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over the limit", body = geiger_protocol::ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not `Content-Type: application/json`", body = geiger_protocol::ErrorBody),
+        (status = 401, description = "`unauthorized`: no or unknown credentials", body = geiger_protocol::ErrorBody),
+        (status = 422, description = "`invalid_request`: `name` breaks its rule; `field` names it", body = geiger_protocol::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader reachable or overloaded; retry", body = geiger_protocol::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ))]
 /// Creates a customer and returns its API key, which is never shown again.
 pub async fn create_customer(
     _: Admin,
@@ -118,7 +136,7 @@ pub async fn create_customer(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum MemberAction {
     AddLearner,
@@ -126,19 +144,30 @@ pub enum MemberAction {
     Remove,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemberChange {
     pub action: MemberAction,
     pub id: u64,
     /// Required with `add_learner`.
+    #[schema(value_type = Option<super::openapi::views::Member>)]
     pub member: Option<Member>,
 }
 
-#[utoipa::path(post, path = "/v1/admin/members", tag = "operators",
+#[utoipa::path(post, path = "/v1/admin/members", tag = "operators", operation_id = "change_member",
     security(("admin_token" = [])),
-    request_body(content = String, description = "`{\"action\": \"add_learner\"|\"promote\"|\"remove\", \"id\": N, \"member\"?: {api_addr, rpc_addr, zone, cloud, region}}`"),
-    responses((status = 200, description = "The new placement report"), (status = 401, body = geiger_protocol::ErrorBody)))]
+    request_body(content = MemberChange, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The placement after the change", body = super::openapi::views::PlacementAfterChange),
+        (status = 400, description = "`invalid_json`: not JSON, or not the request's shape (unknown field, wrong type)", body = geiger_protocol::ErrorBody),
+        (status = 408, description = "`request_timeout`: the body did not arrive in time", body = geiger_protocol::ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over the limit", body = geiger_protocol::ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not `Content-Type: application/json`", body = geiger_protocol::ErrorBody),
+        (status = 401, description = "`unauthorized`: no or unknown credentials", body = geiger_protocol::ErrorBody),
+        (status = 409, description = "`conflict`: the change conflicts with the membership", body = geiger_protocol::ErrorBody),
+        (status = 422, description = "`invalid_request`: `add_learner` without `member`, or a change the cluster refuses; `field` names it", body = geiger_protocol::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader reachable or overloaded; retry", body = geiger_protocol::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ))]
 /// Adds a learner, promotes a learner to voter, or removes a node.
 pub async fn change_member(
     _: Admin,
@@ -161,9 +190,13 @@ pub async fn change_member(
     ))
 }
 
-#[utoipa::path(post, path = "/v1/admin/keys/rotate", tag = "operators",
+#[utoipa::path(post, path = "/v1/admin/keys/rotate", tag = "operators", operation_id = "rotate_signing_key",
     security(("admin_token" = [])),
-    responses((status = 200, description = "`{key_id}` of the new key"), (status = 401, body = geiger_protocol::ErrorBody)))]
+    responses(
+        (status = 200, description = "The new current key", body = super::openapi::views::RotatedKey),
+        (status = 401, description = "`unauthorized`: no or unknown credentials", body = geiger_protocol::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader reachable or overloaded; retry", body = geiger_protocol::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ))]
 /// Retires the current signing key and starts a new one.
 pub async fn rotate_key(
     _: Admin,
@@ -177,9 +210,14 @@ pub async fn rotate_key(
 /// A consistent copy of this node's applied ledger (the snapshot format),
 /// streamed from disk: `geiger ctl backup FILE` saves it. The header
 /// `geiger-backup-index` names the last log index it covers.
-#[utoipa::path(get, path = "/v1/admin/backup", tag = "operators",
+#[utoipa::path(get, path = "/v1/admin/backup", tag = "operators", operation_id = "get_backup",
     security(("admin_token" = [])),
-    responses((status = 200, description = "The backup, `application/octet-stream`"), (status = 401, body = geiger_protocol::ErrorBody)))]
+    responses(
+        (status = 200, description = "The backup (the snapshot format); header `geiger-backup-index` names the last log index it covers", content_type = "application/octet-stream", body = String, headers(("geiger-backup-index" = u64, description = "The last log index the backup covers"))),
+        (status = 401, description = "`unauthorized`: no or unknown credentials", body = geiger_protocol::ErrorBody),
+        (status = 500, description = "`internal`: the backup could not be written", body = geiger_protocol::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader reachable or overloaded; retry", body = geiger_protocol::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ))]
 pub async fn backup(_: Admin, State(state): State<AppState>) -> Result<Response, ApiError> {
     let dir = state.config.data_dir.join("backups");
     let ledger = state.ledger.clone();

@@ -5,7 +5,7 @@ use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::Json;
 use geiger_control_plane::{Command, Outcome};
-use geiger_protocol::{CreateChainRequest, ErrorBody, ErrorCode, RecordKind};
+use geiger_protocol::{CreateChainRequest, ErrorCode, RecordKind};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -32,13 +32,19 @@ async fn current_chain(
 pub const MAX_PAGE: usize = 100;
 
 /// Opens a chain; the answer's `id` is its genesis, the first `previous`.
-#[utoipa::path(post, path = "/v1/chains", tag = "chains",
-    request_body = CreateChainRequest,
+#[utoipa::path(post, path = "/v1/chains", tag = "chains", operation_id = "create_chain",
     security(("api_key" = [])),
+    request_body(content = geiger_protocol::CreateChainRequest, content_type = "application/json"),
     responses(
-        (status = 201, description = "The signed genesis record; or, for a `request_id` this customer used before, that request's chain, byte for byte (header `geiger-replayed: true`)", body = geiger_protocol::ChainResponse),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 415, body = ErrorBody),
-        (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 201, description = "The signed genesis record; its `id` is the first `previous`. For a `request_id` this customer used before: that request's chain, byte for byte", body = geiger_protocol::ChainResponse, headers(("Location" = String, description = "Where the record is read back"), ("geiger-replayed" = String, description = "`true` when this is the replay of an earlier identical request"))),
+        (status = 400, description = "`invalid_json`: not JSON, or not the request's shape (unknown field, wrong type)", body = geiger_protocol::ErrorBody),
+        (status = 408, description = "`request_timeout`: the body did not arrive in time", body = geiger_protocol::ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over the limit", body = geiger_protocol::ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not `Content-Type: application/json`", body = geiger_protocol::ErrorBody),
+        (status = 401, description = "`unauthorized`: no or unknown credentials", body = geiger_protocol::ErrorBody),
+        (status = 422, description = "`invalid_request`: `tag` or `request_id` breaks its rule; `field` names it", body = geiger_protocol::ErrorBody),
+        (status = 429, description = "`rate_limited`: this customer's rate limit is spent", body = geiger_protocol::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "`unavailable`: no leader reachable or overloaded; retry", body = geiger_protocol::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn create(
     State(state): State<AppState>,
@@ -77,11 +83,12 @@ pub async fn create(
     Ok(created(&format!("/v1/chains/{id}"), response, replayed))
 }
 
-#[utoipa::path(get, path = "/v1/chains/{id}", tag = "chains",
-    params(("id" = String, Path, description = "A chain ID (`ch_…`)")),
+#[utoipa::path(get, path = "/v1/chains/{id}", tag = "chains", operation_id = "get_chain",
+    params(("id" = String, Path, description = "A chain ID: `ch_` and 40 base32 characters", pattern = r"^ch_[a-z2-7]{40}$")),
     responses(
-        (status = 200, description = "`{genesis, length, head, customer}`: `head` is the `previous` for the next draw"),
-        (status = 404, body = ErrorBody),
+        (status = 200, description = "The genesis record as first sent, and where the chain stands: `head` is the `previous` for the next draw", body = super::openapi::views::ChainView),
+        (status = 404, description = "`not_found`: no such chain", body = geiger_protocol::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader reachable or overloaded; retry", body = geiger_protocol::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 /// The genesis record as first sent, and where the chain stands.
 pub async fn get(
@@ -137,13 +144,15 @@ fn default_limit() -> usize {
     MAX_PAGE
 }
 
-#[utoipa::path(get, path = "/v1/chains/{id}/draws", tag = "chains",
-    params(("id" = String, Path, description = "A chain ID (`ch_…`)"),
-           ("after" = Option<u64>, Query, description = "Positions after this one (default 0)"),
-           ("limit" = Option<usize>, Query, description = "1 to 100 (default 100)")),
+#[utoipa::path(get, path = "/v1/chains/{id}/draws", tag = "chains", operation_id = "list_chain_draws",
+    params(("id" = String, Path, description = "A chain ID: `ch_` and 40 base32 characters", pattern = r"^ch_[a-z2-7]{40}$"),
+        ("after" = Option<u64>, Query, description = "Positions after this one (default 0)", minimum = 0, maximum = 18446744073709551615_u64),
+        ("limit" = Option<u64>, Query, description = "How many at most, 1 to 100 (default 100)", minimum = 1, maximum = 100)),
     responses(
-        (status = 200, description = "`{chain, draws: [<original 201 bodies>], next_after?}`"),
-        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 200, description = "The chain's draws in order, each its original 201 body", body = super::openapi::views::DrawPage),
+        (status = 404, description = "`not_found`: no such chain", body = geiger_protocol::ErrorBody),
+        (status = 422, description = "`invalid_request`: `after` or `limit` out of range, or an unknown query parameter; `field` names it", body = geiger_protocol::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader reachable or overloaded; retry", body = geiger_protocol::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 /// A chain's draws in order, each the original 201 body; `next_after` is
 /// the `after` of the next page, absent on the last page.
@@ -182,13 +191,14 @@ pub async fn draws(
 /// Every chain a customer has opened, in creation order, so players can
 /// see all of an operator's chains (none can be hidden). `after` is the
 /// `ledger_index` of the last chain of the previous page.
-#[utoipa::path(get, path = "/v1/customers/{id}/chains", tag = "chains",
+#[utoipa::path(get, path = "/v1/customers/{id}/chains", tag = "chains", operation_id = "list_customer_chains",
     params(("id" = String, Path, description = "A customer ID (`cu_…`)"),
-           ("after" = Option<u64>, Query, description = "Ledger index of the last chain already seen (default 0)"),
-           ("limit" = Option<usize>, Query, description = "1 to 100 (default 100)")),
+        ("after" = Option<u64>, Query, description = "Ledger index of the last chain already seen (default 0)", minimum = 0, maximum = 18446744073709551615_u64),
+        ("limit" = Option<u64>, Query, description = "How many at most, 1 to 100 (default 100)", minimum = 1, maximum = 100)),
     responses(
-        (status = 200, description = "`{customer, chains: [{id, ledger_index}], next_after?}`"),
-        (status = 422, body = ErrorBody),
+        (status = 200, description = "The customer's chains in creation order (empty for an unknown customer)", body = super::openapi::views::CustomerChains),
+        (status = 422, description = "`invalid_request`: `after` or `limit` out of range, or an unknown query parameter; `field` names it", body = geiger_protocol::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader reachable or overloaded; retry", body = geiger_protocol::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn of_customer(
     State(state): State<AppState>,

@@ -4,7 +4,7 @@ use axum::extract::{FromRequest, Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use geiger_control_plane::{Command, Outcome};
-use geiger_protocol::{DrawRequest, ErrorBody, ErrorCode, KeySet};
+use geiger_protocol::{DrawRequest, ErrorCode, KeySet};
 
 use super::error::ApiError;
 use super::extract::{parse_id, AuthedCustomer, JsonBody};
@@ -29,21 +29,22 @@ fn outcome_of(error: &ApiError) -> DrawOutcome {
     }
 }
 
-#[utoipa::path(post, path = "/v1/draws", tag = "draws",
-    request_body = DrawRequest,
+#[utoipa::path(post, path = "/v1/draws", tag = "draws", operation_id = "create_draw",
     security(("api_key" = [])),
+    request_body(content = geiger_protocol::DrawRequest, content_type = "application/json"),
     responses(
-        (status = 201, description = "A new draw, or the idempotent replay of the same `request_id` (header `geiger-replayed: true`); kept byte for byte", body = geiger_protocol::DrawResponse),
-        (status = 400, description = "Not JSON, or not the request's shape", body = ErrorBody),
-        (status = 401, description = "No or unknown API key", body = ErrorBody),
-        (status = 403, description = "`previous` is on another customer's chain", body = ErrorBody),
-        (status = 404, description = "`previous` does not exist", body = ErrorBody),
-        (status = 409, description = "`previous_already_used`: carries `existing_id`, the draw already issued after it", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not `application/json`", body = ErrorBody),
-        (status = 422, description = "A limit is broken (docs/DERIVATION.md §5); names the field", body = ErrorBody),
-        (status = 429, description = "Rate limited; see `Retry-After`", body = ErrorBody),
-        (status = 503, description = "No leader, overloaded, or the pool is empty; retry (safe with the same `request_id`)", body = ErrorBody),
+        (status = 201, description = "A new draw, or the idempotent replay of the same `previous` and `request_id` (header `geiger-replayed: true`); kept byte for byte", body = geiger_protocol::DrawResponse, headers(("Location" = String, description = "Where the record is read back"), ("geiger-replayed" = String, description = "`true` when this is the replay of an earlier identical request"))),
+        (status = 400, description = "`invalid_json`: not JSON, or not the request's shape (unknown field, wrong type)", body = geiger_protocol::ErrorBody),
+        (status = 408, description = "`request_timeout`: the body did not arrive in time", body = geiger_protocol::ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over the limit", body = geiger_protocol::ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not `Content-Type: application/json`", body = geiger_protocol::ErrorBody),
+        (status = 401, description = "`unauthorized`: no or unknown credentials", body = geiger_protocol::ErrorBody),
+        (status = 403, description = "`forbidden`: `previous` is on another customer's chain", body = geiger_protocol::ErrorBody),
+        (status = 404, description = "`not_found`: `previous` does not exist", body = geiger_protocol::ErrorBody),
+        (status = 409, description = "`previous_already_used`: `existing_id` is the draw already issued after `previous`; nothing was drawn", body = geiger_protocol::ErrorBody),
+        (status = 422, description = "`invalid_request`: a limit of docs/DERIVATION.md §5 is broken; `field` names it", body = geiger_protocol::ErrorBody),
+        (status = 429, description = "`rate_limited`: this customer's rate limit is spent", body = geiger_protocol::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "`unavailable` (no leader, overloaded) or `entropy_exhausted`; retry, safely with the same `request_id`", body = geiger_protocol::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 /// Draws on a chain. Counted in `geiger_draws_total` whatever the outcome.
 pub async fn create(
@@ -115,11 +116,12 @@ async fn draw(
     Ok((response, outcome))
 }
 
-#[utoipa::path(get, path = "/v1/draws/{id}", tag = "draws",
-    params(("id" = String, Path, description = "A draw ID (`dr_…`)")),
+#[utoipa::path(get, path = "/v1/draws/{id}", tag = "draws", operation_id = "get_draw",
+    params(("id" = String, Path, description = "A draw ID: `dr_` and 40 base32 characters", pattern = r"^dr_[a-z2-7]{40}$")),
     responses(
-        (status = 200, description = "`{\"request\": <original request>, \"response\": <the original 201 body, byte for byte>}`", body = geiger_protocol::DrawLookup),
-        (status = 404, description = "No such draw", body = ErrorBody),
+        (status = 200, description = "The original request and the original 201 body, byte for byte", body = geiger_protocol::DrawLookup),
+        (status = 404, description = "`not_found`: no such draw", body = geiger_protocol::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader reachable or overloaded; retry", body = geiger_protocol::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 /// The original request and the original 201 body, as first sent.
 pub async fn get(
@@ -145,8 +147,11 @@ pub async fn get(
 }
 
 /// Signing public keys with their validity periods.
-#[utoipa::path(get, path = "/v1/keys", tag = "keys",
-    responses((status = 200, description = "Every signing key ever used", body = KeySet)))]
+#[utoipa::path(get, path = "/v1/keys", tag = "keys", operation_id = "list_keys",
+    responses(
+        (status = 200, description = "Every signing key ever used, with its validity period", body = geiger_protocol::KeySet),
+        (status = 500, description = "`internal`: the ledger could not be read", body = geiger_protocol::ErrorBody),
+    ))]
 pub async fn keys(State(state): State<AppState>) -> Result<Json<KeySet>, ApiError> {
     Ok(Json(state.ledger.keys()?))
 }

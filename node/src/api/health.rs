@@ -10,13 +10,20 @@ use serde_json::json;
 use super::AppState;
 
 /// Liveness: the process answers.
-#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "Alive")))]
+#[utoipa::path(get, path = "/healthz", tag = "health", operation_id = "get_liveness",
+    responses(
+        (status = 200, description = "The process answers", body = super::openapi::views::Alive),
+    ))]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// Readiness: this node can serve draws now (leader known, quorum reachable, pool not empty).
-#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "Ready"), (status = 503, description = "`{ready: false, because}`")))]
+#[utoipa::path(get, path = "/readyz", tag = "health", operation_id = "get_readiness",
+    responses(
+        (status = 200, description = "This node can serve draws now", body = super::openapi::views::Readiness),
+        (status = 503, description = "Not ready, and why", body = super::openapi::views::Readiness),
+    ))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     match state.readiness.get() {
         (true, _) => Json(json!({ "ready": true })).into_response(),
@@ -29,7 +36,10 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// Prometheus metrics (OpenMetrics text), as docs/METRICS.md describes.
-#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "OpenMetrics text")))]
+#[utoipa::path(get, path = "/metrics", tag = "health", operation_id = "get_metrics",
+    responses(
+        (status = 200, description = "Prometheus metrics (docs/METRICS.md)", content_type = "application/openmetrics-text", body = String),
+    ))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     state
         .metrics

@@ -24,7 +24,7 @@ use super::error::ApiError;
 use super::extract::{Admin, JsonBody};
 use super::AppState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewLink {
     /// `dev_` + 32 hex digits, as `geiger-device --print-key` prints it.
@@ -35,7 +35,7 @@ pub struct NewLink {
     pub public_key: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RegisteredLink {
     pub device: String,
     pub address: String,
@@ -90,13 +90,21 @@ pub fn parse_public_key(text: &str) -> Result<[u8; 32], ApiError> {
     Ok(key)
 }
 
-#[utoipa::path(post, path = "/v1/admin/links", tag = "operators",
+#[utoipa::path(post, path = "/v1/admin/links", tag = "operators", operation_id = "register_link",
     security(("admin_token" = [])),
-    request_body(content = String, description = "`{\"device\": \"dev_…\", \"address\": \"host:port\", \"public_key\": \"<64 hex or base64>\"}`"),
-    responses((status = 201, description = "Registered: `{device, address, public_key}`"),
-        (status = 200, description = "Already registered; address updated"),
-        (status = 401, body = geiger_protocol::ErrorBody),
-        (status = 422, body = geiger_protocol::ErrorBody, description = "The id does not belong to the key, or the key or address is invalid")))]
+    request_body(content = NewLink, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Registered", body = RegisteredLink),
+        (status = 200, description = "Already registered; address updated", body = RegisteredLink),
+        (status = 400, description = "`invalid_json`: not JSON, or not the request's shape (unknown field, wrong type)", body = geiger_protocol::ErrorBody),
+        (status = 408, description = "`request_timeout`: the body did not arrive in time", body = geiger_protocol::ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over the limit", body = geiger_protocol::ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not `Content-Type: application/json`", body = geiger_protocol::ErrorBody),
+        (status = 401, description = "`unauthorized`: no or unknown credentials", body = geiger_protocol::ErrorBody),
+        (status = 409, description = "`conflict`: the ledger refused the registration", body = geiger_protocol::ErrorBody),
+        (status = 422, description = "`invalid_request`: the device ID does not belong to the key, or the key is not an Ed25519 public key; `field` names it", body = geiger_protocol::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader reachable or overloaded; retry", body = geiger_protocol::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ))]
 /// Registers the link to a device (or changes its address).
 pub async fn register(
     _: Admin,
@@ -147,10 +155,12 @@ pub async fn register(
     }
 }
 
-#[utoipa::path(get, path = "/v1/admin/links", tag = "operators",
+#[utoipa::path(get, path = "/v1/admin/links", tag = "operators", operation_id = "list_links",
     security(("admin_token" = [])),
-    responses((status = 200, description = "`{answered_by, pool_bytes, links: [{device, address, owner, epoch, lease_expires_at_ms, lease_active, pooled_bytes, appended_chunks, quarantined_chunks, skipped_chunks, first_seq, last_seq, unhealthy, up_here, ...}]}`"),
-        (status = 401, body = geiger_protocol::ErrorBody)))]
+    responses(
+        (status = 200, description = "Every registered link with its owner, epoch, lease and pool depth", body = super::openapi::views::LinkList),
+        (status = 401, description = "`unauthorized`: no or unknown credentials", body = geiger_protocol::ErrorBody),
+    ))]
 /// Every registered link with its owner, epoch, lease and pool depth.
 pub async fn list(_: Admin, State(state): State<AppState>) -> Result<Json<LinkList>, ApiError> {
     let now = geiger_protocol::now_unix_ms();
@@ -186,11 +196,15 @@ pub async fn list(_: Admin, State(state): State<AppState>) -> Result<Json<LinkLi
     }))
 }
 
-#[utoipa::path(delete, path = "/v1/admin/links/{device}", tag = "operators",
+#[utoipa::path(delete, path = "/v1/admin/links/{device}", tag = "operators", operation_id = "remove_link",
     security(("admin_token" = [])),
-    params(("device" = String, Path, description = "`dev_` + 32 hex digits")),
-    responses((status = 200, description = "`{removed}`; the lease ends at once"),
-        (status = 401, body = geiger_protocol::ErrorBody), (status = 404, body = geiger_protocol::ErrorBody)))]
+    params(("device" = String, Path, description = "A device ID: `dev_` and 32 hex digits")),
+    responses(
+        (status = 200, description = "Removed; the lease ends at once", body = super::openapi::views::RemovedLink),
+        (status = 401, description = "`unauthorized`: no or unknown credentials", body = geiger_protocol::ErrorBody),
+        (status = 404, description = "`not_found`: no such link", body = geiger_protocol::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader reachable or overloaded; retry", body = geiger_protocol::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ))]
 /// Removes a link; a later registration continues with a higher epoch.
 pub async fn remove(
     _: Admin,
@@ -216,7 +230,7 @@ pub async fn remove(
 }
 
 /// What the ledger holds to prove a chunk came from its device.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChunkProof {
     pub device: String,
     pub seq: u64,
@@ -232,18 +246,26 @@ pub struct ChunkProof {
     pub verified: bool,
 }
 
-#[utoipa::path(get, path = "/v1/admin/links/{device}/chunks/{seq}", tag = "operators",
+#[utoipa::path(get, path = "/v1/admin/links/{device}/chunks/{seq}", tag = "operators", operation_id = "get_chunk_proof",
     security(("admin_token" = [])),
-    params(("device" = String, Path, description = "`dev_` + 32 hex digits"),
-        ("seq" = u64, Path, description = "The chunk's sequence number")),
-    responses((status = 200, description = "`{device, seq, timestamp_ms, length, sha256, statement, signature, public_key, verified}`"),
-        (status = 401, body = geiger_protocol::ErrorBody), (status = 404, body = geiger_protocol::ErrorBody)))]
+    params(("device" = String, Path, description = "A device ID: `dev_` and 32 hex digits"),
+        ("seq" = u64, Path, description = "The chunk's sequence number", minimum = 0, maximum = 18446744073709551615_u64)),
+    responses(
+        (status = 200, description = "The device's timestamp and signature of an appended chunk, and whether it verifies", body = ChunkProof),
+        (status = 401, description = "`unauthorized`: no or unknown credentials", body = geiger_protocol::ErrorBody),
+        (status = 404, description = "`not_found`: no such link, or no signed chunk with that sequence number", body = geiger_protocol::ErrorBody),
+    ))]
 /// The device's signature of an appended chunk, and whether it verifies.
 pub async fn chunk(
     _: Admin,
     State(state): State<AppState>,
-    Path((device, seq)): Path<(String, u64)>,
+    Path((device, seq)): Path<(String, String)>,
 ) -> Result<Json<ChunkProof>, ApiError> {
+    // A sequence number that is not a u64 names no chunk: 404 in the JSON
+    // error shape, where axum's own rejection would be a plain-text 400.
+    let seq: u64 = seq
+        .parse()
+        .map_err(|_| ApiError::not_found(format!("signed chunk {seq:?} of {device}")))?;
     let link = state
         .ledger
         .link(&device)?
