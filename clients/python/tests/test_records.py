@@ -10,7 +10,7 @@ import pytest
 
 from geiger_client import (VerifyError, canonical_bytes, parse_json, verify_chain, verify_draw,
                            verify_lookup, verify_record)
-from helpers import RECORDS, ResealKey, changed, load_bundle, single_field_tampers
+from helpers import REPO, ResealKey, changed, load_bundle, single_field_tampers
 
 BUNDLE = load_bundle()
 KEYS = BUNDLE["keys"]
@@ -191,7 +191,7 @@ def test_a_link_to_the_wrong_previous_is_rejected():
 
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "geiger_client", *args], capture_output=True, text=True,
-                          cwd=RECORDS.parent, env={"PYTHONPATH": str(RECORDS.parents[1] / "python" / "src")})
+                          env={"PYTHONPATH": str(REPO / "clients" / "python" / "src")})
 
 
 def test_the_cli_verifies_a_lookup_file_and_says_verified(tmp_path):
