@@ -11,7 +11,7 @@
  */
 
 import { type Json, type JsonObject, parseJson } from "./json.js";
-import { verifyChain, verifyDraw } from "./verify.js";
+import { verifyChainAsync, verifyDrawAsync } from "./verify.js";
 
 /** The header a node sets on a 201 that replays an earlier identical request. */
 export const REPLAY_HEADER = "geiger-replayed";
@@ -203,7 +203,7 @@ export class Client {
   /** Verifies a draw against the published keys; throws VerifyError. */
   async verifyDraw(response: Json, previous?: Json): Promise<void> {
     const draw = isObject(response) ? response.draw : undefined;
-    verifyDraw(response, await this.keysFor(isObject(draw) ? draw.key_id : undefined), previous);
+    await verifyDrawAsync(response, await this.keysFor(isObject(draw) ? draw.key_id : undefined), previous);
   }
 
   /** `POST /v1/chains`: opens a chain; a retry after a lost answer gets the same chain. */
@@ -214,7 +214,7 @@ export class Client {
     if (!isObject(response) || typeof response.id !== "string") throw new ProtocolError(answer.endpoint, "not a chain");
     if (this.verify) {
       const chain = response.chain;
-      verifyChain(response, await this.keysFor(isObject(chain) ? chain.key_id : undefined));
+      await verifyChainAsync(response, await this.keysFor(isObject(chain) ? chain.key_id : undefined));
     }
     return { response, raw: answer.body, endpoint: answer.endpoint, id: response.id };
   }
@@ -257,7 +257,7 @@ export class Client {
     if (!isObject(chain) || !isObject(chain.genesis)) throw new ProtocolError(answer.endpoint, "not a chain");
     if (this.verify) {
       const record = chain.genesis.chain;
-      verifyChain(chain.genesis, await this.keysFor(isObject(record) ? record.key_id : undefined));
+      await verifyChainAsync(chain.genesis, await this.keysFor(isObject(record) ? record.key_id : undefined));
     }
     return chain;
   }

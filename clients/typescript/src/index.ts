@@ -9,7 +9,8 @@ export { type Json, type JsonObject, JsonError, canonicalBytes, canonicalString,
 export { DERIVATION_V1, type Derived, NeedMoreEntropy, derive } from "./derive.js";
 export {
   type KeyInfo, VerifyError, type VerifyErrorCode, type VerifyReport, checkSpec, computeRecordId, keyIdOf,
-  verifyChain, verifyDraw, verifyLookup, verifyRecord,
+  verifyChain, verifyChainAsync, verifyDraw, verifyDrawAsync, verifyLookup, verifyLookupAsync, verifyRecord,
+  verifyRecordAsync,
 } from "./verify.js";
 export {
   ApiError, Client, type ClientOptions, ClientError, type Issued, type IssuedChain, type Lookup,

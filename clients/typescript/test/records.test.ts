@@ -139,3 +139,28 @@ test("the CLI verifies a lookup file and fails a tampered one naming what failed
   assert.equal(bad.status, 1);
   assert.match(bad.stdout, /^FAILED the ID is dr_/);
 });
+
+test("the WebCrypto runs give the same verdict and the same failed check as the pure ones", async () => {
+  const { verifyLookupAsync, verifyChainAsync } = await import("../src/index.js");
+  const asyncCode = async (f: () => Promise<unknown>) => {
+    try {
+      await f();
+      return undefined;
+    } catch (e) {
+      if (e instanceof VerifyError) return e.code;
+      throw e;
+    }
+  };
+  let compared = 0;
+  for (const [n, lookup] of lookups.entries()) {
+    const cases: Json[] = [lookup, ...singleFieldTampers(lookup).map(([, t]) => t)];
+    for (const record of cases) {
+      assert.equal(await asyncCode(() => verifyLookupAsync(record, keys, previousOf(n))),
+        code(() => verifyLookup(record, keys, previousOf(n))));
+      compared++;
+    }
+  }
+  const badSig = setPath(bundle.chain!, ["signature", "value"], "A".repeat(86) + "==");
+  assert.equal(await asyncCode(() => verifyChainAsync(badSig, keys)), "bad_signature");
+  assert.ok(compared > 500);
+});
