@@ -9,6 +9,8 @@
 #      what esbuild makes of clients/typescript/src/page today;
 #   5. the page in Debian's headless Chromium (playwright-core), with its
 #      screenshot saved to target/verify-page.png.
+# The clients are also run against a three-node cluster whose leader is
+# killed mid-run (clients/testdata/cluster.py).
 # Needs python3 with cryptography and pytest, Node.js 20 with npm, and
 # /usr/bin/chromium; builds target/debug/geiger when it is missing.
 # Ends with "N passed, M failed" (tests summed over every suite).
@@ -16,6 +18,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 export GEIGER_BIN=${GEIGER_BIN:-$ROOT/target/debug/geiger}
+export GEIGER_DEVICE_BIN=${GEIGER_DEVICE_BIN:-$ROOT/target/debug/geiger-device}
 export GEIGER_REQUIRE_LIVE=1
 LOGS=$ROOT/target/clients-check
 mkdir -p "$LOGS"
@@ -61,8 +64,8 @@ one() { # name, log name, command... : a single check
 }
 
 echo "== clients: geiger binary"
-if [ ! -x "$GEIGER_BIN" ]; then
-  cargo build -p geiger-node || { echo "0 passed, 1 failed"; exit 1; }
+if [ ! -x "$GEIGER_BIN" ] || [ ! -x "$GEIGER_DEVICE_BIN" ]; then
+  cargo build -p geiger-node -p geiger-hardware || { echo "0 passed, 1 failed"; exit 1; }
 fi
 
 echo "== clients: fresh records from a live geiger dev, checked by geiger verify"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -103,6 +104,7 @@ class DevNode:
                 self.process.kill()
                 self.process.wait()
         self.log.close()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 def issue(url: str) -> Dict[str, Any]:

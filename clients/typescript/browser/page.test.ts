@@ -12,7 +12,7 @@
 
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -31,6 +31,7 @@ const SCREENSHOT = resolve(REPO, "target/verify-page.png");
 const dir = mkdtempSync(join(tmpdir(), "geiger-page-"));
 let url = "";
 let pid = 0;
+let dataDir = "";
 let bundle: JsonObject = {};
 let browser: Browser;
 let tamperServer: http.Server;
@@ -40,7 +41,8 @@ const tampered = new Map<string, string>();
 before(async () => {
   execFileSync("python3", [resolve(REPO, "clients/testdata/dev_records.py"), "--geiger", GEIGER,
     "--out", join(dir, "bundle.json"), "--keep-running", join(dir, "node.json")], { stdio: "inherit" });
-  const node = JSON.parse(readFileSync(join(dir, "node.json"), "utf8")) as { url: string; pid: number };
+  const node = JSON.parse(readFileSync(join(dir, "node.json"), "utf8")) as { url: string; pid: number; data_dir: string };
+  dataDir = node.data_dir;
   url = node.url;
   pid = node.pid;
   bundle = loadBundle(join(dir, "bundle.json"));
@@ -74,6 +76,9 @@ after(async () => {
   await browser?.close();
   tamperServer?.close();
   if (pid) process.kill(pid, "SIGTERM");
+  // The node's data goes once it has stopped; a second later is plenty for a dev node.
+  if (dataDir) setTimeout(() => rmSync(dataDir, { recursive: true, force: true }), 1000);
+  rmSync(dir, { recursive: true, force: true });
 });
 
 const lookups = () => bundle.lookups as JsonObject[];

@@ -9,7 +9,7 @@
 
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -31,6 +31,7 @@ const live = { skip: present ? false : `no geiger binary at ${GEIGER}` };
 const dir = mkdtempSync(join(tmpdir(), "geiger-ts-live-"));
 let url = "";
 let pid = 0;
+let dataDir = "";
 let bundle: JsonObject = {};
 
 const toText = (v: Json) => JSON.stringify(v, (_k, x: unknown) => (typeof x === "bigint" ? `__b${x}` : x)).replace(/"__b(-?\d+)"/g, "$1");
@@ -39,7 +40,8 @@ before(() => {
   if (!present) return;
   execFileSync("python3", [resolve(REPO, "clients/testdata/dev_records.py"), "--geiger", GEIGER,
     "--out", join(dir, "bundle.json"), "--keep-running", join(dir, "node.json")], { stdio: "inherit" });
-  const node = JSON.parse(readFileSync(join(dir, "node.json"), "utf8")) as { url: string; pid: number };
+  const node = JSON.parse(readFileSync(join(dir, "node.json"), "utf8")) as { url: string; pid: number; data_dir: string };
+  dataDir = node.data_dir;
   url = node.url;
   pid = node.pid;
   bundle = loadBundle(join(dir, "bundle.json"));
@@ -48,6 +50,9 @@ before(() => {
 
 after(() => {
   if (pid) process.kill(pid, "SIGTERM");
+  // The node's data goes once it has stopped; a second later is plenty for a dev node.
+  if (dataDir) setTimeout(() => rmSync(dataDir, { recursive: true, force: true }), 1000);
+  rmSync(dir, { recursive: true, force: true });
 });
 
 function rustVerifies(record: Json, previous?: Json): boolean {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { test } from "node:test";
@@ -138,6 +138,7 @@ test("the CLI verifies a lookup file and fails a tampered one naming what failed
   const bad = spawnSync("node", [cli, "verify", write("t.json", tampered), "--keys", join(dir, "k.json")], { encoding: "utf8" });
   assert.equal(bad.status, 1);
   assert.match(bad.stdout, /^FAILED the ID is dr_/);
+  rmSync(dir, { recursive: true, force: true });
 });
 
 test("the WebCrypto runs give the same verdict and the same failed check as the pure ones", async () => {
