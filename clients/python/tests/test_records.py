@@ -212,3 +212,24 @@ def test_the_cli_fails_a_tampered_file_naming_what_failed(tmp_path):
     out = _cli("verify", str(tmp_path / "draw.json"), "--keys", str(tmp_path / "keys.json"))
     assert out.returncode == 1
     assert out.stdout.startswith("FAILED the ID is ")
+
+
+def test_a_small_order_key_that_openssl_would_accept_for_any_message_is_rejected():
+    # The identity point as the key, R the identity and S = 0: [S]B = R + [k]A
+    # holds for every message, so plain RFC 8032 verification (OpenSSL's)
+    # accepts it; strict verification, like geiger verify's, must not.
+    import base64
+    import hashlib
+    weak = bytes([1]) + bytes(31)
+    weak_id = "k_" + hashlib.sha256(weak).digest()[:8].hex()
+    keys = {"keys": [{"key_id": weak_id, "alg": "ed25519", "public_key": base64.b64encode(weak).decode(),
+                      "valid_from": "2000-01-01T00:00:00.000Z", "valid_until": None}]}
+    draw = {k: v for k, v in LOOKUPS[0]["response"]["draw"].items() if k != "id"}
+    draw["key_id"] = weak_id
+    from geiger_client import record_id
+    forged = {"draw": {**draw, "id": record_id("draw", canonical_bytes(draw))},
+              "signature": {"alg": "ed25519", "key_id": weak_id,
+                            "value": base64.b64encode(bytes([1]) + bytes(63)).decode()}}
+    with pytest.raises(VerifyError) as e:
+        verify_draw(forged, keys)
+    assert e.value.code == "bad_signature"

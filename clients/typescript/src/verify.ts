@@ -298,11 +298,19 @@ function checkSignature(keys: Json, sig: JsonObject, recordKeyId: string, signed
   if (!signature) throw new VerifyError("malformed_signature", "the signature is malformed");
   let s = 0n;
   for (let n = 63; n >= 32; n--) s = (s << 8n) | BigInt(signature[n]!);
+  // As the Rust verifier's verify_strict: S < L, R a point, and neither the
+  // key nor R of small order (WebCrypto's Ed25519 checks only the first).
+  let strict = s < L;
+  try {
+    strict &&= !ed.Point.fromBytes(raw, false).isSmallOrder() && !ed.Point.fromBytes(signature.subarray(0, 32), false).isSmallOrder();
+  } catch {
+    strict = false;
+  }
   let valid = false;
-  if (s < L && pendingSignatures) {
+  if (strict && pendingSignatures) {
     pendingSignatures.push({ publicKey: raw, signature, message });
     valid = true; // checked by withWebCrypto before any report is returned
-  } else if (s < L) {
+  } else if (strict) {
     try {
       valid = ed.verify(signature, message, raw, { zip215: false });
     } catch {

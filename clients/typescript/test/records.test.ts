@@ -165,3 +165,19 @@ test("the WebCrypto runs give the same verdict and the same failed check as the 
   assert.equal(await asyncCode(() => verifyChainAsync(badSig, keys)), "bad_signature");
   assert.ok(compared > 500);
 });
+
+test("a small-order key that plain RFC 8032 verification accepts for any message is rejected, with and without WebCrypto", async () => {
+  const { verifyDrawAsync, computeRecordId: rid, canonicalBytes: cb } = await import("../src/index.js");
+  const weak = new Uint8Array(32);
+  weak[0] = 1; // the identity point
+  const { keyIdOf: kid } = await import("../src/index.js");
+  const weakId = kid(weak);
+  const weakKeys = { keys: [{ key_id: weakId, alg: "ed25519", public_key: btoa(String.fromCharCode(...weak)), valid_from: "2000-01-01T00:00:00.000Z", valid_until: null }] };
+  const body: JsonObject = { ...(clone(lookups[0]!.response as JsonObject).draw as JsonObject), key_id: weakId };
+  delete body.id;
+  const sig = new Uint8Array(64);
+  sig[0] = 1; // R the identity, S = 0: [S]B = R + [k]A for every message
+  const forged = { draw: { ...body, id: rid("draw", cb(body)) }, signature: { alg: "ed25519", key_id: weakId, value: btoa(String.fromCharCode(...sig)) } };
+  assert.equal(code(() => verifyDraw(forged, weakKeys)), "bad_signature");
+  await assert.rejects(verifyDrawAsync(forged, weakKeys), (e: unknown) => e instanceof VerifyError && e.code === "bad_signature");
+});

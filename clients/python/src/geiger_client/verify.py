@@ -226,21 +226,43 @@ _P = 2**255 - 19
 _D = (-121665 * pow(121666, _P - 2, _P)) % _P
 
 
-def _is_curve_point(raw: bytes) -> bool:
-    """True when 32 bytes decompress to a point of edwards25519."""
+def _decompress(raw: bytes) -> Optional[Tuple[int, int]]:
+    """The edwards25519 point 32 bytes encode, or None when they encode none."""
     y = int.from_bytes(raw, "little") & ((1 << 255) - 1)
     sign = raw[31] >> 7
     if y >= _P:
-        return False
+        return None
     yy = y * y % _P
     u, v = (yy - 1) % _P, (_D * yy + 1) % _P
     x = u * pow(v, 3, _P) * pow(u * pow(v, 7, _P), (_P - 5) // 8, _P) % _P
     vxx = v * x * x % _P
     if vxx != u:
         if vxx != (-u) % _P:
-            return False
+            return None
         x = x * pow(2, (_P - 1) // 4, _P) % _P
-    return not (x == 0 and sign == 1)
+    if x == 0 and sign == 1:
+        return None
+    if (x & 1) != sign:
+        x = _P - x
+    return x, y
+
+
+def _is_curve_point(raw: bytes) -> bool:
+    return _decompress(raw) is not None
+
+
+def _is_small_order(point: Tuple[int, int]) -> bool:
+    """True when 8 times the point is the identity: one of the 8 points of
+    small order, which RFC 8032's strict verification (and the Rust
+    verifier's verify_strict) refuses as a public key or as R. OpenSSL does
+    not, so this library checks it itself."""
+    x, y = point
+    for _ in range(3):  # doubling on -x^2 + y^2 = 1 + d x^2 y^2
+        xy = x * y % _P
+        dxy = _D * xy * xy % _P
+        x, y = (2 * xy * pow(1 + dxy, _P - 2, _P) % _P,
+                (y * y + x * x) * pow(1 - dxy, _P - 2, _P) % _P)
+    return x == 0 and y == 1
 
 
 def parse_time(text: str) -> Tuple[int, int]:
@@ -304,9 +326,12 @@ def _check_signature(keys: JSON, sig: Dict[str, Any], record_key_id: str, signed
     signature = _strict_b64(sig["value"], 64)
     if signature is None:
         raise VerifyError("malformed_signature", "the signature is malformed")
-    # RFC 8032 requires S < L; OpenSSL enforces it, and so does the Rust
-    # verifier's verify_strict.
-    if int.from_bytes(signature[32:], "little") >= 2**252 + 27742317777372353535851937790883648493:
+    # As the Rust verifier's verify_strict: S < L, R a point, and neither
+    # the key nor R of small order (OpenSSL checks only the first).
+    public_point, r_point = _decompress(raw), _decompress(signature[:32])
+    if (int.from_bytes(signature[32:], "little") >= 2**252 + 27742317777372353535851937790883648493
+            or public_point is None or r_point is None
+            or _is_small_order(public_point) or _is_small_order(r_point)):
         raise VerifyError("bad_signature", "the signature does not match the record")
     try:
         Ed25519PublicKey.from_public_bytes(raw).verify(signature, message)
