@@ -11,7 +11,7 @@
 #      screenshot saved to target/verify-page.png.
 # The clients are also run against a three-node cluster whose leader is
 # killed mid-run (clients/testdata/cluster.py).
-# Needs python3 with cryptography and pytest, Node.js 20 with npm, and
+# Needs python3 with cryptography, pytest and mypy, Node.js 20 with npm, and
 # /usr/bin/chromium; builds target/debug/geiger when it is missing.
 # Ends with "N passed, M failed" (tests summed over every suite).
 set -uo pipefail
@@ -104,6 +104,7 @@ one "python wheel builds and installs" wheel bash -c "python3 -m pip wheel -q --
 [ -f "$LOGS/records/1-draw.json" ] && one "the installed CLI verifies a fresh draw" installed-cli bash -c \
   "cd '$LOGS' && PYTHONPATH='$LOGS/site' python3 -m geiger_client verify records/1-draw.json --keys records/keys.json \
    --previous records/0-chain.json | tail -1 | grep -qx VERIFIED"
+one "python types (mypy --strict)" mypy bash -c "cd clients/python && python3 -m mypy --strict --no-incremental src"
 pytest_suite python
 [ -f "$RECORDS" ] && CLIENTS_RECORDS=$RECORDS pytest_suite python-fresh-records tests/test_records.py
 

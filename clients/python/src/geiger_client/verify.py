@@ -189,10 +189,10 @@ def _check_draw_body_shape(draw: JSON) -> None:
 
 
 def _check_signature_shape(sig: JSON) -> Dict[str, Any]:
-    _obj(sig, "signature", SIGNATURE_FIELDS)
+    checked = _obj(sig, "signature", SIGNATURE_FIELDS)
     for name in SIGNATURE_FIELDS:
-        _str(sig[name], f"signature.{name}")
-    return sig
+        _str(checked[name], f"signature.{name}")
+    return checked
 
 
 # ---- pieces ----------------------------------------------------------------
