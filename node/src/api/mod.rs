@@ -13,6 +13,7 @@ pub mod health;
 pub mod links;
 pub mod openapi;
 pub mod stored;
+pub mod verify_page;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -68,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/v1/openapi.json", get(openapi::document))
+        .merge(verify_page::routes())
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

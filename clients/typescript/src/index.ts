@@ -1,0 +1,18 @@
+/**
+ * @geiger/client: a client and an offline verifier for geiger, auditable
+ * random draws. `Client` talks to a cluster with failover and safe retries;
+ * `verifyRecord`, `verifyDraw`, `verifyChain` and `verifyLookup` check
+ * records offline, in Node.js or a browser.
+ */
+
+export { type Json, type JsonObject, JsonError, canonicalBytes, canonicalString, jsonEqual, parseJson } from "./json.js";
+export { DERIVATION_V1, type Derived, NeedMoreEntropy, derive } from "./derive.js";
+export {
+  type KeyInfo, VerifyError, type VerifyErrorCode, type VerifyReport, checkSpec, computeRecordId, keyIdOf,
+  verifyChain, verifyChainAsync, verifyDraw, verifyDrawAsync, verifyLookup, verifyLookupAsync, verifyRecord,
+  verifyRecordAsync,
+} from "./verify.js";
+export {
+  ApiError, Client, type ClientOptions, ClientError, type Issued, type IssuedChain, type Lookup,
+  PreviousAlreadyUsed, ProtocolError, REPLAY_HEADER, Unavailable, randomRequestId,
+} from "./client.js";
