@@ -9,19 +9,23 @@
 //! - [`agent`]: the device side of a link (`geiger-device`).
 //! - [`client`]: the node side of a link: verified, health-tested chunks.
 //! - [`health`]: NIST SP 800-90B continuous health tests (docs/HEALTH.md).
+//! - [`backoff`]: reconnect delays with jitter.
 
 pub mod agent;
+pub mod backoff;
 pub mod chunk;
 pub mod client;
 pub mod device_store;
 pub mod frame;
 pub mod health;
 pub mod source;
+mod task;
 
 pub use agent::{Agent, AgentConfig, AgentError};
+pub use backoff::Backoff;
 pub use chunk::{DeviceId, SignedChunk};
 pub use client::{
-    Backoff, ChunkOutcome, CloseReason, LinkConfig, LinkError, LinkEvent, LinkSession, LinkState,
+    ChunkOutcome, CloseReason, LinkConfig, LinkError, LinkEvent, LinkSession, LinkState,
     QuarantineReason, SessionInfo, VerifiedChunk,
 };
 pub use frame::{ErrorCode, PROTOCOL_VERSION};
