@@ -41,7 +41,6 @@ use crate::frame::{
     read_frame, ErrorCode, ErrorFrame, Frame, Welcome, MAX_CHUNK_BYTES, PROTOCOL_VERSION,
 };
 use crate::source::{Source, SourceConfig, SourceError};
-use crate::task::AbortOnDrop;
 
 mod session;
 use session::{frame_name, run_session, Ending};

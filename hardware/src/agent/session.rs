@@ -3,11 +3,11 @@
 //! with heartbeats, until the owner leaves, a newer owner takes over or the
 //! source fails.
 
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::*;
 use crate::frame::{FrameError, Hello, MAX_OUTSTANDING_CREDITS};
+use crate::task::read_frames_in_background;
 
 pub(super) enum Ending {
     /// Close with an error frame.
@@ -28,20 +28,7 @@ pub(super) async fn run_session(
     mut turn_rx: watch::Receiver<Turn>,
 ) -> Ending {
     let cfg = &shared.config;
-    // Inbound frames are read by their own task, so a half-read frame is
-    // never lost to a select! that picked another branch.
-    let (in_tx, mut in_rx) = mpsc::channel(16);
-    let reader = tokio::spawn(async move {
-        let mut rd = rd;
-        loop {
-            let frame = read_frame(&mut rd).await;
-            let stop = frame.is_err();
-            if in_tx.send(frame).await.is_err() || stop {
-                return;
-            }
-        }
-    });
-    let _abort_reader = AbortOnDrop(reader);
+    let (mut in_rx, _reader) = read_frames_in_background(rd, 16);
 
     let mut credits: u64 = 0;
     let mut sent: u64 = 0;

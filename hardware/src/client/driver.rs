@@ -13,9 +13,9 @@ use super::{
     ChunkOutcome, CloseReason, LinkConfig, LinkEvent, LinkState, QuarantineReason, VerifiedChunk,
 };
 use crate::chunk::{DeviceId, SignedChunk};
-use crate::frame::{read_frame, ErrorCode, ErrorFrame, Frame, FrameError};
+use crate::frame::{ErrorCode, ErrorFrame, Frame, FrameError};
 use crate::health::HealthTests;
-use crate::task::AbortOnDrop;
+use crate::task::read_frames_in_background;
 
 pub(super) struct Driver {
     pub(super) config: LinkConfig,
@@ -43,19 +43,7 @@ impl Driver {
         mut wr: OwnedWriteHalf,
         mut close_rx: oneshot::Receiver<()>,
     ) {
-        // Frames are read by their own task so a partly read frame is never
-        // dropped by a select! that chose another branch.
-        let (in_tx, mut in_rx) = mpsc::channel(4);
-        let reader = AbortOnDrop(tokio::spawn(async move {
-            let mut rd = rd;
-            loop {
-                let frame = read_frame(&mut rd).await;
-                let stop = frame.is_err();
-                if in_tx.send(frame).await.is_err() || stop {
-                    return;
-                }
-            }
-        }));
+        let (mut in_rx, reader) = read_frames_in_background(rd, 4);
         let mut last_rx = Instant::now();
         let mut last_tx = Instant::now();
         let mut tick = tokio::time::interval(self.config.heartbeat / 4);
