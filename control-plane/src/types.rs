@@ -259,9 +259,10 @@ pub enum Outcome {
         #[serde(with = "crate::types::raw_bytes")]
         response: Vec<u8>,
     },
-    /// The same idempotency key as an earlier request (a draw's `previous`
-    /// and `request_id`, a chain's customer and `request_id`): its record's
-    /// original 201 body, byte for byte.
+    /// The same request as an earlier one with the same idempotency key (a
+    /// draw's `previous` and `request_id`, a chain's customer and
+    /// `request_id`): its record's original 201 body, byte for byte. The same
+    /// key with another request is `Rejection::RequestIdReused`.
     Replayed {
         id: RecordId,
         #[serde(with = "crate::types::raw_bytes")]

@@ -12,8 +12,8 @@ pub const MAX_TAG_BYTES: usize = 256;
 pub const MAX_REQUEST_ID_BYTES: usize = 128;
 
 /// Response header (value `true`) on a 201 that replays the original answer
-/// to an earlier identical request (same `request_id`) instead of writing
-/// anything new.
+/// to an earlier identical request (same `request_id`, same body) instead of
+/// writing anything new.
 pub const REPLAY_HEADER: &str = "geiger-replayed";
 
 /// `POST /v1/chains`.
@@ -24,8 +24,9 @@ pub struct CreateChainRequest {
     #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::tag))]
     pub tag: String,
     /// A client idempotency key: a retry by the same customer with the same
-    /// `request_id` gets the chain that request created (its original 201
-    /// body), not a second chain.
+    /// `request_id` and `tag` gets the chain that request created (its
+    /// original 201 body), not a second chain; another `tag` is 422
+    /// `request_id_reused`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::request_id))]
     pub request_id: Option<String>,
@@ -42,7 +43,8 @@ pub struct DrawRequest {
     pub tag: String,
     pub spec: Spec,
     /// A client idempotency key: a retry with the same `previous` and the
-    /// same `request_id` gets the original 201 body back.
+    /// same `request_id` gets the original 201 body back when `tag` and
+    /// `spec` are the same too; otherwise it is 422 `request_id_reused`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::request_id))]
     pub request_id: Option<String>,
