@@ -259,9 +259,10 @@ pub enum Outcome {
         #[serde(with = "crate::types::raw_bytes")]
         response: Vec<u8>,
     },
-    /// The same idempotency key as an earlier request (a draw's `previous`
-    /// and `request_id`, a chain's customer and `request_id`): its record's
-    /// original 201 body, byte for byte.
+    /// The same request as an earlier one with the same idempotency key (a
+    /// draw's `previous` and `request_id`, a chain's customer and
+    /// `request_id`): its record's original 201 body, byte for byte. The same
+    /// key with another request is `Rejection::RequestIdReused`.
     Replayed {
         id: RecordId,
         #[serde(with = "crate::types::raw_bytes")]
@@ -308,6 +309,13 @@ pub enum Rejection {
     },
     #[error("no signing key yet: rotate a key in first")]
     NoSigningKey,
+    /// The idempotency key of an earlier request (a draw's `previous` and
+    /// `request_id`, a chain's customer and `request_id`) with a request
+    /// that differs from it in `field` (`tag` or `spec`): neither a replay
+    /// nor a new request. Last, so that the variants before it keep their
+    /// bincode positions in forwarded-write answers.
+    #[error("request_id `{request_id}` was used before for a request with another `{field}`")]
+    RequestIdReused { request_id: String, field: String },
 }
 
 /// A link's lease as stored: who owns the link, under which fencing epoch,
@@ -347,5 +355,21 @@ mod tests {
         })
         .unwrap();
         assert_eq!(new[..4], [13, 0, 0, 0]);
+    }
+
+    #[test]
+    fn rejections_keep_their_positions_and_request_id_reused_comes_last() {
+        let position = |r: &Rejection| bincode::serialize(r).unwrap()[..4].to_vec();
+        assert_eq!(position(&Rejection::NoSigningKey), [8, 0, 0, 0]);
+        let reused = Rejection::RequestIdReused {
+            request_id: "r".into(),
+            field: "tag".into(),
+        };
+        assert_eq!(position(&reused), [9, 0, 0, 0]);
+        let bytes = bincode::serialize(&Outcome::Rejected(reused.clone())).unwrap();
+        assert_eq!(
+            bincode::deserialize::<Outcome>(&bytes).unwrap(),
+            Outcome::Rejected(reused)
+        );
     }
 }

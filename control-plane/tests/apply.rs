@@ -1,12 +1,17 @@
-//! `apply` on one state machine, without Raft: determinism and the ledger clock.
+//! `apply` on one state machine, without Raft: determinism, the ledger
+//! clock, and exact idempotency (a reused `request_id` replays only the
+//! identical request and otherwise changes nothing).
+
+use std::collections::BTreeMap;
 
 use geiger_control_plane::state_machine::StateMachine;
 use geiger_control_plane::types::{Batch, Entry};
-use geiger_control_plane::{Command, Outcome};
+use geiger_control_plane::{Command, Outcome, Rejection};
 use geiger_protocol::{ChainResponse, DrawResponse};
 use geiger_testkit::in_process::draw_request;
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, EntryPayload, LogId};
+use redb::{ReadableTable, TableDefinition, TableHandle};
 
 fn entry(index: u64, at_ms: u64, commands: Vec<Command>) -> Entry {
     Entry {
@@ -279,8 +284,8 @@ async fn a_chain_request_id_creates_one_chain_per_customer_and_replays_it_after(
                 4,
                 3_000,
                 vec![
-                    // A retry much later, even with another tag.
-                    create("cu_test", "other tag", "retry-1"),
+                    // A retry much later.
+                    create("cu_test", "first", "retry-1"),
                     // Another customer's key space is its own.
                     create("cu_other", "first", "retry-1"),
                     create("cu_test", "second", "retry-2"),
@@ -304,4 +309,241 @@ async fn a_chain_request_id_creates_one_chain_per_customer_and_replays_it_after(
         };
         assert_ne!(new, id);
     }
+}
+
+/// Every row of every table of the ledger, by table name and key: two
+/// replicas hold the same state exactly when their dumps are equal.
+fn dump(sm: &StateMachine) -> BTreeMap<(String, Vec<u8>), Vec<u8>> {
+    let db = sm.shared().db();
+    let read = db.begin_read().unwrap();
+    let mut rows = BTreeMap::new();
+    for handle in read.list_tables().unwrap() {
+        let name = handle.name().to_string();
+        let table = read
+            .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
+            .unwrap();
+        for row in table.iter().unwrap() {
+            let (k, v) = row.unwrap();
+            rows.insert((name.clone(), k.value().to_vec()), v.value().to_vec());
+        }
+    }
+    rows
+}
+
+/// A draw request as a client would write it.
+fn draw_json(previous: &str, request_id: &str, tag: &str, spec: serde_json::Value) -> Command {
+    Command::Draw {
+        customer: "cu_test".into(),
+        request: serde_json::to_vec(&serde_json::json!({
+            "previous": previous, "tag": tag, "spec": spec, "request_id": request_id,
+        }))
+        .unwrap(),
+    }
+}
+
+fn reused(request_id: &str, field: &str) -> Outcome {
+    Outcome::Rejected(Rejection::RequestIdReused {
+        request_id: request_id.into(),
+        field: field.into(),
+    })
+}
+
+/// Two replicas after the setup, and the genesis of the setup's chain.
+async fn twin_ledgers(
+    dirs: &(tempfile::TempDir, tempfile::TempDir),
+) -> (StateMachine, StateMachine, String) {
+    let mut tested = StateMachine::open(dirs.0.path(), 4 << 20).unwrap();
+    let mut control = StateMachine::open(dirs.1.path(), 4 << 20).unwrap();
+    let out = tested.apply(setup(1_000)).await.unwrap();
+    control.apply(setup(1_000)).await.unwrap();
+    let Outcome::ChainCreated { id, .. } = &out[1].outcomes[3] else {
+        panic!("{:?}", out[1]);
+    };
+    (tested, control, id.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draw_request_id_reused_with_another_tag_or_spec_is_refused_and_changes_nothing() {
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (mut tested, mut control, chain) = twin_ledgers(&dirs).await;
+    let dice = serde_json::json!({"kind": "integers", "min": 1, "max": 6, "count": 2});
+    let original = draw_json(&chain, "r-1", "round 1", dice.clone());
+    let out = tested
+        .apply(vec![entry(3, 2_000, vec![original.clone()])])
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        control
+            .apply(vec![entry(3, 2_000, vec![original])])
+            .await
+            .unwrap()
+    );
+    let Outcome::Drawn { id, response } = out[0].outcomes[0].clone() else {
+        panic!("{out:?}");
+    };
+
+    // Across entries: the same `previous` and `request_id` with another
+    // spec (even of another kind) or another tag is refused; the control
+    // replica applies an empty entry at the same index.
+    let out = tested
+        .apply(vec![entry(
+            4,
+            3_000,
+            vec![
+                draw_json(
+                    &chain,
+                    "r-1",
+                    "round 1",
+                    serde_json::json!({"kind": "bytes", "count": 8}),
+                ),
+                draw_json(
+                    &chain,
+                    "r-1",
+                    "round 1",
+                    serde_json::json!({"kind": "integers", "min": 1, "max": 6, "count": 3}),
+                ),
+                draw_json(&chain, "r-1", "round 2", dice.clone()),
+            ],
+        )])
+        .await
+        .unwrap();
+    assert_eq!(
+        out[0].outcomes,
+        vec![
+            reused("r-1", "spec"),
+            reused("r-1", "spec"),
+            reused("r-1", "tag")
+        ]
+    );
+    control.apply(vec![entry(4, 3_000, vec![])]).await.unwrap();
+    // Nothing changed: no chain head moved, no pool byte was used, no
+    // ledger counter advanced.
+    assert_eq!(dump(&tested), dump(&control));
+
+    // The exact repeat, written differently (key order, an explicit
+    // default), still replays the original bytes; so does the plain one.
+    let respelled = Command::Draw {
+        customer: "cu_test".into(),
+        request: format!(
+            r#"{{ "request_id": "r-1", "tag": "round 1", "previous": "{chain}",
+                "spec": {{"unique": false, "count": 2, "max": 6, "min": 1, "kind": "integers"}} }}"#
+        )
+        .into_bytes(),
+    };
+    let repeats = vec![respelled, draw_json(&chain, "r-1", "round 1", dice)];
+    let out = tested
+        .apply(vec![entry(5, 4_000, repeats.clone())])
+        .await
+        .unwrap();
+    let replay = Outcome::Replayed { id, response };
+    assert_eq!(out[0].outcomes, vec![replay.clone(), replay]);
+    assert_eq!(
+        out,
+        control.apply(vec![entry(5, 4_000, repeats)]).await.unwrap()
+    );
+    assert_eq!(dump(&tested), dump(&control));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn within_one_entry_a_reused_draw_request_id_is_refused_between_the_draw_and_its_replay() {
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (mut tested, mut control, chain) = twin_ledgers(&dirs).await;
+    let dice = serde_json::json!({"kind": "integers", "min": 1, "max": 6, "count": 2});
+    let original = draw_json(&chain, "r-1", "round 1", dice.clone());
+    let out = tested
+        .apply(vec![entry(
+            3,
+            2_000,
+            vec![
+                original.clone(),
+                draw_json(
+                    &chain,
+                    "r-1",
+                    "round 1",
+                    serde_json::json!({"kind": "permutation", "n": 5}),
+                ),
+                draw_json(&chain, "r-1", "round one", dice),
+                original.clone(),
+            ],
+        )])
+        .await
+        .unwrap();
+    let Outcome::Drawn { id, response } = out[0].outcomes[0].clone() else {
+        panic!("{out:?}");
+    };
+    assert_eq!(
+        out[0].outcomes[1..],
+        [
+            reused("r-1", "spec"),
+            reused("r-1", "tag"),
+            Outcome::Replayed { id, response },
+        ]
+    );
+    // The same ledger as the draw and its exact replay alone.
+    let alone = control
+        .apply(vec![entry(3, 2_000, vec![original.clone(), original])])
+        .await
+        .unwrap();
+    assert_eq!(alone[0].outcomes[0], out[0].outcomes[0]);
+    assert_eq!(dump(&tested), dump(&control));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_request_id_reused_with_another_tag_is_refused_and_changes_nothing() {
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (mut tested, mut control, _) = twin_ledgers(&dirs).await;
+    let create = |tag: &str| Command::CreateChainOnce {
+        customer: "cu_test".into(),
+        tag: tag.into(),
+        request_id: "open-1".into(),
+    };
+    // Within one entry: the chain, a reuse with another tag, the exact repeat.
+    let out = tested
+        .apply(vec![entry(
+            3,
+            2_000,
+            vec![create("lotto"), create("keno"), create("lotto")],
+        )])
+        .await
+        .unwrap();
+    let Outcome::ChainCreated { id, response } = out[0].outcomes[0].clone() else {
+        panic!("{out:?}");
+    };
+    let replay = Outcome::Replayed { id, response };
+    assert_eq!(
+        out[0].outcomes[1..],
+        [reused("open-1", "tag"), replay.clone()]
+    );
+    let alone = control
+        .apply(vec![entry(
+            3,
+            2_000,
+            vec![create("lotto"), create("lotto")],
+        )])
+        .await
+        .unwrap();
+    assert_eq!(
+        alone[0].outcomes,
+        [out[0].outcomes[0].clone(), replay.clone()]
+    );
+    assert_eq!(dump(&tested), dump(&control));
+
+    // Across entries: refused again (even a tag differing only in case),
+    // nothing changes; the exact repeat still replays.
+    let out = tested
+        .apply(vec![entry(4, 3_000, vec![create("keno"), create("Lotto")])])
+        .await
+        .unwrap();
+    assert_eq!(
+        out[0].outcomes,
+        [reused("open-1", "tag"), reused("open-1", "tag")]
+    );
+    control.apply(vec![entry(4, 3_000, vec![])]).await.unwrap();
+    assert_eq!(dump(&tested), dump(&control));
+    let out = tested
+        .apply(vec![entry(5, 4_000, vec![create("lotto")])])
+        .await
+        .unwrap();
+    assert_eq!(out[0].outcomes, [replay]);
 }

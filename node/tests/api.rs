@@ -21,7 +21,12 @@ struct Setup {
 
 /// A 3-node cluster with one device whose entropy has reached the pool.
 async fn cluster_with_entropy() -> Setup {
-    let cluster = Cluster::start(common::one_per_zone(3), "");
+    cluster_of_with_entropy(3).await
+}
+
+/// `nodes` nodes with one device whose entropy has reached the pool.
+async fn cluster_of_with_entropy(nodes: u64) -> Setup {
+    let cluster = Cluster::start(common::one_per_zone(nodes), "");
     let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
     let device = Device::start(&cluster.dir.path().join("device"), &["--rate", "262144"]);
     let (status, body) = cluster
@@ -885,4 +890,159 @@ async fn overload_is_a_fast_503_with_retry_after_not_a_growing_queue() {
     .await;
     let listed: Value = serde_json::from_slice(&b).unwrap();
     assert_eq!(listed["chains"].as_array().unwrap().len(), created + 1);
+}
+
+/// A JSON POST with the customer's key.
+async fn post_json(
+    http: &reqwest::Client,
+    cluster: &Cluster,
+    node: u64,
+    key: &str,
+    path: &str,
+    body: &str,
+) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    send(
+        http,
+        reqwest::Method::POST,
+        format!("{}{path}", cluster.url(node)),
+        Some(key),
+        Some("application/json"),
+        Some(body.as_bytes().to_vec()),
+    )
+    .await
+}
+
+/// A 422 `request_id_reused` in the error shape, naming `field`.
+fn assert_request_id_reused(status: u16, body: &[u8], field: &str) {
+    assert_eq!(
+        (status, error_code(body).as_str()),
+        (422, "request_id_reused"),
+        "{}",
+        String::from_utf8_lossy(body)
+    );
+    let v: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(v["error"]["field"], field, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_id_reused_with_another_body_gets_422_request_id_reused_and_changes_nothing() {
+    let Setup {
+        cluster, leader, ..
+    } = cluster_of_with_entropy(1).await;
+    let key = create_customer(&cluster, leader, "strict").await;
+    let http = reqwest::Client::new();
+    let get = |path: String| {
+        send(
+            &http,
+            reqwest::Method::GET,
+            format!("{}{path}", cluster.url(leader)),
+            None,
+            None,
+            None,
+        )
+    };
+
+    // A chain request_id reused with another tag: refused, no second chain.
+    let (s, _, first_chain) = post_json(
+        &http,
+        &cluster,
+        leader,
+        &key,
+        "/v1/chains",
+        r#"{"tag":"lotto","request_id":"open-1"}"#,
+    )
+    .await;
+    assert_eq!(s, 201, "{}", String::from_utf8_lossy(&first_chain));
+    let genesis: Value = serde_json::from_slice(&first_chain).unwrap();
+    let chain = genesis["id"].as_str().unwrap().to_string();
+    let customer = genesis["chain"]["customer"].as_str().unwrap().to_string();
+    let (s, headers, b) = post_json(
+        &http,
+        &cluster,
+        leader,
+        &key,
+        "/v1/chains",
+        r#"{"tag":"keno","request_id":"open-1"}"#,
+    )
+    .await;
+    assert_request_id_reused(s, &b, "tag");
+    assert!(headers.get("geiger-replayed").is_none());
+    let (s, _, b) = get(format!("/v1/customers/{customer}/chains")).await;
+    assert_eq!(s, 200);
+    let listed: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(listed["chains"].as_array().unwrap().len(), 1, "{listed}");
+    // The exact repeat, keys in another order, still replays the bytes.
+    let (s, headers, again) = post_json(
+        &http,
+        &cluster,
+        leader,
+        &key,
+        "/v1/chains",
+        r#"{ "request_id": "open-1", "tag": "lotto" }"#,
+    )
+    .await;
+    assert_eq!(s, 201);
+    assert_eq!(headers["geiger-replayed"], "true");
+    assert_eq!(again, first_chain);
+
+    // A draw request_id reused with another spec or another tag: refused,
+    // nothing drawn, the chain's head unchanged.
+    let original = format!(
+        r#"{{"previous":"{chain}","tag":"hand 1","request_id":"r-1","spec":{{"kind":"integers","min":1,"max":6,"count":2}}}}"#
+    );
+    let (s, _, first_draw) = post_json(&http, &cluster, leader, &key, "/v1/draws", &original).await;
+    assert_eq!(s, 201, "{}", String::from_utf8_lossy(&first_draw));
+    let draw: geiger_protocol::DrawResponse = serde_json::from_slice(&first_draw).unwrap();
+    let other_spec = format!(
+        r#"{{"previous":"{chain}","tag":"hand 1","request_id":"r-1","spec":{{"kind":"bytes","count":8}}}}"#
+    );
+    let (s, headers, b) = post_json(&http, &cluster, leader, &key, "/v1/draws", &other_spec).await;
+    assert_request_id_reused(s, &b, "spec");
+    assert!(headers.get("geiger-replayed").is_none());
+    let (s, _, b) = post_json(
+        &http,
+        &cluster,
+        leader,
+        &key,
+        "/v1/draws",
+        &original.replace("hand 1", "hand 2"),
+    )
+    .await;
+    assert_request_id_reused(s, &b, "tag");
+    let (s, _, b) = get(format!("/v1/chains/{chain}")).await;
+    assert_eq!(s, 200);
+    let view: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(view["length"], 1, "{view}");
+    assert_eq!(view["head"], draw.draw.id.to_string(), "{view}");
+    // The exact repeat (with the default spelled out) replays the bytes.
+    let (s, headers, replay) = post_json(
+        &http,
+        &cluster,
+        leader,
+        &key,
+        "/v1/draws",
+        &original.replace(r#""count":2}"#, r#""count":2,"unique":false}"#),
+    )
+    .await;
+    assert_eq!(s, 201, "{}", String::from_utf8_lossy(&replay));
+    assert_eq!(headers["geiger-replayed"], "true");
+    assert_eq!(replay, first_draw);
+
+    // The refused draws count as invalid under the kind they asked for,
+    // never as replays.
+    let (s, _, b) = get("/metrics".to_string()).await;
+    assert_eq!(s, 200);
+    let metrics = String::from_utf8(b).unwrap();
+    for line in [
+        r#"geiger_draws_total{kind="integers",outcome="created"} 1"#,
+        r#"geiger_draws_total{kind="integers",outcome="replayed"} 1"#,
+        r#"geiger_draws_total{kind="integers",outcome="invalid"} 1"#,
+        r#"geiger_draws_total{kind="bytes",outcome="invalid"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "no `{line}` in\n{metrics}");
+    }
+    assert!(
+        metrics.contains(r#"geiger_draws_total{kind="bytes",outcome="replayed"} 0"#),
+        "{metrics}"
+    );
 }

@@ -12,8 +12,8 @@ pub const MAX_TAG_BYTES: usize = 256;
 pub const MAX_REQUEST_ID_BYTES: usize = 128;
 
 /// Response header (value `true`) on a 201 that replays the original answer
-/// to an earlier identical request (same `request_id`) instead of writing
-/// anything new.
+/// to an earlier identical request (same `request_id`, same body) instead of
+/// writing anything new.
 pub const REPLAY_HEADER: &str = "geiger-replayed";
 
 /// `POST /v1/chains`.
@@ -24,8 +24,9 @@ pub struct CreateChainRequest {
     #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::tag))]
     pub tag: String,
     /// A client idempotency key: a retry by the same customer with the same
-    /// `request_id` gets the chain that request created (its original 201
-    /// body), not a second chain.
+    /// `request_id` and `tag` gets the chain that request created (its
+    /// original 201 body), not a second chain; another `tag` is 422
+    /// `request_id_reused`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::request_id))]
     pub request_id: Option<String>,
@@ -42,7 +43,8 @@ pub struct DrawRequest {
     pub tag: String,
     pub spec: Spec,
     /// A client idempotency key: a retry with the same `previous` and the
-    /// same `request_id` gets the original 201 body back.
+    /// same `request_id` gets the original 201 body back when `tag` and
+    /// `spec` are the same too; otherwise it is 422 `request_id_reused`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::request_id))]
     pub request_id: Option<String>,
@@ -182,6 +184,10 @@ pub enum ErrorCode {
     /// The entropy pool is empty; retry after the reserve refills.
     EntropyExhausted,
     Internal,
+    /// The `request_id` was used before with a request that differs from
+    /// this one (`field` names the first difference); nothing was written.
+    /// Added last: codes keep their positions in every encoding.
+    RequestIdReused,
 }
 
 impl ErrorCode {
@@ -189,7 +195,7 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         match self {
             ErrorCode::InvalidJson => 400,
-            ErrorCode::InvalidRequest => 422,
+            ErrorCode::InvalidRequest | ErrorCode::RequestIdReused => 422,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::RequestTimeout => 408,
@@ -240,6 +246,20 @@ impl ErrorBody {
     pub fn invalid(err: &RequestError) -> Self {
         let mut body = ErrorBody::new(ErrorCode::InvalidRequest, err.to_string());
         body.error.field = Some(err.field().to_string());
+        body
+    }
+
+    /// `request_id` names an earlier request that differs from this one in
+    /// `field`.
+    pub fn request_id_reused(request_id: &str, field: &str) -> Self {
+        let mut body = ErrorBody::new(
+            ErrorCode::RequestIdReused,
+            format!(
+                "request_id `{request_id}` was used before for a request with another `{field}`; \
+                 a retry must repeat the request exactly, a new request needs a new request_id"
+            ),
+        );
+        body.error.field = Some(field.to_string());
         body
     }
 
@@ -332,5 +352,14 @@ mod tests {
         assert_eq!(body["error"]["code"], "previous_already_used");
         assert_eq!(body["error"]["existing_id"], next.to_string());
         assert_eq!(ErrorCode::PreviousAlreadyUsed.http_status(), 409);
+    }
+
+    #[test]
+    fn a_reused_request_id_is_a_422_naming_the_field_that_differs() {
+        let body = serde_json::to_value(ErrorBody::request_id_reused("r-1", "spec")).unwrap();
+        assert_eq!(body["error"]["code"], "request_id_reused");
+        assert_eq!(body["error"]["field"], "spec");
+        assert!(body["error"]["message"].as_str().unwrap().contains("r-1"));
+        assert_eq!(ErrorCode::RequestIdReused.http_status(), 422);
     }
 }

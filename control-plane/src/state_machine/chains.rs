@@ -5,7 +5,8 @@
 //! (the `chain_draws` index). A draw takes its entropy from the pool
 //! ([`super::pool`]: read first, consumed only once everything else is
 //! checked), is sealed with the current signing key and stored with the
-//! exact request and 201 bytes.
+//! exact request and 201 bytes. A repeat of an idempotency key is a replay
+//! only when it is the same request ([`super::idempotency`]).
 
 use geiger_protocol::record::format_timestamp;
 use geiger_protocol::{
@@ -13,6 +14,7 @@ use geiger_protocol::{
 };
 
 use super::dispatch::{Applied, Applier};
+use super::idempotency::{chain_difference, draw_difference};
 use super::tables::*;
 use super::tx::ApplyError;
 use crate::types::{Outcome, Rejection};
@@ -42,7 +44,7 @@ impl Applier<'_, '_> {
             return Ok(Err(Rejection::NotFound(format!("customer {customer}"))));
         }
         let request_key = request_id.map(|r| chain_request_key(customer, r));
-        if let Some(key) = &request_key {
+        if let Some((request_id, key)) = request_id.zip(request_key.as_ref()) {
             if let Some(chain) = self.tx.get_raw(CHAIN_REQUESTS, key)? {
                 let id = std::str::from_utf8(&chain)
                     .ok()
@@ -53,6 +55,12 @@ impl Applier<'_, '_> {
                         "corrupt chain request index".into(),
                     )));
                 };
+                if let Some(field) = chain_difference(&meta.tag, tag) {
+                    return Ok(Err(Rejection::RequestIdReused {
+                        request_id: request_id.to_string(),
+                        field: field.to_string(),
+                    }));
+                }
                 return Ok(Ok(Outcome::Replayed {
                     id,
                     response: meta.response,
@@ -151,9 +159,17 @@ impl Applier<'_, '_> {
                 Some(id) => id,
                 None => return Ok(Err(Rejection::Invalid("corrupt chain index".into()))),
             };
-            if request.request_id.is_some() {
+            // The same key (`previous` and `request_id`): a replay when it is
+            // the same request, refused when it is another one.
+            if let Some(request_id) = &request.request_id {
                 if let Some(d) = self.tx.get::<StoredDraw>(DRAWS, &successor)? {
-                    if d.request_id == request.request_id {
+                    if d.request_id.as_ref() == Some(request_id) {
+                        if let Some(field) = draw_difference(&d.request, &request, request_bytes) {
+                            return Ok(Err(Rejection::RequestIdReused {
+                                request_id: request_id.clone(),
+                                field: field.to_string(),
+                            }));
+                        }
                         return Ok(Ok(Outcome::Replayed {
                             id: existing,
                             response: d.response,

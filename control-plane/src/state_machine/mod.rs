@@ -23,7 +23,8 @@
 //!
 //! Modules: [`tables`] (names and row types), [`tx`] (the transaction and
 //! cache layer), [`dispatch`] (one command to the module of its domain),
-//! the domains [`chains`], [`pool`], [`links`], [`customers`], [`keys`],
+//! the domains [`chains`] (with [`idempotency`], when a repeat is a
+//! replay), [`pool`], [`links`], [`customers`], [`keys`],
 //! [`members`], and [`reads`] (local reads). This file opens the database,
 //! applies entries, and answers openraft's snapshot calls through
 //! [`snapshots`] (building, storing and installing snapshot files).
@@ -31,6 +32,7 @@
 pub(crate) mod chains;
 pub(crate) mod customers;
 pub(crate) mod dispatch;
+mod idempotency;
 pub(crate) mod keys;
 pub mod links;
 pub(crate) mod members;

@@ -36,13 +36,13 @@ pub const MAX_PAGE: usize = 100;
     security(("api_key" = [])),
     request_body(content = geiger_protocol::CreateChainRequest, content_type = "application/json"),
     responses(
-        (status = 201, description = "The signed genesis record; its `id` is the first `previous`. For a `request_id` this customer used before: that request's chain, byte for byte", body = geiger_protocol::ChainResponse, headers(("Location" = String, description = "Where the record is read back"), ("geiger-replayed" = String, description = "`true` when this is the replay of an earlier identical request"))),
+        (status = 201, description = "The signed genesis record; its `id` is the first `previous`. For a `request_id` this customer used before with the same `tag`: that request's chain, byte for byte", body = geiger_protocol::ChainResponse, headers(("Location" = String, description = "Where the record is read back"), ("geiger-replayed" = String, description = "`true` when this is the replay of an earlier identical request"))),
         (status = 400, description = "`invalid_json`: not JSON, or not the request's shape (unknown field, wrong type)", body = geiger_protocol::ErrorBody),
         (status = 408, description = "`request_timeout`: the body did not arrive in time", body = geiger_protocol::ErrorBody),
         (status = 413, description = "`payload_too_large`: the body is over the limit", body = geiger_protocol::ErrorBody),
         (status = 415, description = "`unsupported_media_type`: not `Content-Type: application/json`", body = geiger_protocol::ErrorBody),
         (status = 401, description = "`unauthorized`: no or unknown credentials", body = geiger_protocol::ErrorBody),
-        (status = 422, description = "`invalid_request`: `tag` or `request_id` breaks its rule; `field` names it", body = geiger_protocol::ErrorBody),
+        (status = 422, description = "`invalid_request`: `tag` or `request_id` breaks its rule; `field` names it. `request_id_reused`: this customer used this `request_id` before for a chain with another `tag` (`field` is `tag`); nothing was created. A retry must repeat the request exactly", body = geiger_protocol::ErrorBody),
         (status = 429, description = "`rate_limited`: this customer's rate limit is spent", body = geiger_protocol::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 503, description = "`unavailable`: no leader reachable or overloaded; retry", body = geiger_protocol::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]

@@ -18,7 +18,8 @@ fn outcome_of(error: &ApiError) -> DrawOutcome {
         | ErrorCode::InvalidRequest
         | ErrorCode::UnsupportedMediaType
         | ErrorCode::PayloadTooLarge
-        | ErrorCode::RequestTimeout => DrawOutcome::invalid,
+        | ErrorCode::RequestTimeout
+        | ErrorCode::RequestIdReused => DrawOutcome::invalid,
         ErrorCode::Unauthorized => DrawOutcome::unauthorized,
         ErrorCode::Forbidden => DrawOutcome::forbidden,
         ErrorCode::NotFound => DrawOutcome::unknown_previous,
@@ -33,7 +34,7 @@ fn outcome_of(error: &ApiError) -> DrawOutcome {
     security(("api_key" = [])),
     request_body(content = geiger_protocol::DrawRequest, content_type = "application/json"),
     responses(
-        (status = 201, description = "A new draw, or the idempotent replay of the same `previous` and `request_id` (header `geiger-replayed: true`); kept byte for byte", body = geiger_protocol::DrawResponse, headers(("Location" = String, description = "Where the record is read back"), ("geiger-replayed" = String, description = "`true` when this is the replay of an earlier identical request"))),
+        (status = 201, description = "A new draw, or the idempotent replay of an identical earlier request (same `previous`, `request_id`, `tag` and `spec`; header `geiger-replayed: true`); kept byte for byte", body = geiger_protocol::DrawResponse, headers(("Location" = String, description = "Where the record is read back"), ("geiger-replayed" = String, description = "`true` when this is the replay of an earlier identical request"))),
         (status = 400, description = "`invalid_json`: not JSON, or not the request's shape (unknown field, wrong type)", body = geiger_protocol::ErrorBody),
         (status = 408, description = "`request_timeout`: the body did not arrive in time", body = geiger_protocol::ErrorBody),
         (status = 413, description = "`payload_too_large`: the body is over the limit", body = geiger_protocol::ErrorBody),
@@ -42,7 +43,7 @@ fn outcome_of(error: &ApiError) -> DrawOutcome {
         (status = 403, description = "`forbidden`: `previous` is on another customer's chain", body = geiger_protocol::ErrorBody),
         (status = 404, description = "`not_found`: `previous` does not exist", body = geiger_protocol::ErrorBody),
         (status = 409, description = "`previous_already_used`: `existing_id` is the draw already issued after `previous`; nothing was drawn", body = geiger_protocol::ErrorBody),
-        (status = 422, description = "`invalid_request`: a limit of docs/DERIVATION.md §5 is broken; `field` names it", body = geiger_protocol::ErrorBody),
+        (status = 422, description = "`invalid_request`: a limit of docs/DERIVATION.md §5 is broken; `field` names it. `request_id_reused`: this `previous` and `request_id` were used before for a request with another `tag` or `spec` (`field` names it); nothing was drawn. A retry must repeat the request exactly", body = geiger_protocol::ErrorBody),
         (status = 429, description = "`rate_limited`: this customer's rate limit is spent", body = geiger_protocol::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 503, description = "`unavailable` (no leader, overloaded) or `entropy_exhausted`; retry, safely with the same `request_id`", body = geiger_protocol::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]

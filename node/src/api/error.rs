@@ -62,6 +62,13 @@ impl ApiError {
         Self::new(ErrorCode::Internal, message)
     }
 
+    pub fn request_id_reused(request_id: &str, field: &str) -> Self {
+        ApiError {
+            body: ErrorBody::request_id_reused(request_id, field),
+            retry_after_s: None,
+        }
+    }
+
     pub fn previous_already_used(previous: &RecordId, existing: RecordId) -> Self {
         ApiError {
             body: ErrorBody::previous_already_used(previous, existing),

@@ -185,6 +185,9 @@ impl From<Rejection> for ApiError {
                 ApiError::new(ErrorCode::EntropyExhausted, message).with_retry_after(1)
             }
             Rejection::NoSigningKey => ApiError::unavailable(message),
+            Rejection::RequestIdReused { request_id, field } => {
+                ApiError::request_id_reused(&request_id, &field)
+            }
             Rejection::AlreadyExists(_)
             | Rejection::StaleEpoch { .. }
             | Rejection::LeaseExpired(_)

@@ -387,6 +387,25 @@ mod tests {
     }
 
     #[test]
+    fn a_reused_request_id_is_a_documented_422_of_both_writes() {
+        let doc = document();
+        let codes = &doc["components"]["schemas"]["ErrorCode"]["enum"];
+        assert!(codes
+            .as_array()
+            .unwrap()
+            .contains(&json!("request_id_reused")));
+        for path in ["/v1/draws", "/v1/chains"] {
+            let description = doc["paths"][path]["post"]["responses"]["422"]["description"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(
+                description.contains("`request_id_reused`"),
+                "{path}: {description}"
+            );
+        }
+    }
+
+    #[test]
     fn operations_behind_credentials_name_their_bearer_scheme() {
         let doc = document();
         for name in ["api_key", "admin_token"] {
