@@ -67,6 +67,7 @@ pub struct ClientBuilder {
     attempt_timeout: Duration,
     deadline: Duration,
     verify: bool,
+    extra_roots_pem: Vec<Vec<u8>>,
 }
 
 impl ClientBuilder {
@@ -82,7 +83,16 @@ impl ClientBuilder {
             attempt_timeout: Duration::from_secs(2),
             deadline: Duration::from_secs(10),
             verify: true,
+            extra_roots_pem: Vec::new(),
         }
+    }
+
+    /// Also trusts the CA certificates in `pem` (one or more), for nodes
+    /// whose certificates a private CA issued. The public web roots stay
+    /// trusted.
+    pub fn trust_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.extra_roots_pem.push(pem.into());
+        self
     }
 
     pub fn api_key(mut self, key: impl Into<String>) -> Self {
@@ -121,15 +131,24 @@ impl ClientBuilder {
                 last: "no endpoints given".into(),
             });
         }
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .timeout(self.attempt_timeout)
             .connect_timeout(self.attempt_timeout.min(Duration::from_millis(500)))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| ClientError::Unavailable {
-                attempts: 0,
-                last: e.to_string(),
-            })?;
+            .pool_idle_timeout(Duration::from_secs(30));
+        for pem in &self.extra_roots_pem {
+            let roots = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| ClientError::InvalidCa(e.to_string()))?;
+            if roots.is_empty() {
+                return Err(ClientError::InvalidCa("no PEM certificate found".into()));
+            }
+            for root in roots {
+                http = http.add_root_certificate(root);
+            }
+        }
+        let http = http.build().map_err(|e| ClientError::Unavailable {
+            attempts: 0,
+            last: e.to_string(),
+        })?;
         Ok(Client {
             inner: Arc::new(Inner {
                 next: AtomicUsize::new(rand::thread_rng().next_u32() as usize),

@@ -31,6 +31,8 @@ pub enum NodeError {
     },
     #[error("actors: {0}")]
     Actors(String),
+    #[error("public API certificate: {0}")]
+    Tls(#[from] crate::listener::tls::TlsError),
     #[error(transparent)]
     PrivateFile(#[from] crate::private_files::PrivateFileError),
 }
@@ -84,6 +86,21 @@ impl Node {
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
         let config = Arc::new(config);
         let metrics = NodeMetrics::new(config.node_id);
+        // Before anything else starts: a bad certificate stops the node here.
+        let tls = match &config.api.tls {
+            Some(settings) => Some(crate::listener::tls::ServerTls::start(settings, &metrics)?),
+            None => {
+                if !config.api.listen.ip().to_canonical().is_loopback() {
+                    // Only reachable with `api.plaintext` set (config.rs).
+                    tracing::warn!(
+                        api = %config.api.listen,
+                        "serving the public API in plaintext on a non-loopback address: \
+                         api.plaintext says a load balancer terminates TLS in front of this node"
+                    );
+                }
+                None
+            }
+        };
         let member = Member {
             rpc_addr: config.internal_advertise(),
             api_addr: config.api_advertise(),
@@ -193,6 +210,12 @@ impl Node {
             workers,
             readiness,
         };
+        if let Some(tls) = &tls {
+            servers.push(tokio::spawn(crate::listener::tls::watch(
+                tls.clone(),
+                state.metrics.clone(),
+            )));
+        }
         let api_listener = TcpListener::bind(config.api.listen)
             .await
             .map_err(|source| NodeError::Listen {
@@ -203,6 +226,7 @@ impl Node {
             api_listener,
             api::router(state.clone()),
             (&config.api.connections).into(),
+            tls,
             state.metrics.clone(),
         )));
         tracing::info!(api = %config.api.listen, internal = %config.internal.listen, "node listening");
