@@ -34,6 +34,8 @@ pub enum NodeError {
     #[error("public API certificate: {0}")]
     Tls(#[from] crate::listener::tls::TlsError),
     #[error(transparent)]
+    PeerApi(#[from] crate::peer_api::PeerApiError),
+    #[error(transparent)]
     PrivateFile(#[from] crate::private_files::PrivateFileError),
 }
 
@@ -101,6 +103,7 @@ impl Node {
                 None
             }
         };
+        let peers = crate::peer_api::PeerApi::from_config(&config)?;
         let member = Member {
             rpc_addr: config.internal_advertise(),
             api_addr: config.api_advertise(),
@@ -159,6 +162,7 @@ impl Node {
                 readiness: readiness.clone(),
                 metrics: metrics.clone(),
                 interval: Duration::from_millis(500),
+                peers: peers.clone(),
             }),
         )?;
 
@@ -168,6 +172,7 @@ impl Node {
             Arc::new(crate::actors::link_controller::LinkControllerSpec {
                 ledger: ledger.clone(),
                 settings: links.clone(),
+                peers: peers.clone(),
             }),
         )?;
         start(
@@ -191,6 +196,7 @@ impl Node {
                     link_down_after: Duration::from_secs(config.alerts.link_down_after_s),
                 },
                 metrics: metrics.clone(),
+                peers,
             }),
         )?;
 

@@ -5,6 +5,8 @@
 //! (`geiger verify --keys https://...`, `geiger ctl`, the SDK) trusting the
 //! private CA.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -569,4 +571,63 @@ async fn geiger_verify_geiger_ctl_and_the_sdk_work_against_a_tls_node_with_a_pri
     );
     let status: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(status.get("leader").is_some(), "{status}");
+}
+
+#[tokio::test]
+async fn members_of_a_tls_cluster_probe_each_other_over_tls_with_the_cluster_ca() {
+    let pki = Pki::new();
+    let cert = pki.issue(VALID);
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    let env = vec![
+        (
+            "GEIGER_API__TLS__CERT_FILE".to_string(),
+            file("api.crt", &cert.cert_pem),
+        ),
+        (
+            "GEIGER_API__TLS__KEY_FILE".to_string(),
+            file("api.key", &cert.key_pem),
+        ),
+        (
+            "GEIGER_API__TLS__CA_FILE".to_string(),
+            file("ca.pem", &pki.ca_pem()),
+        ),
+    ];
+    let cluster = common::Cluster::start_with_env(common::one_per_zone(3), "", env);
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(pki.ca_pem().as_bytes()).unwrap())
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    // The leader counts the voters whose /healthz answers its probe: all
+    // three only if its probes speak TLS and trust the cluster's CA.
+    let started = Instant::now();
+    loop {
+        let mut reachable = None;
+        for id in cluster.ids() {
+            let url = format!("https://{}/metrics", cluster.node(id).spec.api_addr());
+            let Ok(r) = http.get(url).send().await else {
+                continue;
+            };
+            let text = r.text().await.unwrap_or_default();
+            if let Some(v) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("geiger_raft_voters_reachable "))
+            {
+                reachable = v.trim().parse::<u64>().ok();
+            }
+        }
+        if reachable == Some(3) {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(45) {
+            cluster.dump_logs();
+            panic!("the leader reaches {reachable:?} voters over TLS, not 3");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }

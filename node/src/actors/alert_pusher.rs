@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use super::supervisor::{ChildSpec, SpawnFuture};
 use crate::metrics::NodeMetrics;
+use crate::peer_api::PeerApi;
 
 /// How long a quarantine stays interesting.
 const QUARANTINE_WINDOW: Duration = Duration::from_secs(15 * 60);
@@ -213,7 +214,10 @@ pub struct AlertPusher {
     pub ledger: ControlPlane,
     pub settings: AlertSettings,
     pub metrics: Arc<NodeMetrics>,
+    /// For Alertmanager.
     pub http: reqwest::Client,
+    /// Members' public API, over TLS when this node's is.
+    pub peers: PeerApi,
 }
 
 pub struct PusherState {
@@ -234,8 +238,9 @@ impl AlertPusher {
             .filter_map(|id| status.members.get(id))
             .map(|m| {
                 let req = self
-                    .http
-                    .get(format!("http://{}/healthz", m.api_addr))
+                    .peers
+                    .client()
+                    .get(self.peers.url(&m.api_addr, "/healthz"))
                     .timeout(Duration::from_millis(500))
                     .send();
                 tokio::spawn(async move { matches!(req.await, Ok(r) if r.status().is_success()) })
@@ -260,8 +265,9 @@ impl AlertPusher {
                 continue;
             };
             let req = self
-                .http
-                .get(format!("http://{}/metrics", owner.api_addr))
+                .peers
+                .client()
+                .get(self.peers.url(&owner.api_addr, "/metrics"))
                 .timeout(Duration::from_millis(500))
                 .send();
             let device = lease.device.clone();
@@ -389,6 +395,7 @@ pub struct AlertPusherSpec {
     pub ledger: ControlPlane,
     pub settings: AlertSettings,
     pub metrics: Arc<NodeMetrics>,
+    pub peers: PeerApi,
 }
 
 impl ChildSpec for AlertPusherSpec {
@@ -402,6 +409,7 @@ impl ChildSpec for AlertPusherSpec {
             settings: self.settings.clone(),
             metrics: self.metrics.clone(),
             http: reqwest::Client::new(),
+            peers: self.peers.clone(),
         };
         Box::pin(async move {
             let (r, _) = Actor::spawn_linked(None, actor, (), supervisor).await?;

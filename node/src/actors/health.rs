@@ -12,6 +12,7 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
 
 use super::supervisor::{ChildSpec, SpawnFuture};
 use crate::metrics::{DeviceLabels, NoLabels, NodeMetrics, PeerLabels, RoleLabels};
+use crate::peer_api::PeerApi;
 
 /// Whether this node can serve draws now, and if not, why; and the pool's
 /// depth per device in seconds of demand, as the Health actor last saw it.
@@ -47,6 +48,8 @@ pub struct Health {
     pub readiness: Arc<Readiness>,
     pub metrics: Arc<NodeMetrics>,
     pub interval: Duration,
+    /// Members' public API, over TLS when this node's is.
+    pub peers: PeerApi,
 }
 
 pub struct HealthState {
@@ -263,7 +266,7 @@ impl Health {
             .filter_map(|id| status.members.get(id))
         {
             let req = http
-                .get(format!("http://{}/healthz", m.api_addr))
+                .get(self.peers.url(&m.api_addr, "/healthz"))
                 .timeout(self.interval.mul_f32(0.8))
                 .send();
             probes.spawn(async move { matches!(req.await, Ok(r) if r.status().is_success()) });
@@ -388,7 +391,7 @@ impl Actor for Health {
             log_times: VecDeque::new(),
             used: VecDeque::new(),
             chunks_seen: BTreeMap::new(),
-            http: reqwest::Client::new(),
+            http: self.peers.client().clone(),
         })
     }
 
@@ -421,6 +424,7 @@ pub struct HealthSpec {
     pub readiness: Arc<Readiness>,
     pub metrics: Arc<NodeMetrics>,
     pub interval: Duration,
+    pub peers: PeerApi,
 }
 
 impl ChildSpec for HealthSpec {
@@ -434,6 +438,7 @@ impl ChildSpec for HealthSpec {
             readiness: self.readiness.clone(),
             metrics: self.metrics.clone(),
             interval: self.interval,
+            peers: self.peers.clone(),
         };
         Box::pin(async move {
             let (r, _) = Actor::spawn_linked(None, actor, (), supervisor).await?;

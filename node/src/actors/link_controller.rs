@@ -32,6 +32,7 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
 
 use super::hardware_session::{now_ms, LinkSettings};
 use super::supervisor::{ChildSpec, SpawnFuture};
+use crate::peer_api::PeerApi;
 
 pub struct LinkController {
     pub ledger: ControlPlane,
@@ -39,7 +40,8 @@ pub struct LinkController {
     pub tick: Duration,
     pub probe_timeout: Duration,
     pub dead_after: Duration,
-    http: reqwest::Client,
+    /// Members' public API, over TLS when this node's is.
+    peers: PeerApi,
 }
 
 pub struct ControllerState {
@@ -53,7 +55,7 @@ pub enum ControllerMsg {
 }
 
 impl LinkController {
-    pub fn new(ledger: ControlPlane, settings: LinkSettings) -> Self {
+    pub fn new(ledger: ControlPlane, settings: LinkSettings, peers: PeerApi) -> Self {
         let dead_after = (settings.lease / 2).max(Duration::from_millis(500));
         LinkController {
             ledger,
@@ -61,7 +63,7 @@ impl LinkController {
             probe_timeout: Duration::from_millis(400).min(dead_after / 2),
             dead_after,
             settings,
-            http: reqwest::Client::new(),
+            peers,
         }
     }
 
@@ -69,8 +71,9 @@ impl LinkController {
         let probes = members.iter().map(|(id, addr)| {
             let id = *id;
             let req = self
-                .http
-                .get(format!("http://{addr}/healthz"))
+                .peers
+                .client()
+                .get(self.peers.url(addr, "/healthz"))
                 .timeout(self.probe_timeout)
                 .send();
             async move { (id, matches!(req.await, Ok(r) if r.status().is_success())) }
@@ -189,6 +192,7 @@ impl Actor for LinkController {
 pub struct LinkControllerSpec {
     pub ledger: ControlPlane,
     pub settings: LinkSettings,
+    pub peers: PeerApi,
 }
 
 impl ChildSpec for LinkControllerSpec {
@@ -197,7 +201,11 @@ impl ChildSpec for LinkControllerSpec {
     }
 
     fn spawn(&self, supervisor: ActorCell) -> SpawnFuture {
-        let actor = LinkController::new(self.ledger.clone(), self.settings.clone());
+        let actor = LinkController::new(
+            self.ledger.clone(),
+            self.settings.clone(),
+            self.peers.clone(),
+        );
         Box::pin(async move {
             let (r, _) = Actor::spawn_linked(None, actor, (), supervisor).await?;
             Ok(r.get_cell())
