@@ -10,7 +10,8 @@
 //! phase over HTTP/1.1 with keep-alive, as the SDK uses.
 //!
 //! Run: `cargo bench -p geiger-node --bench tls_cost`
-//! (`BENCH_SECONDS`, default 10, sets each phase's length).
+//! (`BENCH_SECONDS`, default 10, sets each phase's length; `BENCH_ROUNDS`,
+//! default 1, repeats the pair, alternating which mode goes first).
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -319,10 +320,36 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
     let phase = Duration::from_secs(seconds);
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
     let pki = pki();
-    println!("TLS cost bench: geiger dev, HTTP/1.1 keep-alive clients, {seconds} s per phase");
-    let plain = measure(None, 18_600, phase).await;
-    let tls = measure(Some(&pki), 18_601, phase).await;
+    println!(
+        "TLS cost bench: geiger dev, HTTP/1.1 keep-alive clients, {seconds} s per phase, {rounds} round(s)"
+    );
+    for round in 0..rounds {
+        // Odd rounds measure TLS first, so a drift in the machine's load
+        // shows as disagreement between rounds rather than as a TLS cost.
+        let port = 18_600 + 2 * round as u16;
+        let (plain, tls) = if round % 2 == 0 {
+            let plain = measure(None, port, phase).await;
+            (plain, measure(Some(&pki), port + 1, phase).await)
+        } else {
+            let tls = measure(Some(&pki), port + 1, phase).await;
+            (measure(None, port, phase).await, tls)
+        };
+        let order = if round % 2 == 0 {
+            "plaintext first"
+        } else {
+            "TLS first"
+        };
+        println!("\nround {} ({order})\n", round + 1);
+        print_table(&plain, &tls);
+    }
+}
+
+fn print_table(plain: &Figures, tls: &Figures) {
     println!("| figure | plaintext | TLS | TLS / plaintext |");
     println!("| --- | --- | --- | --- |");
     let row = |name: &str, p: f64, t: f64| {
