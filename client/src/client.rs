@@ -68,6 +68,7 @@ pub struct ClientBuilder {
     attempt_timeout: Duration,
     deadline: Duration,
     verify: bool,
+    extra_roots_pem: Vec<Vec<u8>>,
 }
 
 impl ClientBuilder {
@@ -86,7 +87,16 @@ impl ClientBuilder {
             attempt_timeout: Duration::from_secs(2),
             deadline: Duration::from_secs(10),
             verify: true,
+            extra_roots_pem: Vec::new(),
         }
+    }
+
+    /// Also trusts the CA certificates in `pem` (one or more), for nodes
+    /// whose certificates a private CA issued. The public web roots stay
+    /// trusted.
+    pub fn trust_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.extra_roots_pem.push(pem.into());
+        self
     }
 
     pub fn api_key(mut self, key: impl Into<String>) -> Self {
@@ -129,8 +139,18 @@ impl ClientBuilder {
     }
 
     pub(crate) fn build_with(self, lookup: Resolver) -> Result<Client, ClientError> {
+        let mut extra_roots = Vec::new();
+        for pem in &self.extra_roots_pem {
+            let roots = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| ClientError::InvalidCa(e.to_string()))?;
+            if roots.is_empty() {
+                return Err(ClientError::InvalidCa("no PEM certificate found".into()));
+            }
+            extra_roots.extend(roots);
+        }
         let settings = HttpSettings {
             attempt_timeout: self.attempt_timeout,
+            extra_roots,
         };
         let targets = Targets::new(&self.endpoints, settings, lookup).map_err(|e| {
             ClientError::Unavailable {

@@ -20,6 +20,9 @@ pub enum ClientError {
     /// A record the cluster sent does not verify. Never ignore this one.
     #[error("a record failed verification: {0}")]
     Verification(#[from] VerifyError),
+    /// A CA given to [`crate::ClientBuilder::trust_ca_pem`] is not PEM certificates.
+    #[error("the CA to trust cannot be read: {0}")]
+    InvalidCa(String),
 }
 
 /// `code_str` gives the snake_case code for messages.

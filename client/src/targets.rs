@@ -28,17 +28,23 @@ pub(crate) struct Target {
 }
 
 /// The HTTP settings every pool shares.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct HttpSettings {
     pub attempt_timeout: Duration,
+    /// Certificate authorities trusted beside the public web roots.
+    pub extra_roots: Vec<reqwest::Certificate>,
 }
 
 impl HttpSettings {
     fn builder(&self) -> reqwest::ClientBuilder {
-        reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(self.attempt_timeout)
             .connect_timeout(self.attempt_timeout.min(Duration::from_millis(500)))
-            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_idle_timeout(Duration::from_secs(30));
+        for root in &self.extra_roots {
+            builder = builder.add_root_certificate(root.clone());
+        }
+        builder
     }
 }
 
@@ -230,6 +236,7 @@ mod tests {
     fn settings() -> HttpSettings {
         HttpSettings {
             attempt_timeout: Duration::from_secs(1),
+            extra_roots: Vec::new(),
         }
     }
 

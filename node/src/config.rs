@@ -86,6 +86,49 @@ pub struct ApiSettings {
     pub anonymous_rate_burst: f64,
     /// How the public listener bounds connections.
     pub connections: ListenerSettings,
+    /// Serve the API over TLS with this certificate and key. Without it the
+    /// listener speaks plaintext HTTP, which [`ApiSettings::plaintext`] must
+    /// allow when `listen` is not a loopback address.
+    #[serde(default)]
+    pub tls: Option<TlsSettings>,
+    /// When plaintext is acceptable without `tls`: `loopback_only` (the
+    /// default: a node listening on any other address refuses to start), or
+    /// `behind_tls_terminating_load_balancer`, for a node that only a load
+    /// balancer terminating TLS can reach (a warning is logged at start).
+    pub plaintext: PlaintextPolicy,
+}
+
+/// When the public listener may speak plaintext HTTP (`api.plaintext`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlaintextPolicy {
+    LoopbackOnly,
+    BehindTlsTerminatingLoadBalancer,
+}
+
+/// The public listener's certificate (`[api.tls]`, docs/CONFIG.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM: the certificate chain, this node's certificate first.
+    pub cert_file: PathBuf,
+    /// PEM: the private key (PKCS#8, PKCS#1 or SEC1; RSA, ECDSA or Ed25519).
+    pub key_file: PathBuf,
+    /// How often the files are checked for a change; a changed pair that
+    /// loads replaces the certificate for new connections, one that does not
+    /// is logged and the certificate in use kept.
+    #[serde(default = "default_reload_check_ms")]
+    pub reload_check_ms: u64,
+    /// PEM: CA certificates that issued the members' API certificates, for
+    /// this node's own probes of other members (`/healthz`, `/metrics`),
+    /// trusted besides the public web roots. Members' certificates must
+    /// name the address they advertise.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+fn default_reload_check_ms() -> u64 {
+    5000
 }
 
 /// Bounds on every connection to a listener (docs/CONFIG.md).
@@ -197,6 +240,7 @@ rate_per_second = 500.0
 rate_burst = 1000.0
 anonymous_rate_per_second = 1000.0
 anonymous_rate_burst = 2000.0
+plaintext = "loopback_only"
 
 [api.connections]
 header_read_timeout_ms = 10000
@@ -299,6 +343,21 @@ impl NodeConfig {
             || c.max_connections_per_source == 0
         {
             return invalid("every api.connections setting must be positive");
+        }
+        if let Some(tls) = &self.api.tls {
+            if tls.reload_check_ms == 0 {
+                return invalid("api.tls.reload_check_ms must be positive");
+            }
+        } else if !self.api.listen.ip().to_canonical().is_loopback()
+            && self.api.plaintext != PlaintextPolicy::BehindTlsTerminatingLoadBalancer
+        {
+            return Err(ConfigError::Invalid(format!(
+                "refusing to serve the public API in plaintext on {}, which is not a loopback \
+                 address: set [api.tls] cert_file and key_file, or, if only a load balancer \
+                 that terminates TLS can reach this node, set \
+                 api.plaintext = \"behind_tls_terminating_load_balancer\"",
+                self.api.listen
+            )));
         }
         if self.api.workers == 0
             || self.api.queue == 0
@@ -429,5 +488,40 @@ mod tests {
             }
         }
         assert_eq!(loaded, 7, "the seven roles of the reference topology");
+    }
+
+    #[test]
+    fn plaintext_on_a_public_address_is_refused_unless_the_config_says_a_load_balancer_terminates_tls(
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let public = SECRETS.replacen("[api]\n", "[api]\nlisten = \"0.0.0.0:8080\"\n", 1);
+        let err = NodeConfig::load(Some(&write(dir.path(), &public)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("refusing to serve the public API in plaintext on 0.0.0.0:8080"));
+        assert!(err.contains("behind_tls_terminating_load_balancer"));
+
+        let allowed = public.replacen(
+            "[api]\n",
+            "[api]\nplaintext = \"behind_tls_terminating_load_balancer\"\n",
+            1,
+        );
+        let cfg = NodeConfig::load(Some(&write(dir.path(), &allowed))).unwrap();
+        assert_eq!(
+            cfg.api.plaintext,
+            PlaintextPolicy::BehindTlsTerminatingLoadBalancer
+        );
+
+        let loopback = NodeConfig::load(Some(&write(dir.path(), SECRETS))).unwrap();
+        assert_eq!(loopback.api.plaintext, PlaintextPolicy::LoopbackOnly);
+        assert!(loopback.api.tls.is_none());
+
+        let with_tls = public.replacen(
+            "[internal]",
+            "[api.tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n[internal]",
+            1,
+        );
+        let cfg = NodeConfig::load(Some(&write(dir.path(), &with_tls))).unwrap();
+        assert_eq!(cfg.api.tls.unwrap().reload_check_ms, 5000);
     }
 }

@@ -80,9 +80,12 @@ pub async fn start(listen: SocketAddr, data_dir: PathBuf) -> Result<RunningDev, 
     private_files::private_dir(&data_dir)?;
     let internal = free_port()?;
     // The embedded defaults, with secrets of this dev data directory's own.
+    // `api.listen` as an override, so that the plaintext rule (config.rs)
+    // judges the address actually served.
     let mut config = NodeConfig::load_with(
         None,
         &[
+            ("api.listen", listen.to_string()),
             ("api.admin_token", dev_secret(&data_dir, "admin-token")?),
             (
                 "internal.cluster_secret",
@@ -91,7 +94,6 @@ pub async fn start(listen: SocketAddr, data_dir: PathBuf) -> Result<RunningDev, 
         ],
     )?;
     config.data_dir = data_dir.join("ledger");
-    config.api.listen = listen;
     config.internal.listen = internal;
     config.bootstrap = vec![BootstrapMember {
         id: config.node_id,
@@ -159,7 +161,13 @@ pub async fn start(listen: SocketAddr, data_dir: PathBuf) -> Result<RunningDev, 
         other => return Err(DevError::NotReady(format!("creating a chain: {other:?}"))),
     };
 
-    let url = format!("http://{listen}");
+    // Plaintext on loopback by default; TLS when `GEIGER_API__TLS__*` set it.
+    let scheme = if node.config.api.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let url = format!("{scheme}://{listen}");
     println!(
         "\ngeiger dev is running at {url}  (data in {dir}; Ctrl-C stops it)\n\
          \n  API key     {api_key}\n  admin token {admin_token}\n  device      {device_id} (simulated, {device_addr})\n  chain       {chain} (ready for its first draw)\n\

@@ -11,7 +11,8 @@
 //! - [`links`]: the hardware links: ownership, sessions, lease renewal,
 //!   ingestion.
 //! - [`metrics`]: the Prometheus exposition promised in docs/METRICS.md.
-//! - [`listener`]: the public accept loop that bounds every connection.
+//! - [`listener`]: the public accept loop that bounds every connection, and TLS.
+//! - [`peer_api`]: how a node reaches other members' public API for its probes.
 //! - [`auth`]: customer keys, cached, with shared catch-ups for unknown ones.
 //! - [`rate_limit`]: token buckets, per customer and per source address.
 //! - [`private_files`]: secret files and data directories, owner-only.
@@ -30,6 +31,7 @@ pub mod links;
 pub mod listener;
 pub mod metrics;
 pub mod node;
+pub mod peer_api;
 pub mod private_files;
 pub mod rate_limit;
 pub mod restore;

@@ -35,6 +35,10 @@ pub enum NodeError {
     },
     #[error("actors: {0}")]
     Actors(String),
+    #[error("public API certificate: {0}")]
+    Tls(#[from] crate::listener::tls::TlsError),
+    #[error(transparent)]
+    PeerApi(#[from] crate::peer_api::PeerApiError),
     #[error(transparent)]
     PrivateFile(#[from] crate::private_files::PrivateFileError),
 }
@@ -67,6 +71,22 @@ impl Node {
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
         let config = Arc::new(config);
         let metrics = NodeMetrics::new(config.node_id);
+        // Before anything else starts: a bad certificate stops the node here.
+        let tls = match &config.api.tls {
+            Some(settings) => Some(crate::listener::tls::ServerTls::start(settings, &metrics)?),
+            None => {
+                if !config.api.listen.ip().to_canonical().is_loopback() {
+                    // Only reachable with `api.plaintext` set (config.rs).
+                    tracing::warn!(
+                        api = %config.api.listen,
+                        "serving the public API in plaintext on a non-loopback address: \
+                         api.plaintext says a load balancer terminates TLS in front of this node"
+                    );
+                }
+                None
+            }
+        };
+        let peers = crate::peer_api::PeerApi::from_config(&config)?;
         let member = Member {
             rpc_addr: config.internal_advertise(),
             api_addr: config.api_advertise(),
@@ -129,6 +149,7 @@ impl Node {
                 ledger: ledger.clone(),
                 settings: view_settings,
                 publish: publish_view,
+                peers: peers.clone(),
             }),
         )?;
         start(
@@ -171,6 +192,7 @@ impl Node {
                 },
                 metrics: metrics.clone(),
                 view,
+                peers: peers.clone(),
             }),
         )?;
 
@@ -190,6 +212,12 @@ impl Node {
             workers,
             readiness,
         };
+        if let Some(tls) = &tls {
+            servers.push(tokio::spawn(crate::listener::tls::watch(
+                tls.clone(),
+                state.metrics.clone(),
+            )));
+        }
         let api_listener = TcpListener::bind(config.api.listen)
             .await
             .map_err(|source| NodeError::Listen {
@@ -200,6 +228,7 @@ impl Node {
             api_listener,
             api::router(state.clone()),
             (&config.api.connections).into(),
+            tls,
             state.metrics.clone(),
         )));
         tracing::info!(api = %config.api.listen, internal = %config.internal.listen, "node listening");

@@ -21,6 +21,10 @@ pub struct VerifyArgs {
     /// The record named as `previous`, to check the link to it as well.
     #[arg(long)]
     pub previous: Option<PathBuf>,
+    /// PEM file of a private CA to trust when `--keys` is an `https://`
+    /// URL, besides the public web roots.
+    #[arg(long, env = "GEIGER_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// What the command was given, once parsed.
@@ -67,15 +71,31 @@ fn read_input(file: &str) -> anyhow::Result<String> {
     }
 }
 
-fn load_keys(source: &str) -> anyhow::Result<KeySet> {
+fn load_keys(source: &str, ca_file: Option<&std::path::Path>) -> anyhow::Result<KeySet> {
     let text = if source.starts_with("http://") || source.starts_with("https://") {
+        let mut client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30));
+        if let Some(path) = ca_file {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading the CA file {}", path.display()))?;
+            let roots = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("{} is not PEM certificates", path.display()))?;
+            if roots.is_empty() {
+                bail!("{} holds no PEM certificate", path.display());
+            }
+            for root in roots {
+                client = client.add_root_certificate(root);
+            }
+        }
+        let client = client.build()?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        runtime.block_on(async {
-            let response = reqwest::get(source).await?.error_for_status()?;
-            response.text().await
-        })?
+        runtime
+            .block_on(async {
+                let response = client.get(source).send().await?.error_for_status()?;
+                response.text().await
+            })
+            .with_context(|| format!("fetching the key set from {source}"))?
     } else {
         std::fs::read_to_string(source).with_context(|| format!("reading {source}"))?
     };
@@ -85,7 +105,7 @@ fn load_keys(source: &str) -> anyhow::Result<KeySet> {
 /// Runs the command; the exit code is 0 only when everything verifies.
 pub fn run(args: VerifyArgs) -> anyhow::Result<i32> {
     let record = parse_record(&read_input(&args.file)?)?;
-    let keys = load_keys(&args.keys)?;
+    let keys = load_keys(&args.keys, args.ca_file.as_deref())?;
     let previous = match &args.previous {
         Some(path) => Some(parse_record(&read_input(&path.to_string_lossy())?)?),
         None => None,

@@ -13,13 +13,15 @@ use tokio::task::JoinHandle;
 
 use super::{ClusterView, ProbeRound, ViewSettings};
 use crate::actors::supervisor::{spawn_linked, ChildSpec, SpawnFuture};
+use crate::peer_api::PeerApi;
 
 /// The actor that owns the view.
 pub struct ClusterViewActor {
     ledger: ControlPlane,
     settings: ViewSettings,
     publish: Arc<watch::Sender<Arc<ClusterView>>>,
-    http: reqwest::Client,
+    /// Members' public API, over TLS when this node's is.
+    peers: PeerApi,
 }
 
 pub enum ViewMsg {
@@ -112,8 +114,9 @@ impl ClusterViewActor {
         let mut probes = tokio::task::JoinSet::new();
         for (id, member) in members.into_iter().filter(|(id, _)| *id != me) {
             let request = self
-                .http
-                .get(format!("http://{}/healthz", member.api_addr))
+                .peers
+                .client()
+                .get(self.peers.url(&member.api_addr, "/healthz"))
                 .timeout(self.settings.probe_timeout)
                 .send();
             probes.spawn(async move {
@@ -209,6 +212,7 @@ pub struct ClusterViewSpec {
     pub ledger: ControlPlane,
     pub settings: ViewSettings,
     pub publish: Arc<watch::Sender<Arc<ClusterView>>>,
+    pub peers: PeerApi,
 }
 
 impl ChildSpec for ClusterViewSpec {
@@ -221,7 +225,7 @@ impl ChildSpec for ClusterViewSpec {
             ledger: self.ledger.clone(),
             settings: self.settings,
             publish: self.publish.clone(),
-            http: reqwest::Client::new(),
+            peers: self.peers.clone(),
         };
         spawn_linked(actor, supervisor)
     }
@@ -276,7 +280,7 @@ mod tests {
             ledger: ledger.clone(),
             settings: ViewSettings::for_lease(Duration::from_secs(3)),
             publish,
-            http: reqwest::Client::new(),
+            peers: PeerApi::default(),
         };
         let (actor, _) = Actor::spawn(None, actor, ()).await.unwrap();
         Replica {

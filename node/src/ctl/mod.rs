@@ -21,6 +21,10 @@ pub struct CtlArgs {
     /// The admin token (`api.admin_token` of the nodes).
     #[arg(long, env = "GEIGER_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: String,
+    /// PEM file of a private CA to trust for `https://` URLs, besides the
+    /// public web roots.
+    #[arg(long, env = "GEIGER_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: CtlCommand,
 }
@@ -104,9 +108,13 @@ pub enum KeyCommand {
 }
 
 fn client(args: &CtlArgs) -> anyhow::Result<Client> {
-    Ok(ClientBuilder::new(args.url.clone())
-        .admin_token(args.admin_token.clone())
-        .build()?)
+    let mut builder = ClientBuilder::new(args.url.clone()).admin_token(args.admin_token.clone());
+    if let Some(path) = &args.ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("reading the CA file {}: {e}", path.display()))?;
+        builder = builder.trust_ca_pem(pem);
+    }
+    Ok(builder.build()?)
 }
 
 /// Runs one command; returns the exit code.

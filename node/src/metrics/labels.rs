@@ -101,3 +101,14 @@ pub struct NoLabels {}
 pub struct ReasonLabels {
     pub reason: String,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerOutcomeLabels {
+    pub listener: String,
+    pub outcome: String,
+}

@@ -69,6 +69,16 @@ pub struct NodeMetrics {
     pub api_connections_stalled: Counter,
     pub source_rate_limited: Counter,
     pub auth_catch_ups: TotalCounter,
+    pub tls: TlsMetrics,
+}
+
+/// The public listener's TLS (listener/tls.rs); `listener` is always `api`
+/// for now, so the names hold when other listeners get TLS.
+#[derive(Debug, Default)]
+pub struct TlsMetrics {
+    pub certificate_expiry: Family<ListenerLabels, Gauge>,
+    pub certificate_reloads: Family<ListenerOutcomeLabels, Counter>,
+    pub handshakes: Family<ListenerOutcomeLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -132,6 +142,7 @@ impl NodeMetrics {
             api_connections_stalled: Counter::default(),
             source_rate_limited: Counter::default(),
             auth_catch_ups: TotalCounter::default(),
+            tls: TlsMetrics::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -332,6 +343,21 @@ impl NodeMetrics {
             m.auth_catch_ups.clone(),
         );
         r.register(
+            "geiger_tls_certificate_expiry_timestamp_seconds",
+            "The served certificate's notAfter, Unix seconds (only with TLS)",
+            m.tls.certificate_expiry.clone(),
+        );
+        r.register(
+            "geiger_tls_certificate_reloads",
+            "Certificate files that changed on disk, by outcome (ok, error: old one kept)",
+            m.tls.certificate_reloads.clone(),
+        );
+        r.register(
+            "geiger_tls_handshakes",
+            "TLS handshakes on the listener, by outcome (ok, error, timeout)",
+            m.tls.handshakes.clone(),
+        );
+        r.register(
             "geiger_node",
             "Maps this target to its Raft node ID",
             Info::new(vec![("node_id".to_string(), node_id.to_string())]),
@@ -437,12 +463,56 @@ impl NodeMetrics {
         }
     }
 
+    /// TLS is on for the public listener: its counters start at zero and
+    /// the expiry gauge shows the certificate just loaded.
+    pub fn tls_certificate_loaded(&self, not_after: i64) {
+        self.tls
+            .certificate_expiry
+            .get_or_create(&ListenerLabels {
+                listener: "api".into(),
+            })
+            .set(not_after);
+        for outcome in ["ok", "error"] {
+            self.tls
+                .certificate_reloads
+                .get_or_create_owned(&api_outcome(outcome));
+        }
+        for outcome in ["ok", "error", "timeout"] {
+            self.tls
+                .handshakes
+                .get_or_create_owned(&api_outcome(outcome));
+        }
+    }
+
+    pub fn tls_reload(&self, ok: bool) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.tls
+            .certificate_reloads
+            .get_or_create(&api_outcome(outcome))
+            .inc();
+    }
+
+    /// `outcome`: `ok`, `error` or `timeout`.
+    pub fn tls_handshake(&self, outcome: &str) {
+        self.tls
+            .handshakes
+            .get_or_create(&api_outcome(outcome))
+            .inc();
+    }
+
     /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+fn api_outcome(outcome: &str) -> ListenerOutcomeLabels {
+    ListenerOutcomeLabels {
+        listener: "api".into(),
+        outcome: outcome.into(),
     }
 }
 

@@ -23,6 +23,7 @@ pub use self::rules::{assertions, Assertion, Observations};
 use super::supervisor::{spawn_linked, ChildSpec, SpawnFuture};
 use crate::cluster_view::ViewReceiver;
 use crate::metrics::NodeMetrics;
+use crate::peer_api::PeerApi;
 
 #[derive(Clone)]
 pub struct AlertSettings {
@@ -54,8 +55,11 @@ pub struct AlertPusher {
     pub metrics: Arc<NodeMetrics>,
     /// Whether this node leads, and how many voters answer.
     pub view: ViewReceiver,
-    /// For the owners' `/metrics` and the Alertmanagers.
+    /// For the Alertmanagers.
     pub http: reqwest::Client,
+    /// Members' public API (the owners' `/metrics`), over TLS when this
+    /// node's is.
+    pub peers: PeerApi,
 }
 
 pub struct PusherState {
@@ -79,8 +83,9 @@ impl AlertPusher {
                 continue;
             };
             let req = self
-                .http
-                .get(format!("http://{}/metrics", owner.api_addr))
+                .peers
+                .client()
+                .get(self.peers.url(&owner.api_addr, "/metrics"))
                 .timeout(Duration::from_millis(500))
                 .send();
             let device = lease.device.clone();
@@ -214,6 +219,7 @@ pub struct AlertPusherSpec {
     pub settings: AlertSettings,
     pub metrics: Arc<NodeMetrics>,
     pub view: ViewReceiver,
+    pub peers: PeerApi,
 }
 
 impl ChildSpec for AlertPusherSpec {
@@ -228,6 +234,7 @@ impl ChildSpec for AlertPusherSpec {
             metrics: self.metrics.clone(),
             view: self.view.clone(),
             http: reqwest::Client::new(),
+            peers: self.peers.clone(),
         };
         spawn_linked(actor, supervisor)
     }

@@ -12,6 +12,12 @@
 //! - **A stalled connection is closed**: when no byte has moved in either
 //!   direction for the stall timeout (a client that stops reading its
 //!   response, say), the connection is dropped.
+//! - **With TLS** ([`tls`]), the handshake must finish within the header-read
+//!   timeout; ALPN then picks HTTP/2 or HTTP/1.1. Both keep connections
+//!   alive, so a client pays for one handshake, not one per request.
+//!   Under HTTP/2 the stall timeout is also the idle timeout.
+
+pub mod tls;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -31,6 +37,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+
+use self::tls::ServerTls;
 
 use crate::config::ListenerSettings;
 use crate::metrics::NodeMetrics;
@@ -139,13 +147,16 @@ impl Drop for Admitted {
     }
 }
 
-/// Serves `router` on `listener` within `limits`, until the task is aborted.
+/// Serves `router` on `listener` within `limits`, over TLS when `tls` is
+/// given, until the task is aborted.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
+    tls: Option<ServerTls>,
     metrics: Arc<NodeMetrics>,
 ) {
+    let acceptor = tls.map(|tls| tokio_rustls::TlsAcceptor::from(tls.config));
     let router = router.layer(axum::middleware::from_fn_with_state(
         limits.body_read_timeout,
         body_deadline,
@@ -174,12 +185,20 @@ pub async fn serve(
         let router = router.clone();
         let metrics = metrics.clone();
         let admission = admission.clone();
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            serve_connection(stream, peer, router, limits, &metrics).await;
+            serve_connection(stream, peer, router, limits, acceptor, &metrics).await;
             drop(admitted);
             metrics.api_connections_open.set(admission.open() as i64);
         });
     }
+}
+
+/// Which HTTP a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
 }
 
 async fn serve_connection(
@@ -187,28 +206,111 @@ async fn serve_connection(
     peer: SocketAddr,
     router: Router,
     limits: ConnectionLimits,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
     metrics: &NodeMetrics,
 ) {
     let _ = stream.set_nodelay(true);
     let started = Instant::now();
     let last_activity = Arc::new(AtomicU64::new(0));
-    let io = TokioIo::new(ActivityIo {
+    // The activity clock sits under TLS, so handshake and record bytes
+    // count as movement too.
+    let io = ActivityIo {
         inner: stream,
         started,
         last_activity: last_activity.clone(),
-    });
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .keep_alive(true);
+    };
+    let watch = Watch {
+        peer,
+        started,
+        last_activity,
+        limits,
+        metrics,
+    };
+    let Some(acceptor) = acceptor else {
+        return serve_http(io, Protocol::Http1, router, watch).await;
+    };
+    let handshake = tokio::time::timeout(limits.header_read_timeout, acceptor.accept(io)).await;
+    let tls = match handshake {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            metrics.tls_handshake("error");
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            metrics.tls_handshake("timeout");
+            tracing::debug!(%peer, "TLS handshake did not finish in time");
+            return;
+        }
+    };
+    metrics.tls_handshake("ok");
+    let protocol = match tls.get_ref().1.alpn_protocol() {
+        Some(tls::ALPN_H2) => Protocol::Http2,
+        _ => Protocol::Http1,
+    };
+    serve_http(tls, protocol, router, watch).await
+}
+
+/// What the stall watchdog of one connection needs.
+struct Watch<'a> {
+    peer: SocketAddr,
+    started: Instant,
+    last_activity: Arc<AtomicU64>,
+    limits: ConnectionLimits,
+    metrics: &'a NodeMetrics,
+}
+
+async fn serve_http<I>(io: I, protocol: Protocol, router: Router, watch: Watch<'_>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = watch.peer;
     // Handlers see the peer's address (per-source limits) as axum's
     // `ConnectInfo`.
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
         tower::ServiceExt::oneshot(router.clone(), request)
     });
-    let conn = builder.serve_connection(io, service);
+    let io = TokioIo::new(io);
+    match protocol {
+        Protocol::Http1 => {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(watch.limits.header_read_timeout)
+                .keep_alive(true);
+            watch_stalls(builder.serve_connection(io, service), watch).await;
+        }
+        Protocol::Http2 => {
+            let mut builder =
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+            // Streams per connection are bounded as connections are: the
+            // body deadline and stall timeout apply as under HTTP/1.1.
+            builder
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(MAX_H2_STREAMS);
+            watch_stalls(builder.serve_connection(io, service), watch).await;
+        }
+    }
+}
+
+/// Requests one HTTP/2 connection may have open at once.
+const MAX_H2_STREAMS: u32 = 128;
+
+/// Drives `conn` until it ends, or until no byte has moved for the stall
+/// timeout.
+async fn watch_stalls<C, E>(conn: C, watch: Watch<'_>)
+where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let Watch {
+        peer,
+        started,
+        last_activity,
+        limits,
+        metrics,
+    } = watch;
     tokio::pin!(conn);
     let check_every = (limits.stall_timeout / 4).max(Duration::from_millis(50));
     let mut ticker = tokio::time::interval(check_every);
