@@ -92,6 +92,14 @@ resource "aws_instance" "this" {
   }
 
   tags = merge(var.tags, { Name = "geiger-voter-${var.node_id}", role = "voter", zone = var.zone })
+
+  # cloud-init runs once per instance: a new release or image reaches a
+  # voter by an in-place upgrade or by replacing this one instance on
+  # purpose (terraform apply -replace=...), never by Terraform restarting
+  # every voter at once (deploy/README.md, "Rolling upgrade").
+  lifecycle {
+    ignore_changes = [user_data, ami]
+  }
 }
 
 resource "aws_volume_attachment" "data" {

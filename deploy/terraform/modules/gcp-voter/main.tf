@@ -104,6 +104,12 @@ resource "google_compute_instance" "this" {
     email  = var.service_account_email
     scopes = ["cloud-platform"]
   }
+
+  # As on AWS: a new release or image reaches a voter one at a time, on
+  # purpose (deploy/README.md, "Rolling upgrade").
+  lifecycle {
+    ignore_changes = [metadata, boot_disk]
+  }
 }
 
 # The voter as a backend of the site's load balancer: one unmanaged group
