@@ -1,4 +1,5 @@
-//! The client: endpoint rotation, the retry loop, and one method per call.
+//! The client: endpoint rotation, the retry loop, and one method per public
+//! call. Building it is in `builder`, operator calls in `admin`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use serde_json::value::RawValue;
 use tokio::sync::RwLock;
 
 use crate::error::ClientError;
-use crate::targets::{HttpSettings, Resolver, Targets};
+use crate::targets::Targets;
 use crate::REPLAY_HEADER;
 
 /// A draw as issued: the parsed, verified record and the exact bytes.
@@ -45,7 +46,7 @@ pub struct Lookup {
 
 /// When a failed attempt may be tried again on another node.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Retry {
+pub(crate) enum Retry {
     /// Reads, draws (idempotent by `previous` + `request_id`) and chain
     /// creation (by `request_id`): after any transport failure or 5xx.
     Idempotent,
@@ -55,146 +56,34 @@ enum Retry {
 }
 
 #[derive(Clone, Copy)]
-enum Auth {
+pub(crate) enum Auth {
     None,
     Customer,
     Admin,
 }
 
-pub struct ClientBuilder {
-    endpoints: Vec<String>,
-    api_key: Option<String>,
-    admin_token: Option<String>,
-    attempt_timeout: Duration,
-    deadline: Duration,
-    verify: bool,
-    extra_roots_pem: Vec<Vec<u8>>,
-}
-
-impl ClientBuilder {
-    /// `endpoints` are base URLs such as `http://127.0.0.1:8080`, or one
-    /// public name such as `https://api.geiger.example`: a name is resolved
-    /// to every address it has, and the client fails over between them
-    /// (resolving again when all have failed).
-    pub fn new<S: Into<String>>(endpoints: impl IntoIterator<Item = S>) -> Self {
-        ClientBuilder {
-            endpoints: endpoints
-                .into_iter()
-                .map(|e| e.into().trim_end_matches('/').to_string())
-                .collect(),
-            api_key: None,
-            admin_token: None,
-            attempt_timeout: Duration::from_secs(2),
-            deadline: Duration::from_secs(10),
-            verify: true,
-            extra_roots_pem: Vec::new(),
-        }
-    }
-
-    /// Also trusts the CA certificates in `pem` (one or more), for nodes
-    /// whose certificates a private CA issued. The public web roots stay
-    /// trusted.
-    pub fn trust_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
-        self.extra_roots_pem.push(pem.into());
-        self
-    }
-
-    pub fn api_key(mut self, key: impl Into<String>) -> Self {
-        self.api_key = Some(key.into());
-        self
-    }
-
-    pub fn admin_token(mut self, token: impl Into<String>) -> Self {
-        self.admin_token = Some(token.into());
-        self
-    }
-
-    /// One attempt on one node.
-    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
-        self.attempt_timeout = timeout;
-        self
-    }
-
-    /// All attempts of one call together.
-    pub fn deadline(mut self, deadline: Duration) -> Self {
-        self.deadline = deadline;
-        self
-    }
-
-    /// Skips verification of received records (for load tests that verify
-    /// later, in bulk). On by default.
-    pub fn verify(mut self, verify: bool) -> Self {
-        self.verify = verify;
-        self
-    }
-
-    pub fn build(self) -> Result<Client, ClientError> {
-        if self.endpoints.is_empty() {
-            return Err(ClientError::Unavailable {
-                attempts: 0,
-                last: "no endpoints given".into(),
-            });
-        }
-        self.build_with(Resolver::System)
-    }
-
-    pub(crate) fn build_with(self, lookup: Resolver) -> Result<Client, ClientError> {
-        let mut extra_roots = Vec::new();
-        for pem in &self.extra_roots_pem {
-            let roots = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| ClientError::InvalidCa(e.to_string()))?;
-            if roots.is_empty() {
-                return Err(ClientError::InvalidCa("no PEM certificate found".into()));
-            }
-            extra_roots.extend(roots);
-        }
-        let settings = HttpSettings {
-            attempt_timeout: self.attempt_timeout,
-            extra_roots,
-        };
-        let targets = Targets::new(&self.endpoints, settings, lookup).map_err(|e| {
-            ClientError::Unavailable {
-                attempts: 0,
-                last: e.to_string(),
-            }
-        })?;
-        Ok(Client {
-            inner: Arc::new(Inner {
-                next: AtomicUsize::new(rand::thread_rng().next_u32() as usize),
-                endpoints: self.endpoints,
-                targets,
-                api_key: self.api_key,
-                admin_token: self.admin_token,
-                deadline: self.deadline,
-                verify: self.verify,
-                keys: RwLock::new(None),
-            }),
-        })
-    }
-}
-
-struct Inner {
-    endpoints: Vec<String>,
-    targets: Targets,
-    api_key: Option<String>,
-    admin_token: Option<String>,
-    deadline: Duration,
-    verify: bool,
-    next: AtomicUsize,
-    keys: RwLock<Option<KeySet>>,
+pub(crate) struct Inner {
+    pub(crate) endpoints: Vec<String>,
+    pub(crate) targets: Targets,
+    pub(crate) api_key: Option<String>,
+    pub(crate) admin_token: Option<String>,
+    pub(crate) deadline: Duration,
+    pub(crate) verify: bool,
+    pub(crate) next: AtomicUsize,
+    pub(crate) keys: RwLock<Option<KeySet>>,
 }
 
 /// A successful HTTP exchange (any status the caller must interpret).
-struct Answer {
-    status: StatusCode,
-    replayed: bool,
-    body: Vec<u8>,
-    endpoint: String,
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) replayed: bool,
+    pub(crate) body: Vec<u8>,
+    pub(crate) endpoint: String,
 }
 
 #[derive(Clone)]
 pub struct Client {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl Client {
@@ -215,7 +104,7 @@ impl Client {
             .collect()
     }
 
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         path: &str,
@@ -323,7 +212,7 @@ impl Client {
         }
     }
 
-    fn api_error(answer: &Answer) -> ClientError {
+    pub(crate) fn api_error(answer: &Answer) -> ClientError {
         match serde_json::from_slice::<ErrorBody>(&answer.body) {
             Ok(body) => match (body.error.code, body.error.existing_id) {
                 (ErrorCode::PreviousAlreadyUsed, Some(existing)) => {
@@ -345,14 +234,14 @@ impl Client {
         }
     }
 
-    fn parse<T: for<'de> Deserialize<'de>>(answer: &Answer) -> Result<T, ClientError> {
+    pub(crate) fn parse<T: for<'de> Deserialize<'de>>(answer: &Answer) -> Result<T, ClientError> {
         serde_json::from_slice(&answer.body).map_err(|e| ClientError::Protocol {
             endpoint: answer.endpoint.clone(),
             detail: e.to_string(),
         })
     }
 
-    async fn expect(
+    pub(crate) async fn expect(
         &self,
         method: Method,
         path: &str,
@@ -528,108 +417,6 @@ impl Client {
             .await?;
         Self::parse(&answer)
     }
-
-    /// An operator GET (`/v1/cluster/status`, ...), as JSON.
-    pub async fn admin_get(&self, path: &str) -> Result<serde_json::Value, ClientError> {
-        let answer = self
-            .expect(
-                Method::GET,
-                path,
-                None,
-                Auth::Admin,
-                Retry::Idempotent,
-                StatusCode::OK,
-            )
-            .await?;
-        Self::parse(&answer)
-    }
-
-    /// An operator POST; any 2xx means it worked.
-    pub async fn admin_post(
-        &self,
-        path: &str,
-        body: &serde_json::Value,
-    ) -> Result<serde_json::Value, ClientError> {
-        let body = serde_json::to_vec(body).expect("JSON serialises");
-        self.admin_call(Method::POST, path, Some(body)).await
-    }
-
-    /// An operator GET whose body is streamed into `out` (backups); returns
-    /// the bytes written and the response headers. One node, no retries: a
-    /// half-written download is not resumable.
-    pub async fn admin_download(
-        &self,
-        path: &str,
-        out: &mut (impl tokio::io::AsyncWrite + Unpin),
-    ) -> Result<(u64, reqwest::header::HeaderMap), ClientError> {
-        use tokio::io::AsyncWriteExt;
-        let inner = &self.inner;
-        let targets = inner.targets.get().await;
-        if targets.is_empty() {
-            return Err(ClientError::Unavailable {
-                attempts: 0,
-                last: format!("no address for {}", inner.endpoints.join(", ")),
-            });
-        }
-        let target = &targets[inner.next.fetch_add(1, Ordering::Relaxed) % targets.len()];
-        let endpoint = &target.label;
-        let failed = |e: String| ClientError::Unavailable {
-            attempts: 1,
-            last: format!("{endpoint}: {e}"),
-        };
-        let mut response = target
-            .http
-            .get(format!("{}{path}", target.base))
-            .bearer_auth(inner.admin_token.as_deref().unwrap_or(""))
-            // A large ledger takes a while: no per-attempt timeout here.
-            .timeout(Duration::from_secs(24 * 3600))
-            .send()
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-        if !response.status().is_success() {
-            let status = response.status();
-            let body = response.bytes().await.map_err(|e| failed(e.to_string()))?;
-            return Err(Self::api_error(&Answer {
-                status,
-                replayed: false,
-                body: body.to_vec(),
-                endpoint: endpoint.clone(),
-            }));
-        }
-        let headers = response.headers().clone();
-        let mut written = 0u64;
-        while let Some(chunk) = response.chunk().await.map_err(|e| failed(e.to_string()))? {
-            out.write_all(&chunk)
-                .await
-                .map_err(|e| failed(e.to_string()))?;
-            written += chunk.len() as u64;
-        }
-        out.flush().await.map_err(|e| failed(e.to_string()))?;
-        Ok((written, headers))
-    }
-
-    /// An operator DELETE; any 2xx means it worked.
-    pub async fn admin_delete(&self, path: &str) -> Result<serde_json::Value, ClientError> {
-        self.admin_call(Method::DELETE, path, None).await
-    }
-
-    async fn admin_call(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<serde_json::Value, ClientError> {
-        let answer = self
-            .send(method, path, body, Auth::Admin, Retry::ConnectOnly)
-            .await?;
-        if !answer.status.is_success() {
-            return Err(Self::api_error(&answer));
-        }
-        if answer.body.is_empty() {
-            return Ok(serde_json::Value::Null);
-        }
-        Self::parse(&answer)
-    }
 }
 
 /// 128 random bits, hex: a client idempotency key no other request shares.
@@ -648,6 +435,8 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
+    use crate::targets::Resolver;
+    use crate::ClientBuilder;
 
     /// A real HTTP/1.1 listener on 127.0.0.1 answering every request with
     /// `{"served": true}`; returns its port.

@@ -9,11 +9,14 @@
 //! chain and draw received is verified (signature, ID, re-derivation)
 //! against the cluster's published keys before it is returned.
 
+mod admin;
+mod builder;
 mod client;
 mod error;
 mod targets;
 
-pub use client::{Client, ClientBuilder, Issued, IssuedChain, Lookup};
+pub use builder::ClientBuilder;
+pub use client::{Client, Issued, IssuedChain, Lookup};
 pub use error::ClientError;
 
 /// The header a node sets on a 201 that replays an earlier identical draw.
