@@ -14,74 +14,44 @@
 //! `BENCH_BINARIES=before=/tmp/geiger-before,after=target/release/geiger cargo bench -p geiger-node --bench slow_loris`
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use geiger_testkit::launcher::DevProcess;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpSocket;
 
 const API_KEY: &str = "gk_00000000000000000000000000000000000000000000000000000000000000b7";
 
-struct Dev {
-    child: Child,
-    _dir: tempfile::TempDir,
-    url: String,
-    addr: SocketAddr,
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_dev(binary: &str, port: u16) -> Dev {
-    let dir = tempfile::tempdir().unwrap();
+async fn start_dev(binary: &str, port: u16) -> DevProcess {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let child = Command::new(binary)
-        .args(["dev", "--listen", &addr.to_string(), "--data-dir"])
-        .arg(dir.path().join("data"))
-        .env("GEIGER_DEV_API_KEY", API_KEY)
-        .env("GEIGER_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("geiger dev starts");
-    let url = format!("http://{addr}");
-    let http = reqwest::Client::new();
-    let started = Instant::now();
-    loop {
-        if let Ok(r) = http.get(format!("{url}/readyz")).send().await {
-            if r.status() == 200 {
-                break;
-            }
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "{binary} not ready"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Dev {
-        child,
-        _dir: dir,
-        url,
+    let dev = DevProcess::start(
+        std::path::Path::new(binary),
+        tempfile::tempdir().unwrap(),
         addr,
-    }
+        API_KEY,
+        &[],
+    )
+    .expect("geiger dev starts");
+    dev.wait_ready(&reqwest::Client::new(), &url(&dev), Duration::from_secs(60))
+        .await;
+    dev
+}
+
+fn url(dev: &DevProcess) -> String {
+    format!("http://{}", dev.addr)
 }
 
 /// Chained draws for `for_how_long`; the latency of each, sorted.
-async fn honest_draws(dev: &Dev, for_how_long: Duration) -> Vec<Duration> {
+async fn honest_draws(dev: &DevProcess, for_how_long: Duration) -> Vec<Duration> {
     let http = reqwest::Client::builder()
         .local_address(std::net::IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)))
         .build()
         .unwrap();
     let chain: Value = http
-        .post(format!("{}/v1/chains", dev.url))
+        .post(format!("{}/v1/chains", url(dev)))
         .bearer_auth(API_KEY)
         .json(&json!({ "tag": "honest" }))
         .send()
@@ -96,7 +66,7 @@ async fn honest_draws(dev: &Dev, for_how_long: Duration) -> Vec<Duration> {
     while Instant::now() < until {
         let started = Instant::now();
         let reply = http
-            .post(format!("{}/v1/draws", dev.url))
+            .post(format!("{}/v1/draws", url(dev)))
             .bearer_auth(API_KEY)
             .json(&json!({
                 "previous": previous,

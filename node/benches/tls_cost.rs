@@ -13,26 +13,20 @@
 //! (`BENCH_SECONDS`, default 10, sets each phase's length; `BENCH_ROUNDS`,
 //! default 1, repeats the pair, alternating which mode goes first).
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use geiger_testkit::launcher::DevProcess;
 use serde_json::{json, Value};
 
 const API_KEY: &str = "gk_00000000000000000000000000000000000000000000000000000000000000d1";
 
+/// A `geiger dev` and the base URL it serves.
 struct Dev {
-    child: Child,
-    _dir: tempfile::TempDir,
+    process: DevProcess,
     url: String,
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A CA and a certificate for 127.0.0.1 it issued, as PEM.
@@ -63,43 +57,36 @@ fn pki() -> Pki {
 async fn start_dev(port: u16, tls: Option<&Pki>) -> Dev {
     let dir = tempfile::tempdir().unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_geiger"));
-    cmd.args(["dev", "--listen", &addr.to_string(), "--data-dir"])
-        .arg(dir.path().join("data"))
-        .env("GEIGER_DEV_API_KEY", API_KEY)
-        .env("GEIGER_LOG", "warn")
-        // The bench measures transport, not the rate limits.
-        .env("GEIGER_API__RATE_PER_SECOND", "1000000")
-        .env("GEIGER_API__RATE_BURST", "1000000")
-        .env("GEIGER_API__ANONYMOUS_RATE_PER_SECOND", "1000000")
-        .env("GEIGER_API__ANONYMOUS_RATE_BURST", "1000000")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    // The bench measures transport, not the rate limits.
+    let mut env: Vec<(&str, OsString)> = [
+        "GEIGER_API__RATE_PER_SECOND",
+        "GEIGER_API__RATE_BURST",
+        "GEIGER_API__ANONYMOUS_RATE_PER_SECOND",
+        "GEIGER_API__ANONYMOUS_RATE_BURST",
+    ]
+    .into_iter()
+    .map(|k| (k, OsString::from("1000000")))
+    .collect();
     if let Some(pki) = tls {
         std::fs::write(dir.path().join("api.crt"), &pki.cert_pem).unwrap();
         std::fs::write(dir.path().join("api.key"), &pki.key_pem).unwrap();
-        cmd.env("GEIGER_API__TLS__CERT_FILE", dir.path().join("api.crt"))
-            .env("GEIGER_API__TLS__KEY_FILE", dir.path().join("api.key"));
+        env.push((
+            "GEIGER_API__TLS__CERT_FILE",
+            dir.path().join("api.crt").into(),
+        ));
+        env.push((
+            "GEIGER_API__TLS__KEY_FILE",
+            dir.path().join("api.key").into(),
+        ));
     }
-    let child = cmd.spawn().expect("geiger dev starts");
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_geiger"));
+    let process = DevProcess::start(binary, dir, addr, API_KEY, &env).expect("geiger dev starts");
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let dev = Dev {
-        child,
-        _dir: dir,
-        url: format!("{scheme}://{addr}"),
-    };
-    let http = client(tls);
-    let started = Instant::now();
-    loop {
-        if let Ok(r) = http.get(format!("{}/readyz", dev.url)).send().await {
-            if r.status() == 200 {
-                break;
-            }
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "not ready");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    dev
+    let url = format!("{scheme}://{addr}");
+    process
+        .wait_ready(&client(tls), &url, Duration::from_secs(60))
+        .await;
+    Dev { process, url }
 }
 
 fn client(tls: Option<&Pki>) -> reqwest::Client {
@@ -265,7 +252,7 @@ struct Figures {
 
 async fn measure(tls: Option<&Pki>, port: u16, phase: Duration) -> Figures {
     let dev = start_dev(port, tls).await;
-    let pid = dev.child.id();
+    let pid = dev.process.pid();
     let http = client(tls);
     let requests = "geiger_http_requests_total";
     let handshakes = "geiger_tls_handshakes_total{listener=\"api\",outcome=\"ok\"}";

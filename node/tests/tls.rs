@@ -10,13 +10,14 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use geiger_client::ClientBuilder;
 use geiger_protocol::{DrawRequest, Spec};
+use geiger_testkit::launcher::DevProcess;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use serde_json::{json, Value};
 
@@ -95,17 +96,10 @@ fn free_port() -> u16 {
 
 /// A running `geiger dev` serving TLS with the files in its directory.
 struct Dev {
-    child: Child,
-    dir: tempfile::TempDir,
+    process: DevProcess,
+    dir: PathBuf,
     addr: SocketAddr,
     ca_pem: String,
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Dev {
@@ -114,19 +108,19 @@ impl Dev {
     }
 
     fn cert_file(&self) -> PathBuf {
-        self.dir.path().join("api.crt")
+        self.dir.join("api.crt")
     }
 
     fn key_file(&self) -> PathBuf {
-        self.dir.path().join("api.key")
+        self.dir.join("api.key")
     }
 
     fn ca_file(&self) -> PathBuf {
-        self.dir.path().join("ca.pem")
+        self.dir.join("ca.pem")
     }
 
     fn admin_token(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("data/admin-token"))
+        std::fs::read_to_string(self.dir.join("data/admin-token"))
             .unwrap()
             .trim()
             .to_string()
@@ -166,21 +160,23 @@ async fn start_dev(pki: &Pki, cert: &Issued) -> Dev {
     std::fs::write(dir.path().join("api.crt"), &cert.cert_pem).unwrap();
     std::fs::write(dir.path().join("api.key"), &cert.key_pem).unwrap();
     std::fs::write(dir.path().join("ca.pem"), pki.ca_pem()).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_geiger"))
-        .args(["dev", "--listen", &addr.to_string(), "--data-dir"])
-        .arg(dir.path().join("data"))
-        .env("GEIGER_DEV_API_KEY", API_KEY)
-        .env("GEIGER_API__TLS__CERT_FILE", dir.path().join("api.crt"))
-        .env("GEIGER_API__TLS__KEY_FILE", dir.path().join("api.key"))
-        .env("GEIGER_API__TLS__RELOAD_CHECK_MS", "100")
-        .env("GEIGER_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("geiger dev starts");
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_geiger"));
+    let env: [(&str, std::ffi::OsString); 3] = [
+        (
+            "GEIGER_API__TLS__CERT_FILE",
+            dir.path().join("api.crt").into(),
+        ),
+        (
+            "GEIGER_API__TLS__KEY_FILE",
+            dir.path().join("api.key").into(),
+        ),
+        ("GEIGER_API__TLS__RELOAD_CHECK_MS", "100".into()),
+    ];
+    let dir_path = dir.path().to_path_buf();
+    let process = DevProcess::start(binary, dir, addr, API_KEY, &env).expect("geiger dev starts");
     let dev = Dev {
-        child,
-        dir,
+        process,
+        dir: dir_path,
         addr,
         ca_pem: pki.ca_pem(),
     };
@@ -189,19 +185,9 @@ async fn start_dev(pki: &Pki, cert: &Issued) -> Dev {
         .danger_accept_invalid_certs(true)
         .build()
         .unwrap();
-    let started = Instant::now();
-    loop {
-        if let Ok(r) = http.get(format!("{}/readyz", dev.url())).send().await {
-            if r.status() == 200 {
-                break;
-            }
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "geiger dev not ready over TLS"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    dev.process
+        .wait_ready(&http, &dev.url(), Duration::from_secs(60))
+        .await;
     dev
 }
 
@@ -528,7 +514,7 @@ async fn geiger_verify_geiger_ctl_and_the_sdk_work_against_a_tls_node_with_a_pri
         .bytes()
         .await
         .unwrap();
-    let lookup_file = dev.dir.path().join("lookup.json");
+    let lookup_file = dev.dir.join("lookup.json");
     std::fs::write(&lookup_file, &lookup).unwrap();
     let keys_url = format!("{}/v1/keys", dev.url());
     let verify = |ca: Option<&Path>| {

@@ -2,18 +2,21 @@
 //! on loopback, for the node's end-to-end tests, its benchmarks and the
 //! fault harness. One implementation of what they all need: free ports
 //! ([`ports`]), node config files and node processes ([`node`]), device
-//! agents ([`device`]), signals, and log tails.
+//! agents ([`device`]), single-node `geiger dev` processes ([`dev`]),
+//! signals, and log tails.
 //!
 //! Each caller keeps its own orchestration on top (the tests' small
 //! cluster, the harness's proxied multi-zone one); how a process is
 //! configured, started, signalled, stopped and read back lives here.
 
+pub mod dev;
 pub mod device;
 pub mod node;
 pub mod ports;
 
 use std::path::Path;
 
+pub use dev::DevProcess;
 pub use device::{device_binary, DeviceProcess};
 pub use node::{BootstrapMember, NodeConfig, NodeProcess};
 pub use ports::free_port;
