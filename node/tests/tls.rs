@@ -161,7 +161,7 @@ async fn start_dev(pki: &Pki, cert: &Issued) -> Dev {
     std::fs::write(dir.path().join("api.key"), &cert.key_pem).unwrap();
     std::fs::write(dir.path().join("ca.pem"), pki.ca_pem()).unwrap();
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_geiger"));
-    let env: [(&str, std::ffi::OsString); 3] = [
+    let env: [(&str, std::ffi::OsString); 5] = [
         (
             "GEIGER_API__TLS__CERT_FILE",
             dir.path().join("api.crt").into(),
@@ -171,6 +171,11 @@ async fn start_dev(pki: &Pki, cert: &Issued) -> Dev {
             dir.path().join("api.key").into(),
         ),
         ("GEIGER_API__TLS__RELOAD_CHECK_MS", "100".into()),
+        // These tests load one node from one address without a key (the
+        // rotation test opens a connection per request); they measure TLS,
+        // not the per-source share, which tests/unauthenticated.rs covers.
+        ("GEIGER_API__ANONYMOUS_RATE_PER_SECOND", "1000000".into()),
+        ("GEIGER_API__ANONYMOUS_RATE_BURST", "1000000".into()),
     ];
     let dir_path = dir.path().to_path_buf();
     let process = DevProcess::start(binary, dir, addr, API_KEY, &env).expect("geiger dev starts");
