@@ -231,6 +231,11 @@ async fn compare(acked: &Path, nodes: &[String]) -> Result<(), Box<dyn std::erro
         nodes.len()
     );
     if mismatches + errors > 0 {
+        // The first few go to the output too, so a CI log shows the cause.
+        let details = std::fs::read_to_string(&mismatch_log).unwrap_or_default();
+        for line in details.lines().take(5) {
+            eprintln!("  {line}");
+        }
         eprintln!("details in {}", mismatch_log.display());
         std::process::exit(1);
     }

@@ -153,7 +153,21 @@ impl Client {
                 Ok(response) => {
                     let status = response.status();
                     let replayed = response.headers().contains_key(REPLAY_HEADER);
+                    let wait = retry_after(&response);
                     match response.bytes().await {
+                        // Refused before anything happened (a rate limit):
+                        // safe to send again for every kind of call, after
+                        // the wait the node asked for, if the deadline
+                        // leaves room for it.
+                        Ok(bytes)
+                            if status == StatusCode::TOO_MANY_REQUESTS
+                                && started.elapsed() + wait < inner.deadline =>
+                        {
+                            tracing::debug!(%endpoint, ?wait, "rate limited; waiting as asked");
+                            drop(bytes);
+                            tokio::time::sleep(wait).await;
+                            continue;
+                        }
                         Ok(bytes) if !status.is_server_error() => {
                             return Ok(Answer {
                                 status,
@@ -419,6 +433,18 @@ impl Client {
     }
 }
 
+/// How long a 429 asks the caller to wait (`Retry-After` in seconds;
+/// one second when absent or unreadable, at most a minute).
+fn retry_after(response: &reqwest::Response) -> Duration {
+    let seconds = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(1);
+    Duration::from_secs(seconds.min(60))
+}
+
 /// 128 random bits, hex: a client idempotency key no other request shares.
 fn random_request_id() -> String {
     let mut id = [0u8; 16];
@@ -467,6 +493,76 @@ mod tests {
             }
         });
         port
+    }
+
+    /// Answers the first `refusals` requests with 429 and `Retry-After: 1`,
+    /// then `{"served": true}`; returns its port and the request count.
+    async fn rate_limited_server(refusals: usize) -> (u16, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    while let Ok(n) = socket.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        let (head, body): (&str, &[u8]) =
+                            if counter.fetch_add(1, Ordering::SeqCst) < refusals {
+                                (
+                                    "429 Too Many Requests\r\nretry-after: 1",
+                                    br#"{"error":{"code":"rate_limited","message":"slow down"}}"#,
+                                )
+                            } else {
+                                ("200 OK", br#"{"served":true}"#)
+                            };
+                        let head = format!(
+                            "HTTP/1.1 {head}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                            body.len()
+                        );
+                        if socket.write_all(head.as_bytes()).await.is_err()
+                            || socket.write_all(body).await.is_err()
+                        {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        (port, seen)
+    }
+
+    #[tokio::test]
+    async fn a_rate_limited_call_waits_as_asked_and_is_sent_again() {
+        let (port, seen) = rate_limited_server(1).await;
+        let client = ClientBuilder::new([format!("http://127.0.0.1:{port}")])
+            .deadline(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let started = Instant::now();
+        let answer = client.get_json("/anything").await.unwrap();
+        assert_eq!(answer["served"], true);
+        assert_eq!(seen.load(Ordering::SeqCst), 2);
+        assert!(started.elapsed() >= Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn a_rate_limit_longer_than_the_deadline_is_returned_to_the_caller() {
+        let (port, seen) = rate_limited_server(usize::MAX).await;
+        let client = ClientBuilder::new([format!("http://127.0.0.1:{port}")])
+            .deadline(Duration::from_millis(500))
+            .build()
+            .unwrap();
+        match client.get_json("/anything").await {
+            Err(ClientError::Api { status, .. }) => assert_eq!(status, 429),
+            other => panic!("expected the 429, got {other:?}"),
+        }
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
     }
 
     fn table(ips: &[&str]) -> Arc<Mutex<HashMap<String, Vec<IpAddr>>>> {
