@@ -80,7 +80,7 @@ fn main() {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(32);
-        let mut sm = StateMachine::open(dir.path(), cache_mb << 20).expect("open");
+        let mut sm = StateMachine::open(dir.path(), cache_mb << 20, None).expect("open");
         let mut index = 0;
         let mut next = |commands| {
             index += 1;

@@ -112,6 +112,9 @@ pub struct ControlPlaneConfig {
     /// redb page cache per database, bytes. Bounds resident memory no matter
     /// how large the ledger grows.
     pub cache_bytes: usize,
+    /// Seals signing secrets in the ledger, the log and snapshots (the same
+    /// on every member). `None`: they are kept in plaintext.
+    pub key_encryption_key: Option<crate::key_encryption::KeyEncryptionKey>,
 }
 
 impl ControlPlaneConfig {
@@ -129,6 +132,7 @@ impl ControlPlaneConfig {
             max_inflight_batches: 4,
             batch_linger: Duration::from_millis(1),
             cache_bytes: 32 << 20,
+            key_encryption_key: None,
         }
     }
 

@@ -77,7 +77,11 @@ impl ControlPlane {
         std::fs::create_dir_all(data_dir)?;
         let raft_config = Arc::new(config.raft_config()?);
         let log = LogStore::open(&data_dir.join("raft-log.redb"), config.cache_bytes)?;
-        let sm = StateMachine::open(data_dir, config.cache_bytes)?;
+        let sm = StateMachine::open(
+            data_dir,
+            config.cache_bytes,
+            config.key_encryption_key.clone(),
+        )?;
         let shared = sm.shared();
         let client = RpcClient::new(&config.cluster_secret)?;
         let network = Network {
@@ -188,10 +192,21 @@ impl ControlPlane {
         }
     }
 
-    /// Replaces the signing key with a fresh one; returns its key id.
+    /// Replaces the signing key with a fresh one; returns its key id. With
+    /// a key-encryption key, the secret leaves this function only sealed.
     pub async fn rotate_key(&self) -> Result<String, Error> {
-        let secret: [u8; 32] = rand::random();
-        match self.write(Command::RotateKey { secret }).await? {
+        let secret = zeroize::Zeroizing::new(rand::random::<[u8; 32]>());
+        let command = match &self.inner.config.key_encryption_key {
+            Some(kek) => {
+                let public_key = geiger_protocol::Signer::from_secret(*secret).public_key();
+                Command::RotateSealedKey {
+                    public_key,
+                    sealed: kek.seal(&secret, &public_key),
+                }
+            }
+            None => Command::RotateKey { secret: *secret },
+        };
+        match self.write(command).await? {
             Outcome::KeyRotated { key_id } => Ok(key_id),
             Outcome::Rejected(r) => Err(Error::Rejected(r)),
             other => Err(Error::Raft(format!("unexpected outcome {other:?}"))),

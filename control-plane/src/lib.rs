@@ -9,6 +9,8 @@
 //!   cut by domain (chains and draws, the entropy pool, links and leases
 //!   with the lease plan, customers, keys, members), local reads, snapshots.
 //! - [`snapshot`]: the streamed snapshot file format.
+//! - [`key_encryption`]: the key-encryption key signing secrets are sealed
+//!   under, in the ledger, the log, snapshots and backups.
 //! - [`raft_network`]: every call between replicas over HTTP: Raft RPC,
 //!   forwarded writes, admin calls, read indexes ([`raft_network::client`]
 //!   sends, [`raft_network::server`] answers).
@@ -29,6 +31,7 @@ pub mod batcher;
 pub mod config;
 pub mod control_plane;
 mod error;
+pub mod key_encryption;
 pub mod log_store;
 pub mod memory;
 pub mod placement;

@@ -219,6 +219,14 @@ pub enum Command {
         tag: String,
         request_id: String,
     },
+    /// [`Command::RotateKey`] with the secret sealed under the cluster's
+    /// key-encryption key (`crate::key_encryption`): neither the log nor
+    /// the wire carries it in plaintext. `public_key` names the key, so
+    /// apply needs no KEK to account for it.
+    RotateSealedKey {
+        public_key: [u8; 32],
+        sealed: crate::key_encryption::SealedSecret,
+    },
 }
 
 impl Command {
@@ -232,7 +240,7 @@ impl Command {
             Command::AssignLease { .. } => "assign_lease",
             Command::RenewLease { .. } => "renew_lease",
             Command::SetMemberLabels { .. } => "set_member_labels",
-            Command::RotateKey { .. } => "rotate_key",
+            Command::RotateKey { .. } | Command::RotateSealedKey { .. } => "rotate_key",
             Command::RegisterLink { .. } => "register_link",
             Command::RemoveLink { .. } => "remove_link",
             Command::SkipChunks { .. } => "skip_chunks",

@@ -56,8 +56,8 @@ fn setup(at_ms: u64) -> Vec<Entry> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_applying_the_same_entries_produce_the_same_bytes() {
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut a = StateMachine::open(d1.path(), 4 << 20).unwrap();
-    let mut b = StateMachine::open(d2.path(), 4 << 20).unwrap();
+    let mut a = StateMachine::open(d1.path(), 4 << 20, None).unwrap();
+    let mut b = StateMachine::open(d2.path(), 4 << 20, None).unwrap();
     let out_a = a.apply(setup(1_000)).await.unwrap();
     let out_b = b.apply(setup(1_000)).await.unwrap();
     assert_eq!(out_a, out_b);
@@ -85,7 +85,7 @@ async fn two_replicas_applying_the_same_entries_produce_the_same_bytes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_stamped_before_the_last_one_is_applied_at_the_later_time() {
     let dir = tempfile::tempdir().unwrap();
-    let mut sm = StateMachine::open(dir.path(), 4 << 20).unwrap();
+    let mut sm = StateMachine::open(dir.path(), 4 << 20, None).unwrap();
     let out = sm.apply(setup(1_795_000_000_000)).await.unwrap();
     let Outcome::ChainCreated { id, .. } = &out[1].outcomes[3] else {
         panic!("{:?}", out[1]);
@@ -123,8 +123,8 @@ fn draw_on(previous: &str, request_id: Option<&str>) -> Command {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn draws_made_earlier_in_an_entry_are_visible_to_its_later_commands() {
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut one_by_one = StateMachine::open(d1.path(), 4 << 20).unwrap();
-    let mut together = StateMachine::open(d2.path(), 4 << 20).unwrap();
+    let mut one_by_one = StateMachine::open(d1.path(), 4 << 20, None).unwrap();
+    let mut together = StateMachine::open(d2.path(), 4 << 20, None).unwrap();
     let out = one_by_one.apply(setup(1_000)).await.unwrap();
     assert_eq!(out, together.apply(setup(1_000)).await.unwrap());
     let Outcome::ChainCreated { id: chain, .. } = &out[1].outcomes[3] else {
@@ -198,8 +198,8 @@ async fn draws_made_earlier_in_an_entry_are_visible_to_its_later_commands() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_of_many_draws_signs_each_as_a_lone_draw_would() {
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut lone = StateMachine::open(d1.path(), 4 << 20).unwrap();
-    let mut batched = StateMachine::open(d2.path(), 4 << 20).unwrap();
+    let mut lone = StateMachine::open(d1.path(), 4 << 20, None).unwrap();
+    let mut batched = StateMachine::open(d2.path(), 4 << 20, None).unwrap();
     let chains: Vec<Command> = (0..20)
         .map(|i| Command::CreateChain {
             customer: "cu_test".into(),
@@ -256,7 +256,7 @@ async fn a_transaction_of_many_draws_signs_each_as_a_lone_draw_would() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chain_request_id_creates_one_chain_per_customer_and_replays_it_after() {
     let dir = tempfile::tempdir().unwrap();
-    let mut sm = StateMachine::open(dir.path(), 4 << 20).unwrap();
+    let mut sm = StateMachine::open(dir.path(), 4 << 20, None).unwrap();
     sm.apply(setup(1_000)).await.unwrap();
     let create = |customer: &str, tag: &str, request_id: &str| Command::CreateChainOnce {
         customer: customer.into(),
@@ -352,8 +352,8 @@ fn reused(request_id: &str, field: &str) -> Outcome {
 async fn twin_ledgers(
     dirs: &(tempfile::TempDir, tempfile::TempDir),
 ) -> (StateMachine, StateMachine, String) {
-    let mut tested = StateMachine::open(dirs.0.path(), 4 << 20).unwrap();
-    let mut control = StateMachine::open(dirs.1.path(), 4 << 20).unwrap();
+    let mut tested = StateMachine::open(dirs.0.path(), 4 << 20, None).unwrap();
+    let mut control = StateMachine::open(dirs.1.path(), 4 << 20, None).unwrap();
     let out = tested.apply(setup(1_000)).await.unwrap();
     control.apply(setup(1_000)).await.unwrap();
     let Outcome::ChainCreated { id, .. } = &out[1].outcomes[3] else {

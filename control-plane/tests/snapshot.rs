@@ -24,7 +24,7 @@ fn entry(index: u64, commands: Vec<Command>) -> Entry {
 async fn a_snapshot_streamed_in_chunks_rebuilds_an_identical_replica() {
     let a_dir = tempfile::tempdir().unwrap();
     let b_dir = tempfile::tempdir().unwrap();
-    let mut a = StateMachine::open(a_dir.path(), 8 << 20).unwrap();
+    let mut a = StateMachine::open(a_dir.path(), 8 << 20, None).unwrap();
     let setup = vec![
         entry(1, vec![Command::RotateKey { secret: [3; 32] }]),
         entry(
@@ -87,7 +87,7 @@ async fn a_snapshot_streamed_in_chunks_rebuilds_an_identical_replica() {
     assert_eq!(snapshot.meta.last_log_id.map(|l| l.index), Some(22));
 
     // Stream it over in 1 KiB chunks, as the network would.
-    let mut b = StateMachine::open(b_dir.path(), 8 << 20).unwrap();
+    let mut b = StateMachine::open(b_dir.path(), 8 << 20, None).unwrap();
     let mut incoming = b.begin_receiving_snapshot().await.unwrap();
     let mut buf = vec![0u8; 1024];
     loop {

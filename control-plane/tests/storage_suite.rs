@@ -25,7 +25,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
         let dir = tempfile::tempdir().map_err(setup_err)?;
         let log = LogStore::open(&dir.path().join("raft-log.redb"), 4 << 20).map_err(setup_err)?;
-        let sm = StateMachine::open(dir.path(), 4 << 20).map_err(setup_err)?;
+        let sm = StateMachine::open(dir.path(), 4 << 20, None).map_err(setup_err)?;
         Ok((dir, log, sm))
     }
 }

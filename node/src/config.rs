@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use geiger_control_plane::key_encryption::{KekError, KeyEncryptionKey};
 use geiger_control_plane::Timeouts;
 use serde::Deserialize;
 
@@ -33,6 +34,7 @@ pub struct NodeConfig {
     pub raft: RaftSettings,
     pub hardware: HardwareSettings,
     pub alerts: AlertSettings,
+    pub signing: SigningSettings,
     /// The voters a brand-new cluster starts with. The member with the
     /// lowest ID among them initialises the cluster on its first start (a
     /// no-op once initialised); leave empty on nodes that join later as
@@ -199,6 +201,57 @@ impl RaftSettings {
     }
 }
 
+/// Where the key-encryption key comes from: the key the signing secrets
+/// are sealed under in the ledger, the Raft log, snapshots and backups
+/// (docs/RUNBOOK.md, "Signing keys at rest"). At most one of the two; with
+/// neither, secrets are stored in plaintext and the node warns at start.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningSettings {
+    /// A file holding the KEK as 64 hex digits, readable by the service
+    /// user only, outside the data directory.
+    pub key_encryption_key_file: String,
+    /// The KEK itself, 64 hex digits (for an environment variable,
+    /// `GEIGER_SIGNING__KEY_ENCRYPTION_KEY`, filled from a secret store).
+    pub key_encryption_key: String,
+}
+
+impl std::fmt::Debug for SigningSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningSettings")
+            .field("key_encryption_key_file", &self.key_encryption_key_file)
+            .field(
+                "key_encryption_key",
+                &if self.key_encryption_key.is_empty() {
+                    ""
+                } else {
+                    "(set)"
+                },
+            )
+            .finish()
+    }
+}
+
+impl SigningSettings {
+    /// The configured KEK, if any.
+    pub fn key_encryption_key(&self) -> Result<Option<KeyEncryptionKey>, ConfigError> {
+        let invalid = |e: KekError| ConfigError::Invalid(format!("signing: {e}"));
+        match (
+            self.key_encryption_key_file.trim(),
+            self.key_encryption_key.trim(),
+        ) {
+            ("", "") => Ok(None),
+            (path, "") => KeyEncryptionKey::from_file(Path::new(path))
+                .map(Some)
+                .map_err(invalid),
+            ("", hex) => KeyEncryptionKey::from_hex(hex).map(Some).map_err(invalid),
+            _ => Err(ConfigError::Invalid(
+                "signing: set key_encryption_key_file or key_encryption_key, not both".into(),
+            )),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HardwareSettings {
@@ -260,6 +313,10 @@ snapshot_every = 20000
 [hardware]
 pool_high_water_bytes = 16777216
 pool_low_water_bytes = 8388608
+
+[signing]
+key_encryption_key_file = ""
+key_encryption_key = ""
 
 [alerts]
 alertmanagers = []
@@ -368,6 +425,14 @@ impl NodeConfig {
                 "api.workers, api.queue, api.rate_per_second and api.anonymous_rate_per_second must be positive",
             );
         }
+        let kek_file = Path::new(self.signing.key_encryption_key_file.trim());
+        if !kek_file.as_os_str().is_empty() && kek_file.starts_with(&self.data_dir) {
+            return invalid(
+                "signing.key_encryption_key_file must be outside data_dir: a copy of the data \
+                 directory must not carry the key that opens its signing secrets",
+            );
+        }
+        self.signing.key_encryption_key()?;
         Ok(())
     }
 

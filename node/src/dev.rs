@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use geiger_control_plane::key_encryption::KeyEncryptionKey;
 use geiger_control_plane::{Command, Outcome};
 use geiger_hardware::{Agent, AgentConfig, SourceConfig};
 use rand::RngCore;
@@ -93,6 +94,18 @@ pub async fn start(listen: SocketAddr, data_dir: PathBuf) -> Result<RunningDev, 
             ),
         ],
     )?;
+    // The key-encryption key sits beside the other dev secrets, outside the
+    // ledger directory, unless one is configured already.
+    if config.signing.key_encryption_key_file.is_empty()
+        && config.signing.key_encryption_key.is_empty()
+    {
+        let path = data_dir.join("key-encryption-key");
+        if std::fs::metadata(&path).is_err() {
+            let kek = KeyEncryptionKey::generate_hex();
+            private_files::write_new_private(&path, kek.as_bytes())?;
+        }
+        config.signing.key_encryption_key_file = path.display().to_string();
+    }
     config.data_dir = data_dir.join("ledger");
     config.internal.listen = internal;
     config.bootstrap = vec![BootstrapMember {

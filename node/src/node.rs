@@ -41,6 +41,8 @@ pub enum NodeError {
     PeerApi(#[from] crate::peer_api::PeerApiError),
     #[error(transparent)]
     PrivateFile(#[from] crate::private_files::PrivateFileError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 pub struct Node {
@@ -106,6 +108,16 @@ impl Node {
         let view_settings = ViewSettings::for_lease(links.lease);
         cp.timeouts = timeouts;
         cp.snapshot_every = config.raft.snapshot_every;
+        cp.key_encryption_key = config.signing.key_encryption_key()?;
+        match &cp.key_encryption_key {
+            Some(kek) => {
+                tracing::info!(kek = %kek.id_hex(), "signing secrets sealed under the key-encryption key")
+            }
+            None => tracing::warn!(
+                "no key-encryption key (signing.key_encryption_key_file): signing secrets are \
+                 stored in plaintext in the data directory, the Raft log and backups"
+            ),
+        }
         // The ledger holds signing keys and customers' key hashes.
         crate::private_files::private_dir(&config.data_dir)?;
         let ledger = ControlPlane::open(cp, &config.data_dir).await?;

@@ -118,6 +118,7 @@ pub async fn restore(backup: &Path, config: &NodeConfig) -> anyhow::Result<Resto
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
 
+    let kek = config.signing.key_encryption_key()?;
     let (backup, state_path, voters_for_sm) = (backup.to_path_buf(), state.clone(), voters.clone());
     let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<Restored> {
         let entries = snapshot::load(&backup, &state_path, CACHE_BYTES)
@@ -126,6 +127,13 @@ pub async fn restore(backup: &Path, config: &NodeConfig) -> anyhow::Result<Resto
             .set_cache_size(CACHE_BYTES)
             .open(&state_path)
             .context("opening the restored ledger")?;
+        // The signing key comes back only with the KEK it was sealed under.
+        geiger_control_plane::state_machine::check_current_key(&db, kek.as_ref()).map_err(|e| {
+            anyhow::anyhow!(
+                "{e}: start the restore with the key-encryption key of the backed-up cluster \
+                 (signing.key_encryption_key_file; docs/RUNBOOK.md)"
+            )
+        })?;
         let mut restored = rewrite_for_new_cluster(&db, voters_for_sm)?;
         restored.entries = entries;
         Ok(restored)

@@ -203,6 +203,24 @@ pub struct KeySet {
     pub keys: Vec<KeyInfo>,
 }
 
+impl KeyInfo {
+    /// The published description of a public key (no secret needed: a
+    /// retired key's secret is erased, its public half stays).
+    pub fn for_public_key(
+        key: &VerifyingKey,
+        valid_from: String,
+        valid_until: Option<String>,
+    ) -> Self {
+        KeyInfo {
+            key_id: key_id_of(key),
+            alg: ALG_ED25519.to_string(),
+            public_key: BASE64.encode(key.as_bytes()),
+            valid_from,
+            valid_until,
+        }
+    }
+}
+
 impl KeySet {
     pub fn find(&self, key_id: &str) -> Option<&KeyInfo> {
         self.keys.iter().find(|k| k.key_id == key_id)
@@ -246,13 +264,12 @@ impl Signer {
     }
 
     pub fn key_info(&self, valid_from: String, valid_until: Option<String>) -> KeyInfo {
-        KeyInfo {
-            key_id: self.key_id.clone(),
-            alg: ALG_ED25519.to_string(),
-            public_key: BASE64.encode(self.key.verifying_key().as_bytes()),
-            valid_from,
-            valid_until,
-        }
+        KeyInfo::for_public_key(&self.key.verifying_key(), valid_from, valid_until)
+    }
+
+    /// The public half, as `VerifyingKey` bytes.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.key.verifying_key().to_bytes()
     }
 
     fn sign_bytes(&self, message: &[u8]) -> Signature {

@@ -81,7 +81,10 @@ impl Applier<'_, '_> {
                 duration_ms,
             } => self.renew_lease(device, *owner, *epoch, *duration_ms)?,
             Command::SetMemberLabels { node, member } => self.set_member_labels(*node, member)?,
-            Command::RotateKey { secret } => self.rotate_key(secret)?,
+            Command::RotateKey { secret } => self.rotate_plain_key(secret)?,
+            Command::RotateSealedKey { public_key, sealed } => {
+                self.rotate_sealed_key(public_key, sealed)?
+            }
             Command::RegisterLink {
                 device,
                 address,

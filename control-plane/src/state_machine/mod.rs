@@ -34,6 +34,7 @@ pub(crate) mod customers;
 pub(crate) mod dispatch;
 mod idempotency;
 pub(crate) mod keys;
+pub use keys::check_current_key;
 pub mod links;
 pub(crate) mod members;
 pub(crate) mod pool;
@@ -56,6 +57,7 @@ pub use self::snapshots::SnapshotBuilder;
 use self::snapshots::{current_snapshot, install, receive_into_incoming};
 use self::tables::*;
 use self::tx::{ApplyCache, ApplyError, Tx};
+use crate::key_encryption::KeyEncryptionKey;
 use crate::types::{
     BatchOutcome, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
@@ -102,6 +104,8 @@ pub struct Shared {
     db: RwLock<Arc<Database>>,
     cache_bytes: usize,
     builds: std::sync::atomic::AtomicU64,
+    /// Opens the signing secret again after a snapshot is installed.
+    kek: Option<KeyEncryptionKey>,
 }
 
 impl Shared {
@@ -179,14 +183,21 @@ fn spawn_writeback(shared: &Arc<Shared>) {
 
 impl StateMachine {
     /// Opens (or creates) the state machine under `dir`.
-    pub fn open(dir: &Path, cache_bytes: usize) -> Result<Self, crate::Error> {
+    /// `kek` opens the sealed signing secret; a node whose KEK cannot open
+    /// the current key refuses to start (it could not sign as the others
+    /// do).
+    pub fn open(
+        dir: &Path,
+        cache_bytes: usize,
+        kek: Option<KeyEncryptionKey>,
+    ) -> Result<Self, crate::Error> {
         std::fs::create_dir_all(dir.join(SNAPSHOT_DIR))?;
         // A crash mid-install leaves this behind; the old state is still whole.
         let _ = std::fs::remove_file(dir.join(INSTALLING_FILE));
         let db = open_db(&dir.join(STATE_FILE), cache_bytes)?;
         let cache = {
             let tx = db.begin_write().map_err(redb::Error::from)?;
-            let cache = ApplyCache::load(&Tx::new(&tx))
+            let cache = ApplyCache::load(&Tx::new(&tx), kek.clone())
                 .map_err(|e| crate::Error::Storage(e.to_string()))?;
             tx.abort().map_err(redb::Error::from)?;
             cache
@@ -196,6 +207,7 @@ impl StateMachine {
             db: RwLock::new(Arc::new(db)),
             cache_bytes,
             builds: std::sync::atomic::AtomicU64::new(0),
+            kek,
         });
         spawn_writeback(&shared);
         Ok(StateMachine {

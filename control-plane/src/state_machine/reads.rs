@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use geiger_protocol::record::format_timestamp;
-use geiger_protocol::{KeySet, Signer};
+use geiger_protocol::{KeyInfo, KeySet, Signer};
 use redb::{Database, ReadTransaction, ReadableTable};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -165,12 +165,29 @@ pub fn customer(db: &Database, id: &str) -> Result<Option<Customer>, ReadError> 
 /// Every signing key, public half only, oldest first.
 pub fn keys(db: &Database) -> Result<KeySet, ReadError> {
     let tx = db.begin_read().map_err(err)?;
-    let t = tx.open_table(KEYS).map_err(err)?;
     let mut keys = Vec::new();
-    for item in t.iter().map_err(err)? {
+    // Keys from before the key-encryption key (until the next rotation
+    // moves them).
+    for item in tx.open_table(KEYS).map_err(err)?.iter().map_err(err)? {
         let (_, v) = item.map_err(err)?;
         let k: StoredKey = bincode::deserialize(v.value()).map_err(err)?;
         let info = Signer::from_secret(k.secret).key_info(
+            format_timestamp(k.valid_from_ms),
+            k.valid_until_ms.map(format_timestamp),
+        );
+        keys.push((k.valid_from_ms, info));
+    }
+    for item in tx
+        .open_table(SIGNING_KEYS)
+        .map_err(err)?
+        .iter()
+        .map_err(err)?
+    {
+        let (_, v) = item.map_err(err)?;
+        let k: KeyRecord = bincode::deserialize(v.value()).map_err(err)?;
+        let public = ed25519_dalek::VerifyingKey::from_bytes(&k.public_key).map_err(err)?;
+        let info = KeyInfo::for_public_key(
+            &public,
             format_timestamp(k.valid_from_ms),
             k.valid_until_ms.map(format_timestamp),
         );

@@ -63,7 +63,8 @@ pub(super) fn install(shared: &Shared, meta: &SnapshotMeta) -> io::Result<ApplyC
     let db = open_db(&shared.dir.join(STATE_FILE), shared.cache_bytes).map_err(io::Error::other)?;
     let cache = {
         let tx = db.begin_write().map_err(io::Error::other)?;
-        let cache = ApplyCache::load(&Tx::new(&tx)).map_err(io::Error::other)?;
+        let cache =
+            ApplyCache::load(&Tx::new(&tx), shared.kek.clone()).map_err(io::Error::other)?;
         tx.abort().map_err(io::Error::other)?;
         cache
     };

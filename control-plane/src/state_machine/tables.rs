@@ -39,9 +39,14 @@ pub const QUARANTINE: Table = TableDefinition::new("quarantine");
 pub const LEASES: Table = TableDefinition::new("leases");
 /// node id (u64 BE) → [`crate::types::Member`] labels.
 pub const MEMBERS: Table = TableDefinition::new("members");
-/// key id → [`StoredKey`], including the Ed25519 secret (see the module
-/// documentation of [`crate::state_machine`] for why it is replicated).
+/// key id → [`StoredKey`], with the Ed25519 secret in plaintext: the
+/// format before the key-encryption key. Only read now; the next rotation
+/// moves every entry into [`SIGNING_KEYS`] with its secret erased.
 pub const KEYS: Table = TableDefinition::new("keys");
+/// key id → [`KeyRecord`]: every signing key, its public half, and its
+/// secret sealed under the key-encryption key while it is current (see
+/// `crate::key_encryption`; erased once it retires).
+pub const SIGNING_KEYS: Table = TableDefinition::new("signing_keys");
 /// device id → [`crate::state_machine::links::Link`]: the link registry.
 pub const LINKS: Table = TableDefinition::new("links");
 /// device id ++ 0x00 ++ first skipped seq (u64 BE) → end of the skipped
@@ -61,7 +66,7 @@ pub const CHAIN_REQUESTS: Table = TableDefinition::new("chain_requests");
 /// Every table, with the tag that names it in a snapshot file. Tags are
 /// part of the snapshot format: never reuse or renumber one. (Tag 6 was a
 /// separate successor index, retired for [`CHAIN_DRAWS`].)
-pub const ALL: [(u8, Table); 18] = [
+pub const ALL: [(u8, Table); 19] = [
     (1, META),
     (2, CUSTOMERS),
     (3, CUSTOMER_KEYS),
@@ -80,6 +85,7 @@ pub const ALL: [(u8, Table); 18] = [
     (17, PROVENANCE),
     (18, CHAIN_HEADS),
     (19, CHAIN_REQUESTS),
+    (20, SIGNING_KEYS),
 ];
 
 pub const META_LAST_APPLIED: &[u8] = b"last_applied";
@@ -178,6 +184,30 @@ pub struct QuarantinedChunk {
     pub at_ms: u64,
 }
 
+/// A signing key in [`SIGNING_KEYS`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// The Ed25519 public key (its SHA-256 names the key).
+    pub public_key: [u8; 32],
+    pub secret: KeySecret,
+    pub valid_from_ms: u64,
+    pub valid_until_ms: Option<u64>,
+}
+
+/// What the ledger keeps of a signing key's secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeySecret {
+    /// Retired: nothing signs with it again, so nothing of it is kept
+    /// (a stolen ledger cannot forge records dated in its period).
+    Erased,
+    /// Sealed under the cluster's key-encryption key.
+    Sealed(crate::key_encryption::SealedSecret),
+    /// In plaintext: a cluster run without a key-encryption key (the node
+    /// warns at start).
+    Plain([u8; 32]),
+}
+
+/// A signing key in the legacy [`KEYS`] table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredKey {
     pub secret: [u8; 32],

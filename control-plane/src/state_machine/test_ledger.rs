@@ -32,6 +32,13 @@ impl Ledger {
         }
     }
 
+    /// A ledger whose apply opens sealed signing secrets with `kek`.
+    pub fn with_kek(kek: crate::key_encryption::KeyEncryptionKey) -> Self {
+        let mut ledger = Self::new();
+        ledger.cache = ApplyCache::new(None, Some(kek));
+        ledger
+    }
+
     pub fn apply(&mut self, at_ms: u64, command: Command) -> Outcome {
         let tx = self.db.begin_write().unwrap();
         let outcome = {

@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::tables::*;
+use crate::key_encryption::KeyEncryptionKey;
 
 /// A storage failure while applying: fatal for the node (Raft stops it),
 /// never a rejection.
@@ -27,6 +28,8 @@ pub enum ApplyError {
     Encoding(#[from] bincode::Error),
     #[error("canonical JSON: {0}")]
     Canonical(#[from] geiger_protocol::canonical::CanonicalError),
+    #[error("signing key: {0}")]
+    KeyEncryption(#[from] crate::key_encryption::KekError),
 }
 
 macro_rules! storage {
@@ -183,6 +186,20 @@ impl<'a> Tx<'a> {
         self.put_raw(table, key, &bincode::serialize(value)?)
     }
 
+    /// Every entry of a (small, cold) table, decoded. Not for the hot
+    /// tables, whose pending writes live in the write-back map.
+    pub fn scan<T: DeserializeOwned>(&self, table: Table) -> Result<Vec<(Vec<u8>, T)>, ApplyError> {
+        debug_assert!(hot_table(table).is_none());
+        self.with(table, |t| {
+            let mut out = Vec::new();
+            for item in storage!(t.iter())? {
+                let (k, v) = storage!(item)?;
+                out.push((k.value().to_vec(), bincode::deserialize(v.value())?));
+            }
+            Ok(out)
+        })
+    }
+
     pub fn delete(&self, table: Table, key: &[u8]) -> Result<(), ApplyError> {
         if let Some(slot) = hot_table(table) {
             self.set_hot(slot, key, None);
@@ -202,6 +219,8 @@ impl<'a> Tx<'a> {
 pub struct ApplyCache {
     /// The signing key in force.
     pub signer: Option<Signer>,
+    /// Opens sealed signing secrets (`None`: this node has no KEK).
+    pub kek: Option<KeyEncryptionKey>,
     /// The pool chunk draws are reading from, decoded: one 4 KiB chunk
     /// serves dozens of draws. A pool sequence number names the same chunk
     /// on every replica forever (it comes from the committed log), so this
@@ -210,15 +229,12 @@ pub struct ApplyCache {
 }
 
 impl ApplyCache {
-    pub fn load(tx: &Tx<'_>) -> Result<Self, ApplyError> {
-        let Some(key_id) = tx.get_raw(META, META_CURRENT_KEY)? else {
-            return Ok(ApplyCache::default());
-        };
-        let key: Option<StoredKey> = tx.get(KEYS, &key_id)?;
-        Ok(ApplyCache {
-            signer: key.map(|k| Signer::from_secret(k.secret)),
+    pub(super) fn new(signer: Option<Signer>, kek: Option<KeyEncryptionKey>) -> Self {
+        ApplyCache {
+            signer,
+            kek,
             pool_head: None,
-        })
+        }
     }
 
     /// The chunk at pool sequence `seq`, from memory when it is the head.

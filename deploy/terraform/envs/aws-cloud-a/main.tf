@@ -20,7 +20,7 @@ module "network" {
 # (aws secretsmanager put-secret-value), never by Terraform.
 resource "aws_secretsmanager_secret" "node" {
   name        = "${var.cluster_name}/${var.cloud}/secrets.env"
-  description = "geiger secrets.env: GEIGER_API__ADMIN_TOKEN, GEIGER_INTERNAL__CLUSTER_SECRET"
+  description = "geiger secrets.env: GEIGER_API__ADMIN_TOKEN, GEIGER_INTERNAL__CLUSTER_SECRET, GEIGER_SIGNING__KEY_ENCRYPTION_KEY"
   kms_key_id  = var.secrets_kms_key_id == "" ? null : var.secrets_kms_key_id
   tags        = local.tags
 }

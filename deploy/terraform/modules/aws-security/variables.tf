@@ -37,6 +37,6 @@ variable "tags" {
 }
 
 variable "secrets_arn" {
-  description = "Secrets Manager secret holding secrets.env (GEIGER_API__ADMIN_TOKEN, GEIGER_INTERNAL__CLUSTER_SECRET)."
+  description = "Secrets Manager secret holding secrets.env (GEIGER_API__ADMIN_TOKEN, GEIGER_INTERNAL__CLUSTER_SECRET, GEIGER_SIGNING__KEY_ENCRYPTION_KEY)."
   type        = string
 }
