@@ -62,9 +62,10 @@ impl Placement {
     }
 }
 
-/// Five voters over three zones and two clouds, plus one learner. No zone
-/// holds a majority; with two clouds one of them must hold three of five
-/// voters, which the report states (the placement report says so too).
+/// Five voters in three failure domains, as deploy/README.md describes the
+/// reference placement: two in each cloud and one at the on-prem site (with
+/// a learner beside it), spread over three zones. No zone and no cloud
+/// holds a majority, so losing any one of them leaves a quorum.
 pub fn default_placement() -> Vec<Placement> {
     let p = |id, zone, cloud: &str, voter| Placement {
         id,
@@ -77,8 +78,8 @@ pub fn default_placement() -> Vec<Placement> {
         p(2, 1, "cloud-b", true),
         p(3, 2, "cloud-a", true),
         p(4, 2, "cloud-b", true),
-        p(5, 3, "cloud-a", true),
-        p(6, 3, "cloud-b", false),
+        p(5, 3, "on-prem", true),
+        p(6, 3, "on-prem", false),
     ]
 }
 

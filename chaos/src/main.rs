@@ -19,6 +19,7 @@ use geiger_chaos::checker;
 use geiger_chaos::launcher::{self, Cluster, ClusterConfig, ADMIN_TOKEN};
 use geiger_chaos::nemesis::{self, FaultKind, Profile};
 use geiger_chaos::plot;
+use geiger_chaos::proxy::{Endpoint, LinkRule};
 use geiger_chaos::report::{self, Report};
 use geiger_chaos::workload::{self, WorkloadConfig};
 use tokio::time::Instant;
@@ -69,6 +70,11 @@ struct Args {
     /// order, to reproduce one fault on its own.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// One-way delay added to every link between nodes of different clouds
+    /// (the distance between sites; the round trip is twice this), kept
+    /// through every fault's heal.
+    #[arg(long, default_value_t = 0)]
+    site_delay_ms: u64,
     /// Print the fault schedule (JSON) and exit without starting anything:
     /// the same profile and seed always print the same plan.
     #[arg(long)]
@@ -215,6 +221,21 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         .await
         .context("starting the cluster")?;
     let api_key = cluster.api_key.clone().context("no customer key")?;
+    if args.site_delay_ms > 0 {
+        let between_sites = LinkRule {
+            delay: Duration::from_millis(args.site_delay_ms),
+            ..LinkRule::default()
+        };
+        for a in &placement {
+            for b in placement.iter().filter(|b| b.cloud != a.cloud) {
+                cluster.proxy.set_baseline(
+                    Endpoint::Node(a.id),
+                    Endpoint::Node(b.id),
+                    between_sites,
+                );
+            }
+        }
+    }
 
     // Some entropy in the pool before the clock starts.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);

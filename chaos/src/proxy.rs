@@ -107,6 +107,8 @@ struct Counters {
 
 struct Shared {
     rules: RwLock<HashMap<(Endpoint, Endpoint), LinkRule>>,
+    /// The healthy state that healing returns to (empty: no rule at all).
+    baseline: RwLock<HashMap<(Endpoint, Endpoint), LinkRule>>,
     version: watch::Sender<u64>,
     pids: Pids,
     /// Lookups for the identifier thread (see [`identifier`]).
@@ -142,6 +144,7 @@ impl Proxy {
         Proxy {
             shared: Arc::new(Shared {
                 rules: RwLock::new(HashMap::new()),
+                baseline: RwLock::new(HashMap::new()),
                 version: watch::channel(0).0,
                 pids,
                 lookups,
@@ -207,10 +210,25 @@ impl Proxy {
         self.bump();
     }
 
-    /// Clears every rule: all links flow freely again.
+    /// Clears every fault: all links flow again, with their baseline delay.
     pub fn heal_all(&self) {
-        self.shared.rules.write().expect("rules lock").clear();
+        let baseline = self.shared.baseline.read().expect("baseline lock").clone();
+        *self.shared.rules.write().expect("rules lock") = baseline;
         self.bump();
+    }
+
+    /// Makes `rule` the healthy state of `from → to` (a distance between
+    /// sites, say): applied now and restored by every [`Proxy::heal_all`].
+    pub fn set_baseline(&self, from: Endpoint, to: Endpoint, rule: LinkRule) {
+        {
+            let mut baseline = self.shared.baseline.write().expect("baseline lock");
+            if rule.is_clear() {
+                baseline.remove(&(from, to));
+            } else {
+                baseline.insert((from, to), rule);
+            }
+        }
+        self.set_rule(from, to, rule);
     }
 
     /// Directed links that currently have a rule.

@@ -36,6 +36,12 @@ pub struct Timeouts {
     pub election_max: Duration,
     /// One Raft RPC (append, vote) before the peer counts as unreachable.
     pub rpc: Duration,
+    /// How long an append's answer is awaited, across openraft's attempts
+    /// (each of which openraft abandons after `heartbeat`; see
+    /// [`crate::in_flight_append`]). Writes keep committing while a round
+    /// trip plus a follower's fsync stays under this; a follower whose
+    /// answer takes longer counts as unreachable.
+    pub append_answer: Duration,
     /// One snapshot chunk.
     pub snapshot_chunk: Duration,
     /// How long a write may wait, in total, for a leader (covers an election).
@@ -55,6 +61,7 @@ impl Timeouts {
             election_min: Duration::from_millis(70),
             election_max: Duration::from_millis(140),
             rpc: Duration::from_millis(250),
+            append_answer: Duration::from_secs(2),
             snapshot_chunk: Duration::from_secs(10),
             write: Duration::from_secs(5),
             leader_retry: Duration::from_millis(10),
@@ -70,6 +77,7 @@ impl Timeouts {
             election_min: Duration::from_millis(500),
             election_max: Duration::from_millis(1000),
             rpc: Duration::from_millis(1000),
+            append_answer: Duration::from_secs(4),
             snapshot_chunk: Duration::from_secs(30),
             write: Duration::from_secs(10),
             leader_retry: Duration::from_millis(50),

@@ -16,6 +16,7 @@ use crate::batcher::{self, Pending};
 use crate::config::ControlPlaneConfig;
 use crate::log_store::LogStore;
 use crate::placement::{self, PlacementReport};
+use crate::quorum_watch::QuorumWatch;
 use crate::raft_network::client::{Network, RpcClient};
 use crate::raft_network::server::{self, Gate};
 use crate::raft_network::{AdminOp, ForwardError, PATH_ADMIN, PATH_READ_INDEX};
@@ -84,14 +85,22 @@ impl ControlPlane {
         )?;
         let shared = sm.shared();
         let client = RpcClient::new(&config.cluster_secret)?;
+        let quorum = Arc::new(QuorumWatch::new(config.timeouts.election_max));
         let network = Network {
+            quorum: quorum.clone(),
             client: client.clone(),
             rpc_timeout: config.timeouts.rpc,
+            append_answer_timeout: config.timeouts.append_answer,
         };
         let raft = Raft::new(config.node_id, raft_config, network, log, sm)
             .await
             .map_err(|e| Error::Raft(e.to_string()))?;
-        let inner = Arc::new(Replica::new(config.clone(), raft, shared, client));
+        let watch = tokio::spawn(quorum.clone().run(
+            raft.clone(),
+            config.node_id,
+            config.timeouts.heartbeat,
+        ));
+        let inner = Arc::new(Replica::new(config.clone(), raft, shared, client, quorum));
         let gate = Arc::new(Gate::new(inner.clone(), &config.cluster_secret));
         let (batch_tx, batch_rx) = mpsc::channel(config.max_batch * 8);
         let batcher = tokio::spawn(batcher::run(inner.clone(), batch_rx));
@@ -100,7 +109,7 @@ impl ControlPlane {
             inner,
             gate,
             batch_tx,
-            tasks: Arc::new(Mutex::new(vec![batcher])),
+            tasks: Arc::new(Mutex::new(vec![batcher, watch])),
         })
     }
 

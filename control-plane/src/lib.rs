@@ -14,6 +14,10 @@
 //! - [`raft_network`]: every call between replicas over HTTP: Raft RPC,
 //!   forwarded writes, admin calls, read indexes ([`raft_network::client`]
 //!   sends, [`raft_network::server`] answers).
+//! - `in_flight_append`: appends whose answer outlives openraft's
+//!   heartbeat-long deadline, so writes commit over slow links.
+//! - `quorum_watch`: a leader no quorum acknowledges steps aside; writes
+//!   without a reachable quorum are refused at once.
 //! - `replica`: the replica core: the Raft instance and how a batch reaches
 //!   the log (proposed here, or forwarded to the leader).
 //! - [`batcher`]: group commit of concurrent writes into one entry.
@@ -31,10 +35,12 @@ pub mod batcher;
 pub mod config;
 pub mod control_plane;
 mod error;
+mod in_flight_append;
 pub mod key_encryption;
 pub mod log_store;
 pub mod memory;
 pub mod placement;
+mod quorum_watch;
 pub mod raft_network;
 mod replica;
 pub mod snapshot;

@@ -17,6 +17,7 @@ use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::ChangeMembers;
 
 use crate::config::ControlPlaneConfig;
+use crate::quorum_watch::{QuorumWatch, NO_QUORUM};
 use crate::raft_network::client::{RpcClient, TransportError};
 use crate::raft_network::{AdminOp, ForwardError, ForwardedResult, ForwardedWrite, PATH_WRITE};
 use crate::state_machine::Shared;
@@ -31,6 +32,8 @@ pub(crate) struct Replica {
     pub(crate) raft: Raft,
     pub(crate) shared: Arc<Shared>,
     pub(crate) client: RpcClient,
+    /// Whether this node can reach a quorum (and, as leader, has stepped aside).
+    pub(crate) quorum: Arc<QuorumWatch>,
     /// The last timestamp this node stamped on a batch: stamps never go
     /// backwards on one leader, even if its wall clock does.
     last_stamp: AtomicU64,
@@ -42,6 +45,7 @@ impl Replica {
         raft: Raft,
         shared: Arc<Shared>,
         client: RpcClient,
+        quorum: Arc<QuorumWatch>,
     ) -> Self {
         Replica {
             id: config.node_id,
@@ -49,6 +53,7 @@ impl Replica {
             raft,
             shared,
             client,
+            quorum,
             last_stamp: AtomicU64::new(0),
         }
     }
@@ -74,6 +79,9 @@ impl Replica {
     /// One attempt to commit `commands` through the local Raft, which must
     /// be the leader. Used for local writes and for writes forwarded here.
     pub(crate) async fn propose_as_leader(&self, commands: Vec<Command>) -> ForwardedResult {
+        if let Some(why) = self.quorum.write_refusal(&self.raft, self.id) {
+            return Err(ForwardError::Failed(why));
+        }
         let batch = Batch {
             at_ms: self.stamp(),
             commands,
@@ -95,6 +103,11 @@ impl Replica {
         let deadline = Instant::now() + self.config.timeouts.write;
         let mut last_problem: String;
         loop {
+            if let Some(why) = self.quorum.write_refusal(&self.raft, self.id) {
+                // Retryable elsewhere, and better said now than after the
+                // write timeout.
+                return Err(Error::Unavailable(why));
+            }
             let attempt = match self.raft.current_leader().await {
                 Some(id) if id == self.id => self.propose_as_leader(commands.clone()).await,
                 Some(id) => match self.member(id) {
@@ -116,6 +129,9 @@ impl Replica {
                     last_problem = format!("leader moved (now {:?})", leader.map(|l| l.0));
                 }
                 Err(ForwardError::Failed(e)) => {
+                    if e.starts_with(NO_QUORUM) {
+                        return Err(Error::Unavailable(e));
+                    }
                     if e.starts_with("unknown:") {
                         // The write may have been committed: do not repeat it.
                         return Err(Error::Unavailable(e));

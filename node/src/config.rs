@@ -171,6 +171,9 @@ pub struct RaftSettings {
     pub election_min_ms: Option<u64>,
     pub election_max_ms: Option<u64>,
     pub lease_ms: Option<u64>,
+    /// How long an append's answer is awaited (the longest round trip under
+    /// which writes still commit; docs/CONFIG.md).
+    pub append_answer_ms: Option<u64>,
     /// Entries between snapshots.
     pub snapshot_every: u64,
 }
@@ -196,6 +199,9 @@ impl RaftSettings {
         }
         if let Some(v) = self.lease_ms {
             t.lease = ms(v);
+        }
+        if let Some(v) = self.append_answer_ms {
+            t.append_answer = ms(v);
         }
         t
     }

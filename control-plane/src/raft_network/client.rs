@@ -20,6 +20,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{PATH_APPEND, PATH_SNAPSHOT, PATH_VOTE, SECRET_HEADER};
+use crate::in_flight_append::InFlightAppend;
+use crate::quorum_watch::QuorumWatch;
 use crate::types::{Member, NodeId, TypeConfig};
 
 /// A failed RPC at the transport level.
@@ -109,6 +111,11 @@ pub struct Network {
     /// Floor for openraft's per-RPC deadline (which follows the heartbeat
     /// and is too short for an append that includes a follower's fsync).
     pub(crate) rpc_timeout: Duration,
+    /// How long an append's answer is awaited across openraft's attempts
+    /// (see [`crate::in_flight_append`]).
+    pub(crate) append_answer_timeout: Duration,
+    /// Whether this node, as leader, has stepped aside and sends nothing.
+    pub(crate) quorum: Arc<QuorumWatch>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -120,6 +127,9 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             node: node.clone(),
             client: self.client.clone(),
             min_timeout: self.rpc_timeout,
+            append_answer_timeout: self.append_answer_timeout,
+            in_flight: InFlightAppend::default(),
+            quorum: self.quorum.clone(),
         }
     }
 }
@@ -130,6 +140,9 @@ pub struct Peer {
     node: Member,
     client: RpcClient,
     min_timeout: Duration,
+    append_answer_timeout: Duration,
+    in_flight: InFlightAppend,
+    quorum: Arc<QuorumWatch>,
 }
 
 impl Peer {
@@ -144,30 +157,39 @@ impl Peer {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let answer: Result<Resp, RaftError<NodeId, E>> = self
-            .client
-            .call(&self.node.rpc_addr, path, req, timeout)
-            .await
-            .map_err(|e| match e {
-                TransportError::Unreachable(_)
-                | TransportError::NoAnswer(_)
-                | TransportError::Status { status: 503, .. } => {
-                    RPCError::Unreachable(Unreachable::new(&e))
-                }
-                TransportError::Unauthorized => {
-                    tracing::error!(peer = self.target, "peer rejected our cluster secret");
-                    RPCError::Unreachable(Unreachable::new(&e))
-                }
-                other => RPCError::Network(NetworkError::new(&other)),
-            })?;
-        answer.map_err(|e| {
-            RPCError::RemoteError(RemoteError::new_with_node(
-                self.target,
-                self.node.clone(),
-                e,
-            ))
-        })
+        raft_call(&self.client, self.target, &self.node, path, req, timeout).await
     }
+}
+
+async fn raft_call<Req, Resp, E>(
+    client: &RpcClient,
+    target: NodeId,
+    node: &Member,
+    path: &str,
+    req: &Req,
+    timeout: Duration,
+) -> Result<Resp, RPCError<NodeId, Member, RaftError<NodeId, E>>>
+where
+    Req: Serialize,
+    Resp: DeserializeOwned,
+    E: std::error::Error + DeserializeOwned,
+{
+    let answer: Result<Resp, RaftError<NodeId, E>> = client
+        .call(&node.rpc_addr, path, req, timeout)
+        .await
+        .map_err(|e| match e {
+            TransportError::Unreachable(_)
+            | TransportError::NoAnswer(_)
+            | TransportError::Status { status: 503, .. } => {
+                RPCError::Unreachable(Unreachable::new(&e))
+            }
+            TransportError::Unauthorized => {
+                tracing::error!(peer = target, "peer rejected our cluster secret");
+                RPCError::Unreachable(Unreachable::new(&e))
+            }
+            other => RPCError::Network(NetworkError::new(&other)),
+        })?;
+    answer.map_err(|e| RPCError::RemoteError(RemoteError::new_with_node(target, node.clone(), e)))
 }
 
 impl RaftNetwork<TypeConfig> for Peer {
@@ -176,7 +198,24 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
-        self.raft_call(PATH_APPEND, &rpc, option.hard_ttl().max(self.min_timeout))
+        if self.quorum.is_silent() {
+            // Stepped aside (crate::quorum_watch): let the followers elect.
+            return Err(RPCError::Unreachable(Unreachable::new(
+                &std::io::Error::other("this leader has stepped aside: no quorum acknowledged it"),
+            )));
+        }
+        // openraft gives up on this call after its heartbeat-long deadline;
+        // the request itself runs on, up to the answer timeout, and a later
+        // attempt can take its answer (see crate::in_flight_append).
+        let timeout = option
+            .hard_ttl()
+            .max(self.min_timeout)
+            .max(self.append_answer_timeout);
+        let (client, target, node) = (self.client.clone(), self.target, self.node.clone());
+        self.in_flight
+            .append(rpc, move |rpc| async move {
+                raft_call(&client, target, &node, PATH_APPEND, &rpc, timeout).await
+            })
             .await
     }
 

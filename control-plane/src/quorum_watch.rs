@@ -1,0 +1,153 @@
+//! A leader that can send but not hear steps aside; a node without a
+//! reachable quorum refuses writes at once.
+//!
+//! With a one-way cut (the leader's messages arrive, nothing comes back)
+//! the followers keep hearing heartbeats and never stand for election,
+//! while the leader commits nothing: openraft 0.9 does not step down on its
+//! own. It does report, on the leader, how long ago a quorum last
+//! acknowledged it (`RaftMetrics::millis_since_quorum_ack`). This module
+//! watches that figure:
+//!
+//! - past the step-aside bound (the election timeout's upper end,
+//!   [`crate::Timeouts::election_max`]) the leader *goes silent*: its
+//!   network refuses to send appends or heartbeats, so the followers' election
+//!   timers run out and they elect among themselves. Dropping messages is
+//!   always safe in Raft; the silent node still answers votes, and it
+//!   speaks again as soon as it is no longer the leader of that term (it
+//!   hears the new leader, or it loses or wins a later election);
+//! - meanwhile writes to it are refused at once ([`QuorumWatch::write_refusal`])
+//!   with a retryable error, instead of waiting for a commit that cannot
+//!   come. So are writes on a node that has known no leader for two
+//!   election timeouts (a minority side of a partition).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use openraft::ServerState;
+
+use crate::types::{NodeId, Raft};
+
+/// How every refusal for want of a quorum begins (a forwarded write's
+/// failure carries it back to the follower, which then answers at once).
+pub(crate) const NO_QUORUM: &str = "no quorum:";
+
+/// Shared by the network (which goes silent) and the write path.
+#[derive(Debug)]
+pub(crate) struct QuorumWatch {
+    /// Longest time without a quorum's acknowledgement before the leader
+    /// steps aside.
+    step_aside_after: Duration,
+    /// Longest time without any known leader before writes are refused at
+    /// once.
+    leaderless_refuse_after: Duration,
+    silent: AtomicBool,
+    /// The term in which this node went silent.
+    silent_term: AtomicU64,
+    leaderless_since: Mutex<Option<Instant>>,
+}
+
+impl QuorumWatch {
+    pub(crate) fn new(election_max: Duration) -> Self {
+        QuorumWatch {
+            step_aside_after: election_max,
+            leaderless_refuse_after: election_max * 4,
+            silent: AtomicBool::new(false),
+            silent_term: AtomicU64::new(0),
+            leaderless_since: Mutex::new(None),
+        }
+    }
+
+    /// Whether this node, as leader, has stepped aside: its appends and
+    /// heartbeats are not sent.
+    pub(crate) fn is_silent(&self) -> bool {
+        self.silent.load(Ordering::Acquire)
+    }
+
+    /// Why a write must be refused now, if it must: the leader has had no
+    /// quorum acknowledgement for too long, or no leader has been known for
+    /// too long.
+    pub(crate) fn write_refusal(&self, raft: &Raft, me: NodeId) -> Option<String> {
+        let m = raft.metrics();
+        let m = m.borrow();
+        if m.current_leader == Some(me) {
+            if self.is_silent() {
+                return Some(format!("{NO_QUORUM} this leader has stepped aside"));
+            }
+            if let Some(age) = m.millis_since_quorum_ack {
+                if Duration::from_millis(age) > self.step_aside_after {
+                    return Some(format!("{NO_QUORUM} last acknowledged {age} ms ago"));
+                }
+            }
+            return None;
+        }
+        if m.current_leader.is_none() {
+            let since = *self
+                .leaderless_since
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(since) = since {
+                let for_how_long = since.elapsed();
+                if for_how_long > self.leaderless_refuse_after {
+                    return Some(format!(
+                        "{NO_QUORUM} no leader known for {} ms",
+                        for_how_long.as_millis()
+                    ));
+                }
+            }
+        }
+        None
+    }
+
+    /// One look at the metrics: go silent, speak again, note leaderlessness.
+    fn observe(&self, raft: &Raft, me: NodeId) {
+        let m = raft.metrics();
+        let m = m.borrow();
+        let leading = m.state == ServerState::Leader;
+        {
+            let mut since = self
+                .leaderless_since
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match (m.current_leader, *since) {
+                (None, None) => *since = Some(Instant::now()),
+                (Some(_), Some(_)) => *since = None,
+                _ => {}
+            }
+        }
+        if self.is_silent() {
+            if !leading || m.current_term != self.silent_term.load(Ordering::Acquire) {
+                self.silent.store(false, Ordering::Release);
+                tracing::warn!(
+                    node = me,
+                    state = ?m.state,
+                    term = m.current_term,
+                    "no longer the silent leader: sending again"
+                );
+            }
+            return;
+        }
+        if let (true, Some(age)) = (leading, m.millis_since_quorum_ack) {
+            if Duration::from_millis(age) > self.step_aside_after {
+                self.silent_term.store(m.current_term, Ordering::Release);
+                self.silent.store(true, Ordering::Release);
+                tracing::warn!(
+                    node = me,
+                    term = m.current_term,
+                    since_quorum_ack_ms = age,
+                    "no quorum has acknowledged this leader for longer than an election timeout: stepping aside (no more appends) so that the others elect"
+                );
+            }
+        }
+    }
+
+    /// Watches this node's metrics every `every` until the task is aborted.
+    pub(crate) async fn run(self: std::sync::Arc<Self>, raft: Raft, me: NodeId, every: Duration) {
+        let mut tick = tokio::time::interval(every.max(Duration::from_millis(5)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.observe(&raft, me);
+        }
+    }
+}
