@@ -74,6 +74,20 @@ fn open_stopped(node_dir: &Path) -> redb::Database {
 
 /// The current signing secret, opened with the KEK from a stopped replica.
 async fn current_secret(cluster: &mut TestCluster, i: usize) -> (String, [u8; 32]) {
+    // A follower may still be catching up (it was restarted just before);
+    // read its files only once it has applied all the leader has.
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let target = cluster.node(leader).raft().metrics().borrow().last_applied;
+    cluster
+        .node(i)
+        .raft()
+        .wait(Some(Duration::from_secs(10)))
+        .applied_index_at_least(target.map(|l| l.index), "caught up before the stop")
+        .await
+        .unwrap();
     cluster.kill(i).await;
     let (id, record) = current_key_record(&cluster.nodes[i].dir);
     cluster.restart(i).await.unwrap();
