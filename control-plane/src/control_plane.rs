@@ -16,7 +16,7 @@ use crate::batcher::{self, Pending};
 use crate::config::ControlPlaneConfig;
 use crate::log_store::LogStore;
 use crate::placement::{self, PlacementReport};
-use crate::raft_network::client::{Network, RpcClient};
+use crate::raft_network::client::{Credential, Network, RpcClient};
 use crate::raft_network::server::{self, Gate};
 use crate::raft_network::{AdminOp, ForwardError, PATH_ADMIN, PATH_READ_INDEX};
 use crate::replica::Replica;
@@ -79,7 +79,11 @@ impl ControlPlane {
         let log = LogStore::open(&data_dir.join("raft-log.redb"), config.cache_bytes)?;
         let sm = StateMachine::open(data_dir, config.cache_bytes)?;
         let shared = sm.shared();
-        let client = RpcClient::new(&config.cluster_secret)?;
+        let client = RpcClient::new(
+            &config.cluster_secret,
+            config.admin_token.as_deref(),
+            config.peer_tls.as_ref(),
+        )?;
         let network = Network {
             client: client.clone(),
             rpc_timeout: config.timeouts.rpc,
@@ -88,7 +92,12 @@ impl ControlPlane {
             .await
             .map_err(|e| Error::Raft(e.to_string()))?;
         let inner = Arc::new(Replica::new(config.clone(), raft, shared, client));
-        let gate = Arc::new(Gate::new(inner.clone(), &config.cluster_secret));
+        let gate = Arc::new(Gate::new(
+            inner.clone(),
+            &config.cluster_secret,
+            config.admin_token.as_deref(),
+            config.snapshot_chunk_bytes as usize,
+        ));
         let (batch_tx, batch_rx) = mpsc::channel(config.max_batch * 8);
         let batcher = tokio::spawn(batcher::run(inner.clone(), batch_rx));
         tracing::info!(node = config.node_id, dir = %data_dir.display(), "control plane open");
@@ -209,10 +218,12 @@ impl ControlPlane {
                         .inner
                         .client
                         .call::<_, Result<(), ForwardError>>(
+                            id,
                             &m.rpc_addr,
                             PATH_ADMIN,
                             &op,
                             deadline - Instant::now().min(deadline),
+                            Credential::Operator,
                         )
                         .await
                         .unwrap_or_else(|e| Err(ForwardError::Failed(e.to_string()))),
@@ -273,10 +284,12 @@ impl ControlPlane {
                         .inner
                         .client
                         .call::<_, Result<u64, ForwardError>>(
+                            id,
                             &m.rpc_addr,
                             PATH_READ_INDEX,
                             &(),
                             self.inner.config.timeouts.rpc * 4,
+                            Credential::Peer,
                         )
                         .await
                         .unwrap_or_else(|e| Err(ForwardError::Failed(e.to_string()))),
