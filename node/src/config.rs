@@ -564,6 +564,27 @@ mod tests {
     }
 
     #[test]
+    fn members_talking_plaintext_off_loopback_is_refused_unless_allowed_or_over_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        let public = SECRETS.replacen(
+            "[internal]\n",
+            "[internal]\nlisten = \"10.0.0.5:9080\"\n",
+            1,
+        );
+        let err = NodeConfig::load(Some(&write(dir.path(), &public)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("refusing to talk to other members in plaintext on 10.0.0.5:9080"));
+        let allowed = format!("{public}[cluster]\nplaintext = \"allowed\"\n");
+        NodeConfig::load(Some(&write(dir.path(), &allowed))).unwrap();
+        let tls = format!(
+            "{public}[cluster.tls]\nca_file = \"ca.pem\"\ncert_file = \"n.pem\"\nkey_file = \"n.key\"\n"
+        );
+        let cfg = NodeConfig::load(Some(&write(dir.path(), &tls))).unwrap();
+        assert_eq!(cfg.cluster.tls.unwrap().reload_check_ms, 5000);
+    }
+
+    #[test]
     fn plaintext_on_a_public_address_is_refused_unless_the_config_says_a_load_balancer_terminates_tls(
     ) {
         let dir = tempfile::tempdir().unwrap();

@@ -542,3 +542,139 @@ async fn node_certificates_replaced_under_load_are_reloaded_and_no_acked_draw_is
         started.elapsed()
     );
 }
+
+// ---- measurement -------------------------------------------------------------
+
+/// Draws/s and latency percentiles of `writers` writers, each on its own
+/// chain, through `node` for `for_how_long`.
+async fn load(
+    cluster: &Cluster,
+    node: u64,
+    key: &str,
+    writers: usize,
+    for_how_long: Duration,
+) -> (f64, Duration, Duration, u64) {
+    let http = reqwest::Client::new();
+    let url = cluster.url(node);
+    let mut chains = Vec::new();
+    for _ in 0..writers {
+        chains.push(new_chain(&http, &url, key).await);
+    }
+    let started = Instant::now();
+    let deadline = started + for_how_long;
+    let failures = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for chain in chains {
+        let (http, url, key, failures) =
+            (http.clone(), url.clone(), key.to_string(), failures.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut previous = chain;
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                match draw(&http, &url, &key, &previous).await {
+                    Ok(body) => {
+                        latencies.push(t.elapsed());
+                        previous = body["draw"]["id"].as_str().unwrap().to_string();
+                    }
+                    Err(_) => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.unwrap());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    (
+        latencies.len() as f64 / elapsed,
+        at(0.50),
+        at(0.99),
+        failures.load(Ordering::Relaxed),
+    )
+}
+
+/// Plaintext against mutual TLS between three members on loopback, in one
+/// run: draws/s and p50/p99 at 1 and 64 writers through a follower (so
+/// each draw crosses the node link twice: forwarded, then replicated), and
+/// the TLS run's handshakes per 1,000 internal requests.
+///
+/// `cargo test -p geiger-node --test cluster_tls -- --ignored --nocapture`
+/// (`MEASURE_SECS`, default 10, per writer count).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_the_cost_of_mutual_tls_between_members() {
+    let secs: u64 = std::env::var("MEASURE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let env = vec![
+        (
+            "GEIGER_API__RATE_PER_SECOND".to_string(),
+            "1000000".to_string(),
+        ),
+        ("GEIGER_API__RATE_BURST".to_string(), "1000000".to_string()),
+    ];
+    let mut rows = Vec::new();
+    for tls in [false, true] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let specs = common::one_per_zone(3);
+        let ids: Vec<u64> = specs.iter().map(|s| s.id).collect();
+        let pki = make_pki(&dir.path().join("pki"), &ids);
+        let cluster = Cluster::start_in(dir, specs, "", env.clone(), &move |_, mut config| {
+            if tls {
+                config.extra_toml = tls_section(&pki, config.id);
+            }
+            config
+        });
+        let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
+        let _device = with_entropy(&cluster, leader).await;
+        let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+        let key = create_customer(&cluster, leader).await;
+        for writers in [1, 64] {
+            let (rate, p50, p99, failed) =
+                load(&cluster, follower, &key, writers, Duration::from_secs(secs)).await;
+            rows.push((tls, writers, rate, p50, p99, failed));
+        }
+        if tls {
+            let (mut handshakes, mut requests) = (0.0, 0.0);
+            for id in cluster.ids() {
+                let m = metrics(&cluster, id).await;
+                handshakes += sample(
+                    &m,
+                    "geiger_tls_handshakes_total{listener=\"internal\",outcome=\"ok\"}",
+                );
+                requests += sample(&m, "geiger_internal_requests_total");
+            }
+            eprintln!(
+                "mutual TLS: {handshakes} handshakes for {requests} internal requests: {:.3} per 1,000",
+                handshakes * 1000.0 / requests
+            );
+        }
+    }
+    eprintln!("| between members | writers | draws/s | p50 | p99 | failed |");
+    for (tls, writers, rate, p50, p99, failed) in &rows {
+        eprintln!(
+            "| {} | {writers} | {rate:.0} | {:.1} ms | {:.1} ms | {failed} |",
+            if *tls { "mutual TLS" } else { "plaintext" },
+            p50.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3
+        );
+    }
+    for writers in [1, 64] {
+        let plain = rows.iter().find(|r| !r.0 && r.1 == writers).unwrap();
+        let tls = rows.iter().find(|r| r.0 && r.1 == writers).unwrap();
+        eprintln!(
+            "{writers} writers, TLS / plaintext: draws/s {:.2}, p50 {:.2}, p99 {:.2}",
+            tls.2 / plain.2,
+            tls.3.as_secs_f64() / plain.3.as_secs_f64(),
+            tls.4.as_secs_f64() / plain.4.as_secs_f64()
+        );
+    }
+}
