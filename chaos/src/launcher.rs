@@ -14,6 +14,10 @@
 //! log tails are the shared launcher's (`geiger_testkit::launcher`, also
 //! used by the node's end-to-end tests); this module adds the placement,
 //! the proxies, learners and link registration.
+//!
+//! Members talk over mutual TLS: the harness makes a cluster CA and one
+//! certificate per node with `geiger ctl cert` in `<dir>/certs` and gives
+//! each node its `[cluster.tls]` section, as an operator would.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -160,6 +164,52 @@ fn node_config(
     }
 }
 
+/// Makes the cluster CA and a certificate for each of `ids` in `dir` with
+/// `geiger ctl cert` (files already there from an earlier run are kept).
+fn cluster_certificates(geiger: &Path, dir: &Path, ids: &[u64]) -> Result<PathBuf, LaunchError> {
+    let run = |args: Vec<String>| -> Result<(), LaunchError> {
+        let out = std::process::Command::new(geiger)
+            .arg("ctl")
+            .arg("cert")
+            .args(&args)
+            .output()
+            .map_err(io("running geiger ctl cert"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(LaunchError::Http(format!(
+                "geiger ctl cert {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            )))
+        }
+    };
+    let dir_arg = dir.display().to_string();
+    if !dir.join("ca.pem").exists() {
+        run(vec![
+            "ca".into(),
+            "--dir".into(),
+            dir_arg.clone(),
+            "--cluster".into(),
+            "chaos".into(),
+        ])?;
+    }
+    for id in ids {
+        if !dir.join(format!("node-{id}.pem")).exists() {
+            run(vec![
+                "node".into(),
+                "--id".into(),
+                id.to_string(),
+                "--ca-dir".into(),
+                dir_arg.clone(),
+                "--out".into(),
+                dir_arg.clone(),
+            ])?;
+        }
+    }
+    Ok(dir.to_path_buf())
+}
+
 impl Cluster {
     /// Starts the proxies, the voters and the devices; then waits for a
     /// leader, adds the learners, registers the links and creates the
@@ -167,6 +217,8 @@ impl Cluster {
     pub async fn start(config: ClusterConfig) -> Result<Cluster, LaunchError> {
         std::fs::create_dir_all(&config.dir).map_err(io("creating the run directory"))?;
         let proxy = Proxy::new();
+        let ids: Vec<u64> = config.placement.iter().map(|p| p.id).collect();
+        let certs = cluster_certificates(&config.geiger_bin, &config.dir.join("certs"), &ids)?;
         let mut configs = Vec::new();
         for p in &config.placement {
             let ip = Ipv4Addr::new(127, 0, p.zone, p.id as u8);
@@ -181,7 +233,14 @@ impl Cluster {
                 )
                 .await?;
             let data = config.dir.join(format!("node-{}", p.id));
-            let node = node_config(p, api, rpc, rpc_proxy, &data, &config.extra_toml);
+            let extra = format!(
+                "{}\n[cluster.tls]\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+                config.extra_toml,
+                certs.join("ca.pem").display(),
+                certs.join(format!("node-{}.pem", p.id)).display(),
+                certs.join(format!("node-{}.key", p.id)).display(),
+            );
+            let node = node_config(p, api, rpc, rpc_proxy, &data, &extra);
             configs.push((p.clone(), ip, rpc_proxy, node));
         }
         // Learners join later through the admin API, never by bootstrap.

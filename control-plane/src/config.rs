@@ -101,6 +101,14 @@ pub struct ControlPlaneConfig {
     pub member: Member,
     /// Shared by every member; sent with every internal request.
     pub cluster_secret: String,
+    /// The operator's admin credential. Sent with operator commands this
+    /// node forwards to the leader, and required of every operator command
+    /// that reaches this node's internal port. `None`: this node neither
+    /// forwards operator commands nor accepts them from peers.
+    pub admin_token: Option<String>,
+    /// Mutual TLS for every call this node makes to another member (the
+    /// node builds it from `[cluster.tls]`); `None`: plaintext HTTP.
+    pub peer_tls: Option<crate::raft_network::client::PeerTls>,
     pub cluster_name: String,
     pub timeouts: Timeouts,
     /// Build a snapshot after this many log entries since the last one.
@@ -131,6 +139,8 @@ impl ControlPlaneConfig {
             node_id,
             member,
             cluster_secret: cluster_secret.into(),
+            admin_token: None,
+            peer_tls: None,
             cluster_name: "geiger".into(),
             timeouts: Timeouts::lan(),
             snapshot_every: 20_000,

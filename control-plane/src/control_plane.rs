@@ -17,7 +17,7 @@ use crate::config::ControlPlaneConfig;
 use crate::log_store::LogStore;
 use crate::placement::{self, PlacementReport};
 use crate::quorum_watch::QuorumWatch;
-use crate::raft_network::client::{Network, RpcClient};
+use crate::raft_network::client::{Credential, Network, RpcClient};
 use crate::raft_network::server::{self, Gate};
 use crate::raft_network::{AdminOp, ForwardError, PATH_ADMIN, PATH_READ_INDEX};
 use crate::replica::Replica;
@@ -84,7 +84,11 @@ impl ControlPlane {
             config.key_encryption_key.clone(),
         )?;
         let shared = sm.shared();
-        let client = RpcClient::new(&config.cluster_secret)?;
+        let client = RpcClient::new(
+            &config.cluster_secret,
+            config.admin_token.as_deref(),
+            config.peer_tls.as_ref(),
+        )?;
         let quorum = Arc::new(QuorumWatch::new(config.timeouts.election_max));
         let network = Network {
             quorum: quorum.clone(),
@@ -101,7 +105,12 @@ impl ControlPlane {
             config.timeouts.heartbeat,
         ));
         let inner = Arc::new(Replica::new(config.clone(), raft, shared, client, quorum));
-        let gate = Arc::new(Gate::new(inner.clone(), &config.cluster_secret));
+        let gate = Arc::new(Gate::new(
+            inner.clone(),
+            &config.cluster_secret,
+            config.admin_token.as_deref(),
+            config.snapshot_chunk_bytes as usize,
+        ));
         let (batch_tx, batch_rx) = mpsc::channel(config.max_batch * 8);
         let batcher = tokio::spawn(batcher::run(inner.clone(), batch_rx));
         tracing::info!(node = config.node_id, dir = %data_dir.display(), "control plane open");
@@ -233,10 +242,12 @@ impl ControlPlane {
                         .inner
                         .client
                         .call::<_, Result<(), ForwardError>>(
+                            id,
                             &m.rpc_addr,
                             PATH_ADMIN,
                             &op,
                             deadline - Instant::now().min(deadline),
+                            Credential::Operator,
                         )
                         .await
                         .unwrap_or_else(|e| Err(ForwardError::Failed(e.to_string()))),
@@ -297,10 +308,12 @@ impl ControlPlane {
                         .inner
                         .client
                         .call::<_, Result<u64, ForwardError>>(
+                            id,
                             &m.rpc_addr,
                             PATH_READ_INDEX,
                             &(),
                             self.inner.config.timeouts.rpc * 4,
+                            Credential::Peer,
                         )
                         .await
                         .unwrap_or_else(|e| Err(ForwardError::Failed(e.to_string()))),

@@ -23,6 +23,11 @@ pub enum Error {
     Rejected(#[from] Rejection),
     #[error("raft: {0}")]
     Raft(String),
+    /// The leader refused a forwarded call for want of a credential (the
+    /// cluster secret, or the admin credential an operator command needs);
+    /// nothing was proposed.
+    #[error("refused by the leader: {0}")]
+    Refused(String),
     #[error("the control plane is shutting down")]
     Shutdown,
 }

@@ -18,11 +18,15 @@ use openraft::ChangeMembers;
 
 use crate::config::ControlPlaneConfig;
 use crate::quorum_watch::{QuorumWatch, NO_QUORUM};
-use crate::raft_network::client::{RpcClient, TransportError};
+use crate::raft_network::client::{Credential, RpcClient, TransportError};
 use crate::raft_network::{AdminOp, ForwardError, ForwardedResult, ForwardedWrite, PATH_WRITE};
 use crate::state_machine::Shared;
 use crate::types::{Batch, BatchOutcome, Command, Member, NodeId, Raft};
 use crate::Error;
+
+/// How a forwarded write the leader refused (for want of a credential) is
+/// marked: nothing was proposed, and trying again would not help.
+const REFUSED: &str = "refused: ";
 
 /// One node's replica: shared by the handle, the batcher and the internal
 /// server.
@@ -132,6 +136,9 @@ impl Replica {
                     if e.starts_with(NO_QUORUM) {
                         return Err(Error::Unavailable(e));
                     }
+                    if let Some(why) = e.strip_prefix(REFUSED) {
+                        return Err(Error::Refused(why.to_string()));
+                    }
                     if e.starts_with("unknown:") {
                         // The write may have been committed: do not repeat it.
                         return Err(Error::Unavailable(e));
@@ -156,9 +163,23 @@ impl Replica {
             commands: commands.to_vec(),
         };
         let timeout = self.config.timeouts.write;
+        // Operator commands travel with the admin credential, or the leader
+        // refuses them (raft_network::server).
+        let credential = if commands.iter().any(Command::is_operator) {
+            Credential::Operator
+        } else {
+            Credential::Peer
+        };
         match self
             .client
-            .call::<_, ForwardedResult>(&member.rpc_addr, PATH_WRITE, &body, timeout)
+            .call::<_, ForwardedResult>(
+                leader,
+                &member.rpc_addr,
+                PATH_WRITE,
+                &body,
+                timeout,
+                credential,
+            )
             .await
         {
             Ok(r) => r,
@@ -168,6 +189,10 @@ impl Replica {
             Err(TransportError::Status { status: 503, .. }) => {
                 Err(ForwardError::NotLeader { leader: None })
             }
+            // Refused before anything was proposed: nothing to be unsure of.
+            Err(e @ (TransportError::Forbidden | TransportError::Unauthorized)) => Err(
+                ForwardError::Failed(format!("{REFUSED}leader {leader}: {e}")),
+            ),
             Err(e) => Err(ForwardError::Failed(format!(
                 "unknown: forwarding to leader {leader}: {e}"
             ))),

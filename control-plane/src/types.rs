@@ -230,6 +230,32 @@ pub enum Command {
 }
 
 impl Command {
+    /// Whether only an operator may ask for this command (customers, signing
+    /// keys, member labels, links). The rest are what peers send on their
+    /// own account: customer writes a follower forwards, and the link
+    /// owner's and the link controller's lease and entropy commands. The
+    /// internal port takes an operator command only with the admin
+    /// credential (`raft_network::server`).
+    pub fn is_operator(&self) -> bool {
+        match self {
+            Command::CreateCustomer { .. }
+            | Command::SetMemberLabels { .. }
+            | Command::RotateKey { .. }
+            | Command::RotateSealedKey { .. }
+            | Command::RegisterLink { .. }
+            | Command::RemoveLink { .. } => true,
+            Command::CreateChain { .. }
+            | Command::CreateChainOnce { .. }
+            | Command::Draw { .. }
+            | Command::AppendEntropy { .. }
+            | Command::AppendSignedEntropy { .. }
+            | Command::QuarantineChunk { .. }
+            | Command::SkipChunks { .. }
+            | Command::AssignLease { .. }
+            | Command::RenewLease { .. } => false,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Command::CreateCustomer { .. } => "create_customer",

@@ -31,6 +31,9 @@ pub struct NodeConfig {
     pub labels: Labels,
     pub api: ApiSettings,
     pub internal: InternalSettings,
+    /// How members talk to each other: mutual TLS (`[cluster.tls]`), or
+    /// plaintext where [`ClusterSettings::plaintext`] allows it.
+    pub cluster: ClusterSettings,
     pub raft: RaftSettings,
     pub hardware: HardwareSettings,
     pub alerts: AlertSettings,
@@ -158,8 +161,53 @@ pub struct InternalSettings {
     /// The node-to-node listener: Raft RPC and forwarded writes.
     pub listen: SocketAddr,
     pub advertise: Option<String>,
-    /// Shared by every member; every internal request must carry it.
+    /// Shared by every member; every internal request must carry it. With
+    /// `[cluster.tls]` it is a second factor beside the peer's certificate.
     pub cluster_secret: String,
+    /// Connections open at once on the internal listener, in total and from
+    /// one peer address; past either, a new connection is closed at once.
+    /// A peer opens one connection per call in flight (HTTP/1.1, reused).
+    pub max_connections: usize,
+    pub max_connections_per_peer: usize,
+}
+
+/// Node-to-node transport (`[cluster]`, docs/CONFIG.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// Mutual TLS between members: the cluster CA and this node's
+    /// certificate, which must name `node-<node_id>.geiger.internal`.
+    #[serde(default)]
+    pub tls: Option<ClusterTlsSettings>,
+    /// When members may talk plaintext without `tls`: `loopback_only` (the
+    /// default: a node whose internal listener is on any other address
+    /// refuses to start) or `allowed` (a private network the operator
+    /// trusts; a warning is logged at start).
+    pub plaintext: ClusterPlaintext,
+}
+
+/// When members may talk plaintext (`cluster.plaintext`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClusterPlaintext {
+    LoopbackOnly,
+    Allowed,
+}
+
+/// `[cluster.tls]`: PEM files, reloaded when they change.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterTlsSettings {
+    /// The cluster CA certificate(s) peers' certificates must chain to
+    /// (several while a CA is being replaced).
+    pub ca_file: PathBuf,
+    /// This node's certificate chain (its own first) and private key; used
+    /// by its internal listener and for its calls to other members.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// How often the three files are checked for a change.
+    #[serde(default = "default_reload_check_ms")]
+    pub reload_check_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -311,6 +359,11 @@ max_connections_per_source = 256
 [internal]
 listen = "127.0.0.1:9080"
 cluster_secret = ""
+max_connections = 1024
+max_connections_per_peer = 256
+
+[cluster]
+plaintext = "loopback_only"
 
 [raft]
 profile = "lan"
@@ -420,6 +473,26 @@ impl NodeConfig {
                  that terminates TLS can reach this node, set \
                  api.plaintext = \"behind_tls_terminating_load_balancer\"",
                 self.api.listen
+            )));
+        }
+        if self.internal.max_connections == 0 || self.internal.max_connections_per_peer == 0 {
+            return invalid(
+                "internal.max_connections and max_connections_per_peer must be positive",
+            );
+        }
+        if let Some(tls) = &self.cluster.tls {
+            if tls.reload_check_ms == 0 {
+                return invalid("cluster.tls.reload_check_ms must be positive");
+            }
+        } else if !self.internal.listen.ip().to_canonical().is_loopback()
+            && self.cluster.plaintext != ClusterPlaintext::Allowed
+        {
+            return Err(ConfigError::Invalid(format!(
+                "refusing to talk to other members in plaintext on {}, which is not a loopback \
+                 address: set [cluster.tls] ca_file, cert_file and key_file (docs/RUNBOOK.md, \
+                 \"Cluster certificates\"), or, on a private network you trust, set \
+                 cluster.plaintext = \"allowed\"",
+                self.internal.listen
             )));
         }
         if self.api.workers == 0
@@ -559,6 +632,27 @@ mod tests {
             }
         }
         assert_eq!(loaded, 7, "the seven roles of the reference topology");
+    }
+
+    #[test]
+    fn members_talking_plaintext_off_loopback_is_refused_unless_allowed_or_over_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        let public = SECRETS.replacen(
+            "[internal]\n",
+            "[internal]\nlisten = \"10.0.0.5:9080\"\n",
+            1,
+        );
+        let err = NodeConfig::load(Some(&write(dir.path(), &public)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("refusing to talk to other members in plaintext on 10.0.0.5:9080"));
+        let allowed = format!("{public}[cluster]\nplaintext = \"allowed\"\n");
+        NodeConfig::load(Some(&write(dir.path(), &allowed))).unwrap();
+        let tls = format!(
+            "{public}[cluster.tls]\nca_file = \"ca.pem\"\ncert_file = \"n.pem\"\nkey_file = \"n.key\"\n"
+        );
+        let cfg = NodeConfig::load(Some(&write(dir.path(), &tls))).unwrap();
+        assert_eq!(cfg.cluster.tls.unwrap().reload_check_ms, 5000);
     }
 
     #[test]

@@ -11,7 +11,10 @@
 //! - [`links`]: the hardware links: ownership, sessions, lease renewal,
 //!   ingestion.
 //! - [`metrics`]: the Prometheus exposition promised in docs/METRICS.md.
-//! - [`listener`]: the public accept loop that bounds every connection, and TLS.
+//! - [`listener`]: the accept loop that bounds every connection (public
+//!   and internal listeners), and TLS on the public API.
+//! - [`cluster_tls`]: mutual TLS between members and who a peer is;
+//!   [`cluster_certs`]: making the cluster CA and node certificates.
 //! - [`peer_api`]: how a node reaches other members' public API for its probes.
 //! - [`auth`]: customer keys, cached, with shared catch-ups for unknown ones.
 //! - [`rate_limit`]: token buckets, per customer and per source address.
@@ -23,6 +26,8 @@
 pub mod actors;
 pub mod api;
 pub mod auth;
+pub mod cluster_certs;
+pub mod cluster_tls;
 pub mod cluster_view;
 pub mod config;
 pub mod ctl;

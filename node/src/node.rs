@@ -37,6 +37,8 @@ pub enum NodeError {
     Actors(String),
     #[error("public API certificate: {0}")]
     Tls(#[from] crate::listener::tls::TlsError),
+    #[error("cluster certificate ([cluster.tls]): {0}")]
+    ClusterTls(crate::listener::tls::TlsError),
     #[error(transparent)]
     PeerApi(#[from] crate::peer_api::PeerApiError),
     #[error(transparent)]
@@ -52,21 +54,53 @@ pub struct Node {
     servers: Vec<JoinHandle<()>>,
 }
 
-async fn serve(
-    addr: std::net::SocketAddr,
-    router: axum::Router,
+/// The internal listener: Raft RPC and forwarded writes, each connection
+/// bounded like the public listener's, capped per peer address, and over
+/// mutual TLS when `[cluster.tls]` is set.
+async fn serve_internal(
+    config: &NodeConfig,
+    ledger: &ControlPlane,
+    tls: Option<crate::cluster_tls::ClusterTls>,
+    metrics: Arc<NodeMetrics>,
 ) -> Result<JoinHandle<()>, NodeError> {
+    let addr = config.internal.listen;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| NodeError::Listen {
             addr: addr.to_string(),
             source,
         })?;
-    Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
-            tracing::error!(%addr, error = %e, "listener failed");
-        }
-    }))
+    // Peers keep connections alive; an idle one is closed after the
+    // header-read timeout, longer than the peers' own pool idle time (10 s),
+    // so a peer never reuses a connection this side is closing.
+    let limits = crate::listener::ConnectionLimits {
+        header_read_timeout: Duration::from_secs(30),
+        body_read_timeout: Duration::from_secs(60),
+        stall_timeout: Duration::from_secs(60),
+        max_connections: config.internal.max_connections,
+        max_connections_per_source: config.internal.max_connections_per_peer,
+    };
+    let tls = tls.map(|tls| {
+        let gate = Arc::new(crate::cluster_tls::PeerGate {
+            ledger: ledger.clone(),
+            metrics: metrics.clone(),
+        });
+        (tls.server, gate)
+    });
+    // Counted so handshakes can be set against requests (connections are
+    // reused: a handful of handshakes per thousands of requests).
+    let router = ledger.router().layer(axum::middleware::from_fn_with_state(
+        metrics.clone(),
+        |axum::extract::State(metrics): axum::extract::State<Arc<NodeMetrics>>,
+         request: axum::extract::Request,
+         next: axum::middleware::Next| async move {
+            metrics.internal_requests.inc();
+            next.run(request).await
+        },
+    ));
+    Ok(tokio::spawn(crate::listener::serve_internal(
+        listener, router, limits, tls, metrics,
+    )))
 }
 
 impl Node {
@@ -89,6 +123,23 @@ impl Node {
             }
         };
         let peers = crate::peer_api::PeerApi::from_config(&config)?;
+        let cluster_tls = match &config.cluster.tls {
+            Some(settings) => Some(
+                crate::cluster_tls::ClusterTls::start(settings, config.node_id, &metrics)
+                    .map_err(NodeError::ClusterTls)?,
+            ),
+            None => {
+                if !config.internal.listen.ip().to_canonical().is_loopback() {
+                    // Only reachable with `cluster.plaintext = "allowed"`.
+                    tracing::warn!(
+                        internal = %config.internal.listen,
+                        "members talk plaintext on a non-loopback address: \
+                         cluster.plaintext = \"allowed\" says the network is trusted"
+                    );
+                }
+                None
+            }
+        };
         let member = Member {
             rpc_addr: config.internal_advertise(),
             api_addr: config.api_advertise(),
@@ -102,6 +153,11 @@ impl Node {
             config.internal.cluster_secret.clone(),
         );
         cp.cluster_name = config.cluster_name.clone();
+        // Operator commands this node passes on to the leader carry it, and
+        // the internal port asks it of every operator command (least
+        // privilege: the cluster secret alone is a peer's credential).
+        cp.admin_token = Some(config.api.admin_token.clone());
+        cp.peer_tls = cluster_tls.as_ref().map(|tls| tls.client.clone());
         // The timing is built once: the ledger and the links share it.
         let timeouts = config.raft.timeouts();
         let links = LinkSettings::new(config.node_id, &timeouts, &config.hardware);
@@ -123,7 +179,15 @@ impl Node {
         let ledger = ControlPlane::open(cp, &config.data_dir).await?;
         tracing::info!(node = config.node_id, data_dir = %config.data_dir.display(), "ledger opened");
 
-        let mut servers = vec![serve(config.internal.listen, ledger.router()).await?];
+        let mut servers =
+            vec![serve_internal(&config, &ledger, cluster_tls.clone(), metrics.clone()).await?];
+        if let Some(tls) = cluster_tls {
+            servers.push(tokio::spawn(crate::cluster_tls::watch(
+                tls,
+                config.node_id,
+                metrics.clone(),
+            )));
+        }
 
         let (supervisor, _) = Actor::spawn(
             None,

@@ -19,6 +19,9 @@ use geiger_control_plane::{
 
 /// The secret every test node shares.
 pub const TEST_SECRET: &str = "test-cluster-secret";
+/// The admin credential every test replica holds (operator commands a
+/// follower forwards carry it; the leader requires it).
+pub const TEST_ADMIN_TOKEN: &str = "test-admin-token";
 
 /// One node of a [`TestCluster`].
 pub struct TestNode {
@@ -61,6 +64,7 @@ async fn serve(cp: &ControlPlane, listener: TcpListener) -> JoinHandle<()> {
 impl TestNode {
     fn config(&self, tune: fn(&mut ControlPlaneConfig)) -> ControlPlaneConfig {
         let mut c = ControlPlaneConfig::new(self.id, self.member.clone(), TEST_SECRET);
+        c.admin_token = Some(TEST_ADMIN_TOKEN.into());
         tune(&mut c);
         c
     }

@@ -1,11 +1,21 @@
 //! The Raft network's client side over HTTP: bincode bodies, the cluster secret in a
 //! header, reqwest underneath (one pooled client per node, keep-alive).
 //!
+//! With [`PeerTls`], every call is HTTPS with this node's cluster
+//! certificate, to `https://node-<id>.geiger.internal:<port>` (see
+//! [`super::peer_name`]): the name is resolved to the member's `rpc_addr` by
+//! [`PeerResolver`], and rustls checks that the server's certificate chains
+//! to the cluster CA and names exactly the node this call is meant for, before
+//! a byte of the request is sent. Connections are pooled per peer name, so a
+//! peer costs one handshake per connection, not one per call.
+//!
 //! A peer that cannot be connected to, or does not answer in time, is
 //! reported to openraft as [`Unreachable`], which makes replication to it
 //! back off instead of spinning.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use openraft::error::{
@@ -19,7 +29,10 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{PATH_APPEND, PATH_SNAPSHOT, PATH_VOTE, SECRET_HEADER};
+use super::{
+    node_id_of_peer_name, peer_name, ADMIN_HEADER, PATH_APPEND, PATH_SNAPSHOT, PATH_VOTE,
+    SECRET_HEADER,
+};
 use crate::in_flight_append::InFlightAppend;
 use crate::quorum_watch::QuorumWatch;
 use crate::types::{Member, NodeId, TypeConfig};
@@ -35,10 +48,97 @@ pub enum TransportError {
     NoAnswer(String),
     #[error("peer refused our cluster secret")]
     Unauthorized,
+    /// The peer wants the admin credential for this call (and we have none,
+    /// or not the one it has).
+    #[error("peer refused the call: admin credential required")]
+    Forbidden,
     #[error("peer answered {status}: {body}")]
     Status { status: u16, body: String },
     #[error("bad response body: {0}")]
     Decode(String),
+}
+
+/// On whose account a call is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    /// A peer's own business (Raft RPC, read indexes, customer and link
+    /// writes): the cluster secret.
+    Peer,
+    /// An operator's command passed on to the leader: the cluster secret
+    /// and the admin credential.
+    Operator,
+}
+
+/// The client half of mutual TLS between nodes: a rustls configuration
+/// that presents this node's cluster certificate and accepts a server only
+/// when its certificate chains to the cluster CA and carries the peer name
+/// of the node called (the node builds it, with certificates that reload).
+#[derive(Clone)]
+pub struct PeerTls {
+    pub config: Arc<rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for PeerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerTls")
+    }
+}
+
+/// Resolves peer names (`node-<id>.geiger.internal`) to the address the
+/// membership gives for that node; every call records the address first.
+#[derive(Debug, Default)]
+pub struct PeerResolver {
+    addrs: RwLock<HashMap<NodeId, String>>,
+}
+
+impl PeerResolver {
+    fn remember(&self, id: NodeId, addr: &str) {
+        let known = self
+            .addrs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .is_some_and(|a| a == addr);
+        if !known {
+            self.addrs
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, addr.to_string());
+        }
+    }
+
+    fn address_of(&self, name: &str) -> Option<String> {
+        let id = node_id_of_peer_name(name)?;
+        self.addrs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+    }
+}
+
+impl reqwest::dns::Resolve for PeerResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let name = name.as_str().to_string();
+        let addr = self.address_of(&name);
+        type BoxError = Box<dyn std::error::Error + Send + Sync>;
+        Box::pin(async move {
+            let Some(addr) = addr else {
+                let e: BoxError = format!("no member address known for {name}").into();
+                return Err(e);
+            };
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host(addr)
+                .await
+                .map_err(|e| -> BoxError { Box::new(e) })?
+                .collect();
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The port of a `host:port` address (`[v6]:port` too).
+fn port_of(addr: &str) -> Option<u16> {
+    addr.rsplit_once(':')?.1.parse().ok()
 }
 
 /// The HTTP client every internal call goes through.
@@ -46,36 +146,87 @@ pub enum TransportError {
 pub struct RpcClient {
     http: reqwest::Client,
     secret: Arc<str>,
+    admin: Option<Arc<str>>,
+    /// Set when calls go over mutual TLS.
+    peers: Option<Arc<PeerResolver>>,
 }
 
 impl RpcClient {
-    pub fn new(secret: &str) -> Result<Self, crate::Error> {
-        let http = reqwest::Client::builder()
-            .pool_idle_timeout(Duration::from_secs(30))
+    pub fn new(
+        secret: &str,
+        admin_token: Option<&str>,
+        tls: Option<&PeerTls>,
+    ) -> Result<Self, crate::Error> {
+        // Idle connections are dropped well before the internal listener
+        // closes them (its header-read timeout), so a pooled connection is
+        // not reused just as the server hangs up.
+        let mut builder = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(10))
             .tcp_nodelay(true)
-            .connect_timeout(Duration::from_millis(500))
+            // One call per connection at a time, connections pooled per
+            // peer (and the same protocol with and without TLS).
+            .http1_only()
+            .connect_timeout(Duration::from_millis(500));
+        let mut peers = None;
+        if let Some(tls) = tls {
+            let resolver = Arc::new(PeerResolver::default());
+            builder = builder
+                .use_preconfigured_tls((*tls.config).clone())
+                .dns_resolver(resolver.clone())
+                .https_only(true);
+            peers = Some(resolver);
+        }
+        let http = builder
             .build()
             .map_err(|e| crate::Error::Config(format!("HTTP client: {e}")))?;
         Ok(RpcClient {
             http,
             secret: Arc::from(secret),
+            admin: admin_token.map(Arc::from),
+            peers,
         })
     }
 
-    /// POSTs `body` (bincode) to `http://{addr}{path}` and decodes the answer.
+    /// The URL of `path` on node `target`, which the membership says is at
+    /// `addr`.
+    fn url(&self, target: NodeId, addr: &str, path: &str) -> Result<String, TransportError> {
+        match &self.peers {
+            None => Ok(format!("http://{addr}{path}")),
+            Some(resolver) => {
+                let port = port_of(addr).ok_or_else(|| {
+                    TransportError::Unreachable(format!("member address {addr:?} has no port"))
+                })?;
+                resolver.remember(target, addr);
+                Ok(format!("https://{}:{port}{path}", peer_name(target)))
+            }
+        }
+    }
+
+    /// POSTs `body` (bincode) to `path` on node `target` at `addr` and
+    /// decodes the answer.
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
+        target: NodeId,
         addr: &str,
         path: &str,
         body: &Req,
         timeout: Duration,
+        credential: Credential,
     ) -> Result<Resp, TransportError> {
         let bytes = bincode::serialize(body).map_err(|e| TransportError::Decode(e.to_string()))?;
-        let response = self
+        let url = self.url(target, addr, path)?;
+        let mut request = self
             .http
-            .post(format!("http://{addr}{path}"))
+            .post(url)
             .header(SECRET_HEADER, &*self.secret)
-            .header("content-type", "application/octet-stream")
+            .header("content-type", "application/octet-stream");
+        if credential == Credential::Operator {
+            let Some(admin) = &self.admin else {
+                return Err(TransportError::Forbidden);
+            };
+            request = request.header(ADMIN_HEADER, &**admin);
+        }
+        let response = request
             .timeout(timeout)
             .body(bytes)
             .send()
@@ -90,6 +241,9 @@ impl RpcClient {
         let status = response.status();
         if status == reqwest::StatusCode::UNAUTHORIZED {
             return Err(TransportError::Unauthorized);
+        }
+        if status == reqwest::StatusCode::FORBIDDEN {
+            return Err(TransportError::Forbidden);
         }
         let body = response
             .bytes()
@@ -175,7 +329,7 @@ where
     E: std::error::Error + DeserializeOwned,
 {
     let answer: Result<Resp, RaftError<NodeId, E>> = client
-        .call(&node.rpc_addr, path, req, timeout)
+        .call(target, &node.rpc_addr, path, req, timeout, Credential::Peer)
         .await
         .map_err(|e| match e {
             TransportError::Unreachable(_)
@@ -183,8 +337,8 @@ where
             | TransportError::Status { status: 503, .. } => {
                 RPCError::Unreachable(Unreachable::new(&e))
             }
-            TransportError::Unauthorized => {
-                tracing::error!(peer = target, "peer rejected our cluster secret");
+            TransportError::Unauthorized | TransportError::Forbidden => {
+                tracing::error!(peer = target, error = %e, "peer refused our call");
                 RPCError::Unreachable(Unreachable::new(&e))
             }
             other => RPCError::Network(NetworkError::new(&other)),

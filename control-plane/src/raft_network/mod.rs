@@ -13,6 +13,10 @@ pub mod server;
 
 /// The header that carries the cluster secret on every internal request.
 pub const SECRET_HEADER: &str = "x-geiger-cluster-secret";
+/// The header that carries the operator's admin credential on internal
+/// requests that need it: membership changes, and forwarded writes holding
+/// an operator command ([`crate::Command::is_operator`]).
+pub const ADMIN_HEADER: &str = "x-geiger-admin-token";
 /// Paths of the internal endpoints.
 pub const PATH_APPEND: &str = "/internal/raft/append";
 pub const PATH_VOTE: &str = "/internal/raft/vote";
@@ -20,6 +24,28 @@ pub const PATH_SNAPSHOT: &str = "/internal/raft/snapshot";
 pub const PATH_WRITE: &str = "/internal/write";
 pub const PATH_ADMIN: &str = "/internal/admin";
 pub const PATH_READ_INDEX: &str = "/internal/read-index";
+
+/// What a node's cluster certificate is named, and what the other end of
+/// every internal connection checks: `node-<id>.geiger.internal`, a DNS
+/// name in the certificate's subject alternative names. The name never
+/// resolves through DNS; the client maps it to the member's `rpc_addr`.
+pub const PEER_NAME_SUFFIX: &str = ".geiger.internal";
+
+/// The name node `id`'s cluster certificate carries.
+pub fn peer_name(id: NodeId) -> String {
+    format!("node-{id}{PEER_NAME_SUFFIX}")
+}
+
+/// The node ID a peer name stands for; `None` for any other name (only the
+/// exact form [`peer_name`] writes: no sign, no leading zero, ASCII case).
+pub fn node_id_of_peer_name(name: &str) -> Option<NodeId> {
+    let digits = name.strip_prefix("node-")?.strip_suffix(PEER_NAME_SUFFIX)?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let id: NodeId = digits.parse().ok()?;
+    (peer_name(id) == name).then_some(id)
+}
 
 /// Writes forwarded from a follower to the leader.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -45,4 +71,27 @@ pub enum AdminOp {
     AddLearner { id: NodeId, member: Member },
     Promote { id: NodeId },
     Remove { id: NodeId },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_name_names_exactly_one_node_id() {
+        assert_eq!(peer_name(3), "node-3.geiger.internal");
+        assert_eq!(node_id_of_peer_name("node-3.geiger.internal"), Some(3));
+        assert_eq!(node_id_of_peer_name(&peer_name(u64::MAX)), Some(u64::MAX));
+        for other in [
+            "node-03.geiger.internal",
+            "node-+3.geiger.internal",
+            "node-.geiger.internal",
+            "node-3.geiger.internal.evil",
+            "xnode-3.geiger.internal",
+            "node-3.other.internal",
+            "node-99999999999999999999.geiger.internal",
+        ] {
+            assert_eq!(node_id_of_peer_name(other), None, "{other}");
+        }
+    }
 }

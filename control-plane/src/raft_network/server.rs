@@ -1,44 +1,113 @@
 //! The Raft network's server side: the internal HTTP endpoints for Raft RPC
 //! (append, vote, snapshot chunks), writes forwarded by followers,
 //! membership changes and read indexes, each handed to the [`Replica`].
-//! Bodies are bincode. Every request must carry the cluster secret; anything
-//! else gets 401 and a log line. Nothing here can panic on peer input: a
-//! body that does not decode is a 400.
+//! Bodies are bincode. Nothing here can panic on peer input: a body that
+//! does not decode is a 400.
+//!
+//! Least privilege, in the order a request meets it:
+//!
+//! 1. **The cluster secret is checked from the head alone**, before a byte
+//!    of the body is read (a middleware in front of every route): a stranger
+//!    gets 401 and a log line, and nothing it sends is buffered. Secrets
+//!    are compared as SHA-256 digests, in constant time.
+//! 2. **Each path has its own body cap** ([`body_limit`]): a declared
+//!    `content-length` over it is refused (413) before reading, and a body
+//!    that grows past it while being read is cut off there.
+//! 3. **A peer may ask only for what a peer needs**: Raft RPC, read indexes,
+//!    and forwarded writes of customer and link commands. Operator commands
+//!    (customers, signing keys, member labels, links: [`Command::is_operator`])
+//!    in a forwarded write, and every membership change (`/internal/admin`),
+//!    also need the admin credential in [`ADMIN_HEADER`] (403 without it),
+//!    so the cluster secret alone can neither create a customer nor choose
+//!    the next signing key.
+//!
+//! Connections per peer are capped by the listener that serves this router
+//! (the node's internal listener, `node/src/listener`).
 
 use std::sync::{Arc, RwLock};
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use bincode::Options;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use super::{
-    AdminOp, ForwardedWrite, PATH_ADMIN, PATH_APPEND, PATH_READ_INDEX, PATH_SNAPSHOT, PATH_VOTE,
-    PATH_WRITE, SECRET_HEADER,
+    AdminOp, ForwardedWrite, ADMIN_HEADER, PATH_ADMIN, PATH_APPEND, PATH_READ_INDEX, PATH_SNAPSHOT,
+    PATH_VOTE, PATH_WRITE, SECRET_HEADER,
 };
 use crate::replica::Replica;
 
-/// Largest internal request body: a full batch of large draws, or a
-/// snapshot chunk, with room to spare.
-const MAX_BODY: usize = 256 << 20;
+/// Largest Raft append: up to 64 entries (openraft's `max_payload_entries`),
+/// each a batch of up to 1,024 commands, entropy chunks among them.
+const MAX_APPEND_BODY: usize = 256 << 20;
+/// Largest forwarded write: one batch of commands.
+const MAX_WRITE_BODY: usize = 64 << 20;
+/// Votes, membership changes and read indexes are a few hundred bytes.
+const MAX_SMALL_BODY: usize = 64 << 10;
+/// Room for a snapshot chunk's metadata besides its data.
+const SNAPSHOT_OVERHEAD: usize = 64 << 10;
+
+/// The largest body `path` accepts; `snapshot_chunk` is the configured
+/// snapshot chunk size. Unknown paths accept none.
+pub fn body_limit(path: &str, snapshot_chunk: usize) -> usize {
+    match path {
+        PATH_APPEND => MAX_APPEND_BODY,
+        PATH_WRITE => MAX_WRITE_BODY,
+        PATH_SNAPSHOT => snapshot_chunk.saturating_add(SNAPSHOT_OVERHEAD),
+        PATH_VOTE | PATH_ADMIN | PATH_READ_INDEX => MAX_SMALL_BODY,
+        _ => 0,
+    }
+}
+
+fn digest(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// Compares two digests without an early exit, so the time taken says
+/// nothing about where they differ (and, digests being of equal length,
+/// nothing about the secret's length either).
+fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Does `headers` carry `name` with a value whose digest is `expected`?
+fn header_matches(headers: &HeaderMap, name: &str, expected: &[u8; 32]) -> bool {
+    let Some(given) = headers.get(name) else {
+        return false;
+    };
+    let given: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+    digests_equal(&given, expected)
+}
 
 /// The router's way in: closed on shutdown, so lingering keep-alive
-/// connections cannot keep a stopped replica's databases open.
+/// connections cannot keep a stopped replica's databases open. It also
+/// holds the credentials requests are checked against.
 pub struct Gate {
     inner: RwLock<Option<Arc<Replica>>>,
-    secret: Vec<u8>,
+    secret: [u8; 32],
+    admin: Option<[u8; 32]>,
+    snapshot_chunk: usize,
 }
 
 impl Gate {
-    pub(crate) fn new(inner: Arc<Replica>, secret: &str) -> Self {
+    pub(crate) fn new(
+        inner: Arc<Replica>,
+        secret: &str,
+        admin_token: Option<&str>,
+        snapshot_chunk: usize,
+    ) -> Self {
         Gate {
             inner: RwLock::new(Some(inner)),
-            secret: secret.as_bytes().to_vec(),
+            secret: digest(secret),
+            admin: admin_token.map(digest),
+            snapshot_chunk,
         }
     }
 
@@ -56,20 +125,16 @@ impl Gate {
         }
     }
 
-    /// Constant-time comparison, so timing does not leak the secret.
-    fn authorized(&self, headers: &HeaderMap) -> bool {
-        let Some(given) = headers.get(SECRET_HEADER) else {
-            return false;
-        };
-        let given = given.as_bytes();
-        if given.len() != self.secret.len() {
-            return false;
+    fn peer_authorized(&self, headers: &HeaderMap) -> bool {
+        header_matches(headers, SECRET_HEADER, &self.secret)
+    }
+
+    /// The admin credential: never accepted when this node has none.
+    fn operator_authorized(&self, headers: &HeaderMap) -> bool {
+        match &self.admin {
+            Some(admin) => header_matches(headers, ADMIN_HEADER, admin),
+            None => false,
         }
-        given
-            .iter()
-            .zip(&self.secret)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
     }
 }
 
@@ -81,8 +146,49 @@ pub(crate) fn router(gate: Arc<Gate>) -> Router {
         .route(PATH_WRITE, post(write))
         .route(PATH_ADMIN, post(admin))
         .route(PATH_READ_INDEX, post(read_index))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
+        // Runs before any handler, so before any body is read.
+        .route_layer(middleware::from_fn_with_state(gate.clone(), authenticate))
         .with_state(gate)
+}
+
+fn refuse(status: StatusCode, message: &'static str) -> Response {
+    (status, message).into_response()
+}
+
+/// Checks the request head: the cluster secret, the admin credential where
+/// the path always needs it, and the declared body length.
+async fn authenticate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_owned();
+    let headers = request.headers();
+    if !gate.peer_authorized(headers) {
+        tracing::warn!(
+            path,
+            "internal request without a valid cluster secret refused before its body was read"
+        );
+        return refuse(StatusCode::UNAUTHORIZED, "cluster secret required");
+    }
+    if path == PATH_ADMIN && !gate.operator_authorized(headers) {
+        tracing::warn!(
+            path,
+            "membership change over the internal port without the admin credential refused"
+        );
+        return refuse(StatusCode::FORBIDDEN, "admin credential required");
+    }
+    let limit = body_limit(&path, gate.snapshot_chunk);
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        tracing::warn!(
+            path,
+            declared,
+            limit,
+            "internal request body over the cap refused"
+        );
+        return refuse(StatusCode::PAYLOAD_TOO_LARGE, "body over the cap");
+    }
+    next.run(request).await
 }
 
 fn encode<T: Serialize>(value: &T) -> Response {
@@ -92,30 +198,34 @@ fn encode<T: Serialize>(value: &T) -> Response {
     }
 }
 
-/// Checks the secret, decodes the body and finds the replica.
-fn admit<T: DeserializeOwned>(
+/// Reads the body within the path's cap, decodes it and finds the replica.
+/// Runs after [`authenticate`].
+async fn admit<T: DeserializeOwned>(
     gate: &Gate,
-    headers: &HeaderMap,
-    body: &[u8],
+    body: Body,
     path: &str,
 ) -> Result<(Arc<Replica>, T), Response> {
-    if !gate.authorized(headers) {
-        tracing::warn!(
-            path,
-            "internal request without a valid cluster secret rejected"
-        );
-        return Err((StatusCode::UNAUTHORIZED, "cluster secret required").into_response());
-    }
+    let limit = body_limit(path, gate.snapshot_chunk);
+    let body: Bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(body) => body,
+        Err(e) => {
+            tracing::warn!(path, error = %e, "internal request body not read");
+            return Err(refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body over the cap or cut off",
+            ));
+        }
+    };
     let Some(inner) = gate.get() else {
-        return Err((StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response());
+        return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, "shutting down"));
     };
     // The same encoding as `bincode::serialize`, but a length prefix can
-    // never make us allocate more than the body limit.
+    // never make us allocate more than the body cap.
     let options = bincode::DefaultOptions::new()
         .with_fixint_encoding()
         .allow_trailing_bytes()
-        .with_limit(MAX_BODY as u64);
-    match options.deserialize(body) {
+        .with_limit(limit as u64);
+    match options.deserialize(&body) {
         Ok(v) => Ok((inner, v)),
         Err(e) => {
             tracing::warn!(path, error = %e, "undecodable internal request");
@@ -124,50 +234,95 @@ fn admit<T: DeserializeOwned>(
     }
 }
 
-async fn append(State(gate): State<Arc<Gate>>, headers: HeaderMap, body: Bytes) -> Response {
-    let (inner, req) = match admit(&gate, &headers, &body, PATH_APPEND) {
+async fn append(State(gate): State<Arc<Gate>>, body: Body) -> Response {
+    let (inner, req) = match admit(&gate, body, PATH_APPEND).await {
         Ok(x) => x,
         Err(r) => return r,
     };
     encode(&inner.raft.append_entries(req).await)
 }
 
-async fn vote(State(gate): State<Arc<Gate>>, headers: HeaderMap, body: Bytes) -> Response {
-    let (inner, req) = match admit(&gate, &headers, &body, PATH_VOTE) {
+async fn vote(State(gate): State<Arc<Gate>>, body: Body) -> Response {
+    let (inner, req) = match admit(&gate, body, PATH_VOTE).await {
         Ok(x) => x,
         Err(r) => return r,
     };
     encode(&inner.raft.vote(req).await)
 }
 
-async fn snapshot(State(gate): State<Arc<Gate>>, headers: HeaderMap, body: Bytes) -> Response {
-    let (inner, req) = match admit(&gate, &headers, &body, PATH_SNAPSHOT) {
+async fn snapshot(State(gate): State<Arc<Gate>>, body: Body) -> Response {
+    let (inner, req) = match admit(&gate, body, PATH_SNAPSHOT).await {
         Ok(x) => x,
         Err(r) => return r,
     };
     encode(&inner.raft.install_snapshot(req).await)
 }
 
-async fn write(State(gate): State<Arc<Gate>>, headers: HeaderMap, body: Bytes) -> Response {
-    let (inner, req): (_, ForwardedWrite) = match admit(&gate, &headers, &body, PATH_WRITE) {
+async fn write(State(gate): State<Arc<Gate>>, headers: HeaderMap, body: Body) -> Response {
+    let (inner, req): (_, ForwardedWrite) = match admit(&gate, body, PATH_WRITE).await {
         Ok(x) => x,
         Err(r) => return r,
     };
+    if let Some(command) = req.commands.iter().find(|c| c.is_operator()) {
+        if !gate.operator_authorized(&headers) {
+            tracing::warn!(
+                path = PATH_WRITE,
+                command = command.kind(),
+                "forwarded operator command without the admin credential refused"
+            );
+            return refuse(StatusCode::FORBIDDEN, "admin credential required");
+        }
+    }
     encode(&inner.propose_as_leader(req.commands).await)
 }
 
-async fn admin(State(gate): State<Arc<Gate>>, headers: HeaderMap, body: Bytes) -> Response {
-    let (inner, op): (_, AdminOp) = match admit(&gate, &headers, &body, PATH_ADMIN) {
+async fn admin(State(gate): State<Arc<Gate>>, body: Body) -> Response {
+    let (inner, op): (_, AdminOp) = match admit(&gate, body, PATH_ADMIN).await {
         Ok(x) => x,
         Err(r) => return r,
     };
     encode(&inner.admin_as_leader(op).await)
 }
 
-async fn read_index(State(gate): State<Arc<Gate>>, headers: HeaderMap, body: Bytes) -> Response {
-    let (inner, ()): (_, ()) = match admit(&gate, &headers, &body, PATH_READ_INDEX) {
+async fn read_index(State(gate): State<Arc<Gate>>, body: Body) -> Response {
+    let (inner, ()): (_, ()) = match admit(&gate, body, PATH_READ_INDEX).await {
         Ok(x) => x,
         Err(r) => return r,
     };
     encode(&inner.read_index_as_leader().await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_of_equal_secrets_match_and_of_different_ones_do_not() {
+        assert!(digests_equal(
+            &digest("s3cret-s3cret"),
+            &digest("s3cret-s3cret")
+        ));
+        assert!(!digests_equal(
+            &digest("s3cret-s3cret"),
+            &digest("s3cret-s3creT")
+        ));
+        assert!(!digests_equal(&digest("s3cret"), &digest("s3cret-s3cret")));
+    }
+
+    #[test]
+    fn every_internal_path_has_a_cap_and_unknown_paths_accept_no_body() {
+        for path in [
+            PATH_APPEND,
+            PATH_WRITE,
+            PATH_SNAPSHOT,
+            PATH_VOTE,
+            PATH_ADMIN,
+            PATH_READ_INDEX,
+        ] {
+            assert!(body_limit(path, 1 << 20) > 0, "{path}");
+        }
+        assert_eq!(body_limit(PATH_VOTE, 1 << 20), 64 << 10);
+        assert_eq!(body_limit(PATH_SNAPSHOT, 1 << 20), (1 << 20) + (64 << 10));
+        assert_eq!(body_limit("/internal/other", 1 << 20), 0);
+    }
 }

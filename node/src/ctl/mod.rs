@@ -18,9 +18,10 @@ pub struct CtlArgs {
         value_delimiter = ','
     )]
     pub url: Vec<String>,
-    /// The admin token (`api.admin_token` of the nodes).
+    /// The admin token (`api.admin_token` of the nodes); every command but
+    /// `cert` needs it.
     #[arg(long, env = "GEIGER_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: String,
+    pub admin_token: Option<String>,
     /// PEM file of a private CA to trust for `https://` URLs, besides the
     /// public web roots.
     #[arg(long, env = "GEIGER_CA_FILE")]
@@ -51,6 +52,37 @@ pub enum CtlCommand {
     Key(KeyCommand),
     /// Saves a consistent copy of the ledger (snapshot format) to FILE.
     Backup { file: std::path::PathBuf },
+    /// The cluster CA and node certificates for mutual TLS between members
+    /// (files only: no node is contacted).
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum CertCommand {
+    /// Makes a new cluster CA: DIR/ca.pem (give it to every node) and
+    /// DIR/ca.key (keep it offline; needed only to issue certificates).
+    Ca {
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        /// The cluster's name, written into the CA's name.
+        #[arg(long, default_value = "geiger")]
+        cluster: String,
+        #[arg(long, default_value_t = 3650)]
+        days: i64,
+    },
+    /// Issues node ID's certificate (naming node-ID.geiger.internal):
+    /// OUT/node-ID.pem and OUT/node-ID.key, signed by the CA in CA_DIR.
+    Node {
+        #[arg(long)]
+        id: u64,
+        #[arg(long)]
+        ca_dir: std::path::PathBuf,
+        #[arg(long)]
+        out: std::path::PathBuf,
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -108,7 +140,11 @@ pub enum KeyCommand {
 }
 
 fn client(args: &CtlArgs) -> anyhow::Result<Client> {
-    let mut builder = ClientBuilder::new(args.url.clone()).admin_token(args.admin_token.clone());
+    let token = args
+        .admin_token
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("--admin-token (or GEIGER_ADMIN_TOKEN) is required"))?;
+    let mut builder = ClientBuilder::new(args.url.clone()).admin_token(token);
     if let Some(path) = &args.ca_file {
         let pem = std::fs::read(path)
             .map_err(|e| anyhow::anyhow!("reading the CA file {}: {e}", path.display()))?;
@@ -117,8 +153,38 @@ fn client(args: &CtlArgs) -> anyhow::Result<Client> {
     Ok(builder.build()?)
 }
 
+fn cert(command: &CertCommand) -> anyhow::Result<i32> {
+    use crate::cluster_certs;
+    match command {
+        CertCommand::Ca { dir, cluster, days } => {
+            let (cert, key) = cluster_certs::create_ca(dir, cluster, *days)?;
+            println!("CA certificate {}", cert.display());
+            println!("CA key         {}   (keep it offline)", key.display());
+        }
+        CertCommand::Node {
+            id,
+            ca_dir,
+            out,
+            days,
+        } => {
+            let (ca, ca_key) = cluster_certs::ca_files(ca_dir);
+            let (cert, key) = cluster_certs::issue_node(&ca, &ca_key, *id, *days, out)?;
+            println!(
+                "node {id}: {} and {} (naming {})",
+                cert.display(),
+                key.display(),
+                geiger_control_plane::raft_network::peer_name(*id)
+            );
+        }
+    }
+    Ok(0)
+}
+
 /// Runs one command; returns the exit code.
 pub async fn run(args: CtlArgs) -> anyhow::Result<i32> {
+    if let CtlCommand::Cert(command) = &args.command {
+        return cert(command);
+    }
     let client = client(&args)?;
     match &args.command {
         CtlCommand::Status { json } => {
@@ -199,6 +265,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<i32> {
                 answer["key_id"].as_str().unwrap_or("?")
             );
         }
+        CtlCommand::Cert(command) => return cert(command),
     }
     Ok(0)
 }

@@ -16,6 +16,10 @@
 //!   timeout; ALPN then picks HTTP/2 or HTTP/1.1. Both keep connections
 //!   alive, so a client pays for one handshake, not one per request.
 //!   Under HTTP/2 the stall timeout is also the idle timeout.
+//! - **The internal listener** ([`serve_internal`]) runs the same loop for
+//!   the node-to-node port: the per-source cap is the per-peer cap, and with
+//!   mutual TLS ([`crate::cluster_tls`]) a peer is admitted only after its
+//!   certificate names a member.
 
 pub mod tls;
 
@@ -39,6 +43,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 use self::tls::ServerTls;
+
+use crate::cluster_tls::PeerGate;
 
 use crate::config::ListenerSettings;
 use crate::metrics::NodeMetrics;
@@ -147,6 +153,16 @@ impl Drop for Admitted {
     }
 }
 
+/// Which listener a connection came to, and so how its handshake is made
+/// and counted.
+#[derive(Clone)]
+enum Handshake {
+    /// The public API, plaintext or TLS.
+    Public(Option<tokio_rustls::TlsAcceptor>),
+    /// The internal port, plaintext or mutual TLS with the peer check.
+    Internal(Option<(tokio_rustls::TlsAcceptor, Arc<PeerGate>)>),
+}
+
 /// Serves `router` on `listener` within `limits`, over TLS when `tls` is
 /// given, until the task is aborted.
 pub async fn serve(
@@ -156,7 +172,33 @@ pub async fn serve(
     tls: Option<ServerTls>,
     metrics: Arc<NodeMetrics>,
 ) {
-    let acceptor = tls.map(|tls| tokio_rustls::TlsAcceptor::from(tls.config));
+    let handshake = Handshake::Public(tls.map(|tls| tokio_rustls::TlsAcceptor::from(tls.config)));
+    serve_with(listener, router, limits, handshake, metrics).await
+}
+
+/// Serves the internal (node-to-node) router: plaintext, or mutual TLS with
+/// `tls` and each peer checked by `gate`.
+pub async fn serve_internal(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnectionLimits,
+    tls: Option<(Arc<rustls::ServerConfig>, Arc<PeerGate>)>,
+    metrics: Arc<NodeMetrics>,
+) {
+    let handshake = Handshake::Internal(
+        tls.map(|(config, gate)| (tokio_rustls::TlsAcceptor::from(config), gate)),
+    );
+    serve_with(listener, router, limits, handshake, metrics).await
+}
+
+async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnectionLimits,
+    handshake: Handshake,
+    metrics: Arc<NodeMetrics>,
+) {
+    let public = matches!(handshake, Handshake::Public(_));
     let router = router.layer(axum::middleware::from_fn_with_state(
         limits.body_read_timeout,
         body_deadline,
@@ -176,20 +218,29 @@ pub async fn serve(
         let admitted = match admission.admit(peer.ip()) {
             Ok(admitted) => admitted,
             Err(refusal) => {
-                metrics.connection_refused(refusal.label());
+                if public {
+                    metrics.connection_refused(refusal.label());
+                } else {
+                    metrics.internal_connection_refused(refusal.label());
+                    tracing::warn!(%peer, reason = refusal.label(), "internal connection refused at accept");
+                }
                 drop(stream);
                 continue;
             }
         };
-        metrics.api_connections_open.set(admission.open() as i64);
+        if public {
+            metrics.api_connections_open.set(admission.open() as i64);
+        }
         let router = router.clone();
         let metrics = metrics.clone();
         let admission = admission.clone();
-        let acceptor = acceptor.clone();
+        let handshake = handshake.clone();
         tokio::spawn(async move {
-            serve_connection(stream, peer, router, limits, acceptor, &metrics).await;
+            serve_connection(stream, peer, router, limits, handshake, &metrics).await;
             drop(admitted);
-            metrics.api_connections_open.set(admission.open() as i64);
+            if public {
+                metrics.api_connections_open.set(admission.open() as i64);
+            }
         });
     }
 }
@@ -206,7 +257,7 @@ async fn serve_connection(
     peer: SocketAddr,
     router: Router,
     limits: ConnectionLimits,
-    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    handshake: Handshake,
     metrics: &NodeMetrics,
 ) {
     let _ = stream.set_nodelay(true);
@@ -226,24 +277,37 @@ async fn serve_connection(
         limits,
         metrics,
     };
-    let Some(acceptor) = acceptor else {
-        return serve_http(io, Protocol::Http1, router, watch).await;
+    let (acceptor, gate) = match handshake {
+        Handshake::Public(None) | Handshake::Internal(None) => {
+            return serve_http(io, Protocol::Http1, router, watch).await
+        }
+        Handshake::Public(Some(acceptor)) => (acceptor, None),
+        Handshake::Internal(Some((acceptor, gate))) => (acceptor, Some(gate)),
     };
     let handshake = tokio::time::timeout(limits.header_read_timeout, acceptor.accept(io)).await;
-    let tls = match handshake {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
+    let tls = match (handshake, &gate) {
+        (Ok(Ok(tls)), _) => tls,
+        (Ok(Err(e)), Some(gate)) => return gate.handshake_failed(peer, &e),
+        (Err(_), Some(gate)) => return gate.handshake_timed_out(peer),
+        (Ok(Err(e)), None) => {
             metrics.tls_handshake("error");
             tracing::debug!(%peer, error = %e, "TLS handshake failed");
             return;
         }
-        Err(_) => {
+        (Err(_), None) => {
             metrics.tls_handshake("timeout");
             tracing::debug!(%peer, "TLS handshake did not finish in time");
             return;
         }
     };
-    metrics.tls_handshake("ok");
+    match &gate {
+        Some(gate) => {
+            if !gate.admit(peer, tls.get_ref().1) {
+                return;
+            }
+        }
+        None => metrics.tls_handshake("ok"),
+    }
     let protocol = match tls.get_ref().1.alpn_protocol() {
         Some(tls::ALPN_H2) => Protocol::Http2,
         _ => Protocol::Http1,

@@ -193,13 +193,13 @@ impl ServerTls {
 /// What identifies a version of a file cheaply: a replaced or rewritten file
 /// changes at least one of these.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct FileStamp {
+pub(crate) struct FileStamp {
     modified: Option<SystemTime>,
     len: u64,
     inode: u64,
 }
 
-fn stamp(path: &Path) -> Option<FileStamp> {
+pub(crate) fn stamp(path: &Path) -> Option<FileStamp> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).ok()?;
     Some(FileStamp {

@@ -70,10 +70,13 @@ pub struct NodeMetrics {
     pub source_rate_limited: Counter,
     pub auth_catch_ups: TotalCounter,
     pub tls: TlsMetrics,
+    pub internal_connections_refused: Family<ReasonLabels, Counter>,
+    pub internal_requests: Counter,
+    pub peer_tls_refused: Family<ReasonLabels, Counter>,
 }
 
-/// The public listener's TLS (listener/tls.rs); `listener` is always `api`
-/// for now, so the names hold when other listeners get TLS.
+/// TLS on the listeners: `listener` is `api` (listener/tls.rs) or
+/// `internal` (mutual TLS between members, cluster_tls.rs).
 #[derive(Debug, Default)]
 pub struct TlsMetrics {
     pub certificate_expiry: Family<ListenerLabels, Gauge>,
@@ -143,6 +146,9 @@ impl NodeMetrics {
             source_rate_limited: Counter::default(),
             auth_catch_ups: TotalCounter::default(),
             tls: TlsMetrics::default(),
+            internal_connections_refused: Family::default(),
+            internal_requests: Counter::default(),
+            peer_tls_refused: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -358,6 +364,21 @@ impl NodeMetrics {
             m.tls.handshakes.clone(),
         );
         r.register(
+            "geiger_internal_connections_refused",
+            "Connections to the internal listener closed at accept, by reason (total_limit, source_limit: the per-peer cap)",
+            m.internal_connections_refused.clone(),
+        );
+        r.register(
+            "geiger_internal_requests",
+            "Requests the internal listener answered (Raft RPC, forwarded writes, read indexes, admin)",
+            m.internal_requests.clone(),
+        );
+        r.register(
+            "geiger_peer_tls_refused",
+            "Peers refused by the internal listener's mutual TLS, by reason (no_certificate, unknown_ca, expired, handshake, no_node_id, not_a_member)",
+            m.peer_tls_refused.clone(),
+        );
+        r.register(
             "geiger_node",
             "Maps this target to its Raft node ID",
             Info::new(vec![("node_id".to_string(), node_id.to_string())]),
@@ -466,37 +487,75 @@ impl NodeMetrics {
     /// TLS is on for the public listener: its counters start at zero and
     /// the expiry gauge shows the certificate just loaded.
     pub fn tls_certificate_loaded(&self, not_after: i64) {
+        self.tls_certificate_loaded_for("api", not_after)
+    }
+
+    /// Likewise for `listener` (`api` or `internal`).
+    pub fn tls_certificate_loaded_for(&self, listener: &str, not_after: i64) {
         self.tls
             .certificate_expiry
             .get_or_create(&ListenerLabels {
-                listener: "api".into(),
+                listener: listener.into(),
             })
             .set(not_after);
         for outcome in ["ok", "error"] {
             self.tls
                 .certificate_reloads
-                .get_or_create_owned(&api_outcome(outcome));
+                .get_or_create_owned(&listener_outcome(listener, outcome));
         }
         for outcome in ["ok", "error", "timeout"] {
             self.tls
                 .handshakes
-                .get_or_create_owned(&api_outcome(outcome));
+                .get_or_create_owned(&listener_outcome(listener, outcome));
         }
     }
 
     pub fn tls_reload(&self, ok: bool) {
+        self.tls_reload_for("api", ok)
+    }
+
+    pub fn tls_reload_for(&self, listener: &str, ok: bool) {
         let outcome = if ok { "ok" } else { "error" };
         self.tls
             .certificate_reloads
-            .get_or_create(&api_outcome(outcome))
+            .get_or_create(&listener_outcome(listener, outcome))
             .inc();
     }
 
     /// `outcome`: `ok`, `error` or `timeout`.
     pub fn tls_handshake(&self, outcome: &str) {
+        self.tls_handshake_for("api", outcome)
+    }
+
+    pub fn tls_handshake_for(&self, listener: &str, outcome: &str) {
         self.tls
             .handshakes
-            .get_or_create(&api_outcome(outcome))
+            .get_or_create(&listener_outcome(listener, outcome))
+            .inc();
+    }
+
+    /// Mutual TLS is on: every refusal reason starts at zero.
+    pub fn peer_tls_refusals_start(&self) {
+        for refusal in crate::cluster_tls::PeerRefusal::ALL {
+            self.peer_tls_refused.get_or_create_owned(&ReasonLabels {
+                reason: refusal.label().into(),
+            });
+        }
+    }
+
+    pub fn peer_tls_refused(&self, reason: &str) {
+        self.peer_tls_refused
+            .get_or_create(&ReasonLabels {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    pub fn internal_connection_refused(&self, reason: &str) {
+        self.internal_connections_refused
+            .get_or_create(&ReasonLabels {
+                reason: reason.into(),
+            })
             .inc();
     }
 
@@ -509,9 +568,9 @@ impl NodeMetrics {
     }
 }
 
-fn api_outcome(outcome: &str) -> ListenerOutcomeLabels {
+fn listener_outcome(listener: &str, outcome: &str) -> ListenerOutcomeLabels {
     ListenerOutcomeLabels {
-        listener: "api".into(),
+        listener: listener.into(),
         outcome: outcome.into(),
     }
 }

@@ -130,9 +130,24 @@ impl Cluster {
         env: Vec<(String, String)>,
     ) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(dir, specs, extra_toml, env, &|_, config| config)
+    }
+
+    /// Like [`Self::start_with_env`] in `dir`, with each node's config
+    /// passed through `adjust` first (per-node sections, `advertise`).
+    pub fn start_in(
+        dir: tempfile::TempDir,
+        specs: Vec<NodeSpec>,
+        extra_toml: &str,
+        env: Vec<(String, String)>,
+        adjust: &dyn Fn(&Path, NodeConfig) -> NodeConfig,
+    ) -> Cluster {
         let configs: Vec<NodeConfig> = specs
             .iter()
-            .map(|s| s.config(&dir.path().join(format!("node-{}", s.id)), extra_toml))
+            .map(|s| {
+                let config = s.config(&dir.path().join(format!("node-{}", s.id)), extra_toml);
+                adjust(dir.path(), config)
+            })
             .collect();
         let voters: Vec<_> = configs.iter().map(NodeConfig::as_bootstrap).collect();
         let log_filter =
