@@ -210,13 +210,13 @@ pub fn derive_v2(spec: &Spec, entropy: &[u8]) -> Result<Derived, NeedMoreEntropy
 }
 
 /// The groups of `spec` (see [`BitReader::offsets`]): `(count, log2 of the
-/// outcomes)`. For `bytes`, one group per byte, 8 bits each.
+/// outcomes)`. `bytes` has no groups: it reads its bits as they are.
 pub fn groups_and_information(spec: &Spec) -> (u64, f64) {
     let Some(ranges) = step_ranges(spec) else {
         let Spec::Bytes { count } = *spec else {
             unreachable!()
         };
-        return (count as u64, count as f64 * 8.0);
+        return (0, count as f64 * 8.0);
     };
     let mut groups = 0u64;
     let mut product: u128 = 1;
