@@ -55,7 +55,10 @@ fn every_record_has_its_published_canonical_body_id_and_signature() {
     let records = doc["records"].as_array().unwrap();
     let chain: ChainResponse = serde_json::from_value(records[0]["response"].clone()).unwrap();
     let body = to_canonical_vec(&chain.chain.body).unwrap();
-    assert_eq!(body, records[0]["canonical_body"].as_str().unwrap().as_bytes());
+    assert_eq!(
+        body,
+        records[0]["canonical_body"].as_str().unwrap().as_bytes()
+    );
     assert_eq!(chain.id, RecordId::for_body(RecordKind::Chain, &body));
     assert_eq!(signer.seal_chain(chain.chain.body.clone()).unwrap(), chain);
     verify_chain(&chain, &keys).unwrap();
