@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use geiger_protocol::RecordId;
+use geiger_protocol::{Derivation, RecordId};
 use serde::{Deserialize, Serialize};
 
 /// Serde for byte vectors as one length-prefixed blob (bincode writes a
@@ -130,8 +130,10 @@ pub enum Command {
     },
     /// A new chain; its genesis record is sealed at apply time.
     CreateChain { customer: String, tag: String },
-    /// A draw: `request` is the original request body (JSON bytes, kept
-    /// verbatim for `GET /v1/draws/{id}`).
+    /// A draw by `geiger-derive-v1`: `request` is the original request body
+    /// (JSON bytes, kept verbatim for `GET /v1/draws/{id}`). Entries written
+    /// before v2 existed are this variant and must re-apply to the same
+    /// record forever, so it keeps meaning v1; new draws are [`Command::DrawWith`].
     Draw {
         customer: String,
         #[serde(with = "crate::types::raw_bytes")]
@@ -219,6 +221,16 @@ pub enum Command {
         tag: String,
         request_id: String,
     },
+    /// [`Command::Draw`] by the named derivation. The proposer picks it
+    /// (the node sends [`Derivation::CURRENT`]), so applying the entry is
+    /// the same on every replica and on every replay, whatever build later
+    /// re-applies it.
+    DrawWith {
+        customer: String,
+        #[serde(with = "crate::types::raw_bytes")]
+        request: Vec<u8>,
+        derivation: Derivation,
+    },
     /// [`Command::RotateKey`] with the secret sealed under the cluster's
     /// key-encryption key (`crate::key_encryption`): neither the log nor
     /// the wire carries it in plaintext. `public_key` names the key, so
@@ -247,6 +259,7 @@ impl Command {
             Command::CreateChain { .. }
             | Command::CreateChainOnce { .. }
             | Command::Draw { .. }
+            | Command::DrawWith { .. }
             | Command::AppendEntropy { .. }
             | Command::AppendSignedEntropy { .. }
             | Command::QuarantineChunk { .. }
@@ -260,7 +273,7 @@ impl Command {
         match self {
             Command::CreateCustomer { .. } => "create_customer",
             Command::CreateChain { .. } | Command::CreateChainOnce { .. } => "create_chain",
-            Command::Draw { .. } => "draw",
+            Command::Draw { .. } | Command::DrawWith { .. } => "draw",
             Command::AppendEntropy { .. } => "append_entropy",
             Command::QuarantineChunk { .. } => "quarantine_chunk",
             Command::AssignLease { .. } => "assign_lease",

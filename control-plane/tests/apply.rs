@@ -547,3 +547,61 @@ async fn a_chain_request_id_reused_with_another_tag_is_refused_and_changes_nothi
         .unwrap();
     assert_eq!(out[0].outcomes, [replay]);
 }
+
+/// A legacy `Draw` entry still derives by v1 (so old logs re-apply to the
+/// same records); `DrawWith` by v2 takes only the whole bytes it used, right
+/// after the v1 draw's, and both records verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v2_draw_takes_the_pool_bytes_right_after_the_previous_draw_and_only_those() {
+    use geiger_protocol::verify::{verify_draw, Previous};
+    use geiger_protocol::{Derivation, KeySet, Signer};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut sm = StateMachine::open(dir.path(), 4 << 20, None).unwrap();
+    let out = sm.apply(setup(1_000)).await.unwrap();
+    let Outcome::ChainCreated { id, response } = &out[1].outcomes[3] else {
+        panic!("{:?}", out[1]);
+    };
+    let chain: ChainResponse = serde_json::from_slice(response).unwrap();
+    let drawn = |out: &[geiger_control_plane::types::BatchOutcome]| -> DrawResponse {
+        let Outcome::Drawn { response, .. } = &out[0].outcomes[0] else {
+            panic!("{out:?}");
+        };
+        serde_json::from_slice(response).unwrap()
+    };
+    let v1 = drawn(
+        &sm.apply(vec![entry(3, 2_000, vec![draw_on(&id.to_string(), None)])])
+            .await
+            .unwrap(),
+    );
+    let v2 = drawn(
+        &sm.apply(vec![entry(
+            4,
+            3_000,
+            vec![Command::DrawWith {
+                customer: "cu_test".into(),
+                request: draw_request(&v1.draw.id.to_string(), None),
+                derivation: Derivation::V2,
+            }],
+        )])
+        .await
+        .unwrap(),
+    );
+    assert_eq!(v1.draw.body.derivation, "geiger-derive-v1");
+    assert_eq!(v2.draw.body.derivation, "geiger-derive-v2");
+    let (s1, s2) = (
+        &v1.draw.body.entropy.segments,
+        &v2.draw.body.entropy.segments,
+    );
+    assert_eq!((s1.len(), s2.len()), (1, 1));
+    // 6 of 49: v1 reads six 8-byte words, v2 about five bytes.
+    assert_eq!((s1[0].offset, s1[0].length), (0, 48));
+    assert_eq!(s2[0].offset, 48, "no byte skipped or used twice");
+    assert!((5..=7).contains(&s2[0].length), "{:?}", s2[0]);
+
+    let keys = KeySet {
+        keys: vec![Signer::from_secret([5; 32]).key_info("1970-01-01T00:00:00.000Z".into(), None)],
+    };
+    verify_draw(&v1, &keys, Some(Previous::Chain(&chain))).unwrap();
+    verify_draw(&v2, &keys, Some(Previous::Draw(&v1))).unwrap();
+}

@@ -98,3 +98,32 @@ fn input_that_is_not_a_record_is_an_error_not_a_pass() {
     assert_ne!(code, 0, "{out}");
     assert!(!out.contains("VERIFIED"), "{out}");
 }
+
+/// Both derivation versions verify through the command: a v1 record from
+/// before v2 and a v2 one; a v2 record with a changed result fails.
+#[test]
+fn geiger_verify_checks_v1_and_v2_draws_alike() {
+    use geiger_protocol::Derivation;
+    let dir = tempfile::tempdir().unwrap();
+    let signer = Signer::from_secret([9; 32]);
+    let keys = KeySet {
+        keys: vec![signer.key_info(format_timestamp(SAMPLE_TIME_MS), None)],
+    };
+    let keys = write(dir.path(), "keys.json", &keys);
+    let chain = sample::genesis(&signer);
+    for derivation in [Derivation::V1, Derivation::V2] {
+        let spec = Spec::Permutation { n: 52 };
+        let draw = sample::draw_after_with(&signer, &chain, chain.id, 1, spec, derivation);
+        let name = derivation.name();
+        let path = write(dir.path(), &format!("{name}.json"), &draw);
+        let (code, out) = geiger(&["verify", &path, "--keys", &keys]);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains(&format!("{name} re-derives")), "{out}");
+
+        let mut tampered = serde_json::to_value(&draw).unwrap();
+        tampered["draw"]["result"]["values"][0] = serde_json::json!(53);
+        let path = write(dir.path(), &format!("{name}-tampered.json"), &tampered);
+        let (code, out) = geiger(&["verify", &path, "--keys", &keys]);
+        assert_ne!(code, 0, "{out}");
+    }
+}

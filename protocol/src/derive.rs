@@ -27,11 +27,15 @@ pub enum DrawResult {
     Hex { hex: String },
 }
 
-/// A derived result and how many entropy bytes, from the front, it used.
+/// A derived result and how much entropy, from the front, it used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Derived {
     pub result: DrawResult,
+    /// Whole bytes: what the draw records and the pool gives up.
     pub consumed: usize,
+    /// The bits actually read (v1 reads whole words, so `8 · consumed`;
+    /// v2 may leave up to 7 bits of its last byte unread).
+    pub consumed_bits: u64,
 }
 
 /// The entropy given ran out before the result was complete. Derivation is
@@ -148,6 +152,7 @@ pub fn derive(spec: &Spec, entropy: &[u8]) -> Result<Derived, NeedMoreEntropy> {
     Ok(Derived {
         result,
         consumed: reader.pos,
+        consumed_bits: reader.pos as u64 * 8,
     })
 }
 

@@ -7,6 +7,8 @@
 //! - [`id`]: content-hash IDs of chains and draws.
 //! - [`spec`]: the four draw kinds and their hard limits.
 //! - [`derive`]: `geiger-derive-v1`, entropy bytes → results (docs/DERIVATION.md).
+//! - [`derive_v2`]: `geiger-derive-v2`, entropy bits → results near the information limit.
+//! - [`derivation`]: the versions by name; which one new draws use.
 //! - [`device`]: hardware device IDs, derived from their public keys.
 //! - [`canonical`]: RFC 8785 canonical JSON, the bytes that are hashed and signed.
 //! - [`record`]: chain and draw records, signed envelopes, keys.
@@ -16,7 +18,9 @@
 
 pub mod api;
 pub mod canonical;
+pub mod derivation;
 pub mod derive;
+pub mod derive_v2;
 pub mod device;
 pub mod id;
 pub mod record;
@@ -27,7 +31,9 @@ pub mod spec;
 pub mod verify;
 
 pub use api::{CreateChainRequest, DrawRequest, ErrorBody, ErrorCode, RequestError, REPLAY_HEADER};
+pub use derivation::Derivation;
 pub use derive::{derive, Derived, NeedMoreEntropy, DERIVATION_V1};
+pub use derive_v2::{derive_v2, DERIVATION_V2};
 pub use id::{IdError, RecordId, RecordKind};
 pub use record::{
     now_unix_ms, ChainBody, ChainRecord, ChainResponse, ChainType, DrawBody, DrawLookup,

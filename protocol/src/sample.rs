@@ -2,7 +2,7 @@
 //! documentation, for tests of crates that handle records, and for anyone
 //! writing a verifier who wants something real to check.
 
-use crate::derive::{derive, DERIVATION_V1};
+use crate::derivation::Derivation;
 use crate::id::RecordId;
 use crate::record::{
     format_timestamp, ChainBody, ChainResponse, DrawBody, DrawResponse, EntropySegment, EntropyUse,
@@ -28,8 +28,8 @@ pub fn genesis(signer: &Signer) -> ChainResponse {
         .expect("sample records canonicalise")
 }
 
-/// A draw at `position` after `previous` on `chain`, its entropy a fixed
-/// pattern split over two chunks of one device, issued at
+/// A `geiger-derive-v1` draw at `position` after `previous` on `chain`, its
+/// entropy a fixed pattern split over two chunks of one device, issued at
 /// [`SAMPLE_TIME_MS`] + 1 + `position`.
 pub fn draw_after(
     signer: &Signer,
@@ -38,8 +38,22 @@ pub fn draw_after(
     position: u64,
     spec: Spec,
 ) -> DrawResponse {
+    draw_after_with(signer, chain, previous, position, spec, Derivation::V1)
+}
+
+/// [`draw_after`] by the given derivation.
+pub fn draw_after_with(
+    signer: &Signer,
+    chain: &ChainResponse,
+    previous: RecordId,
+    position: u64,
+    spec: Spec,
+    derivation: Derivation,
+) -> DrawResponse {
     let pattern: Vec<u8> = (0..100_000u32).map(|i| (i * 7919 % 251) as u8).collect();
-    let derived = derive(&spec, &pattern).expect("the pattern is long enough for samples");
+    let derived = derivation
+        .derive(&spec, &pattern)
+        .expect("the pattern is long enough for samples");
     let used = &pattern[..derived.consumed];
     let half = (used.len() / 2) as u32;
     signer
@@ -72,7 +86,7 @@ pub fn draw_after(
                 ],
                 used,
             ),
-            derivation: DERIVATION_V1.into(),
+            derivation: derivation.name().into(),
             key_id: String::new(),
         })
         .expect("sample records canonicalise")

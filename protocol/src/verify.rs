@@ -7,7 +7,7 @@ use ed25519_dalek::{Signature as DalekSignature, VerifyingKey};
 use sha2::{Digest, Sha256};
 
 use crate::canonical::{to_canonical_vec, CanonicalError};
-use crate::derive::{derive, DERIVATION_V1};
+use crate::derivation::Derivation;
 use crate::id::{RecordId, RecordKind};
 use crate::record::{parse_timestamp, ChainResponse, DrawResponse, KeySet, Signature, ALG_ED25519};
 use crate::spec::SpecError;
@@ -197,9 +197,8 @@ pub fn verify_draw(
         &mut report,
     )?;
 
-    if body.derivation != DERIVATION_V1 {
-        return Err(VerifyError::UnsupportedDerivation(body.derivation.clone()));
-    }
+    let derivation = Derivation::from_name(&body.derivation)
+        .ok_or_else(|| VerifyError::UnsupportedDerivation(body.derivation.clone()))?;
     body.spec.validate()?;
 
     let entropy = hex::decode(&body.entropy.hex).map_err(|_| VerifyError::EntropyNotHex)?;
@@ -223,7 +222,11 @@ pub fn verify_draw(
         body.entropy.segments.len()
     ));
 
-    let derived = derive(&body.spec, &entropy).map_err(|_| VerifyError::EntropyTooShort)?;
+    // Whole bytes for every version: v2's skipped bits lie in the last byte,
+    // so a byte it did not reach at all is still unused entropy.
+    let derived = derivation
+        .derive(&body.spec, &entropy)
+        .map_err(|_| VerifyError::EntropyTooShort)?;
     if derived.consumed != entropy.len() {
         return Err(VerifyError::UnusedEntropy {
             unused: entropy.len() - derived.consumed,
@@ -233,7 +236,8 @@ pub fn verify_draw(
         return Err(VerifyError::ResultMismatch);
     }
     report.checks.push(format!(
-        "{DERIVATION_V1} re-derives the same {} result from the recorded entropy",
+        "{} re-derives the same {} result from the recorded entropy",
+        derivation.name(),
         body.spec.kind_name()
     ));
 

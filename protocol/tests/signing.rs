@@ -5,8 +5,8 @@ use geiger_protocol::record::format_timestamp;
 use geiger_protocol::sample;
 use geiger_protocol::verify::Previous;
 use geiger_protocol::{
-    verify_chain, verify_draw, ChainResponse, DrawResponse, EntropyUse, KeySet, Signer, Spec,
-    VerifyError,
+    verify_chain, verify_draw, ChainResponse, Derivation, DrawResponse, EntropyUse, KeySet, Signer,
+    Spec, VerifyError,
 };
 use serde_json::Value;
 
@@ -178,4 +178,111 @@ fn a_draw_presented_as_following_the_wrong_record_is_refused() {
         verify_draw(&draw, &KeySet::default(), None),
         Err(VerifyError::UnknownKey(_))
     ));
+}
+
+fn first_v2_draw(spec: Spec) -> (ChainResponse, DrawResponse) {
+    let chain = genesis();
+    let draw = sample::draw_after_with(&signer(), &chain, chain.id, 1, spec, Derivation::V2);
+    (chain, draw)
+}
+
+#[test]
+fn a_v2_draw_verifies_and_names_its_derivation() {
+    for spec in [
+        Spec::Permutation { n: 52 },
+        Spec::Selection { k: 6, n: 49 },
+        Spec::Bytes { count: 16 },
+    ] {
+        let (chain, draw) = first_v2_draw(spec);
+        assert_eq!(draw.draw.body.derivation, "geiger-derive-v2");
+        let report = verify_draw(&draw, &keys(), Some(Previous::Chain(&chain))).unwrap();
+        assert!(
+            report.checks.iter().any(|c| c.contains("geiger-derive-v2")),
+            "{:?}",
+            report.checks
+        );
+    }
+}
+
+#[test]
+fn tampering_with_any_field_of_a_v2_draw_makes_verification_fail() {
+    let (chain, draw) = first_v2_draw(Spec::Permutation { n: 52 });
+    let variants = tampered_variants(&serde_json::to_value(&draw).unwrap());
+    assert!(variants.len() > 60, "walked {} leaves", variants.len());
+    for (path, value) in variants {
+        if let Ok(tampered) = serde_json::from_value::<DrawResponse>(value) {
+            assert_ne!(tampered, draw, "{path} was not changed");
+            let outcome = verify_draw(&tampered, &keys(), Some(Previous::Chain(&chain)));
+            assert!(outcome.is_err(), "tampering with {path} went unnoticed");
+        }
+    }
+}
+
+/// An insider with the key re-signs a v2 draw after changing one thing:
+/// the ID and signature are valid, the derivation catches it.
+#[test]
+fn a_re_signed_v2_draw_with_changed_entropy_result_or_version_fails() {
+    let (chain, draw) = first_v2_draw(Spec::Permutation { n: 52 });
+    let body = draw.draw.body.clone();
+    let bytes = hex::decode(&body.entropy.hex).unwrap();
+    let reseal = |b: geiger_protocol::DrawBody| signer().seal_draw(b).unwrap();
+    let check = |d: &DrawResponse| verify_draw(d, &keys(), Some(Previous::Chain(&chain)));
+
+    // The first bit decides the first group, so the first cards.
+    let mut flipped = bytes.clone();
+    flipped[0] ^= 0x80;
+    let mut b = body.clone();
+    b.entropy = EntropyUse::new(b.entropy.segments.clone(), &flipped);
+    assert!(matches!(
+        check(&reseal(b)),
+        Err(VerifyError::ResultMismatch)
+    ));
+
+    // One byte more than the derivation reads: entropy used for nothing.
+    let mut longer = bytes.clone();
+    longer.push(0);
+    let mut b = body.clone();
+    b.entropy = EntropyUse::new(b.entropy.segments.clone(), &longer);
+    b.entropy.segments[1].length += 1;
+    assert!(matches!(
+        check(&reseal(b)),
+        Err(VerifyError::UnusedEntropy { unused: 1 })
+    ));
+
+    // One byte fewer: the derivation runs out.
+    let mut b = body.clone();
+    b.entropy = EntropyUse::new(b.entropy.segments.clone(), &bytes[..bytes.len() - 1]);
+    b.entropy.segments[1].length -= 1;
+    assert!(matches!(
+        check(&reseal(b)),
+        Err(VerifyError::EntropyTooShort)
+    ));
+
+    // The same record claimed under v1: v1 reads the bytes otherwise.
+    let mut b = body.clone();
+    b.derivation = "geiger-derive-v1".into();
+    assert!(check(&reseal(b)).is_err());
+
+    // A version nobody issued.
+    let mut b = body.clone();
+    b.derivation = "geiger-derive-v3".into();
+    assert!(matches!(
+        check(&reseal(b)),
+        Err(VerifyError::UnsupportedDerivation(_))
+    ));
+
+    // The skipped bits of the last byte are recorded and signed: changing
+    // them (re-signed) still derives the same result, yet the record is
+    // another record with another ID, so the original cannot be altered.
+    let d = geiger_protocol::derive_v2(&body.spec, &bytes).unwrap();
+    let skipped = bytes.len() as u64 * 8 - d.consumed_bits;
+    assert!(skipped < 8);
+    if skipped > 0 {
+        let mut other = bytes.clone();
+        *other.last_mut().unwrap() ^= 1;
+        let mut b = body.clone();
+        b.entropy = EntropyUse::new(b.entropy.segments.clone(), &other);
+        let resealed = reseal(b);
+        assert_ne!(resealed.draw.id, draw.draw.id);
+    }
 }

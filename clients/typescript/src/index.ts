@@ -7,6 +7,7 @@
 
 export { type Json, type JsonObject, JsonError, canonicalBytes, canonicalString, jsonEqual, parseJson } from "./json.js";
 export { DERIVATION_V1, type Derived, NeedMoreEntropy, derive } from "./derive.js";
+export { DERIVATION_V2, type DerivedV2, deriveV2 } from "./derive-v2.js";
 export {
   type KeyInfo, VerifyError, type VerifyErrorCode, type VerifyReport, checkSpec, computeRecordId, keyIdOf,
   verifyChain, verifyChainAsync, verifyDraw, verifyDrawAsync, verifyLookup, verifyLookupAsync, verifyRecord,

@@ -15,6 +15,7 @@ import * as ed from "@noble/ed25519";
 import { sha256, sha512 } from "@noble/hashes/sha2.js";
 
 import { DERIVATION_V1, NeedMoreEntropy, derive, toHex } from "./derive.js";
+import { DERIVATION_V2, deriveV2 } from "./derive-v2.js";
 import { type Json, type JsonObject, JsonError, canonicalBytes, jsonEqual } from "./json.js";
 
 ed.hashes.sha512 = sha512;
@@ -411,7 +412,12 @@ export function verifyDraw(response: Json, keys: Json, previous?: Json): VerifyR
   checkId("draw", draw.id as string, message, report);
   checkSignature(keys, sig, draw.key_id as string, draw.issued_at as string, message, report);
 
-  if (draw.derivation !== DERIVATION_V1) {
+  // Every version ever issued keeps verifying; the record names its own.
+  const derivations: Record<string, typeof derive> = { [DERIVATION_V1]: derive, [DERIVATION_V2]: deriveV2 };
+  const derivation = typeof draw.derivation === "string" && Object.hasOwn(derivations, draw.derivation)
+    ? draw.derivation
+    : undefined;
+  if (derivation === undefined) {
     throw new VerifyError("unsupported_derivation", `derivation \`${String(draw.derivation)}\` is not supported by this verifier`);
   }
   const spec = draw.spec as JsonObject;
@@ -434,7 +440,7 @@ export function verifyDraw(response: Json, keys: Json, previous?: Json): VerifyR
 
   let derived;
   try {
-    derived = derive(spec, entropy);
+    derived = derivations[derivation]!(spec, entropy);
   } catch (e) {
     if (e instanceof NeedMoreEntropy) {
       throw new VerifyError("entropy_too_short", "the recorded entropy is too short to derive the result");
@@ -448,7 +454,7 @@ export function verifyDraw(response: Json, keys: Json, previous?: Json): VerifyR
   if (!jsonEqual(derived.result, draw.result as Json)) {
     throw new VerifyError("result_mismatch", "re-deriving the result from the recorded entropy gives a different result");
   }
-  report.checks.push(`${DERIVATION_V1} re-derives the same ${String(spec.kind)} result from the recorded entropy`);
+  report.checks.push(`${derivation} re-derives the same ${String(spec.kind)} result from the recorded entropy`);
 
   checkChainPosition(draw, previous, report);
   return report;

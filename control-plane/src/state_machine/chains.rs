@@ -10,7 +10,7 @@
 
 use geiger_protocol::record::format_timestamp;
 use geiger_protocol::{
-    ChainBody, ChainType, DrawBody, DrawRequest, DrawType, RecordId, RecordKind, DERIVATION_V1,
+    ChainBody, ChainType, Derivation, DrawBody, DrawRequest, DrawType, RecordId, RecordKind,
 };
 
 use super::dispatch::{Applied, Applier};
@@ -118,6 +118,7 @@ impl Applier<'_, '_> {
         &mut self,
         customer: &str,
         request_bytes: &[u8],
+        derivation: Derivation,
     ) -> Result<Applied, ApplyError> {
         let request: DrawRequest = match serde_json::from_slice(request_bytes) {
             Ok(r) => r,
@@ -183,7 +184,7 @@ impl Applier<'_, '_> {
         let Some(signer) = self.cache.signer.clone() else {
             return Ok(Err(Rejection::NoSigningKey));
         };
-        let (derived, taken, read) = match self.take_entropy(&request.spec)? {
+        let (derived, taken, read) = match self.take_entropy(&request.spec, derivation)? {
             Ok(x) => x,
             Err(r) => return Ok(Err(r)),
         };
@@ -205,7 +206,7 @@ impl Applier<'_, '_> {
             issued_at: format_timestamp(self.at_ms),
             ledger_index,
             entropy,
-            derivation: DERIVATION_V1.to_string(),
+            derivation: derivation.name().to_string(),
             key_id: String::new(),
         })?;
         let id = sealed.draw.id.to_string();

@@ -11,6 +11,8 @@
 //! concurrent draws on one `previous` resolve to exactly one winner).
 
 use super::tx::{ApplyCache, ApplyError, Tx};
+use geiger_protocol::Derivation;
+
 use crate::types::{Command, Outcome, Rejection};
 
 /// Longest device id, customer id, name or reason.
@@ -53,7 +55,12 @@ impl Applier<'_, '_> {
                 tag,
                 request_id,
             } => self.create_chain(customer, tag, Some(request_id))?,
-            Command::Draw { customer, request } => self.draw(customer, request)?,
+            Command::Draw { customer, request } => self.draw(customer, request, Derivation::V1)?,
+            Command::DrawWith {
+                customer,
+                request,
+                derivation,
+            } => self.draw(customer, request, *derivation)?,
             Command::AppendEntropy {
                 device,
                 epoch,

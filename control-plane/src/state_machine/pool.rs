@@ -12,8 +12,7 @@
 //! keep the accounting. Lease checks (is this append under the running
 //! lease's epoch?) belong to [`super::links::lease`].
 
-use geiger_protocol::derive::min_entropy_bytes;
-use geiger_protocol::{derive, EntropySegment, EntropyUse};
+use geiger_protocol::{Derivation, EntropySegment, EntropyUse};
 use redb::Database;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -28,16 +27,20 @@ use crate::types::{Outcome, Rejection};
 pub const MAX_CHUNK_BYTES: usize = 1 << 20;
 
 impl Applier<'_, '_> {
-    /// Reads (without consuming) enough pool bytes to derive `spec`.
-    /// Returns the derivation and the pieces read, in pool order.
+    /// Reads (without consuming) enough pool bytes to derive `spec` by
+    /// `derivation`: first its estimate, then more while the derivation asks
+    /// for more. Returns the derivation and the pieces read, in pool order;
+    /// [`Applier::consume`] then takes only the whole bytes it used (v2
+    /// skips the unread bits of its last byte, so accounting stays in bytes).
     #[allow(clippy::type_complexity)]
     pub(super) fn take_entropy(
         &mut self,
         spec: &geiger_protocol::Spec,
+        derivation: Derivation,
     ) -> Result<Result<(geiger_protocol::Derived, Vec<Piece>, Vec<u8>), Rejection>, ApplyError>
     {
         let pool: PoolState = self.tx.get(META, META_POOL)?.unwrap_or_default();
-        let mut need = min_entropy_bytes(spec) as u64;
+        let mut need = derivation.entropy_bytes_estimate(spec) as u64;
         let mut buf: Vec<u8> = Vec::new();
         let mut pieces: Vec<Piece> = Vec::new();
         let mut cursor = (pool.head, pool.head_offset);
@@ -68,14 +71,14 @@ impl Applier<'_, '_> {
                     cursor.1 += n as u32;
                 }
             }
-            match derive(spec, &buf) {
+            match derivation.derive(spec, &buf) {
                 Ok(d) => return Ok(Ok((d, pieces, buf))),
                 Err(_) if want < need || need >= pool.bytes => {
                     return Ok(Err(Rejection::EntropyExhausted {
                         available: pool.bytes,
                     }))
                 }
-                // Rejection sampling wanted more words: extend and derive again.
+                // Rejections wanted more: extend and derive again.
                 Err(_) => need = need + (need / 4).max(64),
             }
         }

@@ -4,7 +4,7 @@ use axum::extract::{FromRequest, Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use geiger_control_plane::{Command, Outcome};
-use geiger_protocol::{DrawRequest, ErrorCode, KeySet};
+use geiger_protocol::{Derivation, DrawRequest, ErrorCode, KeySet};
 
 use super::error::ApiError;
 use super::extract::{parse_id, AuthedCustomer, JsonBody};
@@ -90,9 +90,10 @@ async fn draw(
     request.validate().map_err(|e| ApiError::invalid(&e))?;
     let outcome = state
         .workers
-        .submit(Command::Draw {
+        .submit(Command::DrawWith {
             customer: customer.id,
             request: raw.to_vec(),
+            derivation: Derivation::CURRENT,
         })
         .await?;
     let (id, bytes, replayed) = match outcome {

@@ -81,6 +81,7 @@ mod tests {
     fn the_embedded_script_is_the_bundled_verifier() {
         assert!(SCRIPT.len() > 10_000, "the bundle looks empty");
         assert!(SCRIPT.contains("geiger-derive-v1"));
+        assert!(SCRIPT.contains("geiger-derive-v2"));
     }
 
     #[tokio::test]

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .canonical import CanonicalError, canonical_bytes
 from .derive import DERIVATION_V1, NeedMoreEntropy, derive
+from .derive_v2 import DERIVATION_V2, derive_v2
 
 __all__ = [
     "VerifyError",
@@ -424,7 +425,10 @@ def verify_draw(response: JSON, keys: JSON, previous: Optional[JSON] = None) -> 
     _check_id("draw", draw["id"], message, report)
     _check_signature(keys, sig, draw["key_id"], draw["issued_at"], message, report)
 
-    if draw["derivation"] != DERIVATION_V1:
+    # Every version ever issued keeps verifying; the record names its own.
+    derivations = {DERIVATION_V1: derive, DERIVATION_V2: derive_v2}
+    derive_fn = derivations.get(draw["derivation"]) if isinstance(draw["derivation"], str) else None
+    if derive_fn is None:
         raise VerifyError("unsupported_derivation",
                           f"derivation `{draw['derivation']}` is not supported by this verifier")
     spec = draw["spec"]
@@ -449,7 +453,7 @@ def verify_draw(response: JSON, keys: JSON, previous: Optional[JSON] = None) -> 
                          "segment(s) match their SHA-256")
 
     try:
-        result, consumed = derive(spec, entropy)
+        result, consumed = derive_fn(spec, entropy)
     except NeedMoreEntropy:
         raise VerifyError("entropy_too_short",
                           "the recorded entropy is too short to derive the result") from None
@@ -459,7 +463,7 @@ def verify_draw(response: JSON, keys: JSON, previous: Optional[JSON] = None) -> 
     if result != draw["result"]:
         raise VerifyError("result_mismatch",
                           "re-deriving the result from the recorded entropy gives a different result")
-    report.checks.append(f"{DERIVATION_V1} re-derives the same {spec['kind']} result from the recorded entropy")
+    report.checks.append(f"{draw['derivation']} re-derives the same {spec['kind']} result from the recorded entropy")
 
     _check_chain_position(draw, previous, report)
     return report
