@@ -43,8 +43,15 @@ pub enum NodeError {
     PeerApi(#[from] crate::peer_api::PeerApiError),
     #[error(transparent)]
     PrivateFile(#[from] crate::private_files::PrivateFileError),
+    /// Boxed: `config::ConfigError` is large, and this error travels far.
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(Box<crate::config::ConfigError>),
+}
+
+impl From<crate::config::ConfigError> for NodeError {
+    fn from(e: crate::config::ConfigError) -> Self {
+        NodeError::Config(Box::new(e))
+    }
 }
 
 pub struct Node {
