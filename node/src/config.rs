@@ -75,6 +75,10 @@ pub struct ApiSettings {
     pub advertise: Option<String>,
     /// Bearer token for operator calls (`/v1/cluster/status`, `/v1/admin/*`).
     pub admin_token: String,
+    /// Bearer token that reads `/metrics` (for Prometheus and the members'
+    /// own probes). Empty: `/metrics` answers loopback clients only (and
+    /// the admin token anywhere).
+    pub metrics_token: String,
     /// Largest request body accepted, in bytes (413 above).
     pub body_limit_bytes: usize,
     /// Request-handling workers, and jobs that may wait for one; past that a
@@ -340,6 +344,7 @@ region = "region-a"
 [api]
 listen = "127.0.0.1:8080"
 admin_token = ""
+metrics_token = ""
 body_limit_bytes = 65536
 workers = 128
 queue = 4096
@@ -438,6 +443,9 @@ impl NodeConfig {
         }
         if self.api.admin_token.len() < 16 {
             return invalid("api.admin_token must be set, at least 16 characters");
+        }
+        if !self.api.metrics_token.is_empty() && self.api.metrics_token.len() < 16 {
+            return invalid("api.metrics_token must be empty or at least 16 characters");
         }
         if self.internal.cluster_secret.len() < 16 {
             return invalid("internal.cluster_secret must be set, at least 16 characters");

@@ -29,6 +29,9 @@ pub enum PeerApiError {
 pub struct PeerApi {
     scheme: &'static str,
     http: reqwest::Client,
+    /// What reads the members' `/metrics`: the metrics token where one is
+    /// set (the same on every member), else the admin token.
+    metrics_credential: String,
 }
 
 impl PeerApi {
@@ -62,7 +65,19 @@ impl PeerApi {
                 "http"
             },
             http: http.build()?,
+            metrics_credential: if config.api.metrics_token.is_empty() {
+                config.api.admin_token.clone()
+            } else {
+                config.api.metrics_token.clone()
+            },
         })
+    }
+
+    /// A request for the `/metrics` of the member advertising `addr`.
+    pub fn metrics(&self, addr: &str) -> reqwest::RequestBuilder {
+        self.http
+            .get(self.url(addr, "/metrics"))
+            .bearer_auth(&self.metrics_credential)
     }
 
     /// The URL of `path` on the member advertising `addr` (`host:port`).
@@ -81,6 +96,7 @@ impl Default for PeerApi {
         PeerApi {
             scheme: "http",
             http: reqwest::Client::new(),
+            metrics_credential: String::new(),
         }
     }
 }

@@ -191,3 +191,45 @@ async fn a_draw_without_a_key_is_refused_before_its_body_is_read() {
         .unwrap();
     assert_eq!(&head, b"HTTP/1.1 401", "after {:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn with_a_metrics_token_set_metrics_are_read_only_with_that_token_or_the_admin_token() {
+    const METRICS_TOKEN: &str = "test-metrics-token-0123456789";
+    let cluster = Cluster::start_with_env(
+        common::one_per_zone(1),
+        "",
+        vec![("GEIGER_API__METRICS_TOKEN".into(), METRICS_TOKEN.into())],
+    );
+    cluster.wait_for_leader(Duration::from_secs(30)).await;
+    let url = format!("{}/metrics", cluster.url(1));
+    let http = reqwest::Client::new();
+    let anonymous = http.get(&url).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let body: Value = anonymous.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unauthorized");
+    let wrong = http
+        .get(&url)
+        .bearer_auth("not-the-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    for token in [METRICS_TOKEN, common::ADMIN_TOKEN] {
+        let reply = http.get(&url).bearer_auth(token).send().await.unwrap();
+        assert_eq!(reply.status(), 200);
+        assert!(reply.text().await.unwrap().contains("geiger_"));
+    }
+    // A customer's API key is no metrics credential.
+    let (status, created) = cluster
+        .post(
+            1,
+            "/v1/admin/customers",
+            &json!({ "name": "metrics-reader" }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{created}");
+    let api_key = created["api_key"].as_str().unwrap();
+    let as_customer = http.get(&url).bearer_auth(api_key).send().await.unwrap();
+    assert_eq!(as_customer.status(), 401);
+}

@@ -174,6 +174,47 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
+/// Whoever may read `/metrics`: a bearer of the metrics token
+/// (`api.metrics_token`) or of the admin token from anywhere, and anyone
+/// from a loopback address (whatever it sends) when no metrics token is
+/// configured. Metrics name link epochs and pool timing, which the public
+/// has no use for.
+pub struct MetricsReader;
+
+impl FromRequestParts<AppState> for MetricsReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let api = &state.config.api;
+        if api.metrics_token.is_empty() {
+            // No source address: called in-process, not through a listener.
+            let local = parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .is_none_or(|ConnectInfo(peer)| peer.ip().is_loopback());
+            if local {
+                return Ok(MetricsReader);
+            }
+        }
+        if let Some(given) = bearer(parts) {
+            let given = Sha256::digest(given.as_bytes());
+            let metrics_token = (!api.metrics_token.is_empty())
+                .then(|| Sha256::digest(api.metrics_token.as_bytes()));
+            if metrics_token == Some(given) || Sha256::digest(api.admin_token.as_bytes()) == given {
+                return Ok(MetricsReader);
+            }
+        }
+        charge_source(parts, state)?;
+        Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            "metrics need the metrics token (api.metrics_token) or the admin token as a bearer token",
+        ))
+    }
+}
+
 /// Parses a path ID of the expected kind, or answers 404 (an ID that cannot
 /// exist is simply not found).
 pub fn parse_id(text: &str, kind: RecordKind) -> Result<RecordId, ApiError> {

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use super::extract::MetricsReader;
 use super::AppState;
 
 /// Liveness: the process answers.
@@ -39,8 +40,11 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "health", operation_id = "get_metrics",
     responses(
         (status = 200, description = "Prometheus metrics (docs/METRICS.md)", content_type = "application/openmetrics-text", body = String),
-    ))]
-pub async fn metrics(State(state): State<AppState>) -> Response {
+        (status = 401, description = "no metrics token or admin token, from an address other than loopback", body = geiger_protocol::ErrorBody),
+        (status = 429, description = "too many requests without a valid credential from this address", body = geiger_protocol::ErrorBody),
+    ),
+    security(("metrics_token" = []), ("admin_token" = []), ()))]
+pub async fn metrics(_: MetricsReader, State(state): State<AppState>) -> Response {
     state
         .metrics
         .auth_catch_ups

@@ -83,6 +83,10 @@ impl Modify for Security {
             "admin_token",
             bearer("The cluster's admin token (`api.admin_token`)"),
         );
+        components.add_security_scheme(
+            "metrics_token",
+            bearer("The metrics scrape token (`api.metrics_token`); the admin token also reads `/metrics`"),
+        );
     }
 }
 
@@ -408,7 +412,7 @@ mod tests {
     #[test]
     fn operations_behind_credentials_name_their_bearer_scheme() {
         let doc = document();
-        for name in ["api_key", "admin_token"] {
+        for name in ["api_key", "admin_token", "metrics_token"] {
             let scheme = &doc["components"]["securitySchemes"][name];
             assert_eq!(scheme["type"], "http", "{name}");
             assert_eq!(scheme["scheme"], "bearer", "{name}");
@@ -416,6 +420,8 @@ mod tests {
         for (method, path, operation) in operations(&doc) {
             let expected = if path.starts_with("/v1/admin") || path == "/v1/cluster/status" {
                 Some("admin_token")
+            } else if path == "/metrics" {
+                Some("metrics_token")
             } else if method == "post" {
                 Some("api_key")
             } else {

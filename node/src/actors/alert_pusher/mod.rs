@@ -84,8 +84,7 @@ impl AlertPusher {
             };
             let req = self
                 .peers
-                .client()
-                .get(self.peers.url(&owner.api_addr, "/metrics"))
+                .metrics(&owner.api_addr)
                 .timeout(Duration::from_millis(500))
                 .send();
             let device = lease.device.clone();
