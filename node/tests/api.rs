@@ -1046,3 +1046,47 @@ async fn a_request_id_reused_with_another_body_gets_422_request_id_reused_and_ch
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_request_head_gets_the_json_error_shape_not_an_empty_body() {
+    let cluster = Cluster::start(common::one_per_zone(1), "");
+    cluster.wait_for_leader(Duration::from_secs(30)).await;
+    let http = reqwest::Client::new();
+
+    let long_target = format!("{}/v1/draws/dr_{}", cluster.url(1), "a".repeat(20_000));
+    let (status, _, body) = send(&http, reqwest::Method::GET, long_target, None, None, None).await;
+    assert_eq!(status, 414);
+    assert_eq!(error_code(&body), "uri_too_long");
+
+    let mut many = http.get(format!("{}/v1/keys", cluster.url(1)));
+    for i in 0..100 {
+        many = many.header(format!("x-filler-{i}"), "x");
+    }
+    let reply = many.send().await.unwrap();
+    assert_eq!(reply.status(), 431);
+    assert_eq!(
+        error_code(&reply.bytes().await.unwrap()),
+        "headers_too_large"
+    );
+
+    let big = http
+        .get(format!("{}/v1/keys", cluster.url(1)))
+        .header("x-filler", "y".repeat(40_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big.status(), 431);
+    assert_eq!(error_code(&big.bytes().await.unwrap()), "headers_too_large");
+
+    // Within the bounds, the same requests are served.
+    let (status, _, _) = send(
+        &http,
+        reqwest::Method::GET,
+        format!("{}/v1/keys", cluster.url(1)),
+        None,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+}

@@ -188,6 +188,11 @@ pub enum ErrorCode {
     /// this one (`field` names the first difference); nothing was written.
     /// Added last: codes keep their positions in every encoding.
     RequestIdReused,
+    /// The request target (path and query) is longer than the server reads.
+    UriTooLong,
+    /// The request's header section has more fields or bytes than the
+    /// server reads.
+    HeadersTooLarge,
 }
 
 impl ErrorCode {
@@ -207,6 +212,8 @@ impl ErrorCode {
             ErrorCode::RateLimited => 429,
             ErrorCode::Unavailable | ErrorCode::EntropyExhausted => 503,
             ErrorCode::Internal => 500,
+            ErrorCode::UriTooLong => 414,
+            ErrorCode::HeadersTooLarge => 431,
         }
     }
 }

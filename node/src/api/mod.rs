@@ -73,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(limit_request_head))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             limit_anonymous_sources,
@@ -82,6 +83,47 @@ pub fn router(state: AppState) -> Router {
             record_metrics,
         ))
         .with_state(state)
+}
+
+/// The longest request target (path and query) served. The API's longest
+/// is a draw lookup with a key: about 100 bytes.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// The most header fields, and header bytes, a request may carry.
+pub const MAX_HEADER_FIELDS: usize = 64;
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Refuses an oversized request head with the usual JSON error (414
+/// `uri_too_long`, 431 `headers_too_large`). The listener lets hyper read
+/// heads up to a few times these bounds, so that only heads far past them
+/// meet hyper's own bodiless 414/431.
+async fn limit_request_head(request: Request, next: Next) -> Response {
+    let uri_bytes = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |pq| pq.as_str().len());
+    if uri_bytes > MAX_URI_BYTES {
+        return ApiError::new(
+            ErrorCode::UriTooLong,
+            format!("the request target is {uri_bytes} bytes; at most {MAX_URI_BYTES} are read"),
+        )
+        .into_response();
+    }
+    let headers = request.headers();
+    let header_bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if headers.len() > MAX_HEADER_FIELDS || header_bytes > MAX_HEADER_BYTES {
+        return ApiError::new(
+            ErrorCode::HeadersTooLarge,
+            format!(
+                "{} header fields, {header_bytes} bytes; at most {MAX_HEADER_FIELDS} fields and {MAX_HEADER_BYTES} bytes are read",
+                headers.len()
+            ),
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// Requests that carry no credential at all take from their source

@@ -342,6 +342,11 @@ where
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(watch.limits.header_read_timeout)
+                // Room above the API's own head limits (crate::api), so a
+                // head somewhat past them gets a JSON 414/431 from the
+                // router rather than hyper's bodiless one.
+                .max_headers(MAX_H1_HEADERS)
+                .max_buf_size(MAX_H1_BUFFER_BYTES)
                 .keep_alive(true);
             watch_stalls(builder.serve_connection(io, service), watch).await;
         }
@@ -360,6 +365,9 @@ where
 
 /// Requests one HTTP/2 connection may have open at once.
 const MAX_H2_STREAMS: u32 = 128;
+/// hyper's own HTTP/1.1 head limits: a few times the API's (crate::api).
+const MAX_H1_HEADERS: usize = 256;
+const MAX_H1_BUFFER_BYTES: usize = 128 * 1024;
 
 /// Drives `conn` until it ends, or until no byte has moved for the stall
 /// timeout.
