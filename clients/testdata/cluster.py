@@ -53,6 +53,7 @@ class Cluster:
                         f'[api]\nlisten = "{n["api"]}"\nadmin_token = "{self.admin_token}"\n\n'
                         f'[internal]\nlisten = "{n["rpc"]}"\nadvertise = "{n["rpc"]}"\ncluster_secret = "{secret}"\n'
                         + bootstrap)
+            os.chmod(config, 0o600)  # it holds secrets: geiger refuses it otherwise
             n["config"] = config
             self.start(node_id)
         self.device_log = open(os.path.join(self.dir, "device.log"), "wb")

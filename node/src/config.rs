@@ -402,6 +402,37 @@ fn setting_variables() -> std::collections::HashMap<String, String> {
         .collect()
 }
 
+/// The settings that are secrets: a configuration file holding any of them
+/// must be private to the service user (secrets belong in the environment
+/// or in files of their own; docs/CONFIG.md).
+const SECRET_SETTINGS: [&str; 4] = [
+    "api.admin_token",
+    "api.metrics_token",
+    "internal.cluster_secret",
+    "signing.key_encryption_key",
+];
+
+/// Refuses a configuration file that holds a secret and that other users
+/// can read.
+fn refuse_secrets_others_can_read(path: &Path) -> Result<(), ConfigError> {
+    let file_only = config::Config::builder()
+        .add_source(config::File::from(path).required(true))
+        .build()?;
+    let held: Vec<&str> = SECRET_SETTINGS
+        .into_iter()
+        .filter(|key| file_only.get_string(key).is_ok_and(|v| !v.is_empty()))
+        .collect();
+    if held.is_empty() {
+        return Ok(());
+    }
+    crate::private_files::check_private(path).map_err(|e| {
+        ConfigError::Invalid(format!(
+            "{e} (it sets {}; or move them to GEIGER_* environment variables)",
+            held.join(", ")
+        ))
+    })
+}
+
 impl NodeConfig {
     /// Loads the defaults, then `file` if given, then `GEIGER_*` variables.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
@@ -433,6 +464,9 @@ impl NodeConfig {
         }
         let cfg: NodeConfig = builder.build()?.try_deserialize()?;
         cfg.validate()?;
+        if let Some(path) = file {
+            refuse_secrets_others_can_read(path)?;
+        }
         Ok(cfg)
     }
 
@@ -563,9 +597,38 @@ mod tests {
     use super::*;
 
     fn write(dir: &Path, text: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
         let path = dir.join("geiger.toml");
         std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         path
+    }
+
+    #[test]
+    fn a_config_file_with_secrets_that_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), SECRETS);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = NodeConfig::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("readable by other users"), "{err}");
+        assert!(
+            err.contains("api.admin_token, internal.cluster_secret"),
+            "{err}"
+        );
+        // The same settings from the environment, and a file without
+        // secrets, are fine whatever the file's mode.
+        let open = write(dir.path(), "node_id = 3\n");
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let loaded = NodeConfig::load_with(
+            Some(&open),
+            &[
+                ("api.admin_token", "0123456789abcdef".to_string()),
+                ("internal.cluster_secret", "fedcba9876543210".to_string()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(loaded.node_id, 3);
     }
 
     const SECRETS: &str = "[api]\nadmin_token = \"0123456789abcdef\"\n[internal]\ncluster_secret = \"fedcba9876543210\"\n";

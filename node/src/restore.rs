@@ -293,6 +293,8 @@ mod tests {
         }
         let path = dir.join("node.toml");
         std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
         NodeConfig::load(Some(&path)).unwrap()
     }
 

@@ -51,6 +51,8 @@ mod tests {
             [raft]\nprofile = \"cross_cloud\"\nlease_ms = 1200\n\
             [hardware]\npool_high_water_bytes = 4096\npool_low_water_bytes = 1024\n";
         std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
         let config = NodeConfig::load(Some(&path)).unwrap();
         let links = LinkSettings::new(config.node_id, &config.raft.timeouts(), &config.hardware);
         assert_eq!(links.node_id, 7);

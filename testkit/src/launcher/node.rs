@@ -132,7 +132,14 @@ impl NodeProcess {
         config_path: PathBuf,
         log_path: PathBuf,
     ) -> Result<Self, LaunchError> {
+        // It holds the admin token and cluster secret: private, as the node
+        // requires of a configuration file with secrets in it.
         std::fs::write(&config_path, config.to_toml()).map_err(io("writing a node config"))?;
+        std::fs::set_permissions(
+            &config_path,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .map_err(io("making a node config private"))?;
         Ok(NodeProcess {
             binary: binary.to_path_buf(),
             config_path,
