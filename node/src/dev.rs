@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use geiger_control_plane::{Command, Outcome};
-use geiger_hardware::{Agent, AgentConfig, SourceConfig};
+use geiger_hardware::{Agent, AgentConfig, SourceConfig, TrustedNodes};
 use rand::RngCore;
 
 use crate::config::{BootstrapMember, NodeConfig};
@@ -112,6 +112,7 @@ pub async fn start(listen: SocketAddr, data_dir: PathBuf) -> Result<RunningDev, 
         free_port()?,
         data_dir.join("device"),
         SourceConfig::sim(),
+        TrustedNodes::fixed([node.link_public_key]),
     ))
     .await
     .map_err(|e| DevError::Device(e.to_string()))?;

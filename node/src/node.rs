@@ -41,12 +41,20 @@ pub enum NodeError {
     PeerApi(#[from] crate::peer_api::PeerApiError),
     #[error(transparent)]
     PrivateFile(#[from] crate::private_files::PrivateFileError),
+    #[error("device link key: {0}")]
+    LinkKey(#[from] geiger_hardware::device_store::StoreError),
 }
+
+/// The node's device link key, in its data directory (docs/LINK.md).
+pub const LINK_KEY_FILE: &str = "link.key";
 
 pub struct Node {
     pub ledger: ControlPlane,
     pub config: Arc<NodeConfig>,
     pub supervisor: ActorRef<SupervisorMsg>,
+    /// The public half of the key this node presents to devices: what
+    /// every device lists in its trusted node keys.
+    pub link_public_key: ed25519_dalek::VerifyingKey,
     servers: Vec<JoinHandle<()>>,
 }
 
@@ -102,12 +110,21 @@ impl Node {
         cp.cluster_name = config.cluster_name.clone();
         // The timing is built once: the ledger and the links share it.
         let timeouts = config.raft.timeouts();
-        let links = LinkSettings::new(config.node_id, &timeouts, &config.hardware);
+        // The ledger holds signing keys and customers' key hashes.
+        crate::private_files::private_dir(&config.data_dir)?;
+        let link_key = geiger_hardware::device_store::load_or_create_key_file(
+            &config.data_dir,
+            LINK_KEY_FILE,
+        )?;
+        let link_public_key = link_key.verifying_key();
+        tracing::info!(
+            link_key = %hex::encode(link_public_key.as_bytes()),
+            "device link key (each device lists it in its --trusted-nodes file)"
+        );
+        let links = LinkSettings::new(config.node_id, &timeouts, &config.hardware, link_key);
         let view_settings = ViewSettings::for_lease(links.lease);
         cp.timeouts = timeouts;
         cp.snapshot_every = config.raft.snapshot_every;
-        // The ledger holds signing keys and customers' key hashes.
-        crate::private_files::private_dir(&config.data_dir)?;
         let ledger = ControlPlane::open(cp, &config.data_dir).await?;
         tracing::info!(node = config.node_id, data_dir = %config.data_dir.display(), "ledger opened");
 
@@ -234,6 +251,7 @@ impl Node {
         tracing::info!(api = %config.api.listen, internal = %config.internal.listen, "node listening");
 
         let node = Node {
+            link_public_key,
             ledger,
             config,
             supervisor,
