@@ -69,8 +69,9 @@ async fn a_device_presenting_another_key_than_the_registered_one_is_refused_logg
     let (status, answer) = cluster.post(1, "/v1/admin/links", &body).await.unwrap();
     assert_eq!(status, 201, "{answer}");
 
-    let refused =
-        format!("geiger_link_sessions_total{{device=\"{id}\",outcome=\"refused_wrong_device_key\"}}");
+    let refused = format!(
+        "geiger_link_sessions_total{{device=\"{id}\",outcome=\"refused_wrong_device_key\"}}"
+    );
     let text = wait_counted(
         &format!("{}/metrics", cluster.url(1)),
         &refused,

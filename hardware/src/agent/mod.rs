@@ -500,11 +500,13 @@ async fn serve_connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
         next_seq: replay.front().map_or(next_fresh, |c| c.seq),
         chunk_size: shared.config.chunk_size as u32,
     };
+    // Counted before the Welcome leaves, so whoever reads the counter after
+    // its Welcome arrived sees this session.
+    shared.stats.session();
     if let Err(e) = send(&mut wr, &Frame::Welcome(welcome.clone()), limit).await {
         tracing::info!(%peer, error = %e, "session lost during the handshake");
         return;
     }
-    shared.stats.session();
     tracing::info!(
         %peer,
         epoch = hello.epoch,

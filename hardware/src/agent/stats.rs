@@ -68,7 +68,7 @@ impl AgentStats {
         self.handshakes.load(Ordering::Relaxed)
     }
 
-    /// Sessions started (Welcome sent).
+    /// Sessions admitted (counted as their Welcome is sent).
     pub fn sessions(&self) -> u64 {
         self.sessions.load(Ordering::Relaxed)
     }
