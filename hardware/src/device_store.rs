@@ -215,7 +215,12 @@ fn create_key(dir: &Path, path: &Path) -> Result<SigningKey, StoreError> {
         });
     }
     sync_dir(dir)?;
-    tracing::info!(device = %DeviceId::of(&key.verifying_key()), path = %path.display(), "created device key");
+    tracing::info!(
+        public_key = %hex::encode(key.verifying_key().as_bytes()),
+        id = %DeviceId::of(&key.verifying_key()),
+        path = %path.display(),
+        "created an Ed25519 key (a device's key, or a node's link key)"
+    );
     Ok(key)
 }
 

@@ -48,6 +48,18 @@ pub enum NodeError {
 /// The node's device link key, in its data directory (docs/LINK.md).
 pub const LINK_KEY_FILE: &str = "link.key";
 
+/// The node's device link key: `DATA_DIR/link.key`, created (0600, in a
+/// 0700 directory) if missing. `geiger node --print-link-key` calls it too,
+/// so an operator can list a node's key on the devices before its first
+/// start.
+pub fn link_key(data_dir: &std::path::Path) -> Result<ed25519_dalek::SigningKey, NodeError> {
+    crate::private_files::private_dir(data_dir)?;
+    Ok(geiger_hardware::device_store::load_or_create_key_file(
+        data_dir,
+        LINK_KEY_FILE,
+    )?)
+}
+
 pub struct Node {
     pub ledger: ControlPlane,
     pub config: Arc<NodeConfig>,
@@ -110,12 +122,9 @@ impl Node {
         cp.cluster_name = config.cluster_name.clone();
         // The timing is built once: the ledger and the links share it.
         let timeouts = config.raft.timeouts();
-        // The ledger holds signing keys and customers' key hashes.
-        crate::private_files::private_dir(&config.data_dir)?;
-        let link_key = geiger_hardware::device_store::load_or_create_key_file(
-            &config.data_dir,
-            LINK_KEY_FILE,
-        )?;
+        // The ledger holds signing keys and customers' key hashes, and the
+        // directory the node's link key.
+        let link_key = link_key(&config.data_dir)?;
         let link_public_key = link_key.verifying_key();
         tracing::info!(
             link_key = %hex::encode(link_public_key.as_bytes()),

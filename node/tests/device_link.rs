@@ -1,7 +1,8 @@
 //! The device link's channel between real `geiger node` and `geiger-device`
 //! processes on 127.0.0.1: a device with another key than the registered
 //! one is refused by the node, and a node whose link key the device does not
-//! trust is refused by the device, each with a log line and a metric.
+//! trust is refused by the device, each with a log line and a metric; and
+//! a Hello with epoch 2^64-1 leaves the device to the cluster.
 //!
 //! The tests run one at a time. `GEIGER_TEST_KEEP=1` keeps the logs.
 
@@ -154,6 +155,91 @@ async fn a_node_whose_link_key_the_device_does_not_trust_is_refused_until_the_de
         &device_metrics,
         "geiger_device_tls_handshakes_total",
         Duration::from_secs(10),
+    )
+    .await;
+}
+
+/// The second attack of issue 13, replayed against a device a cluster then
+/// uses: one Hello with epoch 2^64-1, first in plaintext with no credential,
+/// then inside a session opened with a trusted node's key. Neither is
+/// stored, so the cluster's sessions (starting at epoch 1) still work.
+#[tokio::test]
+async fn a_hello_with_the_largest_epoch_cannot_lock_the_cluster_out_of_a_device() {
+    use geiger_hardware::frame::{Frame, Hello, PROTOCOL_VERSION};
+    use geiger_hardware::{LinkConfig, LinkError, LinkSession};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("dev");
+    let metrics_at = format!("127.0.0.1:{}", free_port());
+    let device = Device::start(
+        &state,
+        &["--rate", "65536", "--metrics-listen", &metrics_at],
+    );
+    let huge = Frame::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        epoch: u64::MAX,
+        resume_after: None,
+    });
+
+    // No credential: the Hello is not even read, let alone answered.
+    let mut tcp = tokio::net::TcpStream::connect(device.addr()).await.unwrap();
+    tcp.write_all(&huge.encode()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer)).await;
+    // At most a TLS alert record (content type 21), never a frame.
+    assert!(answer.is_empty() || answer[0] == 21, "{answer:?}");
+
+    // A trusted node's key: refused as too far ahead, and not stored.
+    let key: [u8; 32] = hex::decode(&device.public_key).unwrap().try_into().unwrap();
+    let device_key = ed25519_dalek::VerifyingKey::from_bytes(&key).unwrap();
+    let config = LinkConfig::new(device.addr(), u64::MAX, device_key, test_link_key());
+    match LinkSession::connect(config).await {
+        Err(LinkError::EpochTooFar { epoch, limit }) => {
+            assert_eq!((epoch, limit), (u64::MAX, 1 << 32));
+        }
+        Err(other) => panic!("expected EpochTooFar, got {other}"),
+        Ok(_) => panic!("the device accepted epoch 2^64-1"),
+    }
+    let device_metrics = format!("http://{metrics_at}/metrics");
+    wait_counted(
+        &device_metrics,
+        "geiger_device_refusals_total{reason=\"epoch_too_far\"}",
+        Duration::from_secs(10),
+    )
+    .await;
+    let refused = get(&device_metrics).await;
+    assert_eq!(
+        sample(
+            &refused,
+            "geiger_device_refusals_total{reason=\"tls_handshake\"}"
+        ),
+        Some(1.0),
+        "{refused}"
+    );
+    assert!(
+        log_of(&state.with_extension("log"))
+            .contains("refused a session whose epoch jumps further than a cluster can go"),
+        "no refusal in the device's log"
+    );
+
+    // The cluster takes the device at its own, small, epoch and fills its pool.
+    let cluster = Cluster::start(one_per_zone(1), "");
+    cluster.wait_for_leader(Duration::from_secs(20)).await;
+    let (status, answer) = cluster
+        .post(1, "/v1/admin/links", &device.registration())
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{answer}");
+    let node_metrics = format!("{}/metrics", cluster.url(1));
+    wait_counted(
+        &node_metrics,
+        &format!(
+            "geiger_entropy_chunks_appended_total{{device=\"{}\"}}",
+            device.id
+        ),
+        Duration::from_secs(30),
     )
     .await;
 }
