@@ -326,7 +326,8 @@ pub fn parse_trusted(text: &str) -> Result<Vec<[u8; 32]>, String> {
 }
 
 /// The device side's verifier: the node must present a trusted link key.
-/// It remembers the last key it refused, for the refusal's log line.
+/// It remembers the key it refused, for the refusal's log line: the agent
+/// builds one per connection, so that key is this connection's.
 #[derive(Debug)]
 pub struct MemberNodes {
     trusted: TrustedNodes,

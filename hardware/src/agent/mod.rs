@@ -156,8 +156,6 @@ struct Shared {
     fence: Mutex<Fence>,
     turn: watch::Sender<Turn>,
     core: tokio::sync::Mutex<Core>,
-    tls: TlsAcceptor,
-    members: Arc<MemberNodes>,
     stats: Arc<AgentStats>,
 }
 
@@ -204,11 +202,8 @@ impl Agent {
                     source,
                 })?;
         let device_id = DeviceId::of(&key.verifying_key());
-        let members = MemberNodes::new(config.trusted_nodes.clone());
-        let tls = TlsAcceptor::from(Arc::new(crate::channel::server_config(
-            &key,
-            members.clone(),
-        )?));
+        // Checked once here; each connection builds its own (see `handshake`).
+        crate::channel::server_config(&key, MemberNodes::new(config.trusted_nodes.clone()))?;
         if config.trusted_nodes.keys().is_empty() {
             tracing::warn!("no trusted node keys: every session will be refused");
         }
@@ -239,8 +234,6 @@ impl Agent {
                 retained: VecDeque::new(),
             }),
             config,
-            tls,
-            members,
             stats: Arc::new(AgentStats::default()),
         });
         Ok(Agent { listener, shared })
@@ -334,13 +327,23 @@ async fn handshake(shared: &Shared, stream: TcpStream, peer: SocketAddr) -> Opti
         Ok(Ok(())) => {}
     }
     let limit = shared.config.idle_timeout;
-    match timeout(limit, shared.tls.accept(stream)).await {
+    // A verifier of its own per connection, so the key it refuses is this
+    // client's, whoever else is shaking hands at the same time.
+    let members = MemberNodes::new(shared.config.trusted_nodes.clone());
+    let tls = match crate::channel::server_config(&shared.key, members.clone()) {
+        Ok(config) => TlsAcceptor::from(Arc::new(config)),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the TLS configuration");
+            return None;
+        }
+    };
+    match timeout(limit, tls.accept(stream)).await {
         Ok(Ok(tls)) => {
             shared.stats.handshake();
             Some(tls)
         }
         Ok(Err(e)) => {
-            if let Some(key) = shared.members.take_refused() {
+            if let Some(key) = members.take_refused() {
                 tracing::warn!(%peer, node_key = %key, "refused a client whose link key is not a trusted cluster node");
                 shared.stats.refuse(Refusal::UntrustedNode);
             } else {

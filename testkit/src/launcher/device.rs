@@ -192,3 +192,26 @@ impl Drop for DeviceProcess {
         self.kill();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trusting_nodes_gives_each_its_own_key_and_keeps_it_on_a_second_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = [dir.path().join("node-1"), dir.path().join("node-2")];
+        let file = dir.path().join("trusted-nodes");
+        trust_nodes(&file, &nodes).unwrap();
+        let first = std::fs::read_to_string(&file).unwrap();
+        let keys = geiger_hardware::channel::parse_trusted(&first).unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_ne!(keys[0], keys[1]);
+        // The key a node will present is the one listed.
+        let node_1 =
+            geiger_hardware::device_store::load_or_create_key_file(&nodes[0], "link.key").unwrap();
+        assert_eq!(keys[0], node_1.verifying_key().to_bytes());
+        trust_nodes(&file, &nodes).unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), first);
+    }
+}
