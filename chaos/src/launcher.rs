@@ -279,6 +279,14 @@ impl Cluster {
                 },
             );
         }
+        // Every node, learners too, gets its device link key now, and the
+        // devices trust exactly these keys.
+        let trusted = config.dir.join("trusted-nodes");
+        let data_dirs: Vec<_> = nodes
+            .keys()
+            .map(|id| config.dir.join(format!("node-{id}")))
+            .collect();
+        process::trust_nodes(&trusted, &data_dirs)?;
         let mut devices = Vec::new();
         for index in 0..config.devices {
             // Devices sit "on-prem", in a range of their own.
@@ -296,6 +304,7 @@ impl Cluster {
                 &config.device_bin,
                 config.dir.join(format!("device-{index}")),
                 listen,
+                trusted.clone(),
                 Vec::new(),
                 config.dir.join(format!("device-{index}.log")),
             );

@@ -55,11 +55,20 @@ class Cluster:
                         + bootstrap)
             os.chmod(config, 0o600)  # it holds secrets: geiger refuses it otherwise
             n["config"] = config
+        # The device serves only nodes whose link key it lists (docs/LINK.md).
+        trusted = os.path.join(self.dir, "trusted-nodes")
+        with open(trusted, "w") as f:
+            for n in self.nodes.values():
+                key = subprocess.run([geiger, "node", "--config", n["config"], "--print-link-key"],
+                                     check=True, capture_output=True, text=True).stdout.strip()
+                f.write(key + "\n")
+        for node_id in self.nodes:
             self.start(node_id)
         self.device_log = open(os.path.join(self.dir, "device.log"), "wb")
         device_addr = f"127.0.0.1:{free_port()}"
         self.device = subprocess.Popen(
-            [device_bin, "--state-dir", os.path.join(self.dir, "device"), "--listen", device_addr],
+            [device_bin, "--state-dir", os.path.join(self.dir, "device"), "--listen", device_addr,
+             "--trusted-nodes", trusted],
             stdout=subprocess.PIPE, stderr=self.device_log)
         assert self.device.stdout is not None
         banner = dict(field.split("=", 1) for field in self.device.stdout.readline().decode().split() if "=" in field)

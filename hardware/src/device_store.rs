@@ -141,8 +141,14 @@ pub fn lock_state_dir(dir: &Path) -> Result<StateLock, StoreError> {
 /// say) drops its own key and returns the one that won, so every caller gets
 /// the key that is on disk and a device never has two identities.
 pub fn load_or_create_key(dir: &Path) -> Result<SigningKey, StoreError> {
+    load_or_create_key_file(dir, KEY_FILE)
+}
+
+/// As [`load_or_create_key`], for a key under another file name (a node's
+/// link key, `link.key`, lives in the node's data directory).
+pub fn load_or_create_key_file(dir: &Path, name: &str) -> Result<SigningKey, StoreError> {
     fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let path = dir.join(KEY_FILE);
+    let path = dir.join(name);
     match read_key(&path)? {
         Some(key) => Ok(key),
         None => create_key(dir, &path),
@@ -209,7 +215,12 @@ fn create_key(dir: &Path, path: &Path) -> Result<SigningKey, StoreError> {
         });
     }
     sync_dir(dir)?;
-    tracing::info!(device = %DeviceId::of(&key.verifying_key()), path = %path.display(), "created device key");
+    tracing::info!(
+        public_key = %hex::encode(key.verifying_key().as_bytes()),
+        id = %DeviceId::of(&key.verifying_key()),
+        path = %path.display(),
+        "created an Ed25519 key (a device's key, or a node's link key)"
+    );
     Ok(key)
 }
 
@@ -283,7 +294,15 @@ pub enum EpochCheck {
     Current,
     /// Newer: now durably the newest.
     Advanced { previous: u64 },
+    /// Newer by more than the largest step a cluster can take: refused and
+    /// not stored, so no single Hello can use up the epoch space.
+    TooFar { newest: u64, limit: u64 },
 }
+
+/// The default largest epoch step a device accepts in one Hello. An honest
+/// cluster moves a lease at most every few seconds, so 2^32 is centuries of
+/// moves; a forged jump can use at most 2^-32 of the epoch space.
+pub const DEFAULT_MAX_EPOCH_STEP: u64 = 1 << 32;
 
 /// The newest fencing epoch the device has accepted.
 #[derive(Debug)]
@@ -306,7 +325,16 @@ impl EpochStore {
 
     /// Checks `epoch` and, if it is newer, makes it durable before saying so:
     /// after a crash the device must still refuse every older epoch.
-    pub fn observe(&mut self, epoch: u64) -> Result<EpochCheck, StoreError> {
+    /// An epoch more than `max_step` past the newest is refused as
+    /// [`EpochCheck::TooFar`].
+    pub fn observe(&mut self, epoch: u64, max_step: u64) -> Result<EpochCheck, StoreError> {
+        let limit = self.highest.saturating_add(max_step);
+        if epoch > limit {
+            return Ok(EpochCheck::TooFar {
+                newest: self.highest,
+                limit,
+            });
+        }
         if epoch < self.highest {
             return Ok(EpochCheck::Stale {
                 newest: self.highest,
@@ -318,6 +346,15 @@ impl EpochStore {
         write_durably(&self.dir, EPOCH_FILE, format!("{epoch}\n").as_bytes())?;
         let previous = std::mem::replace(&mut self.highest, epoch);
         Ok(EpochCheck::Advanced { previous })
+    }
+
+    /// The operator's recovery (`geiger-device --reset-epoch N`, agent
+    /// stopped): sets the newest epoch to `epoch`, lower or higher. Lowering
+    /// it reopens the device to owners between the two values, so the
+    /// operator sets it to the lease epoch the ledger holds now.
+    pub fn reset(&mut self, epoch: u64) -> Result<u64, StoreError> {
+        write_durably(&self.dir, EPOCH_FILE, format!("{epoch}\n").as_bytes())?;
+        Ok(std::mem::replace(&mut self.highest, epoch))
     }
 }
 
@@ -414,12 +451,53 @@ mod tests {
     fn an_older_epoch_is_stale_and_a_newer_one_survives_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let mut e = EpochStore::open(dir.path()).unwrap();
-        assert_eq!(e.observe(5).unwrap(), EpochCheck::Advanced { previous: 0 });
-        assert_eq!(e.observe(5).unwrap(), EpochCheck::Current);
-        assert_eq!(e.observe(4).unwrap(), EpochCheck::Stale { newest: 5 });
+        let step = DEFAULT_MAX_EPOCH_STEP;
+        assert_eq!(
+            e.observe(5, step).unwrap(),
+            EpochCheck::Advanced { previous: 0 }
+        );
+        assert_eq!(e.observe(5, step).unwrap(), EpochCheck::Current);
+        assert_eq!(e.observe(4, step).unwrap(), EpochCheck::Stale { newest: 5 });
         let mut e = EpochStore::open(dir.path()).unwrap();
         assert_eq!(e.highest(), 5);
-        assert_eq!(e.observe(3).unwrap(), EpochCheck::Stale { newest: 5 });
+        assert_eq!(e.observe(3, step).unwrap(), EpochCheck::Stale { newest: 5 });
+    }
+
+    #[test]
+    fn an_epoch_too_far_ahead_is_refused_and_not_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = EpochStore::open(dir.path()).unwrap();
+        assert_eq!(
+            e.observe(3, 10).unwrap(),
+            EpochCheck::Advanced { previous: 0 }
+        );
+        assert_eq!(
+            e.observe(u64::MAX, 10).unwrap(),
+            EpochCheck::TooFar {
+                newest: 3,
+                limit: 13
+            }
+        );
+        assert_eq!(
+            e.observe(13, 10).unwrap(),
+            EpochCheck::Advanced { previous: 3 }
+        );
+        let e = EpochStore::open(dir.path()).unwrap();
+        assert_eq!(e.highest(), 13);
+    }
+
+    #[test]
+    fn an_operator_reset_lowers_the_newest_epoch_durably() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = EpochStore::open(dir.path()).unwrap();
+        e.observe(u64::MAX, u64::MAX).unwrap();
+        assert_eq!(e.reset(7).unwrap(), u64::MAX);
+        let mut e = EpochStore::open(dir.path()).unwrap();
+        assert_eq!(e.highest(), 7);
+        assert_eq!(
+            e.observe(8, 10).unwrap(),
+            EpochCheck::Advanced { previous: 7 }
+        );
     }
 
     #[test]

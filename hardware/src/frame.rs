@@ -17,7 +17,7 @@ use crate::chunk::{DeviceId, SignedChunk, DEVICE_ID_LEN};
 /// that happened to dial the port.
 pub const MAGIC: [u8; 4] = *b"GLNK";
 /// The link protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Largest value of the length prefix (type byte + payload).
 pub const MAX_FRAME_LEN: usize = 128 * 1024;
 /// Largest chunk a device may send; leaves room for the chunk header.
@@ -83,6 +83,9 @@ pub enum ErrorCode {
     ShuttingDown,
     /// Nothing arrived from the peer for too long.
     Timeout,
+    /// The Hello's epoch is further past the newest seen than a cluster can
+    /// go; `detail` is the largest epoch the device would accept.
+    EpochTooFar,
     /// A code from a newer protocol revision.
     Other(u16),
 }
@@ -98,6 +101,7 @@ impl ErrorCode {
             ErrorCode::SequenceRollback => 6,
             ErrorCode::ShuttingDown => 7,
             ErrorCode::Timeout => 8,
+            ErrorCode::EpochTooFar => 9,
             ErrorCode::Other(n) => n,
         }
     }
@@ -112,6 +116,7 @@ impl ErrorCode {
             6 => ErrorCode::SequenceRollback,
             7 => ErrorCode::ShuttingDown,
             8 => ErrorCode::Timeout,
+            9 => ErrorCode::EpochTooFar,
             n => ErrorCode::Other(n),
         }
     }

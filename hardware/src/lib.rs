@@ -4,6 +4,7 @@
 //! - [`chunk`]: the signed chunk statement (device ids are
 //!   `geiger_protocol::device::DeviceId`, re-exported here).
 //! - [`frame`]: the link protocol's frames (docs/LINK.md).
+//! - [`channel`]: the link's TLS 1.3 channel with pinned Ed25519 keys.
 //! - [`device_store`]: the device's key, sequence and epoch on disk.
 //! - [`source`]: the simulator, character devices, and fault modes.
 //! - [`agent`]: the device side of a link (`geiger-device`).
@@ -13,6 +14,7 @@
 
 pub mod agent;
 pub mod backoff;
+pub mod channel;
 pub mod chunk;
 pub mod client;
 pub mod device_store;
@@ -21,8 +23,9 @@ pub mod health;
 pub mod source;
 mod task;
 
-pub use agent::{Agent, AgentConfig, AgentError};
+pub use agent::{Agent, AgentConfig, AgentError, AgentStats, Refusal};
 pub use backoff::Backoff;
+pub use channel::TrustedNodes;
 pub use chunk::{DeviceId, SignedChunk};
 pub use client::{
     ChunkOutcome, CloseReason, LinkConfig, LinkError, LinkEvent, LinkSession, LinkState,

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use ed25519_dalek::VerifyingKey;
+use ed25519_dalek::{SigningKey, VerifyingKey};
 use geiger_hardware::{ChunkOutcome, CloseReason, LinkConfig, LinkError, LinkEvent, LinkSession};
 use tokio::time::timeout;
 
@@ -27,10 +27,28 @@ impl Drop for DeviceProcess {
     }
 }
 
+/// The link key of the node these tests play.
+fn node_key() -> SigningKey {
+    SigningKey::from_bytes(&[42; 32])
+}
+
+/// Writes the trusted-nodes file (this test's node) beside `state_dir`.
+fn trusted_file(state_dir: &Path) -> std::path::PathBuf {
+    let path = state_dir.with_extension("trusted");
+    let text = format!(
+        "# the test node\n{}\n",
+        hex::encode(node_key().verifying_key().as_bytes())
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 fn start(state_dir: &Path, extra: &[&str]) -> DeviceProcess {
     let mut child = Command::new(env!("CARGO_BIN_EXE_geiger-device"))
         .args(["--listen", "127.0.0.1:0", "--state-dir"])
         .arg(state_dir)
+        .arg("--trusted-nodes")
+        .arg(trusted_file(state_dir))
         .args(if extra.contains(&"--rate") {
             &[][..]
         } else {
@@ -73,7 +91,7 @@ fn start(state_dir: &Path, extra: &[&str]) -> DeviceProcess {
 }
 
 fn link(d: &DeviceProcess, epoch: u64, resume_after: Option<u64>) -> LinkConfig {
-    let mut c = LinkConfig::new(d.addr.clone(), epoch, d.key);
+    let mut c = LinkConfig::new(d.addr.clone(), epoch, d.key, node_key());
     c.resume_after = resume_after;
     c.heartbeat = Duration::from_millis(200);
     c.idle_timeout = Duration::from_secs(2);
@@ -292,6 +310,8 @@ fn a_second_device_process_on_the_same_state_directory_refuses_to_start() {
     let out = Command::new(env!("CARGO_BIN_EXE_geiger-device"))
         .args(["--listen", "127.0.0.1:0", "--state-dir"])
         .arg(dir.path())
+        .arg("--trusted-nodes")
+        .arg(trusted_file(dir.path()))
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -300,4 +320,81 @@ fn a_second_device_process_on_the_same_state_directory_refuses_to_start() {
         stderr.contains("another geiger-device is using this state directory"),
         "{stderr}"
     );
+}
+
+fn reset_epoch(state_dir: &Path, epoch: u64) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_geiger-device"))
+        .arg("--state-dir")
+        .arg(state_dir)
+        .args(["--reset-epoch", &epoch.to_string()])
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_operator_resets_the_newest_epoch_with_the_agent_stopped_and_never_under_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path(), &[]);
+    let s = LinkSession::connect(link(&d, 10, None)).await.unwrap();
+    s.close().await;
+    // Not while the agent runs: it holds the epoch in memory.
+    let busy = reset_epoch(dir.path(), 3);
+    assert!(!busy.status.success());
+    drop(d);
+    let done = reset_epoch(dir.path(), 3);
+    assert!(done.status.success(), "{done:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&done.stdout).trim(),
+        "epoch.highest 10 -> 3"
+    );
+    let d = start(dir.path(), &[]);
+    let err = LinkSession::connect(link(&d, 2, None)).await.err().unwrap();
+    assert!(
+        matches!(err, LinkError::StaleEpoch { newest: 3, .. }),
+        "{err}"
+    );
+    LinkSession::connect(link(&d, 3, None)).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_agent_counts_handshakes_sessions_and_refusals_on_its_metrics_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let at = format!("127.0.0.1:{port}");
+    let d = start(dir.path(), &["--metrics-listen", &at]);
+    let mut outsider = link(&d, 1, None);
+    outsider.node_key = SigningKey::from_bytes(&[66; 32]);
+    assert!(LinkSession::connect(outsider).await.is_err());
+    let s = LinkSession::connect(link(&d, 1, None)).await.unwrap();
+    s.close().await;
+    let scrape = || {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(&at).unwrap();
+        conn.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        conn.read_to_string(&mut text).unwrap();
+        text
+    };
+    // The refusal is counted just after the connection closes.
+    let mut text = scrape();
+    for _ in 0..100 {
+        if text.contains("reason=\"untrusted_node\"} 1") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        text = scrape();
+    }
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    for line in [
+        "geiger_device_refusals_total{reason=\"untrusted_node\"} 1",
+        "geiger_device_tls_handshakes_total 1",
+        "geiger_device_sessions_total 1",
+    ] {
+        assert!(text.contains(line), "{line} not in\n{text}");
+    }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use geiger_control_plane::key_encryption::KeyEncryptionKey;
 use geiger_control_plane::{Command, Outcome};
-use geiger_hardware::{Agent, AgentConfig, SourceConfig};
+use geiger_hardware::{Agent, AgentConfig, SourceConfig, TrustedNodes};
 use rand::RngCore;
 
 use crate::config::{BootstrapMember, NodeConfig};
@@ -125,6 +125,7 @@ pub async fn start(listen: SocketAddr, data_dir: PathBuf) -> Result<RunningDev, 
         free_port()?,
         data_dir.join("device"),
         SourceConfig::sim(),
+        TrustedNodes::fixed([node.link_public_key]),
     ))
     .await
     .map_err(|e| DevError::Device(e.to_string()))?;

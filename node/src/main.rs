@@ -50,6 +50,11 @@ enum Command {
         /// variables), print what it says, and exit without starting.
         #[arg(long)]
         check: bool,
+        /// Print this node's device link public key (hex; creating
+        /// DATA_DIR/link.key if missing) and exit: the line each device
+        /// lists in its --trusted-nodes file (docs/LINK.md).
+        #[arg(long, conflicts_with = "check")]
+        print_link_key: bool,
     },
     /// Turn a backup (`geiger ctl backup`) into the empty data directory of
     /// a voter of a NEW cluster: the config's new cluster secret and
@@ -106,8 +111,18 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Node { config, check } => {
+            Command::Node {
+                config,
+                check,
+                print_link_key,
+            } => {
                 let config = NodeConfig::load(Some(&config))?;
+                if print_link_key {
+                    let key = geiger_node::node::link_key(&config.data_dir)
+                        .context("reading or creating the link key")?;
+                    println!("{}", hex::encode(key.verifying_key().as_bytes()));
+                    return Ok(());
+                }
                 if check {
                     println!("{}", config.summary());
                     return Ok(());

@@ -46,6 +46,8 @@ pub enum NodeError {
     /// Boxed: `config::ConfigError` is large, and this error travels far.
     #[error(transparent)]
     Config(Box<crate::config::ConfigError>),
+    #[error("device link key: {0}")]
+    LinkKey(#[from] geiger_hardware::device_store::StoreError),
 }
 
 impl From<crate::config::ConfigError> for NodeError {
@@ -54,10 +56,28 @@ impl From<crate::config::ConfigError> for NodeError {
     }
 }
 
+/// The node's device link key, in its data directory (docs/LINK.md).
+pub const LINK_KEY_FILE: &str = "link.key";
+
+/// The node's device link key: `DATA_DIR/link.key`, created (0600, in a
+/// 0700 directory) if missing. `geiger node --print-link-key` calls it too,
+/// so an operator can list a node's key on the devices before its first
+/// start.
+pub fn link_key(data_dir: &std::path::Path) -> Result<ed25519_dalek::SigningKey, NodeError> {
+    crate::private_files::private_dir(data_dir)?;
+    Ok(geiger_hardware::device_store::load_or_create_key_file(
+        data_dir,
+        LINK_KEY_FILE,
+    )?)
+}
+
 pub struct Node {
     pub ledger: ControlPlane,
     pub config: Arc<NodeConfig>,
     pub supervisor: ActorRef<SupervisorMsg>,
+    /// The public half of the key this node presents to devices: what
+    /// every device lists in its trusted node keys.
+    pub link_public_key: ed25519_dalek::VerifyingKey,
     servers: Vec<JoinHandle<()>>,
 }
 
@@ -167,7 +187,15 @@ impl Node {
         cp.peer_tls = cluster_tls.as_ref().map(|tls| tls.client.clone());
         // The timing is built once: the ledger and the links share it.
         let timeouts = config.raft.timeouts();
-        let links = LinkSettings::new(config.node_id, &timeouts, &config.hardware);
+        // The ledger holds signing keys and customers' key hashes, and the
+        // directory the node's link key.
+        let link_key = link_key(&config.data_dir)?;
+        let link_public_key = link_key.verifying_key();
+        tracing::info!(
+            link_key = %hex::encode(link_public_key.as_bytes()),
+            "device link key (each device lists it in its --trusted-nodes file)"
+        );
+        let links = LinkSettings::new(config.node_id, &timeouts, &config.hardware, link_key);
         let view_settings = ViewSettings::for_lease(links.lease);
         cp.timeouts = timeouts;
         cp.snapshot_every = config.raft.snapshot_every;
@@ -181,8 +209,6 @@ impl Node {
                  stored in plaintext in the data directory, the Raft log and backups"
             ),
         }
-        // The ledger holds signing keys and customers' key hashes.
-        crate::private_files::private_dir(&config.data_dir)?;
         let ledger = ControlPlane::open(cp, &config.data_dir).await?;
         tracing::info!(node = config.node_id, data_dir = %config.data_dir.display(), "ledger opened");
 
@@ -317,6 +343,7 @@ impl Node {
         tracing::info!(api = %config.api.listen, internal = %config.internal.listen, "node listening");
 
         let node = Node {
+            link_public_key,
             ledger,
             config,
             supervisor,

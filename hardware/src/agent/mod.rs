@@ -1,8 +1,14 @@
 //! The device agent: serves one device to one node session at a time.
 //!
+//! Every connection is first a TLS 1.3 handshake ([`crate::channel`]): the
+//! agent presents its device key and serves only clients presenting a
+//! trusted node link key. A client that fails it is refused before a single
+//! frame is read, with a log line and `geiger_device_refusals_total`.
+//!
 //! Sessions are fenced by the owner's lease epoch. The agent keeps the newest
 //! epoch it has accepted on disk; a Hello with an older epoch is refused with
-//! a `StaleEpoch` error frame, and an accepted Hello (newer, or equal: the
+//! a `StaleEpoch` error frame, one further ahead than a cluster can go with
+//! `EpochTooFar` (and not stored), and an accepted Hello (newer, or equal: the
 //! same owner reconnecting) ends whatever session is running with a
 //! `Superseded` error frame before it takes the device. So a paused or
 //! partitioned old owner can never receive another chunk once a newer owner
@@ -27,15 +33,17 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
-use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::timeout;
+use tokio_rustls::TlsAcceptor;
 
+use crate::channel::{MemberNodes, TrustedNodes};
 use crate::chunk::{DeviceId, SignedChunk};
 use crate::device_store::{
     load_or_create_key, lock_state_dir, EpochCheck, EpochStore, SeqStore, StateLock, StoreError,
+    DEFAULT_MAX_EPOCH_STEP,
 };
 use crate::frame::{
     read_frame, ErrorCode, ErrorFrame, Frame, Welcome, MAX_CHUNK_BYTES, PROTOCOL_VERSION,
@@ -43,7 +51,14 @@ use crate::frame::{
 use crate::source::{Source, SourceConfig, SourceError};
 
 mod session;
+mod stats;
 use session::{frame_name, run_session, Ending};
+pub use stats::{serve_metrics, AgentStats, Refusal};
+
+/// The TLS stream a session runs over, and its halves.
+type LinkStream = tokio_rustls::server::TlsStream<TcpStream>;
+type LinkWriter = WriteHalf<LinkStream>;
+type LinkReader = BufReader<ReadHalf<LinkStream>>;
 
 /// Default chunk size: 4 KiB, 8 chunks a second at the simulator's rate.
 pub const DEFAULT_CHUNK_SIZE: usize = 4096;
@@ -64,10 +79,20 @@ pub struct AgentConfig {
     pub idle_timeout: Duration,
     /// Fault mode: drop each session's connection, without a word, after this.
     pub drop_every: Option<Duration>,
+    /// The link keys of the cluster's nodes: the only clients served.
+    pub trusted_nodes: TrustedNodes,
+    /// The largest step past the newest epoch a Hello may take.
+    pub max_epoch_step: u64,
 }
 
 impl AgentConfig {
-    pub fn new(listen: SocketAddr, state_dir: PathBuf, source: SourceConfig) -> Self {
+    /// A configuration serving the nodes `trusted_nodes` lists.
+    pub fn new(
+        listen: SocketAddr,
+        state_dir: PathBuf,
+        source: SourceConfig,
+        trusted_nodes: TrustedNodes,
+    ) -> Self {
         AgentConfig {
             listen,
             state_dir,
@@ -78,6 +103,8 @@ impl AgentConfig {
             heartbeat: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(5),
             drop_every: None,
+            trusted_nodes,
+            max_epoch_step: DEFAULT_MAX_EPOCH_STEP,
         }
     }
 }
@@ -95,6 +122,8 @@ pub enum AgentError {
     },
     #[error("invalid configuration: {0}")]
     Config(String),
+    #[error(transparent)]
+    Channel(#[from] crate::channel::ChannelError),
 }
 
 /// Who may use the device now. Every accepted Hello gets a new generation;
@@ -127,6 +156,7 @@ struct Shared {
     fence: Mutex<Fence>,
     turn: watch::Sender<Turn>,
     core: tokio::sync::Mutex<Core>,
+    stats: Arc<AgentStats>,
 }
 
 /// A bound, ready agent.
@@ -172,6 +202,11 @@ impl Agent {
                     source,
                 })?;
         let device_id = DeviceId::of(&key.verifying_key());
+        // Checked once here; each connection builds its own (see `handshake`).
+        crate::channel::server_config(&key, MemberNodes::new(config.trusted_nodes.clone()))?;
+        if config.trusted_nodes.keys().is_empty() {
+            tracing::warn!("no trusted node keys: every session will be refused");
+        }
         tracing::info!(
             device = %device_id,
             next_seq = seqs.peek(),
@@ -199,6 +234,7 @@ impl Agent {
                 retained: VecDeque::new(),
             }),
             config,
+            stats: Arc::new(AgentStats::default()),
         });
         Ok(Agent { listener, shared })
     }
@@ -213,6 +249,11 @@ impl Agent {
 
     pub fn public_key(&self) -> VerifyingKey {
         self.shared.key.verifying_key()
+    }
+
+    /// The agent's counters (handshakes, sessions, refusals by reason).
+    pub fn stats(&self) -> Arc<AgentStats> {
+        self.shared.stats.clone()
     }
 
     /// Serves until `shutdown` completes, then tells the running session.
@@ -242,7 +283,7 @@ impl Agent {
     }
 }
 
-async fn send(w: &mut OwnedWriteHalf, frame: &Frame, limit: Duration) -> Result<(), String> {
+async fn send(w: &mut LinkWriter, frame: &Frame, limit: Duration) -> Result<(), String> {
     match timeout(limit, w.write_all(&frame.encode())).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(format!("write failed: {e}")),
@@ -251,7 +292,7 @@ async fn send(w: &mut OwnedWriteHalf, frame: &Frame, limit: Duration) -> Result<
 }
 
 async fn send_error(
-    w: &mut OwnedWriteHalf,
+    w: &mut LinkWriter,
     code: ErrorCode,
     detail: u64,
     message: String,
@@ -269,13 +310,63 @@ async fn send_error(
 
 enum Admission {
     Refused { newest: u64 },
+    TooFar { newest: u64, limit: u64 },
     Accepted { generation: u64 },
+}
+
+/// The TLS handshake: `None` (logged and counted) when the client is not a
+/// trusted node or never completes it.
+async fn handshake(shared: &Shared, stream: TcpStream, peer: SocketAddr) -> Option<LinkStream> {
+    let trusted = shared.config.trusted_nodes.clone();
+    // A changed file is read again before the handshake needs it.
+    match tokio::task::spawn_blocking(move || trusted.refresh()).await {
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot reload the trusted node keys; keeping the previous list")
+        }
+        Err(e) => tracing::warn!(error = %e, "trusted node reload task failed"),
+        Ok(Ok(())) => {}
+    }
+    let limit = shared.config.idle_timeout;
+    // A verifier of its own per connection, so the key it refuses is this
+    // client's, whoever else is shaking hands at the same time.
+    let members = MemberNodes::new(shared.config.trusted_nodes.clone());
+    let tls = match crate::channel::server_config(&shared.key, members.clone()) {
+        Ok(config) => TlsAcceptor::from(Arc::new(config)),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the TLS configuration");
+            return None;
+        }
+    };
+    match timeout(limit, tls.accept(stream)).await {
+        Ok(Ok(tls)) => {
+            shared.stats.handshake();
+            Some(tls)
+        }
+        Ok(Err(e)) => {
+            if let Some(key) = members.take_refused() {
+                tracing::warn!(%peer, node_key = %key, "refused a client whose link key is not a trusted cluster node");
+                shared.stats.refuse(Refusal::UntrustedNode);
+            } else {
+                tracing::warn!(%peer, error = %e, "refused a client that failed the TLS handshake");
+                shared.stats.refuse(Refusal::Handshake);
+            }
+            None
+        }
+        Err(_) => {
+            tracing::warn!(%peer, "refused a client that did not finish the TLS handshake in time");
+            shared.stats.refuse(Refusal::Handshake);
+            None
+        }
+    }
 }
 
 async fn serve_connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let limit = shared.config.idle_timeout;
-    let (rd, mut wr) = stream.into_split();
+    let Some(stream) = handshake(&shared, stream, peer).await else {
+        return;
+    };
+    let (rd, mut wr) = tokio::io::split(stream);
     let mut rd = BufReader::new(rd);
 
     let hello = match timeout(limit, read_frame(&mut rd)).await {
@@ -326,8 +417,22 @@ async fn serve_connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
     };
     let generation = match admission {
         Ok(Ok(Admission::Accepted { generation })) => generation,
+        Ok(Ok(Admission::TooFar {
+            newest,
+            limit: highest,
+        })) => {
+            tracing::warn!(%peer, epoch = hello.epoch, newest, highest_acceptable = highest, "refused a session whose epoch jumps further than a cluster can go");
+            shared.stats.refuse(Refusal::EpochTooFar);
+            let msg = format!(
+                "epoch {} is more than {} past epoch {newest}, the newest this device has seen; the largest it accepts now is {highest}",
+                hello.epoch, shared.config.max_epoch_step
+            );
+            send_error(&mut wr, ErrorCode::EpochTooFar, highest, msg, limit).await;
+            return;
+        }
         Ok(Ok(Admission::Refused { newest })) => {
             tracing::info!(%peer, epoch = hello.epoch, newest, "refused a session with a stale epoch");
+            shared.stats.refuse(Refusal::StaleEpoch);
             let msg = format!(
                 "epoch {} is older than epoch {newest}, the newest this device has seen",
                 hello.epoch
@@ -398,6 +503,9 @@ async fn serve_connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
         next_seq: replay.front().map_or(next_fresh, |c| c.seq),
         chunk_size: shared.config.chunk_size as u32,
     };
+    // Counted before the Welcome leaves, so whoever reads the counter after
+    // its Welcome arrived sees this session.
+    shared.stats.session();
     if let Err(e) = send(&mut wr, &Frame::Welcome(welcome.clone()), limit).await {
         tracing::info!(%peer, error = %e, "session lost during the handshake");
         return;
@@ -438,8 +546,9 @@ async fn serve_connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
 /// thread: a newer epoch is fsynced before it is acted on.
 fn admit(shared: &Shared, epoch: u64) -> Result<Admission, StoreError> {
     let mut fence = shared.fence.lock().unwrap_or_else(PoisonError::into_inner);
-    match fence.epochs.observe(epoch)? {
+    match fence.epochs.observe(epoch, shared.config.max_epoch_step)? {
         EpochCheck::Stale { newest } => Ok(Admission::Refused { newest }),
+        EpochCheck::TooFar { newest, limit } => Ok(Admission::TooFar { newest, limit }),
         check => {
             if let EpochCheck::Advanced { previous } = check {
                 tracing::info!(epoch, previous, "fencing epoch advanced");

@@ -23,8 +23,8 @@ pub(super) async fn run_session(
     replay: &mut VecDeque<SignedChunk>,
     hello: &Hello,
     generation: u64,
-    rd: BufReader<tokio::net::tcp::OwnedReadHalf>,
-    wr: &mut OwnedWriteHalf,
+    rd: LinkReader,
+    wr: &mut LinkWriter,
     mut turn_rx: watch::Receiver<Turn>,
 ) -> Ending {
     let cfg = &shared.config;

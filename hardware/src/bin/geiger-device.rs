@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use geiger_hardware::agent::{Agent, AgentConfig};
-use geiger_hardware::device_store::public_key_hex;
+use geiger_hardware::agent::{serve_metrics, Agent, AgentConfig};
+use geiger_hardware::channel::TrustedNodes;
+use geiger_hardware::device_store::{public_key_hex, DEFAULT_MAX_EPOCH_STEP};
 use geiger_hardware::source::{Faults, SourceConfig, SourceKind, DEFAULT_SIM_RATE};
 
 #[derive(Debug, Parser)]
@@ -24,6 +25,16 @@ struct Args {
     /// Directory for the device key, sequence counter and newest epoch.
     #[arg(long, env = "GEIGER_DEVICE_STATE_DIR")]
     state_dir: PathBuf,
+    /// File of the cluster nodes' link public keys (hex, one per line, `#`
+    /// comments): the only clients served. Read again when it changes.
+    #[arg(long, env = "GEIGER_DEVICE_TRUSTED_NODES", required_unless_present_any = ["print_key", "reset_epoch"])]
+    trusted_nodes: Option<PathBuf>,
+    /// The largest step past the newest epoch seen that a Hello may take.
+    #[arg(long, env = "GEIGER_DEVICE_MAX_EPOCH_STEP", default_value_t = DEFAULT_MAX_EPOCH_STEP)]
+    max_epoch_step: u64,
+    /// Address for `GET /metrics` (handshakes, sessions, refusals); off when unset.
+    #[arg(long, env = "GEIGER_DEVICE_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// `sim` (OS randomness, rate-limited) or `file:PATH` (a character device such as /dev/hwrng).
     #[arg(long, env = "GEIGER_DEVICE_SOURCE", default_value = "sim")]
     source: SourceKind,
@@ -63,6 +74,10 @@ struct Args {
     /// Print the device id and public key (creating the key if needed) and exit.
     #[arg(long)]
     print_key: bool,
+    /// Operator recovery, with the agent stopped: set the newest epoch seen
+    /// to this value (the link's lease epoch in the ledger) and exit.
+    #[arg(long, conflicts_with = "print_key")]
+    reset_epoch: Option<u64>,
 }
 
 #[tokio::main]
@@ -94,6 +109,24 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
 
+    if let Some(epoch) = args.reset_epoch {
+        // The lock: never under a running agent, which holds the epoch in memory.
+        let _lock = geiger_hardware::device_store::lock_state_dir(&args.state_dir)
+            .context("the agent must be stopped to reset its epoch")?;
+        let mut store = geiger_hardware::device_store::EpochStore::open(&args.state_dir)
+            .context("opening the epoch store")?;
+        let previous = store.reset(epoch).context("writing the epoch")?;
+        tracing::warn!(previous, epoch, "newest epoch reset by the operator");
+        println!("epoch.highest {previous} -> {epoch}");
+        return Ok(());
+    }
+    let trusted_path = args
+        .trusted_nodes
+        .clone()
+        .context("--trusted-nodes is required")?;
+    let trusted =
+        TrustedNodes::from_file(&trusted_path).context("reading the trusted node keys")?;
+
     let rate = match (args.rate, &args.source) {
         (Some(0), _) => None,
         (Some(r), _) => Some(r),
@@ -109,7 +142,8 @@ async fn main() -> anyhow::Result<()> {
             stall: args.fault_stall_every.zip(args.fault_stall_for),
         },
     };
-    let mut config = AgentConfig::new(args.listen, args.state_dir.clone(), source);
+    let mut config = AgentConfig::new(args.listen, args.state_dir.clone(), source, trusted);
+    config.max_epoch_step = args.max_epoch_step;
     config.chunk_size = args.chunk_size;
     config.seq_reserve = args.seq_reserve;
     config.retain_chunks = args.retain_chunks;
@@ -121,6 +155,15 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("starting the device agent")?;
     let addr = agent.local_addr().context("reading the bound address")?;
+    let _metrics = match args.metrics_listen {
+        Some(at) => {
+            let listener = tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("binding the metrics listener on {at}"))?;
+            Some(tokio::spawn(serve_metrics(listener, agent.stats())))
+        }
+        None => None,
+    };
     // One line on stdout, for scripts and tests (logs go to stderr).
     println!(
         "listening={addr} device={} public_key={}",

@@ -4,13 +4,13 @@
 
 use std::sync::Arc;
 
-use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::{timeout, Instant};
 
 use super::{
-    ChunkOutcome, CloseReason, LinkConfig, LinkEvent, LinkState, QuarantineReason, VerifiedChunk,
+    ChunkOutcome, CloseReason, LinkConfig, LinkEvent, LinkReader, LinkState, LinkWriter,
+    QuarantineReason, VerifiedChunk,
 };
 use crate::chunk::{DeviceId, SignedChunk};
 use crate::frame::{ErrorCode, ErrorFrame, Frame, FrameError};
@@ -39,8 +39,8 @@ enum Step {
 impl Driver {
     pub(super) async fn run(
         mut self,
-        rd: BufReader<tokio::net::tcp::OwnedReadHalf>,
-        mut wr: OwnedWriteHalf,
+        rd: LinkReader,
+        mut wr: LinkWriter,
         mut close_rx: oneshot::Receiver<()>,
     ) {
         let (mut in_rx, reader) = read_frames_in_background(rd, 4);
@@ -109,7 +109,7 @@ impl Driver {
 
     /// Tops the device's credit up to what the event queue can still hold,
     /// in batches of at least half a window so credit frames stay rare.
-    async fn grant_credits(&mut self, wr: &mut OwnedWriteHalf) -> Result<(), String> {
+    async fn grant_credits(&mut self, wr: &mut LinkWriter) -> Result<(), String> {
         let queued = (self.events_tx.max_capacity() - self.events_tx.capacity()) as u64;
         let outstanding = self.granted - self.received;
         let window = u64::from(self.window);

@@ -1,8 +1,9 @@
 //! The node's side of a link: connect to a device under a lease epoch, grant
 //! credits, and turn the chunks that arrive into verified outcomes.
 //!
-//! [`LinkSession::connect`] performs the handshake and checks that the device
-//! is the registered one. A background task then owns the socket: it sends
+//! [`LinkSession::connect`] opens the TLS channel ([`crate::channel`]),
+//! presenting this node's link key and accepting only the device's
+//! registered key, then says Hello and checks the Welcome. A background task then owns the socket: it sends
 //! heartbeats, grants credits, and for every chunk checks, in order,
 //!
 //! 1. the Ed25519 signature against the *registered* public key (a chunk
@@ -22,8 +23,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ed25519_dalek::VerifyingKey;
-use tokio::io::{AsyncWriteExt, BufReader};
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use tokio::io::{AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::timeout;
@@ -35,6 +36,11 @@ use crate::frame::{read_frame, ErrorCode, Frame, FrameError, Hello, Welcome, PRO
 use crate::health::{Cutoffs, HealthConfig, HealthFailure, HealthTests};
 use driver::Driver;
 
+/// The TLS stream a session runs over, and its halves.
+type LinkStream = tokio_rustls::client::TlsStream<TcpStream>;
+type LinkWriter = WriteHalf<LinkStream>;
+type LinkReader = BufReader<ReadHalf<LinkStream>>;
+
 /// How to reach and check one device.
 #[derive(Debug, Clone)]
 pub struct LinkConfig {
@@ -42,8 +48,11 @@ pub struct LinkConfig {
     pub addr: String,
     /// This node's lease epoch for the link.
     pub epoch: u64,
-    /// The device's registered public key; the only key its chunks may carry.
+    /// The device's registered public key: the only key it may present in
+    /// the TLS handshake, and the only key its chunks may carry.
     pub device_key: VerifyingKey,
+    /// This node's link key, presented to the device in the handshake.
+    pub node_key: SigningKey,
     /// Highest sequence the cluster has accounted for (appended or
     /// quarantined); `None` for a device never heard from.
     pub resume_after: Option<u64>,
@@ -59,11 +68,17 @@ pub struct LinkConfig {
 }
 
 impl LinkConfig {
-    pub fn new(addr: impl Into<String>, epoch: u64, device_key: VerifyingKey) -> Self {
+    pub fn new(
+        addr: impl Into<String>,
+        epoch: u64,
+        device_key: VerifyingKey,
+        node_key: SigningKey,
+    ) -> Self {
         LinkConfig {
             addr: addr.into(),
             epoch,
             device_key,
+            node_key,
             resume_after: None,
             window: 16,
             health: HealthConfig::default(),
@@ -95,6 +110,10 @@ pub enum LinkError {
     },
     #[error("the device at this address is {got}, not the registered {expected}")]
     WrongDevice { expected: DeviceId, got: DeviceId },
+    #[error("the TLS handshake with the device at {addr} failed: {why}")]
+    Handshake { addr: String, why: String },
+    #[error("the device refuses epoch {epoch}: the largest it accepts now is {limit}")]
+    EpochTooFar { epoch: u64, limit: u64 },
     #[error("link protocol violation: {0}")]
     Protocol(String),
     #[error(transparent)]
@@ -254,7 +273,34 @@ impl LinkSession {
             Err(_) => return Err(LinkError::Timeout(addr)),
         };
         let _ = stream.set_nodelay(true);
-        let (rd, mut wr) = stream.into_split();
+        let pinned = crate::channel::PinnedDeviceKey::new(&config.device_key);
+        let tls = crate::channel::client_config(&config.node_key, pinned.clone())
+            .map_err(|e| LinkError::Protocol(e.to_string()))?;
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+        let stream = match timeout(
+            config.connect_timeout,
+            connector.connect(crate::channel::server_name(), stream),
+        )
+        .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                return Err(
+                    match pinned.presented().filter(|_| pinned.refused_a_key()) {
+                        Some(key) => LinkError::WrongDevice {
+                            expected: DeviceId::of(&config.device_key),
+                            got: DeviceId::of_key_bytes(&key),
+                        },
+                        None => LinkError::Handshake {
+                            addr,
+                            why: e.to_string(),
+                        },
+                    },
+                )
+            }
+            Err(_) => return Err(LinkError::Timeout(addr)),
+        };
+        let (rd, mut wr) = tokio::io::split(stream);
         let mut rd = BufReader::new(rd);
         let hello = Frame::Hello(Hello {
             version: PROTOCOL_VERSION,
@@ -266,12 +312,27 @@ impl LinkSession {
             .map_err(FrameError::Io)?;
         let welcome = match timeout(config.connect_timeout, read_frame(&mut rd)).await {
             Err(_) => return Err(LinkError::Timeout(addr)),
+            // In TLS 1.3 the client's side of the handshake completes
+            // before the device has checked our key: its refusal arrives
+            // as an alert where the Welcome should be.
+            Ok(Err(FrameError::Io(e))) if is_tls_alert(&e) => {
+                return Err(LinkError::Handshake {
+                    addr,
+                    why: e.to_string(),
+                })
+            }
             Ok(Err(e)) => return Err(e.into()),
             Ok(Ok(Frame::Welcome(w))) => w,
             Ok(Ok(Frame::Error(e))) if e.code == ErrorCode::StaleEpoch => {
                 return Err(LinkError::StaleEpoch {
                     epoch: config.epoch,
                     newest: e.detail,
+                })
+            }
+            Ok(Ok(Frame::Error(e))) if e.code == ErrorCode::EpochTooFar => {
+                return Err(LinkError::EpochTooFar {
+                    epoch: config.epoch,
+                    limit: e.detail,
                 })
             }
             Ok(Ok(Frame::Error(e))) => {
@@ -366,6 +427,13 @@ impl LinkSession {
         }
         let _ = timeout(Duration::from_secs(2), &mut self.task).await;
     }
+}
+
+/// Whether an I/O error is the TLS layer's: an alert from the peer or a
+/// failed handshake step.
+fn is_tls_alert(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
 }
 
 fn check_welcome(config: &LinkConfig, w: &Welcome) -> Result<(), LinkError> {

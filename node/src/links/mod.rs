@@ -94,6 +94,7 @@ mod tests {
             high_water: 1 << 24,
             low_water: 1 << 23,
             tick: Duration::from_millis(250),
+            link_key: ed25519_dalek::SigningKey::from_bytes(&[5; 32]),
         };
         let (_publish, view) = cluster_view::channel(1);
         let specs: [(&str, Arc<dyn ChildSpec>); 3] = [

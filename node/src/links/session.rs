@@ -221,6 +221,10 @@ impl SessionCtx {
                     self.session_outcome("failed");
                     SessionEnd::Reconnect(why)
                 }
+                Err(ConnectError::Refused(outcome, why)) => {
+                    self.session_outcome(outcome);
+                    SessionEnd::Reconnect(why)
+                }
             };
             self.set_up(false);
             health.send_if_modified(|h| {
@@ -268,7 +272,12 @@ impl SessionCtx {
             .into_iter()
             .find(|d| d.device == self.device)
             .and_then(|d| d.last_seq);
-        let mut config = LinkConfig::new(link.address.clone(), self.epoch, key);
+        let mut config = LinkConfig::new(
+            link.address.clone(),
+            self.epoch,
+            key,
+            self.settings.link_key.clone(),
+        );
         config.resume_after = resume_after;
         match LinkSession::connect(config).await {
             Ok(s) => {
@@ -276,6 +285,24 @@ impl SessionCtx {
                 Ok(s)
             }
             Err(LinkError::StaleEpoch { newest, .. }) => Err(ConnectError::Fenced(newest)),
+            Err(e @ LinkError::WrongDevice { .. }) => {
+                tracing::error!(device = %self.device, address = %link.address, error = %e, "refused the device: it did not present its registered key");
+                Err(ConnectError::Refused(
+                    "refused_wrong_device_key",
+                    e.to_string(),
+                ))
+            }
+            Err(e @ LinkError::Handshake { .. }) => {
+                tracing::warn!(device = %self.device, address = %link.address, error = %e, "the device link's TLS handshake failed (is this node's link key in the device's trusted list?)");
+                Err(ConnectError::Refused("tls_handshake_failed", e.to_string()))
+            }
+            Err(e @ LinkError::EpochTooFar { .. }) => {
+                tracing::error!(device = %self.device, error = %e, "the device refuses this lease's epoch as too far ahead; an operator must reset its epoch (docs/LINK.md)");
+                Err(ConnectError::Refused(
+                    "refused_epoch_too_far",
+                    e.to_string(),
+                ))
+            }
             Err(e) => Err(other(&e)),
         }
     }
@@ -448,5 +475,7 @@ impl SessionCtx {
 
 enum ConnectError {
     Fenced(u64),
+    /// Refused for a reason counted under its own outcome label.
+    Refused(&'static str, String),
     Other(String),
 }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use ed25519_dalek::SigningKey;
 use geiger_control_plane::Timeouts;
 
 use crate::config::HardwareSettings;
@@ -20,10 +21,17 @@ pub struct LinkSettings {
     pub low_water: u64,
     /// The link watcher's tick.
     pub tick: Duration,
+    /// The key this node presents to devices in the link's TLS handshake.
+    pub link_key: SigningKey,
 }
 
 impl LinkSettings {
-    pub fn new(node_id: u64, timeouts: &Timeouts, hardware: &HardwareSettings) -> Self {
+    pub fn new(
+        node_id: u64,
+        timeouts: &Timeouts,
+        hardware: &HardwareSettings,
+        link_key: SigningKey,
+    ) -> Self {
         LinkSettings {
             node_id,
             lease: timeouts.lease,
@@ -31,6 +39,7 @@ impl LinkSettings {
             high_water: hardware.pool_high_water_bytes,
             low_water: hardware.pool_low_water_bytes,
             tick: Duration::from_millis(250),
+            link_key,
         }
     }
 }
@@ -54,7 +63,14 @@ mod tests {
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
             .unwrap();
         let config = NodeConfig::load(Some(&path)).unwrap();
-        let links = LinkSettings::new(config.node_id, &config.raft.timeouts(), &config.hardware);
+        let key = SigningKey::from_bytes(&[3; 32]);
+        let links = LinkSettings::new(
+            config.node_id,
+            &config.raft.timeouts(),
+            &config.hardware,
+            key.clone(),
+        );
+        assert_eq!(links.link_key, key);
         assert_eq!(links.node_id, 7);
         assert_eq!(links.lease, Duration::from_millis(1200));
         assert_eq!(links.renew, Duration::from_millis(600));

@@ -295,7 +295,7 @@ impl NodeMetrics {
         );
         r.register(
             "geiger_link_sessions",
-            "Owner: link session attempts, by outcome",
+            "Owner: link session attempts, by outcome (established, failed, refused_stale_epoch, refused_wrong_device_key, tls_handshake_failed, refused_epoch_too_far)",
             m.link_sessions.clone(),
         );
         r.register(

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::{Deref, DerefMut};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use geiger_testkit::launcher::{self, DeviceProcess, NodeConfig, NodeProcess};
@@ -152,6 +152,12 @@ impl Cluster {
         let voters: Vec<_> = configs.iter().map(NodeConfig::as_bootstrap).collect();
         let log_filter =
             std::env::var("GEIGER_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into());
+        // Every node of every test cluster holds the same link key, so a
+        // device started anywhere trusts them ([`Device::start`]); the fault
+        // harness gives each node its own.
+        for config in &configs {
+            write_test_link_key(&config.data_dir);
+        }
         let mut nodes = BTreeMap::new();
         for (spec, mut config) in specs.into_iter().zip(configs) {
             config.bootstrap = voters.clone();
@@ -333,6 +339,36 @@ impl Drop for Cluster {
 
 // ---- devices ---------------------------------------------------------------
 
+/// The device link key every test node holds (see [`Cluster::start`]).
+pub fn test_link_key() -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[42; 32])
+}
+
+fn write_test_link_key(data_dir: &Path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(data_dir).expect("node data dir");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(data_dir.join("link.key"))
+        .expect("link key file");
+    std::io::Write::write_all(&mut f, hex::encode(test_link_key().to_bytes()).as_bytes())
+        .expect("link key written");
+}
+
+/// Writes a trusted-nodes file listing `keys`, beside `state_dir`.
+pub fn trusted_file(state_dir: &Path, keys: &[ed25519_dalek::VerifyingKey]) -> PathBuf {
+    let path = state_dir.with_extension("trusted");
+    let text: String = keys
+        .iter()
+        .map(|k| format!("{}\n", hex::encode(k.as_bytes())))
+        .collect();
+    std::fs::write(&path, text).expect("trusted nodes written");
+    path
+}
+
 /// A running `geiger-device` agent on 127.0.0.1 (its fields, such as `id`
 /// and `public_key`, read through).
 pub struct Device(DeviceProcess);
@@ -341,10 +377,20 @@ impl Device {
     /// Starts an agent with its state in `state_dir`, listening on a free
     /// port, with extra flags (`--rate`, `--fault-stuck-after`, ...).
     pub fn start(state_dir: &Path, args: &[&str]) -> Device {
+        Self::start_trusting(state_dir, &[test_link_key().verifying_key()], args)
+    }
+
+    /// As [`Device::start`], serving only nodes with one of `keys`.
+    pub fn start_trusting(
+        state_dir: &Path,
+        keys: &[ed25519_dalek::VerifyingKey],
+        args: &[&str],
+    ) -> Device {
         let mut d = DeviceProcess::new(
             &launcher::device_binary(geiger()),
             state_dir.to_path_buf(),
             SocketAddr::from((Ipv4Addr::LOCALHOST, free_port())),
+            trusted_file(state_dir, keys),
             args.iter().map(|s| s.to_string()).collect(),
             state_dir.with_extension("log"),
         );

@@ -1,6 +1,7 @@
-//! `geiger-device` agents: where the binary is, and the process
+//! `geiger-device` agents: where the binary is, the process
 //! ([`DeviceProcess`]: start, read its identity from the banner, kill,
-//! restart on the same port and state so its sequence carries on).
+//! restart on the same port and state so its sequence carries on), and the
+//! trusted-nodes file that lets a cluster's nodes in ([`trust_nodes`]).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -49,6 +50,8 @@ pub struct DeviceProcess {
     pub listen: SocketAddr,
     /// Extra flags (`--rate`, `--fault-stuck-after`, ...).
     pub args: Vec<String>,
+    /// The file of node link keys the agent trusts (`--trusted-nodes`).
+    pub trusted_nodes: PathBuf,
     /// stderr, appended across restarts.
     pub log_path: PathBuf,
     /// `dev_…`, from the banner.
@@ -61,11 +64,13 @@ pub struct DeviceProcess {
 }
 
 impl DeviceProcess {
-    /// A device with its state in `state_dir`, not started yet.
+    /// A device with its state in `state_dir`, trusting the node link keys
+    /// in `trusted_nodes` (see [`trust_nodes`]), not started yet.
     pub fn new(
         binary: &Path,
         state_dir: PathBuf,
         listen: SocketAddr,
+        trusted_nodes: PathBuf,
         args: Vec<String>,
         log_path: PathBuf,
     ) -> Self {
@@ -73,6 +78,7 @@ impl DeviceProcess {
             binary: binary.to_path_buf(),
             state_dir,
             listen,
+            trusted_nodes,
             args,
             log_path,
             id: String::new(),
@@ -100,6 +106,8 @@ impl DeviceProcess {
             .arg(&self.state_dir)
             .arg("--listen")
             .arg(self.listen.to_string())
+            .arg("--trusted-nodes")
+            .arg(&self.trusted_nodes)
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -161,8 +169,49 @@ impl DeviceProcess {
     }
 }
 
+/// Gives each node data directory in `data_dirs` its device link key
+/// (`link.key`, created if missing, as `geiger node` would on its first
+/// start) and writes their public keys to `trusted_file`, the list a device
+/// agent serves. Nodes added later: call again with every directory.
+pub fn trust_nodes(trusted_file: &Path, data_dirs: &[PathBuf]) -> Result<(), LaunchError> {
+    let mut text = String::from("# device link keys of the cluster's nodes\n");
+    for dir in data_dirs {
+        let key = geiger_hardware::device_store::load_or_create_key_file(dir, "link.key")
+            .map_err(|e| LaunchError::LinkKey(e.to_string()))?;
+        let public = geiger_hardware::device_store::public_key_hex(&key.verifying_key());
+        text.push_str(&format!("{public}  # {}\n", dir.display()));
+    }
+    // Replaced whole, so an agent reading it never sees half a list.
+    let tmp = trusted_file.with_extension("tmp");
+    std::fs::write(&tmp, text).map_err(io("writing the trusted node keys"))?;
+    std::fs::rename(&tmp, trusted_file).map_err(io("writing the trusted node keys"))
+}
+
 impl Drop for DeviceProcess {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trusting_nodes_gives_each_its_own_key_and_keeps_it_on_a_second_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = [dir.path().join("node-1"), dir.path().join("node-2")];
+        let file = dir.path().join("trusted-nodes");
+        trust_nodes(&file, &nodes).unwrap();
+        let first = std::fs::read_to_string(&file).unwrap();
+        let keys = geiger_hardware::channel::parse_trusted(&first).unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_ne!(keys[0], keys[1]);
+        // The key a node will present is the one listed.
+        let node_1 =
+            geiger_hardware::device_store::load_or_create_key_file(&nodes[0], "link.key").unwrap();
+        assert_eq!(keys[0], node_1.verifying_key().to_bytes());
+        trust_nodes(&file, &nodes).unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), first);
     }
 }

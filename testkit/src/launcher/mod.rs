@@ -17,7 +17,7 @@ pub mod ports;
 use std::path::Path;
 
 pub use dev::DevProcess;
-pub use device::{device_binary, DeviceProcess};
+pub use device::{device_binary, trust_nodes, DeviceProcess};
 pub use node::{BootstrapMember, NodeConfig, NodeProcess};
 pub use ports::free_port;
 
@@ -31,6 +31,8 @@ pub enum LaunchError {
     },
     #[error("device agent printed an unexpected banner: {0:?}")]
     Banner(String),
+    #[error("node link key: {0}")]
+    LinkKey(String),
 }
 
 /// Names what failed: `.map_err(io("writing a node config"))`.
