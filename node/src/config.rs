@@ -415,6 +415,11 @@ const SECRET_SETTINGS: [&str; 4] = [
 /// Refuses a configuration file that holds a secret and that other users
 /// can read.
 fn refuse_secrets_others_can_read(path: &Path) -> Result<(), ConfigError> {
+    // The mode first: only a file others can read is parsed a second time,
+    // on its own, to see whether it sets a secret.
+    let Err(open) = crate::private_files::check_private(path) else {
+        return Ok(());
+    };
     let file_only = config::Config::builder()
         .add_source(config::File::from(path).required(true))
         .build()?;
@@ -425,12 +430,10 @@ fn refuse_secrets_others_can_read(path: &Path) -> Result<(), ConfigError> {
     if held.is_empty() {
         return Ok(());
     }
-    crate::private_files::check_private(path).map_err(|e| {
-        ConfigError::Invalid(format!(
-            "{e} (it sets {}; or move them to GEIGER_* environment variables)",
-            held.join(", ")
-        ))
-    })
+    Err(ConfigError::Invalid(format!(
+        "{open} (it sets {}; or move them to GEIGER_* environment variables)",
+        held.join(", ")
+    )))
 }
 
 impl NodeConfig {
