@@ -131,6 +131,9 @@ pub struct ControlPlaneConfig {
     /// Seals signing secrets in the ledger, the log and snapshots (the same
     /// on every member). `None`: they are kept in plaintext.
     pub key_encryption_key: Option<crate::key_encryption::KeyEncryptionKey>,
+    /// This node's device-link key: what it attests other members' leases
+    /// with (docs/LINK.md). `None`: it attests nothing.
+    pub link_key: Option<ed25519_dalek::SigningKey>,
 }
 
 impl ControlPlaneConfig {
@@ -151,6 +154,7 @@ impl ControlPlaneConfig {
             batch_linger: Duration::from_millis(1),
             cache_bytes: 32 << 20,
             key_encryption_key: None,
+            link_key: None,
         }
     }
 

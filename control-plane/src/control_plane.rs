@@ -126,6 +126,10 @@ impl ControlPlane {
         self.inner.id
     }
 
+    pub(crate) fn replica(&self) -> Arc<Replica> {
+        self.inner.clone()
+    }
+
     /// The internal endpoints (Raft RPC, forwarded writes, admin), to be
     /// served on the internal listener only. Every request must carry the
     /// cluster secret.

@@ -37,6 +37,7 @@ pub mod control_plane;
 mod error;
 mod in_flight_append;
 pub mod key_encryption;
+mod lease_attestation;
 pub mod log_store;
 pub mod memory;
 pub mod placement;

@@ -11,13 +11,17 @@ use std::io;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use geiger_protocol::lease_proof::{LeaseAttestation, ATTESTATION_LEN};
+
 use crate::chunk::{DeviceId, SignedChunk, DEVICE_ID_LEN};
 
 /// First bytes of a Hello: this is a geiger link, not some other protocol
 /// that happened to dial the port.
 pub const MAGIC: [u8; 4] = *b"GLNK";
 /// The link protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
+/// Most lease attestations a Hello carries (one per member, at most).
+pub const MAX_ATTESTATIONS: usize = 32;
 /// Largest value of the length prefix (type byte + payload).
 pub const MAX_FRAME_LEN: usize = 128 * 1024;
 /// Largest chunk a device may send; leaves room for the chunk header.
@@ -48,6 +52,9 @@ pub struct Hello {
     /// The highest sequence the cluster has accounted for (appended or
     /// quarantined), if any; the device re-sends retained chunks after it.
     pub resume_after: Option<u64>,
+    /// Members' signatures that the ledger leased the device to this node
+    /// at `epoch` (version 3; a version 2 Hello has none).
+    pub attestations: Vec<LeaseAttestation>,
 }
 
 /// Device → node, the accepted handshake.
@@ -86,6 +93,9 @@ pub enum ErrorCode {
     /// The Hello's epoch is further past the newest seen than a cluster can
     /// go; `detail` is the largest epoch the device would accept.
     EpochTooFar,
+    /// The Hello did not carry signatures of a majority of the members the
+    /// device trusts for its epoch; `detail` is how many it needs.
+    LeaseUnproven,
     /// A code from a newer protocol revision.
     Other(u16),
 }
@@ -102,6 +112,7 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => 7,
             ErrorCode::Timeout => 8,
             ErrorCode::EpochTooFar => 9,
+            ErrorCode::LeaseUnproven => 10,
             ErrorCode::Other(n) => n,
         }
     }
@@ -117,6 +128,7 @@ impl ErrorCode {
             7 => ErrorCode::ShuttingDown,
             8 => ErrorCode::Timeout,
             9 => ErrorCode::EpochTooFar,
+            10 => ErrorCode::LeaseUnproven,
             n => ErrorCode::Other(n),
         }
     }
@@ -176,6 +188,11 @@ impl Frame {
                 body.extend_from_slice(&h.epoch.to_be_bytes());
                 body.push(u8::from(h.resume_after.is_some()));
                 body.extend_from_slice(&h.resume_after.unwrap_or(0).to_be_bytes());
+                let n = h.attestations.len().min(MAX_ATTESTATIONS);
+                body.push(n as u8);
+                for a in &h.attestations[..n] {
+                    body.extend_from_slice(&a.to_bytes());
+                }
             }
             Frame::Welcome(w) => {
                 body.push(T_WELCOME);
@@ -223,7 +240,17 @@ impl Frame {
         let mut r = Reader(p);
         let frame = match kind {
             T_HELLO => {
-                if p.len() != HELLO_LEN {
+                // Version 2 ends after the fixed part; version 3 adds a
+                // count and that many attestations.
+                let count = match p.get(HELLO_LEN) {
+                    None => 0,
+                    Some(&n) => usize::from(n),
+                };
+                let expected = match p.len() {
+                    HELLO_LEN => HELLO_LEN,
+                    _ => HELLO_LEN + 1 + count * ATTESTATION_LEN,
+                };
+                if p.len() != expected || count > MAX_ATTESTATIONS {
                     return Err(bad_len());
                 }
                 if r.array::<4>()? != MAGIC {
@@ -238,10 +265,18 @@ impl Frame {
                     1 => Some(resume),
                     _ => return Err(FrameError::BadFlag),
                 };
+                if p.len() > HELLO_LEN {
+                    r.u8()?; // the count, read above
+                }
+                let mut attestations = Vec::with_capacity(count);
+                for _ in 0..count {
+                    attestations.push(LeaseAttestation::from_bytes(&r.array()?));
+                }
                 Frame::Hello(Hello {
                     version,
                     epoch,
                     resume_after,
+                    attestations,
                 })
             }
             T_WELCOME => {
@@ -398,11 +433,13 @@ mod tests {
                 version: 1,
                 epoch: 9,
                 resume_after: Some(41),
+                attestations: vec![],
             }),
             Frame::Hello(Hello {
                 version: 1,
                 epoch: 0,
                 resume_after: None,
+                attestations: vec![],
             }),
             Frame::Welcome(Welcome {
                 version: 1,

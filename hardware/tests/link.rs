@@ -13,6 +13,7 @@ use geiger_hardware::{
     ChunkOutcome, CloseReason, DeviceId, Faults, HealthConfig, LinkConfig, LinkError, LinkEvent,
     LinkSession, QuarantineReason, SignedChunk, SourceConfig,
 };
+use geiger_protocol::lease_proof::{LeaseAttestation, LeaseClaim};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
@@ -293,6 +294,23 @@ async fn tls_as(node: &SigningKey, device: &Device) -> std::io::Result<RawLink> 
         .await
 }
 
+/// `signer`'s attestation that `device` is leased to `owner` at `epoch`.
+fn attest(
+    signer: &SigningKey,
+    device: &Device,
+    epoch: u64,
+    owner: &SigningKey,
+) -> LeaseAttestation {
+    LeaseAttestation::sign(
+        signer,
+        &LeaseClaim {
+            device_key: device.key.to_bytes(),
+            epoch,
+            owner_key: owner.verifying_key().to_bytes(),
+        },
+    )
+}
+
 /// A raw node: TLS as the trusted node, Hello, then whatever the test sends.
 async fn raw_session(device: &Device, epoch: u64) -> (RawLink, Welcome) {
     let mut stream = tls_as(&node_key(), device).await.unwrap();
@@ -300,6 +318,7 @@ async fn raw_session(device: &Device, epoch: u64) -> (RawLink, Welcome) {
         version: PROTOCOL_VERSION,
         epoch,
         resume_after: None,
+        attestations: vec![attest(&node_key(), device, epoch, &node_key())],
     });
     stream.write_all(&hello.encode()).await.unwrap();
     match read_frame(&mut stream).await.unwrap() {
@@ -390,6 +409,7 @@ async fn an_unsupported_protocol_version_is_refused() {
         version: PROTOCOL_VERSION + 1,
         epoch: 1,
         resume_after: None,
+        attestations: vec![],
     });
     stream.write_all(&hello.encode()).await.unwrap();
     match timeout(T, read_frame(&mut stream)).await.unwrap().unwrap() {
@@ -596,6 +616,7 @@ async fn a_client_with_no_credential_saying_hello_with_the_next_epoch_gets_no_we
         version: PROTOCOL_VERSION,
         epoch: 2,
         resume_after: None,
+        attestations: vec![],
     });
     tcp.write_all(&hello.encode()).await.unwrap();
     let _ = tcp.write_all(&Frame::Credit { chunks: 2 }.encode()).await;
@@ -627,6 +648,7 @@ async fn a_client_whose_key_is_not_a_trusted_node_is_refused_in_the_handshake() 
             version: PROTOCOL_VERSION,
             epoch: 2,
             resume_after: None,
+            attestations: vec![],
         });
         let _ = stream.write_all(&hello.encode()).await;
         let frame = timeout(T, read_frame(&mut stream)).await.unwrap();
@@ -643,6 +665,77 @@ async fn a_client_whose_key_is_not_a_trusted_node_is_refused_in_the_handshake() 
     good_chunk(&mut s).await;
 }
 
+/// With three trusted members, one of them alone (a bug, or a compromised
+/// host) cannot move the device's epoch: its Hello needs the signatures of
+/// a majority, over this device, this epoch and this owner's key.
+#[tokio::test]
+async fn a_single_member_cannot_move_the_epoch_without_a_majority_attesting_its_lease() {
+    let (a, b, c) = (
+        node_key(),
+        SigningKey::from_bytes(&[43; 32]),
+        SigningKey::from_bytes(&[44; 32]),
+    );
+    let trusted = [a.verifying_key(), b.verifying_key(), c.verifying_key()];
+    let device = start_device(Faults::default(), |config| {
+        config.trusted_nodes = TrustedNodes::fixed(trusted);
+    })
+    .await;
+    let hello_as = |owner: &SigningKey, epoch: u64, attestations: Vec<LeaseAttestation>| {
+        let mut cfg = link(&device, epoch);
+        cfg.node_key = owner.clone();
+        cfg.attestations = attestations;
+        cfg
+    };
+    let refused = |err: LinkError| match err {
+        LinkError::LeaseUnproven { needed, .. } => assert_eq!(needed, 2),
+        other => panic!("expected LeaseUnproven, got {other}"),
+    };
+    // Its own word only (what LinkConfig::new carries), then with
+    // signatures that are not over this claim: another epoch, another
+    // owner, an outsider's, and its own twice.
+    let outsider = SigningKey::from_bytes(&[66; 32]);
+    for attestations in [
+        vec![attest(&a, &device, 5, &a)],
+        vec![attest(&a, &device, 5, &a), attest(&b, &device, 4, &a)],
+        vec![attest(&a, &device, 5, &a), attest(&b, &device, 5, &c)],
+        vec![
+            attest(&a, &device, 5, &a),
+            attest(&outsider, &device, 5, &a),
+        ],
+        vec![attest(&a, &device, 5, &a), attest(&a, &device, 5, &a)],
+    ] {
+        refused(
+            LinkSession::connect(hello_as(&a, 5, attestations))
+                .await
+                .err()
+                .unwrap(),
+        );
+    }
+    // A majority's signatures for another owner do not help this one.
+    let for_b = vec![attest(&a, &device, 5, &b), attest(&b, &device, 5, &b)];
+    refused(
+        LinkSession::connect(hello_as(&a, 5, for_b.clone()))
+            .await
+            .err()
+            .unwrap(),
+    );
+    counted(|| device.stats.refusals(Refusal::LeaseUnproven), 6).await;
+    assert_eq!(device.stats.sessions(), 0);
+    // Nothing was stored: epoch 1, properly attested, is still good...
+    let mut s = LinkSession::connect(hello_as(
+        &c,
+        1,
+        vec![attest(&b, &device, 1, &c), attest(&c, &device, 1, &c)],
+    ))
+    .await
+    .unwrap();
+    good_chunk(&mut s).await;
+    drop(s);
+    // ...and the owner a majority vouches for moves the epoch.
+    let mut s = LinkSession::connect(hello_as(&b, 5, for_b)).await.unwrap();
+    good_chunk(&mut s).await;
+}
+
 /// The second attack observed: one Hello with epoch 2^64-1. Sent without a
 /// credential it never reaches the fence; sent by a trusted node it is
 /// refused as too far ahead and not stored, so the device stays usable.
@@ -654,6 +747,7 @@ async fn a_hello_with_the_largest_epoch_is_refused_and_leaves_the_device_usable(
         version: PROTOCOL_VERSION,
         epoch: u64::MAX,
         resume_after: None,
+        attestations: vec![],
     });
     tcp.write_all(&hello.encode()).await.unwrap();
     let answer = answer_to(&mut tcp).await;

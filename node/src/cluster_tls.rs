@@ -457,19 +457,21 @@ impl PeerGate {
     }
 
     /// A handshake that succeeded: may this peer go on?
-    pub fn admit(&self, peer: SocketAddr, connection: &rustls::ServerConnection) -> bool {
+    /// The admitted peer's node ID, or `None` (logged and counted) when it
+    /// is refused.
+    pub fn admit(&self, peer: SocketAddr, connection: &rustls::ServerConnection) -> Option<u64> {
         match verify_peer(connection.peer_certificates(), |id| {
             is_member_or_joining(&self.ledger, id)
         }) {
             Ok(id) => {
                 self.metrics.tls_handshake_for(LISTENER, "ok");
                 tracing::debug!(%peer, node = id, "peer admitted");
-                true
+                Some(id)
             }
             Err(refusal) => {
                 self.metrics.tls_handshake_for(LISTENER, "error");
                 self.refuse(peer, refusal, "");
-                false
+                None
             }
         }
     }

@@ -195,6 +195,7 @@ impl Node {
             link_key = %hex::encode(link_public_key.as_bytes()),
             "device link key (each device lists it in its --trusted-nodes file)"
         );
+        cp.link_key = Some(link_key.clone());
         let links = LinkSettings::new(config.node_id, &timeouts, &config.hardware, link_key);
         let view_settings = ViewSettings::for_lease(links.lease);
         cp.timeouts = timeouts;

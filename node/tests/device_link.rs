@@ -148,8 +148,11 @@ async fn a_node_whose_link_key_the_device_does_not_trust_is_refused_until_the_de
         "no refusal in the device's log"
     );
 
-    // Listing the node's key lets it in, without restarting the device.
-    trusted_file(&state, &[stranger, test_link_key().verifying_key()]);
+    // Listing the node's key in place of the stranger's lets it in, without
+    // restarting the device. (Listed beside it, the stranger would count
+    // as a member: the device wants a majority of those it lists to attest
+    // a lease, and this one-node cluster holds one of two.)
+    trusted_file(&state, &[test_link_key().verifying_key()]);
     wait_counted(&node_metrics, &established, Duration::from_secs(30)).await;
     wait_counted(
         &device_metrics,
@@ -181,6 +184,7 @@ async fn a_hello_with_the_largest_epoch_cannot_lock_the_cluster_out_of_a_device(
         version: PROTOCOL_VERSION,
         epoch: u64::MAX,
         resume_after: None,
+        attestations: vec![],
     });
 
     // No credential: the Hello is not even read, let alone answered.

@@ -23,6 +23,7 @@ pub mod derive;
 pub mod derive_v2;
 pub mod device;
 pub mod id;
+pub mod lease_proof;
 pub mod record;
 pub mod sample;
 #[cfg(feature = "openapi")]

@@ -24,6 +24,25 @@ pub const PATH_SNAPSHOT: &str = "/internal/raft/snapshot";
 pub const PATH_WRITE: &str = "/internal/write";
 pub const PATH_ADMIN: &str = "/internal/admin";
 pub const PATH_READ_INDEX: &str = "/internal/read-index";
+pub const PATH_LEASE_ATTESTATION: &str = "/internal/lease-attestation";
+
+/// The member a mutual-TLS peer proved it is (its certificate's node ID),
+/// set by the node's internal listener on every request of the connection.
+/// Absent on a plaintext internal port, where the cluster secret says only
+/// "a member".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerNodeId(pub NodeId);
+
+/// An owner asks a member to attest its lease (docs/LINK.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeaseAttestationRequest {
+    pub device: String,
+    pub epoch: u64,
+    /// The node the lease must name: the caller.
+    pub owner: NodeId,
+    /// The caller's link public key, which the statement binds.
+    pub owner_key: [u8; 32],
+}
 
 /// What a node's cluster certificate is named, and what the other end of
 /// every internal connection checks: `node-<id>.geiger.internal`, a DNS

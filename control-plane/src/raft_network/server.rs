@@ -39,8 +39,9 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::{
-    AdminOp, ForwardedWrite, ADMIN_HEADER, PATH_ADMIN, PATH_APPEND, PATH_READ_INDEX, PATH_SNAPSHOT,
-    PATH_VOTE, PATH_WRITE, SECRET_HEADER,
+    AdminOp, ForwardedWrite, LeaseAttestationRequest, PeerNodeId, ADMIN_HEADER, PATH_ADMIN,
+    PATH_APPEND, PATH_LEASE_ATTESTATION, PATH_READ_INDEX, PATH_SNAPSHOT, PATH_VOTE, PATH_WRITE,
+    SECRET_HEADER,
 };
 use crate::replica::Replica;
 
@@ -61,7 +62,7 @@ pub fn body_limit(path: &str, snapshot_chunk: usize) -> usize {
         PATH_APPEND => MAX_APPEND_BODY,
         PATH_WRITE => MAX_WRITE_BODY,
         PATH_SNAPSHOT => snapshot_chunk.saturating_add(SNAPSHOT_OVERHEAD),
-        PATH_VOTE | PATH_ADMIN | PATH_READ_INDEX => MAX_SMALL_BODY,
+        PATH_VOTE | PATH_ADMIN | PATH_READ_INDEX | PATH_LEASE_ATTESTATION => MAX_SMALL_BODY,
         _ => 0,
     }
 }
@@ -146,6 +147,7 @@ pub(crate) fn router(gate: Arc<Gate>) -> Router {
         .route(PATH_WRITE, post(write))
         .route(PATH_ADMIN, post(admin))
         .route(PATH_READ_INDEX, post(read_index))
+        .route(PATH_LEASE_ATTESTATION, post(lease_attestation))
         // Runs before any handler, so before any body is read.
         .route_layer(middleware::from_fn_with_state(gate.clone(), authenticate))
         .with_state(gate)
@@ -290,6 +292,34 @@ async fn read_index(State(gate): State<Arc<Gate>>, body: Body) -> Response {
         Err(r) => return r,
     };
     encode(&inner.read_index_as_leader().await)
+}
+
+async fn lease_attestation(
+    State(gate): State<Arc<Gate>>,
+    peer: Option<axum::Extension<PeerNodeId>>,
+    body: Body,
+) -> Response {
+    let (inner, req): (_, LeaseAttestationRequest) =
+        match admit(&gate, body, PATH_LEASE_ATTESTATION).await {
+            Ok(x) => x,
+            Err(r) => return r,
+        };
+    // Over mutual TLS, only the owner itself may ask for its lease's proof.
+    if let Some(axum::Extension(PeerNodeId(id))) = peer {
+        if id != req.owner {
+            tracing::warn!(
+                peer = id,
+                owner = req.owner,
+                device = %req.device,
+                "refused to attest a lease for another node than the caller"
+            );
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "a node may only ask for its own lease",
+            );
+        }
+    }
+    encode(&inner.attest_lease(&req))
 }
 
 #[cfg(test)]

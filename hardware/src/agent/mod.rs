@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
+use geiger_protocol::lease_proof::{majority_of, trusted_signers, LeaseClaim};
 use tokio::io::{AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -46,7 +47,7 @@ use crate::device_store::{
     DEFAULT_MAX_EPOCH_STEP,
 };
 use crate::frame::{
-    read_frame, ErrorCode, ErrorFrame, Frame, Welcome, MAX_CHUNK_BYTES, PROTOCOL_VERSION,
+    read_frame, ErrorCode, ErrorFrame, Frame, Hello, Welcome, MAX_CHUNK_BYTES, PROTOCOL_VERSION,
 };
 use crate::source::{Source, SourceConfig, SourceError};
 
@@ -83,6 +84,9 @@ pub struct AgentConfig {
     pub trusted_nodes: TrustedNodes,
     /// The largest step past the newest epoch a Hello may take.
     pub max_epoch_step: u64,
+    /// Trusted members whose lease attestations a Hello must carry; `None`
+    /// is a majority of the trusted list as it stands at each Hello.
+    pub lease_quorum: Option<usize>,
 }
 
 impl AgentConfig {
@@ -105,6 +109,7 @@ impl AgentConfig {
             drop_every: None,
             trusted_nodes,
             max_epoch_step: DEFAULT_MAX_EPOCH_STEP,
+            lease_quorum: None,
         }
     }
 }
@@ -308,6 +313,29 @@ async fn send_error(
     let _ = w.shutdown().await;
 }
 
+/// Whether enough trusted members attested that the ledger leased this
+/// device to `owner_key` at the Hello's epoch; `Err((needed, signers))` if
+/// not.
+fn lease_proven(shared: &Shared, hello: &Hello, owner_key: [u8; 32]) -> Result<(), (usize, usize)> {
+    let trusted = shared.config.trusted_nodes.keys();
+    let needed = shared
+        .config
+        .lease_quorum
+        .unwrap_or_else(|| majority_of(trusted.len()))
+        .max(1);
+    let claim = LeaseClaim {
+        device_key: shared.key.verifying_key().to_bytes(),
+        epoch: hello.epoch,
+        owner_key,
+    };
+    let signers = trusted_signers(&hello.attestations, &claim, &trusted);
+    if signers >= needed {
+        Ok(())
+    } else {
+        Err((needed, signers))
+    }
+}
+
 enum Admission {
     Refused { newest: u64 },
     TooFar { newest: u64, limit: u64 },
@@ -366,6 +394,14 @@ async fn serve_connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
     let Some(stream) = handshake(&shared, stream, peer).await else {
         return;
     };
+    // The key the client proved it holds: the owner its lease must name.
+    let client_key = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .and_then(|cert| crate::channel::key_of_spki(cert))
+        .unwrap_or([0; 32]);
     let (rd, mut wr) = tokio::io::split(stream);
     let mut rd = BufReader::new(rd);
 
@@ -407,6 +443,17 @@ async fn serve_connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
             limit,
         )
         .await;
+        return;
+    }
+
+    if let Err((needed, signers)) = lease_proven(&shared, &hello, client_key) {
+        tracing::warn!(%peer, epoch = hello.epoch, signers, needed, "refused a session whose epoch lacks a majority of member attestations");
+        shared.stats.refuse(Refusal::LeaseUnproven);
+        let msg = format!(
+            "epoch {} carries attestations of {signers} trusted members for this node; {needed} are needed",
+            hello.epoch
+        );
+        send_error(&mut wr, ErrorCode::LeaseUnproven, needed as u64, msg, limit).await;
         return;
     }
 

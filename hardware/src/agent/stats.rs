@@ -22,14 +22,17 @@ pub enum Refusal {
     StaleEpoch,
     /// The Hello's epoch jumps further than a cluster can go.
     EpochTooFar,
+    /// The Hello's epoch lacks signatures of a majority of trusted members.
+    LeaseUnproven,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 4] = [
+    const ALL: [Refusal; 5] = [
         Refusal::UntrustedNode,
         Refusal::Handshake,
         Refusal::StaleEpoch,
         Refusal::EpochTooFar,
+        Refusal::LeaseUnproven,
     ];
 
     /// The `reason` label of `geiger_device_refusals_total`.
@@ -38,6 +41,7 @@ impl Refusal {
             Refusal::UntrustedNode => "untrusted_node",
             Refusal::Handshake => "tls_handshake",
             Refusal::StaleEpoch => "stale_epoch",
+            Refusal::LeaseUnproven => "lease_unproven",
             Refusal::EpochTooFar => "epoch_too_far",
         }
     }
@@ -47,7 +51,7 @@ impl Refusal {
 pub struct AgentStats {
     handshakes: AtomicU64,
     sessions: AtomicU64,
-    refusals: [AtomicU64; 4],
+    refusals: [AtomicU64; 5],
 }
 
 impl AgentStats {

@@ -32,6 +32,10 @@ struct Args {
     /// The largest step past the newest epoch seen that a Hello may take.
     #[arg(long, env = "GEIGER_DEVICE_MAX_EPOCH_STEP", default_value_t = DEFAULT_MAX_EPOCH_STEP)]
     max_epoch_step: u64,
+    /// Trusted members whose signatures a new session's lease must carry;
+    /// default: a majority of the trusted-nodes file.
+    #[arg(long, env = "GEIGER_DEVICE_LEASE_QUORUM")]
+    lease_quorum: Option<usize>,
     /// Address for `GET /metrics` (handshakes, sessions, refusals); off when unset.
     #[arg(long, env = "GEIGER_DEVICE_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
@@ -144,6 +148,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut config = AgentConfig::new(args.listen, args.state_dir.clone(), source, trusted);
     config.max_epoch_step = args.max_epoch_step;
+    config.lease_quorum = args.lease_quorum;
     config.chunk_size = args.chunk_size;
     config.seq_reserve = args.seq_reserve;
     config.retain_chunks = args.retain_chunks;

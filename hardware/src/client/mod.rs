@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
+use geiger_protocol::lease_proof::{LeaseAttestation, LeaseClaim};
 use tokio::io::{AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
@@ -32,6 +33,7 @@ use tokio::time::timeout;
 mod driver;
 
 use crate::chunk::DeviceId;
+
 use crate::frame::{read_frame, ErrorCode, Frame, FrameError, Hello, Welcome, PROTOCOL_VERSION};
 use crate::health::{Cutoffs, HealthConfig, HealthFailure, HealthTests};
 use driver::Driver;
@@ -65,6 +67,11 @@ pub struct LinkConfig {
     pub heartbeat: Duration,
     pub idle_timeout: Duration,
     pub connect_timeout: Duration,
+    /// Members' signatures that the ledger leased the device to this node
+    /// at `epoch`, sent in the Hello. Starts with this node's own; the
+    /// owner adds its peers' (the device wants a majority of its trusted
+    /// members).
+    pub attestations: Vec<LeaseAttestation>,
 }
 
 impl LinkConfig {
@@ -74,6 +81,14 @@ impl LinkConfig {
         device_key: VerifyingKey,
         node_key: SigningKey,
     ) -> Self {
+        let own = LeaseAttestation::sign(
+            &node_key,
+            &LeaseClaim {
+                device_key: device_key.to_bytes(),
+                epoch,
+                owner_key: node_key.verifying_key().to_bytes(),
+            },
+        );
         LinkConfig {
             addr: addr.into(),
             epoch,
@@ -86,6 +101,7 @@ impl LinkConfig {
             heartbeat: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(3),
+            attestations: vec![own],
         }
     }
 }
@@ -114,6 +130,12 @@ pub enum LinkError {
     Handshake { addr: String, why: String },
     #[error("the device refuses epoch {epoch}: the largest it accepts now is {limit}")]
     EpochTooFar { epoch: u64, limit: u64 },
+    #[error("the device wants proof of epoch {epoch} from {needed} members: {message}")]
+    LeaseUnproven {
+        epoch: u64,
+        needed: u64,
+        message: String,
+    },
     #[error("link protocol violation: {0}")]
     Protocol(String),
     #[error(transparent)]
@@ -306,6 +328,7 @@ impl LinkSession {
             version: PROTOCOL_VERSION,
             epoch: config.epoch,
             resume_after: config.resume_after,
+            attestations: config.attestations.clone(),
         });
         wr.write_all(&hello.encode())
             .await
@@ -327,6 +350,13 @@ impl LinkSession {
                 return Err(LinkError::StaleEpoch {
                     epoch: config.epoch,
                     newest: e.detail,
+                })
+            }
+            Ok(Ok(Frame::Error(e))) if e.code == ErrorCode::LeaseUnproven => {
+                return Err(LinkError::LeaseUnproven {
+                    epoch: config.epoch,
+                    needed: e.detail,
+                    message: e.message,
                 })
             }
             Ok(Ok(Frame::Error(e))) if e.code == ErrorCode::EpochTooFar => {

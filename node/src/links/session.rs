@@ -20,6 +20,7 @@
 //! last one and the session drops those silently. So (device, seq) is
 //! accounted exactly once.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,6 +45,10 @@ use crate::metrics::{
 const MAX_BATCH: usize = 32;
 /// How often the pool depth is re-read while pulling or paused.
 const POOL_CHECK: Duration = Duration::from_millis(200);
+/// How long an owner gathers members' attestations of its lease before it
+/// says Hello with what it has (a member that has not applied the lease
+/// yet is asked again meanwhile).
+const ATTESTATION_WAIT: Duration = Duration::from_secs(3);
 
 pub struct HardwareSessionSpec {
     pub ledger: ControlPlane,
@@ -66,6 +71,7 @@ impl ChildSpec for HardwareSessionSpec {
                 settings: self.settings.clone(),
                 device: self.device.clone(),
                 epoch: self.epoch,
+                attestations_wanted: Arc::default(),
             },
         };
         spawn_linked(actor, supervisor)
@@ -158,6 +164,9 @@ pub(super) struct SessionCtx {
     pub(super) settings: LinkSettings,
     pub(super) device: String,
     pub(super) epoch: u64,
+    /// Members' attestations the device last asked for (0: a majority of
+    /// the cluster), so the next attempt gathers enough.
+    attestations_wanted: Arc<AtomicUsize>,
 }
 
 /// How a connected session ended.
@@ -279,6 +288,19 @@ impl SessionCtx {
             self.settings.link_key.clone(),
         );
         config.resume_after = resume_after;
+        // The device wants a majority of the members it trusts to vouch
+        // that the ledger gave this node the lease at this epoch.
+        let peers = self
+            .ledger
+            .lease_attestations(
+                &self.device,
+                self.epoch,
+                self.settings.link_key.verifying_key().to_bytes(),
+                self.attestations_wanted.load(Ordering::Relaxed),
+                ATTESTATION_WAIT,
+            )
+            .await;
+        config.attestations.extend(peers);
         match LinkSession::connect(config).await {
             Ok(s) => {
                 tracing::info!(device = %self.device, epoch = self.epoch, address = %link.address, ?resume_after, first_seq = s.info().first_seq, "link session established");
@@ -295,6 +317,17 @@ impl SessionCtx {
             Err(e @ LinkError::Handshake { .. }) => {
                 tracing::warn!(device = %self.device, address = %link.address, error = %e, "the device link's TLS handshake failed (is this node's link key in the device's trusted list?)");
                 Err(ConnectError::Refused("tls_handshake_failed", e.to_string()))
+            }
+            Err(e @ LinkError::LeaseUnproven { needed, .. }) => {
+                tracing::warn!(device = %self.device, epoch = self.epoch, error = %e, "the device wants more members to attest this lease; asking again");
+                self.attestations_wanted.store(
+                    usize::try_from(needed).unwrap_or(usize::MAX),
+                    Ordering::Relaxed,
+                );
+                Err(ConnectError::Refused(
+                    "refused_lease_unproven",
+                    e.to_string(),
+                ))
             }
             Err(e @ LinkError::EpochTooFar { .. }) => {
                 tracing::error!(device = %self.device, error = %e, "the device refuses this lease's epoch as too far ahead; an operator must reset its epoch (docs/LINK.md)");

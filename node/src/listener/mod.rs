@@ -37,6 +37,7 @@ use axum::extract::{ConnectInfo, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::Router;
+use geiger_control_plane::raft_network::PeerNodeId;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -279,7 +280,7 @@ async fn serve_connection(
     };
     let (acceptor, gate) = match handshake {
         Handshake::Public(None) | Handshake::Internal(None) => {
-            return serve_http(io, Protocol::Http1, router, watch).await
+            return serve_http(io, Protocol::Http1, router, watch, None).await
         }
         Handshake::Public(Some(acceptor)) => (acceptor, None),
         Handshake::Internal(Some((acceptor, gate))) => (acceptor, Some(gate)),
@@ -300,19 +301,23 @@ async fn serve_connection(
             return;
         }
     };
-    match &gate {
-        Some(gate) => {
-            if !gate.admit(peer, tls.get_ref().1) {
-                return;
-            }
+    // The member a mutual-TLS peer proved it is, for handlers that act
+    // only for that member.
+    let peer_node = match &gate {
+        Some(gate) => match gate.admit(peer, tls.get_ref().1) {
+            Some(id) => Some(PeerNodeId(id)),
+            None => return,
+        },
+        None => {
+            metrics.tls_handshake("ok");
+            None
         }
-        None => metrics.tls_handshake("ok"),
-    }
+    };
     let protocol = match tls.get_ref().1.alpn_protocol() {
         Some(tls::ALPN_H2) => Protocol::Http2,
         _ => Protocol::Http1,
     };
-    serve_http(tls, protocol, router, watch).await
+    serve_http(tls, protocol, router, watch, peer_node).await
 }
 
 /// What the stall watchdog of one connection needs.
@@ -324,8 +329,13 @@ struct Watch<'a> {
     metrics: &'a NodeMetrics,
 }
 
-async fn serve_http<I>(io: I, protocol: Protocol, router: Router, watch: Watch<'_>)
-where
+async fn serve_http<I>(
+    io: I,
+    protocol: Protocol,
+    router: Router,
+    watch: Watch<'_>,
+    peer_node: Option<PeerNodeId>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = watch.peer;
@@ -333,6 +343,9 @@ where
     // `ConnectInfo`.
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
+        if let Some(id) = peer_node {
+            request.extensions_mut().insert(id);
+        }
         tower::ServiceExt::oneshot(router.clone(), request)
     });
     let io = TokioIo::new(io);
