@@ -321,6 +321,7 @@ impl Node {
             auth: Arc::new(crate::auth::Authenticator::default()),
             workers,
             readiness,
+            link_public_key,
         };
         if let Some(tls) = &tls {
             servers.push(tokio::spawn(crate::listener::tls::watch(

@@ -813,6 +813,54 @@ async fn geiger_ctl_prints_the_cluster_and_creates_customers() {
     assert!(!out.status.success());
 }
 
+#[tokio::test]
+async fn geiger_ctl_prints_every_members_link_key_for_the_devices_and_nothing_if_one_is_silent() {
+    let mut cluster = Cluster::start(common::one_per_zone(3), "");
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
+    let ctl = |cluster: &Cluster| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_geiger"))
+            .arg("ctl")
+            .args(["--url", &cluster.url(leader), "--admin-token", ADMIN_TOKEN])
+            .args(["link", "trusted-nodes"])
+            .output()
+            .expect("geiger ctl runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, out, err) = ctl(&cluster);
+    assert_eq!(code, Some(0), "{out}{err}");
+    // The test kit gives every node the same link key; each line is the
+    // member's own answer about itself.
+    let key = hex::encode(common::test_link_key().verifying_key().as_bytes());
+    for id in cluster.ids() {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(&key)
+                    && l.contains(&format!("# node {id} (voter, zone-{id}"))),
+            "{out}"
+        );
+    }
+    assert_eq!(
+        out.lines().filter(|l| !l.starts_with('#')).count(),
+        3,
+        "{out}"
+    );
+    // A member that cannot answer for itself fails the command, and no
+    // partial list is printed.
+    let silent = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    cluster.kill(silent);
+    let (code, out, err) = ctl(&cluster);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains(&format!("no link key from node {silent}")),
+        "{err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overload_is_a_fast_503_with_retry_after_not_a_growing_queue() {
     let cluster = Cluster::start_with_env(

@@ -23,6 +23,9 @@ pub struct ClusterStatus {
     /// Device → seconds of current demand its pool bytes cover; `null` when
     /// there is no demand (the reserve lasts indefinitely).
     pub pool_seconds_of_demand: std::collections::BTreeMap<String, Option<f64>>,
+    /// The answering node's device-link public key, hex: what each device's
+    /// trusted-nodes file lists (`geiger ctl link trusted-nodes`).
+    pub link_key: String,
     #[serde(flatten)]
     pub ledger: Status,
 }
@@ -50,6 +53,7 @@ pub async fn cluster_status(
             .into_iter()
             .map(|(d, s)| (d, s.is_finite().then_some(s)))
             .collect(),
+        link_key: hex::encode(state.link_public_key.as_bytes()),
         ledger: state.ledger.status()?,
     }))
 }

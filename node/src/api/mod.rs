@@ -45,6 +45,8 @@ pub struct AppState {
     pub auth: Arc<crate::auth::Authenticator>,
     pub workers: RequestWorkers,
     pub readiness: Arc<Readiness>,
+    /// This node's device-link public key (devices list it; docs/LINK.md).
+    pub link_public_key: ed25519_dalek::VerifyingKey,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -222,6 +222,8 @@ pub mod views {
         /// Device → seconds of current demand its pool bytes cover; `null`
         /// when there is no demand.
         pub pool_seconds_of_demand: BTreeMap<String, Option<f64>>,
+        /// The answering node's device-link public key, hex.
+        pub link_key: String,
         pub node_id: u64,
         /// `Leader`, `Follower`, `Candidate`, `Learner` or `Shutdown`.
         pub state: String,

@@ -100,6 +100,9 @@ pub enum LinkCommand {
     },
     /// Links with their owner, epoch, lease and pool depth.
     List,
+    /// Prints the devices' trusted-nodes file: every member's link key,
+    /// asked of the member itself (all must answer; docs/LINK.md).
+    TrustedNodes,
     /// Unregisters a device; its lease ends at once.
     Remove { device: String },
 }
@@ -140,17 +143,80 @@ pub enum KeyCommand {
 }
 
 fn client(args: &CtlArgs) -> anyhow::Result<Client> {
+    client_for(args, args.url.clone())
+}
+
+fn client_for(args: &CtlArgs, urls: Vec<String>) -> anyhow::Result<Client> {
     let token = args
         .admin_token
         .clone()
         .ok_or_else(|| anyhow::anyhow!("--admin-token (or GEIGER_ADMIN_TOKEN) is required"))?;
-    let mut builder = ClientBuilder::new(args.url.clone()).admin_token(token);
+    let mut builder = ClientBuilder::new(urls).admin_token(token);
     if let Some(path) = &args.ca_file {
         let pem = std::fs::read(path)
             .map_err(|e| anyhow::anyhow!("reading the CA file {}: {e}", path.display()))?;
         builder = builder.trust_ca_pem(pem);
     }
     Ok(builder.build()?)
+}
+
+/// Asks each member of `status` for its own link key and prints the file
+/// devices list them in. A member that does not answer for itself fails
+/// the command: a partial list would raise or lower the number of
+/// attestations a device wants (docs/LINK.md).
+async fn trusted_nodes(args: &CtlArgs, status: &Value) -> anyhow::Result<i32> {
+    let scheme = args
+        .url
+        .first()
+        .and_then(|u| u.split_once("://"))
+        .map_or("http", |(scheme, _)| scheme);
+    let role = |id: u64| {
+        let listed = |key: &str| {
+            status[key]
+                .as_array()
+                .is_some_and(|ids| ids.iter().any(|v| v.as_u64() == Some(id)))
+        };
+        if listed("voters") {
+            "voter"
+        } else if listed("learners") {
+            "learner"
+        } else {
+            "member"
+        }
+    };
+    let mut lines = vec![
+        "# device link keys of the cluster's members (geiger ctl link trusted-nodes)".to_string(),
+    ];
+    let mut missing = Vec::new();
+    for (id, member) in status["members"].as_object().into_iter().flatten() {
+        let id_num: u64 = id.parse().unwrap_or(0);
+        let addr = member["api_addr"].as_str().unwrap_or_default();
+        let own = client_for(args, vec![format!("{scheme}://{addr}")])?;
+        match own.admin_get("/v1/cluster/status").await {
+            Ok(s) if s["answered_by"].as_u64() == Some(id_num) && s["link_key"].is_string() => {
+                lines.push(format!(
+                    "{}  # node {id} ({}, {}, {})",
+                    s["link_key"].as_str().unwrap_or_default(),
+                    role(id_num),
+                    text(&member["zone"]),
+                    text(&member["cloud"])
+                ));
+            }
+            Ok(_) => missing.push(format!("node {id} at {addr}: another node answered")),
+            Err(e) => missing.push(format!("node {id} at {addr}: {e}")),
+        }
+    }
+    if !missing.is_empty() {
+        for m in &missing {
+            eprintln!("no link key from {m}");
+        }
+        eprintln!("every member must answer for itself; nothing printed");
+        return Ok(1);
+    }
+    for line in lines {
+        println!("{line}");
+    }
+    Ok(0)
 }
 
 fn cert(command: &CertCommand) -> anyhow::Result<i32> {
@@ -234,6 +300,10 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<i32> {
         CtlCommand::Link(LinkCommand::List) => {
             let links = client.admin_get("/v1/admin/links").await?;
             print!("{}", render_links(&links));
+        }
+        CtlCommand::Link(LinkCommand::TrustedNodes) => {
+            let status = client.admin_get("/v1/cluster/status").await?;
+            return trusted_nodes(&args, &status).await;
         }
         CtlCommand::Link(LinkCommand::Remove { device }) => {
             client
