@@ -1,0 +1,447 @@
+//! geiger as its users meet it, side by side with etcd in one run.
+//!
+//! - geiger: three `geiger node` processes on 127.0.0.1 (`lan` timing,
+//!   fsync on, release build), a simulated device filling the pool, and
+//!   this process as the client: HTTP/1.1 with keep-alive, chained 6-of-49
+//!   draws, each writer on its own chain, at 1, 16 and 64 writers, sent to
+//!   the leader and then (at 1 and 64) to a follower.
+//! - etcd: three members of Debian's `etcd-server` (defaults, fsync on)
+//!   doing the equivalent chained conditional append through its JSON
+//!   gateway: a transaction that puts a 300-byte record at `succ/<previous>`
+//!   only if that key does not exist yet, each writer on its own chain.
+//! - lookups: `wrk` (64 connections) against a geiger follower,
+//!   `GET /v1/draws/{id}`.
+//!
+//! Phases alternate between the systems at each writer count, so a noisy
+//! machine hurts both alike; the table ends with the ratios geiger/etcd.
+//! Also reported: the idle cluster's CPU (pool full, no requests), per node.
+//!
+//! Run: `cargo bench -p geiger-node --bench e2e_vs_etcd` with `etcd` and
+//! `wrk` on PATH (`apt-get install etcd-server wrk`). `BENCH_SECONDS`
+//! (default 10) sets each phase's length.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use common::{Cluster, Device};
+use serde_json::{json, Value};
+
+type Step =
+    Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = Option<String>> + Send>> + Send + Sync>;
+
+/// One phase's result.
+struct Phase {
+    per_second: f64,
+    p50: Duration,
+    p99: Duration,
+    failed: u64,
+}
+
+/// Runs `writers` loops of `step` for `secs`, each starting from its own
+/// `first(i)` and feeding each answer into its next call.
+async fn drive(writers: usize, secs: u64, first: impl Fn(usize) -> String, step: Step) -> Phase {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..writers {
+        let (step, mut previous) = (step.clone(), first(i));
+        tasks.push(tokio::spawn(async move {
+            let (mut latencies, mut failed) = (Vec::new(), 0u64);
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                match step(previous.clone()).await {
+                    Some(next) => {
+                        latencies.push(t.elapsed());
+                        previous = next;
+                    }
+                    None => failed += 1,
+                }
+            }
+            (latencies, failed)
+        }));
+    }
+    let (mut all, mut failed) = (Vec::new(), 0);
+    for t in tasks {
+        let (l, f) = t.await.unwrap();
+        all.extend(l);
+        failed += f;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort();
+    let at = |q: f64| {
+        all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    Phase {
+        per_second: all.len() as f64 / elapsed,
+        p50: at(0.50),
+        p99: at(0.99),
+        failed,
+    }
+}
+
+/// A chained 6-of-49 draw on geiger at `url`; the answer is the new draw's ID.
+fn geiger_step(url: String, key: String) -> Step {
+    let http = reqwest::Client::new();
+    Arc::new(move |previous: String| {
+        let (http, url, key) = (http.clone(), url.clone(), key.clone());
+        Box::pin(async move {
+            let body = json!({
+                "previous": previous,
+                "spec": {"kind": "integers", "min": 1, "max": 49, "count": 6, "unique": true},
+            });
+            let r = http
+                .post(format!("{url}/v1/draws"))
+                .bearer_auth(&key)
+                .json(&body)
+                .send()
+                .await
+                .ok()?;
+            if r.status() != 201 {
+                return None;
+            }
+            let v: Value = r.json().await.ok()?;
+            v["draw"]["id"].as_str().map(str::to_string)
+        })
+    })
+}
+
+/// The same chained conditional append on etcd at `url`: the record goes
+/// to `succ/<previous>` if nothing is there yet; the next link is new.
+fn etcd_step(url: String) -> Step {
+    let http = reqwest::Client::new();
+    let record = vec![b'r'; 300];
+    Arc::new(move |previous: String| {
+        let (http, url) = (http.clone(), url.clone());
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let key = b64(format!("succ/{previous}").as_bytes());
+        let value = b64(&record);
+        Box::pin(async move {
+            let txn = json!({
+                "compare": [{"key": key, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
+                "success": [{"request_put": {"key": key, "value": value}}],
+            });
+            let r = http
+                .post(format!("{url}/v3/kv/txn"))
+                .json(&txn)
+                .send()
+                .await
+                .ok()?;
+            let v: Value = r.json().await.ok()?;
+            if v["succeeded"] != true {
+                return None;
+            }
+            let revision = v["header"]["revision"].as_str()?.to_string();
+            Some(format!("{previous}.{revision}"))
+        })
+    })
+}
+
+/// A three-member etcd on loopback; killed on drop.
+struct Etcd {
+    children: Vec<Child>,
+    clients: Vec<String>,
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn start_etcd(dir: &Path) -> Etcd {
+    let ports: Vec<(u16, u16)> = (0..3)
+        .map(|_| (common::free_port(), common::free_port()))
+        .collect();
+    let initial: Vec<String> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (_, peer))| format!("e{i}=http://127.0.0.1:{peer}"))
+        .collect();
+    let mut children = Vec::new();
+    for (i, (client, peer)) in ports.iter().enumerate() {
+        let log = std::fs::File::create(dir.join(format!("etcd-{i}.log"))).unwrap();
+        children.push(
+            Command::new("etcd")
+                .args(["--name", &format!("e{i}")])
+                .arg("--data-dir")
+                .arg(dir.join(format!("etcd-{i}")))
+                .args([
+                    "--listen-client-urls",
+                    &format!("http://127.0.0.1:{client}"),
+                ])
+                .args([
+                    "--advertise-client-urls",
+                    &format!("http://127.0.0.1:{client}"),
+                ])
+                .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+                .args([
+                    "--initial-advertise-peer-urls",
+                    &format!("http://127.0.0.1:{peer}"),
+                ])
+                .args(["--initial-cluster", &initial.join(",")])
+                .args(["--initial-cluster-state", "new"])
+                .args(["--initial-cluster-token", "geiger-bench"])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("etcd starts (apt-get install etcd-server)"),
+        );
+    }
+    Etcd {
+        children,
+        clients: ports
+            .iter()
+            .map(|(c, _)| format!("http://127.0.0.1:{c}"))
+            .collect(),
+    }
+}
+
+/// The client URL of etcd's leader, once there is one.
+async fn etcd_leader(etcd: &Etcd) -> String {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        for url in &etcd.clients {
+            let status: Option<Value> = match http
+                .post(format!("{url}/v3/maintenance/status"))
+                .json(&json!({}))
+                .send()
+                .await
+            {
+                Ok(r) => r.json().await.ok(),
+                Err(_) => None,
+            };
+            if let Some(s) = status {
+                if s["leader"].is_string() && s["leader"] == s["header"]["member_id"] {
+                    return url.clone();
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("etcd elected no leader in 30 s");
+}
+
+/// Lookups of `draw` by wrk against `url`: (per second, p99).
+fn wrk_lookups(url: &str, draw: &str, secs: u64) -> (f64, String) {
+    let out = Command::new("wrk")
+        .args(["-t2", "-c64", &format!("-d{secs}s"), "--latency"])
+        .arg(format!("{url}/v1/draws/{draw}"))
+        .output()
+        .expect("wrk runs (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rate = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    let p99 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("99%"))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| "?".into());
+    let non_2xx = text
+        .lines()
+        .find(|l| l.contains("Non-2xx"))
+        .unwrap_or_default();
+    if !non_2xx.is_empty() {
+        eprintln!("wrk: {non_2xx}");
+    }
+    (rate, p99)
+}
+
+/// User plus system CPU seconds of process `pid` (Linux, 100 ticks/s).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let Some(end) = stat.rfind(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = stat[end + 2..].split_whitespace().collect();
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (tick(11) + tick(12)) / 100.0
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+#[tokio::main]
+async fn main() {
+    let secs: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let unlimited = [
+        "GEIGER_API__RATE_PER_SECOND",
+        "GEIGER_API__RATE_BURST",
+        "GEIGER_API__ANONYMOUS_RATE_PER_SECOND",
+        "GEIGER_API__ANONYMOUS_RATE_BURST",
+    ]
+    .iter()
+    .map(|k| (k.to_string(), "100000000".to_string()))
+    .collect();
+    let cluster = Cluster::start_with_env(common::one_per_zone(3), "", unlimited);
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
+    let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    let device = Device::start(&cluster.dir.path().join("device"), &["--rate", "1048576"]);
+    let (status, body) = cluster
+        .post(leader, "/v1/admin/links", &device.registration())
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    cluster
+        .wait_until(Duration::from_secs(60), "a full pool", || async {
+            let s = cluster.status(leader).await?;
+            (s["pool_bytes"].as_u64()? > 4 << 20).then_some(())
+        })
+        .await;
+    let (status, body) = cluster
+        .post(leader, "/v1/admin/customers", &json!({"name": "bench"}))
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let key = body["api_key"].as_str().unwrap().to_string();
+    let http = reqwest::Client::new();
+    let mut chains = Vec::new();
+    for _ in 0..64 {
+        let r: Value = http
+            .post(format!("{}/v1/chains", cluster.url(leader)))
+            .bearer_auth(&key)
+            .json(&json!({"tag": "bench"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        chains.push(r["id"].as_str().unwrap().to_string());
+    }
+
+    let etcd_dir = tempfile::tempdir().unwrap();
+    let etcd = start_etcd(etcd_dir.path());
+    let etcd_url = etcd_leader(&etcd).await;
+
+    // Idle: pool full, no requests, etcd idle too.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pids: Vec<(u64, u32)> = cluster
+        .ids()
+        .into_iter()
+        .map(|id| (id, cluster.node(id).pid()))
+        .collect();
+    let before: Vec<f64> = pids.iter().map(|(_, p)| cpu_seconds(*p)).collect();
+    let idle_secs = secs.max(10);
+    tokio::time::sleep(Duration::from_secs(idle_secs)).await;
+    let idle: Vec<String> = pids
+        .iter()
+        .zip(&before)
+        .map(|((id, p), b)| {
+            format!(
+                "node {id} {:.2} %",
+                (cpu_seconds(*p) - b) * 100.0 / idle_secs as f64
+            )
+        })
+        .collect();
+
+    let mut rows = Vec::new();
+    for (round, writers) in [1usize, 16, 64].into_iter().enumerate() {
+        let c = chains.clone();
+        let g = drive(
+            writers,
+            secs,
+            move |i| c[i].clone(),
+            geiger_step(cluster.url(leader), key.clone()),
+        )
+        .await;
+        let e = drive(
+            writers,
+            secs,
+            move |i| format!("r{round}-w{i}"),
+            etcd_step(etcd_url.clone()),
+        )
+        .await;
+        rows.push((writers, "leader", g, e));
+    }
+    // Through a follower (forwarded to the leader), for the cost of the hop.
+    let mut via_follower = Vec::new();
+    for writers in [1usize, 64] {
+        // Chains moved on: start each writer from its chain's head.
+        let mut heads = Vec::new();
+        for chain in &chains[..writers] {
+            let (_, c) = cluster
+                .get(leader, &format!("/v1/chains/{chain}"))
+                .await
+                .unwrap();
+            heads.push(c["head"].as_str().unwrap().to_string());
+        }
+        let g = drive(
+            writers,
+            secs,
+            move |i| heads[i].clone(),
+            geiger_step(cluster.url(follower), key.clone()),
+        )
+        .await;
+        via_follower.push((writers, g));
+    }
+    let (_, c) = cluster
+        .get(leader, &format!("/v1/chains/{}", chains[0]))
+        .await
+        .unwrap();
+    let some_draw = c["head"].as_str().unwrap().to_string();
+    let (lookups, lookup_p99) = wrk_lookups(&cluster.url(follower), &some_draw, secs);
+
+    println!("e2e: 3 geiger nodes (lan, fsync) vs 3 etcd members, {secs} s per phase, one run");
+    println!("| writers | geiger draws/s | p50 | p99 | failed | etcd txn/s | p50 | p99 | failed | ratio /s | ratio p50 | ratio p99 |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for (writers, _, g, e) in &rows {
+        println!(
+            "| {writers} | {:.0} | {} | {} | {} | {:.0} | {} | {} | {} | {:.2} | {:.2} | {:.2} |",
+            g.per_second,
+            ms(g.p50),
+            ms(g.p99),
+            g.failed,
+            e.per_second,
+            ms(e.p50),
+            ms(e.p99),
+            e.failed,
+            g.per_second / e.per_second,
+            g.p50.as_secs_f64() / e.p50.as_secs_f64(),
+            g.p99.as_secs_f64() / e.p99.as_secs_f64(),
+        );
+    }
+    for (writers, g) in &via_follower {
+        let direct = &rows.iter().find(|r| r.0 == *writers).unwrap().2;
+        println!(
+            "through a follower, {writers} writers: {:.0} draws/s, p50 {} ({:.2}× the leader's), p99 {}, failed {}",
+            g.per_second,
+            ms(g.p50),
+            g.p50.as_secs_f64() / direct.p50.as_secs_f64(),
+            ms(g.p99),
+            g.failed
+        );
+    }
+    println!("lookups at a follower (wrk, 64 connections): {lookups:.0}/s, p99 {lookup_p99}");
+    println!(
+        "idle CPU over {idle_secs} s (pool full, no requests): {}",
+        idle.join(", ")
+    );
+    drop(etcd);
+    drop(device);
+}
