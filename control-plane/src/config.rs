@@ -134,6 +134,11 @@ pub struct ControlPlaneConfig {
     /// This node's device-link key: what it attests other members' leases
     /// with (docs/LINK.md). `None`: it attests nothing.
     pub link_key: Option<ed25519_dalek::SigningKey>,
+    /// Largest offset of this node's clock from the cluster's before it
+    /// may neither lead nor stamp, and largest lead of a batch's stamp over
+    /// a follower's clock before the follower refuses it
+    /// (`crate::clock_watch`).
+    pub max_clock_offset: Duration,
 }
 
 impl ControlPlaneConfig {
@@ -155,6 +160,7 @@ impl ControlPlaneConfig {
             cache_bytes: 32 << 20,
             key_encryption_key: None,
             link_key: None,
+            max_clock_offset: Duration::from_millis(500),
         }
     }
 

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::batcher::{self, Pending};
+use crate::clock_watch::{ClockStanding, ClockWatch};
 use crate::config::ControlPlaneConfig;
 use crate::log_store::LogStore;
 use crate::placement::{self, PlacementReport};
@@ -84,12 +85,17 @@ impl ControlPlane {
             config.key_encryption_key.clone(),
         )?;
         let shared = sm.shared();
+        let clock = Arc::new(ClockWatch::new(config.max_clock_offset));
         let client = RpcClient::new(
             &config.cluster_secret,
             config.admin_token.as_deref(),
             config.peer_tls.as_ref(),
-        )?;
-        let quorum = Arc::new(QuorumWatch::new(config.timeouts.election_max));
+        )?
+        .with_clock(clock.clone());
+        let quorum = Arc::new(QuorumWatch::new(
+            config.timeouts.election_max,
+            clock.clone(),
+        ));
         let network = Network {
             quorum: quorum.clone(),
             client: client.clone(),
@@ -110,6 +116,7 @@ impl ControlPlane {
             &config.cluster_secret,
             config.admin_token.as_deref(),
             config.snapshot_chunk_bytes as usize,
+            clock,
         ));
         let (batch_tx, batch_rx) = mpsc::channel(config.max_batch * 8);
         let batcher = tokio::spawn(batcher::run(inner.clone(), batch_rx));
@@ -124,6 +131,11 @@ impl ControlPlane {
 
     pub fn node_id(&self) -> NodeId {
         self.inner.id
+    }
+
+    /// This node's clock against the cluster's (`crate::clock_watch`).
+    pub fn clock_standing(&self) -> ClockStanding {
+        self.inner.quorum.clock.standing()
     }
 
     pub(crate) fn replica(&self) -> Arc<Replica> {

@@ -32,6 +32,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod batcher;
+mod clock_watch;
 pub mod config;
 pub mod control_plane;
 mod error;
@@ -48,6 +49,7 @@ pub mod snapshot;
 pub mod state_machine;
 pub mod types;
 
+pub use clock_watch::ClockStanding;
 pub use config::{ControlPlaneConfig, Timeouts};
 pub use error::Error;
 

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use openraft::ServerState;
 
+use crate::clock_watch::ClockWatch;
 use crate::types::{NodeId, Raft};
 
 /// How every refusal for want of a quorum begins (a forwarded write's
@@ -45,11 +46,15 @@ pub(crate) struct QuorumWatch {
     /// The term in which this node went silent.
     silent_term: AtomicU64,
     leaderless_since: Mutex<Option<Instant>>,
+    /// This node's clock against the cluster's: an unsynchronized leader
+    /// steps aside as one without a quorum does.
+    pub(crate) clock: std::sync::Arc<ClockWatch>,
 }
 
 impl QuorumWatch {
-    pub(crate) fn new(election_max: Duration) -> Self {
+    pub(crate) fn new(election_max: Duration, clock: std::sync::Arc<ClockWatch>) -> Self {
         QuorumWatch {
+            clock,
             step_aside_after: election_max,
             leaderless_refuse_after: election_max * 4,
             silent: AtomicBool::new(false),
@@ -71,6 +76,13 @@ impl QuorumWatch {
         let m = raft.metrics();
         let m = m.borrow();
         if m.current_leader == Some(me) {
+            let clock = self.clock.standing();
+            if clock.unsynchronized {
+                return Some(format!(
+                    "{NO_QUORUM} this leader's clock is off the cluster's by {} ms",
+                    clock.offset_ms.unwrap_or_default()
+                ));
+            }
             if self.is_silent() {
                 return Some(format!("{NO_QUORUM} this leader has stepped aside"));
             }
@@ -104,6 +116,15 @@ impl QuorumWatch {
         let m = raft.metrics();
         let m = m.borrow();
         let leading = m.state == ServerState::Leader;
+        self.clock.observe(
+            leading,
+            m.membership_config.membership().voter_ids().count(),
+        );
+        // A node whose clock is wrong does not stand for election at all:
+        // a candidate that only bumps its term (its vote requests are not
+        // sent either) would keep the good nodes from electing one of them.
+        raft.runtime_config()
+            .elect(!self.clock.standing().unsynchronized);
         {
             let mut since = self
                 .leaderless_since
@@ -126,6 +147,21 @@ impl QuorumWatch {
                 );
             }
             return;
+        }
+        if leading {
+            let clock = self.clock.standing();
+            if clock.unsynchronized {
+                self.silent_term.store(m.current_term, Ordering::Release);
+                self.silent.store(true, Ordering::Release);
+                tracing::error!(
+                    node = me,
+                    term = m.current_term,
+                    offset_ms = clock.offset_ms,
+                    max_offset_ms = self.clock.max_offset_ms(),
+                    "this node's clock is off the cluster's by more than the bound: stepping aside (no more appends) so that a node with a good clock leads"
+                );
+                return;
+            }
         }
         if let (true, Some(age)) = (leading, m.millis_since_quorum_ack) {
             if Duration::from_millis(age) > self.step_aside_after {

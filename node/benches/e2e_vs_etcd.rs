@@ -97,6 +97,7 @@ fn geiger_step(url: String, key: String) -> Step {
         Box::pin(async move {
             let body = json!({
                 "previous": previous,
+                "tag": "bench",
                 "spec": {"kind": "integers", "min": 1, "max": 49, "count": 6, "unique": true},
             });
             let r = http
@@ -308,9 +309,10 @@ async fn main() {
         .unwrap();
     assert_eq!(status, 201, "{body}");
     cluster
-        .wait_until(Duration::from_secs(60), "a full pool", || async {
+        .wait_until(Duration::from_secs(120), "a full pool", || async {
+            // The owner stops pulling at the high-water mark (16 MiB).
             let s = cluster.status(leader).await?;
-            (s["pool_bytes"].as_u64()? > 4 << 20).then_some(())
+            (s["pool_bytes"].as_u64()? >= 16_000_000).then_some(())
         })
         .await;
     let (status, body) = cluster

@@ -228,6 +228,9 @@ pub struct RaftSettings {
     pub append_answer_ms: Option<u64>,
     /// Entries between snapshots.
     pub snapshot_every: u64,
+    /// Largest offset of this node's clock from the cluster's before it may
+    /// neither lead nor stamp (docs/DERIVATION.md, `issued_at`).
+    pub max_clock_offset_ms: u64,
 }
 
 impl RaftSettings {
@@ -373,6 +376,7 @@ plaintext = "loopback_only"
 [raft]
 profile = "lan"
 snapshot_every = 20000
+max_clock_offset_ms = 500
 
 [hardware]
 pool_high_water_bytes = 16777216

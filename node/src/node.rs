@@ -200,6 +200,7 @@ impl Node {
         let view_settings = ViewSettings::for_lease(links.lease);
         cp.timeouts = timeouts;
         cp.snapshot_every = config.raft.snapshot_every;
+        cp.max_clock_offset = Duration::from_millis(config.raft.max_clock_offset_ms);
         cp.key_encryption_key = config.signing.key_encryption_key()?;
         match &cp.key_encryption_key {
             Some(kek) => {

@@ -33,6 +33,7 @@ use super::{
     node_id_of_peer_name, peer_name, ADMIN_HEADER, PATH_APPEND, PATH_SNAPSHOT, PATH_VOTE,
     SECRET_HEADER,
 };
+use crate::clock_watch::{ClockWatch, CLOCK_HEADER, YOUR_OFFSET_HEADER};
 use crate::in_flight_append::InFlightAppend;
 use crate::quorum_watch::QuorumWatch;
 use crate::types::{Member, NodeId, TypeConfig};
@@ -149,6 +150,8 @@ pub struct RpcClient {
     admin: Option<Arc<str>>,
     /// Set when calls go over mutual TLS.
     peers: Option<Arc<PeerResolver>>,
+    /// Measures peers' clocks on every call (`crate::clock_watch`).
+    clock: Option<Arc<ClockWatch>>,
 }
 
 impl RpcClient {
@@ -184,7 +187,15 @@ impl RpcClient {
             secret: Arc::from(secret),
             admin: admin_token.map(Arc::from),
             peers,
+            clock: None,
         })
+    }
+
+    /// Measures each peer's clock on every call, and passes on what the
+    /// leader measured of the peer's.
+    pub(crate) fn with_clock(mut self, clock: Arc<ClockWatch>) -> Self {
+        self.clock = Some(clock);
+        self
     }
 
     /// The URL of `path` on node `target`, which the membership says is at
@@ -220,6 +231,11 @@ impl RpcClient {
             .post(url)
             .header(SECRET_HEADER, &*self.secret)
             .header("content-type", "application/octet-stream");
+        let sent_ms = geiger_protocol::now_unix_ms();
+        request = request.header(CLOCK_HEADER, sent_ms);
+        if let Some(offset) = self.clock.as_ref().and_then(|c| c.statement_for(target)) {
+            request = request.header(YOUR_OFFSET_HEADER, offset);
+        }
         if credential == Credential::Operator {
             let Some(admin) = &self.admin else {
                 return Err(TransportError::Forbidden);
@@ -238,6 +254,16 @@ impl RpcClient {
                     TransportError::NoAnswer(e.to_string())
                 }
             })?;
+        if let Some(clock) = &self.clock {
+            let peer_ms = response
+                .headers()
+                .get(CLOCK_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if let Some(peer_ms) = peer_ms {
+                clock.measured(target, peer_ms, sent_ms, geiger_protocol::now_unix_ms());
+            }
+        }
         let status = response.status();
         if status == reqwest::StatusCode::UNAUTHORIZED {
             return Err(TransportError::Unauthorized);
@@ -389,6 +415,14 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        if self.quorum.clock.standing().unsynchronized {
+            // A node whose clock is wrong must not lead: it asks no one.
+            return Err(RPCError::Unreachable(Unreachable::new(
+                &std::io::Error::other(
+                    "this node's clock is off the cluster's: not standing for election",
+                ),
+            )));
+        }
         self.raft_call(PATH_VOTE, &rpc, option.hard_ttl().max(self.min_timeout))
             .await
     }

@@ -43,7 +43,9 @@ use super::{
     PATH_APPEND, PATH_LEASE_ATTESTATION, PATH_READ_INDEX, PATH_SNAPSHOT, PATH_VOTE, PATH_WRITE,
     SECRET_HEADER,
 };
+use crate::clock_watch::{ClockWatch, CLOCK_HEADER, YOUR_OFFSET_HEADER};
 use crate::replica::Replica;
+use crate::types::TypeConfig;
 
 /// Largest Raft append: up to 64 entries (openraft's `max_payload_entries`),
 /// each a batch of up to 1,024 commands, entropy chunks among them.
@@ -95,6 +97,7 @@ pub struct Gate {
     secret: [u8; 32],
     admin: Option<[u8; 32]>,
     snapshot_chunk: usize,
+    clock: Arc<ClockWatch>,
 }
 
 impl Gate {
@@ -103,12 +106,14 @@ impl Gate {
         secret: &str,
         admin_token: Option<&str>,
         snapshot_chunk: usize,
+        clock: Arc<ClockWatch>,
     ) -> Self {
         Gate {
             inner: RwLock::new(Some(inner)),
             secret: digest(secret),
             admin: admin_token.map(digest),
             snapshot_chunk,
+            clock,
         }
     }
 
@@ -190,7 +195,19 @@ async fn authenticate(State(gate): State<Arc<Gate>>, request: Request, next: Nex
         );
         return refuse(StatusCode::PAYLOAD_TOO_LARGE, "body over the cap");
     }
-    next.run(request).await
+    let told = headers
+        .get(YOUR_OFFSET_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i64>().ok());
+    if let Some(offset) = told {
+        gate.clock.told(offset);
+    }
+    let mut response = next.run(request).await;
+    // Our clock as we answer: the caller measures our offset from it.
+    response
+        .headers_mut()
+        .insert(CLOCK_HEADER, geiger_protocol::now_unix_ms().into());
+    response
 }
 
 fn encode<T: Serialize>(value: &T) -> Response {
@@ -237,10 +254,32 @@ async fn admit<T: DeserializeOwned>(
 }
 
 async fn append(State(gate): State<Arc<Gate>>, body: Body) -> Response {
-    let (inner, req) = match admit(&gate, body, PATH_APPEND).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+    let (inner, req): (_, openraft::raft::AppendEntriesRequest<TypeConfig>) =
+        match admit(&gate, body, PATH_APPEND).await {
+            Ok(x) => x,
+            Err(r) => return r,
+        };
+    // The ledger's bound on a wrong clock (crate::clock_watch): a batch
+    // stamped too far ahead of ours is not accepted, so it cannot commit.
+    let now = geiger_protocol::now_unix_ms();
+    let ahead = req.entries.iter().find_map(|e| match &e.payload {
+        openraft::EntryPayload::Normal(batch) if gate.clock.too_far_ahead(batch.at_ms, now) => {
+            Some(batch.at_ms)
+        }
+        _ => None,
+    });
+    if let Some(at_ms) = ahead {
+        tracing::warn!(
+            stamped_ms = at_ms,
+            ahead_ms = at_ms.saturating_sub(now),
+            max_offset_ms = gate.clock.max_offset_ms(),
+            "refused an append whose batch is stamped further ahead of this node's clock than the bound"
+        );
+        return refuse(
+            StatusCode::CONFLICT,
+            "batch stamped too far ahead of this clock",
+        );
+    }
     encode(&inner.raft.append_entries(req).await)
 }
 

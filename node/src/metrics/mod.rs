@@ -47,6 +47,8 @@ pub struct NodeMetrics {
     pub raft_replication_lag_entries: Family<PeerLabels, Gauge>,
     pub raft_replication_lag_seconds: Family<PeerLabels, FloatGauge>,
     pub raft_voters_reachable: Family<NoLabels, Gauge>,
+    pub clock_offset_seconds: Family<NoLabels, FloatGauge>,
+    pub clock_unsynchronized: Gauge,
     pub raft_leader_changes: Counter,
     pub raft_elections: Counter,
     pub link_up: Family<DeviceLabels, Gauge>,
@@ -123,6 +125,8 @@ impl NodeMetrics {
             raft_replication_lag_entries: Family::default(),
             raft_replication_lag_seconds: Family::default(),
             raft_voters_reachable: Family::default(),
+            clock_offset_seconds: Family::default(),
+            clock_unsynchronized: Gauge::default(),
             raft_leader_changes: Counter::default(),
             raft_elections: Counter::default(),
             link_up: Family::default(),
@@ -232,6 +236,16 @@ impl NodeMetrics {
             "geiger_raft_replication_lag_seconds",
             "Leader only: age of the oldest entry a peer has not matched",
             m.raft_replication_lag_seconds.clone(),
+        );
+        r.register(
+            "geiger_clock_offset_seconds",
+            "This node's clock minus the cluster's, as the leader (or, on the leader, the voters) measured it; absent while unknown",
+            m.clock_offset_seconds.clone(),
+        );
+        r.register(
+            "geiger_clock_unsynchronized",
+            "1 while this node's clock is further off the cluster's than raft.max_clock_offset_ms: it may neither lead nor stamp",
+            m.clock_unsynchronized.clone(),
         );
         r.register(
             "geiger_raft_voters_reachable",

@@ -250,6 +250,14 @@ impl Health {
         }
         self.export_lag_seconds(status, view, state);
         self.export_voters_reachable(view);
+        let clock = self.ledger.clock_standing();
+        m.clock_offset_seconds.clear();
+        if let Some(offset) = clock.offset_ms {
+            m.clock_offset_seconds
+                .get_or_create(&NoLabels {})
+                .set(offset as f64 / 1000.0);
+        }
+        m.clock_unsynchronized.set(i64::from(clock.unsynchronized));
         self.export_pool_seconds(status, state);
         for device in &status.devices {
             m.pool_depth_bytes
