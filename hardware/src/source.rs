@@ -6,6 +6,9 @@
 //! - `file:PATH`: any entropy character device (e.g. `/dev/hwrng`). Reads
 //!   block, possibly for long, so they run on a dedicated thread and never
 //!   on the async runtime.
+//! - `decay`: a simulated Geiger–Müller counter whose event times go through
+//!   raw-bit extraction, raw health tests and a SHA-256 conditioner on the
+//!   device ([`crate::decay`]); paced to real time by its simulated clock.
 //!
 //! Fault modes, for tests and drills: output stuck on one byte after N
 //! bytes, bits biased towards 1, and periodic stalls. (Dropping the
@@ -15,6 +18,8 @@ use std::fs::File;
 use std::io::Read;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::rngs::{OsRng, StdRng};
@@ -22,14 +27,18 @@ use rand::{Rng, RngCore, SeedableRng};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::decay::{DecayConfig, DecaySim, RawCounts, MAX_SIM_STEP};
+
 /// Default simulator rate: a few tens of KiB/s, like a decay counter with a
 /// strong source.
 pub const DEFAULT_SIM_RATE: u64 = 32 * 1024;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SourceKind {
     Sim,
     File(PathBuf),
+    /// A simulated decay counter (docs/HEALTH.md, "The decay source").
+    Decay(DecayConfig),
 }
 
 impl FromStr for SourceKind {
@@ -38,10 +47,14 @@ impl FromStr for SourceKind {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s == "sim" {
             Ok(SourceKind::Sim)
+        } else if s == "decay" {
+            Ok(SourceKind::Decay(DecayConfig::default()))
         } else if let Some(path) = s.strip_prefix("file:").filter(|p| !p.is_empty()) {
             Ok(SourceKind::File(PathBuf::from(path)))
         } else {
-            Err(format!("unknown source {s:?}: use `sim` or `file:PATH`"))
+            Err(format!(
+                "unknown source {s:?}: use `sim`, `decay` or `file:PATH`"
+            ))
         }
     }
 }
@@ -88,8 +101,122 @@ pub enum SourceError {
     Ended,
 }
 
+/// What the source has produced since it opened, for the agent's metrics.
+/// Raw counters stay zero for sources without a raw stage (`sim`, `file:`).
+#[derive(Debug)]
+pub struct SourceStats {
+    opened: std::time::Instant,
+    events: AtomicU64,
+    raw_bits: AtomicU64,
+    raw_ties: AtomicU64,
+    raw_rejected: AtomicU64,
+    raw_failures: AtomicU64,
+    output_bytes: AtomicU64,
+}
+
+impl Default for SourceStats {
+    fn default() -> Self {
+        SourceStats {
+            opened: std::time::Instant::now(),
+            events: AtomicU64::new(0),
+            raw_bits: AtomicU64::new(0),
+            raw_ties: AtomicU64::new(0),
+            raw_rejected: AtomicU64::new(0),
+            raw_failures: AtomicU64::new(0),
+            output_bytes: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A snapshot of [`SourceStats`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SourceSnapshot {
+    pub seconds: f64,
+    /// Registered counter events.
+    pub events: u64,
+    pub raw_bits: u64,
+    pub raw_ties: u64,
+    /// Raw samples (bits, or ties that failed the tie-run test) discarded
+    /// because a raw health test failed.
+    pub raw_rejected: u64,
+    pub raw_failures: u64,
+    /// Bytes handed to the chunk path (conditioned, for `decay`).
+    pub output_bytes: u64,
+}
+
+impl SourceSnapshot {
+    fn per_second(&self, n: u64) -> f64 {
+        if self.seconds > 0.0 {
+            n as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+
+    pub fn count_rate(&self) -> f64 {
+        self.per_second(self.events)
+    }
+
+    pub fn raw_bits_per_second(&self) -> f64 {
+        self.per_second(self.raw_bits)
+    }
+
+    pub fn output_bytes_per_second(&self) -> f64 {
+        self.per_second(self.output_bytes)
+    }
+
+    /// Share of raw samples (bits and ties) the health tests threw away:
+    /// near 1 for a stuck counter, whose samples are all ties.
+    pub fn rejected_fraction(&self) -> f64 {
+        let samples = self.raw_bits + self.raw_ties;
+        if samples == 0 {
+            0.0
+        } else {
+            self.raw_rejected as f64 / samples as f64
+        }
+    }
+}
+
+impl SourceStats {
+    pub fn snapshot(&self) -> SourceSnapshot {
+        SourceSnapshot {
+            seconds: self.opened.elapsed().as_secs_f64(),
+            events: self.events.load(Ordering::Relaxed),
+            raw_bits: self.raw_bits.load(Ordering::Relaxed),
+            raw_ties: self.raw_ties.load(Ordering::Relaxed),
+            raw_rejected: self.raw_rejected.load(Ordering::Relaxed),
+            raw_failures: self.raw_failures.load(Ordering::Relaxed),
+            output_bytes: self.output_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    fn set_raw(&self, events: u64, c: RawCounts) {
+        self.events.store(events, Ordering::Relaxed);
+        self.raw_bits.store(c.raw_bits, Ordering::Relaxed);
+        self.raw_ties.store(c.ties, Ordering::Relaxed);
+        self.raw_rejected.store(c.rejected, Ordering::Relaxed);
+        self.raw_failures.store(c.failures, Ordering::Relaxed);
+    }
+}
+
+/// The decay simulator and what it produced ahead of its (real) time.
+struct DecayState {
+    sim: Box<DecaySim>,
+    pending: Vec<u8>,
+    /// When `pending` may be released: the simulated time it took, laid
+    /// onto real time.
+    ready_at: Option<Instant>,
+    /// Logs on transitions only (a stuck counter fails thousands of times
+    /// a second): failures seen so far, whether a failure was logged and no
+    /// start-up test has passed since, and whether one ever passed.
+    failures_seen: u64,
+    failing: bool,
+    started: bool,
+}
+
 enum Inner {
     Sim,
+    Decay(DecayState),
     /// Blocks from the reader thread; the thread stops when this is dropped.
     File {
         rx: mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
@@ -108,12 +235,25 @@ pub struct Source {
     last: u8,
     bias_rng: StdRng,
     started: Instant,
+    stats: Arc<SourceStats>,
 }
 
 impl Source {
     pub fn open(config: &SourceConfig) -> Result<Self, SourceError> {
         let inner = match &config.kind {
             SourceKind::Sim => Inner::Sim,
+            SourceKind::Decay(decay) => Inner::Decay(DecayState {
+                sim: Box::new(DecaySim::new(
+                    decay,
+                    StdRng::from_rng(OsRng)
+                        .map_err(|e| SourceError::Read(std::io::Error::other(e)))?,
+                )),
+                pending: Vec::new(),
+                ready_at: None,
+                failures_seen: 0,
+                failing: false,
+                started: false,
+            }),
             SourceKind::File(path) => {
                 let file = File::open(path).map_err(|source| SourceError::Open {
                     path: path.clone(),
@@ -134,7 +274,13 @@ impl Source {
             last: 0,
             bias_rng: StdRng::from_rng(OsRng).unwrap_or_else(|_| StdRng::seed_from_u64(0)),
             started: Instant::now(),
+            stats: Arc::new(SourceStats::default()),
         })
+    }
+
+    /// The source's production counters, shared with the agent's metrics.
+    pub fn stats(&self) -> Arc<SourceStats> {
+        self.stats.clone()
     }
 
     /// Reads exactly `n` bytes, waiting for the rate limit and any stall.
@@ -151,6 +297,7 @@ impl Source {
                     .map_err(|e| SourceError::Read(std::io::Error::other(e)))?;
                 buf
             }
+            Inner::Decay(d) => read_decay(d, n, &self.stats).await,
             Inner::File { rx, pending } => {
                 while pending.len() < n {
                     match rx.recv().await {
@@ -171,6 +318,9 @@ impl Source {
             self.next_at = Some(base + Duration::from_secs_f64(n as f64 / rate as f64));
         }
         self.apply_faults(&mut bytes);
+        self.stats
+            .output_bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         Ok(bytes)
     }
 
@@ -211,6 +361,45 @@ impl Source {
                 self.last = *b;
                 self.emitted += 1;
             }
+        }
+    }
+}
+
+/// Runs the simulated counter until `n` conditioned bytes are ready, and
+/// releases them when the simulated time they took has passed in real time.
+/// Cancel-safe: every await leaves `d` consistent, and bytes gathered before
+/// a cancelled call wait in `pending` for the next one.
+async fn read_decay(d: &mut DecayState, n: usize, stats: &SourceStats) -> Vec<u8> {
+    loop {
+        if let Some(at) = d.ready_at {
+            tokio::time::sleep_until(at).await;
+        }
+        if d.pending.len() >= n {
+            let rest = d.pending.split_off(n);
+            return std::mem::replace(&mut d.pending, rest);
+        }
+        // Bounded by MAX_SIM_STEP of simulated time, so a counter that
+        // yields nothing (stuck) is paced too instead of spinning here.
+        let (bytes, took) = d.sim.produce(n - d.pending.len(), MAX_SIM_STEP);
+        d.pending.extend_from_slice(&bytes);
+        // Like the rate limit: pace from the later of now and the previous
+        // deadline, so an idle device does not bank a burst.
+        let now = Instant::now();
+        d.ready_at = Some(d.ready_at.map_or(now, |at| at.max(now)) + took);
+        let pipeline = d.sim.pipeline();
+        stats.set_raw(d.sim.counter().events(), pipeline.counts());
+        let failures = pipeline.counts().failures;
+        if failures > d.failures_seen && !d.failing {
+            if let Some(failure) = pipeline.last_failure() {
+                tracing::warn!(%failure, "decay source failed a raw health test: output withheld until a new start-up test passes");
+            }
+            d.failing = true;
+        }
+        d.failures_seen = failures;
+        if pipeline.healthy() && (d.failing || !d.started) {
+            tracing::info!("decay source passed its start-up test");
+            d.failing = false;
+            d.started = true;
         }
     }
 }
@@ -276,6 +465,66 @@ mod tests {
         let took = start.elapsed();
         assert!(took >= Duration::from_millis(240), "took {took:?}");
         assert!(took < Duration::from_secs(2), "took {took:?}");
+    }
+
+    #[test]
+    fn decay_parses_with_the_default_counter() {
+        assert_eq!(
+            "decay".parse::<SourceKind>(),
+            Ok(SourceKind::Decay(DecayConfig::default()))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_decay_source_is_paced_by_its_simulated_clock_and_reports_its_production() {
+        // A fast counter (100,000 raw bits/s) so the test takes well under
+        // a second: 3,200 bytes are 100 conditioner blocks of 569 raw bits
+        // after the 1,024-bit start-up test, ≈ 0.58 s of simulated time.
+        let decay = DecayConfig {
+            count_rate: 200_000.0,
+            dead_time: Duration::ZERO,
+            tick: Duration::from_nanos(10),
+            fault: None,
+        };
+        let mut s = Source::open(&SourceConfig {
+            kind: SourceKind::Decay(decay),
+            rate: None,
+            faults: Faults::default(),
+        })
+        .unwrap();
+        let start = std::time::Instant::now();
+        let bytes = s.read(3_200).await.unwrap();
+        let took = start.elapsed();
+        assert_eq!(bytes.len(), 3_200);
+        assert!(took >= Duration::from_millis(450), "took {took:?}");
+        assert!(took < Duration::from_secs(5), "took {took:?}");
+        let snap = s.stats().snapshot();
+        assert_eq!(snap.output_bytes, 3_200);
+        assert!(snap.raw_bits >= 1_024 + 100 * 569, "{snap:?}");
+        assert!(snap.events >= 2 * snap.raw_bits, "{snap:?}");
+        assert_eq!((snap.raw_failures, snap.raw_rejected), (0, 0));
+        assert!(snap.raw_bits_per_second() > 0.0 && snap.rejected_fraction() == 0.0);
+    }
+
+    #[tokio::test]
+    async fn a_stuck_decay_counter_produces_nothing_and_counts_its_failures() {
+        let decay = DecayConfig {
+            fault: Some(crate::decay::CounterFault::FixedIntervalAfter(0)),
+            ..DecayConfig::default()
+        };
+        let mut s = Source::open(&SourceConfig {
+            kind: SourceKind::Decay(decay),
+            rate: None,
+            faults: Faults::default(),
+        })
+        .unwrap();
+        let read = tokio::time::timeout(Duration::from_millis(1500), s.read(32)).await;
+        assert!(read.is_err(), "a stuck counter produced output");
+        let snap = s.stats().snapshot();
+        assert_eq!(snap.raw_bits, 0);
+        assert!(snap.raw_failures > 100, "{snap:?}");
+        assert!(snap.rejected_fraction() > 0.9, "{snap:?}");
+        assert_eq!(snap.output_bytes, 0);
     }
 
     #[tokio::test]
