@@ -21,8 +21,8 @@
 //!    800-90B 3.1.5.1.1: SHA-256 over [`conditioner_input_bits`] raw bits,
 //!    which carry twice the 256 bits it outputs.
 //!
-//! A real counter delivering event timestamps would feed the same
-//! [`RawPipeline::push_timestamp`]; only the simulated counter exists today.
+//! A real counter's event timestamps (`--source timestamps:PATH`) feed the
+//! same [`RawPipeline::push_timestamp`].
 
 use std::time::Duration;
 

@@ -9,6 +9,9 @@
 //! - `decay`: a simulated Geiger–Müller counter whose event times go through
 //!   raw-bit extraction, raw health tests and a SHA-256 conditioner on the
 //!   device ([`crate::decay`]); paced to real time by its simulated clock.
+//! - `timestamps:PATH`: a real counter delivering event timestamps (text,
+//!   one integer per line, in the counter's ticks) on a serial or character
+//!   device or a pipe; through the very same pipeline as `decay`.
 //!
 //! Fault modes, for tests and drills: output stuck on one byte after N
 //! bytes, bits biased towards 1, and periodic stalls. (Dropping the
@@ -27,7 +30,7 @@ use rand::{Rng, RngCore, SeedableRng};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::decay::{DecayConfig, DecaySim, RawCounts, MAX_SIM_STEP};
+use crate::decay::{DecayConfig, DecaySim, RawCounts, RawPipeline, MAX_SIM_STEP};
 
 /// Default simulator rate: a few tens of KiB/s, like a decay counter with a
 /// strong source.
@@ -39,6 +42,8 @@ pub enum SourceKind {
     File(PathBuf),
     /// A simulated decay counter (docs/HEALTH.md, "The decay source").
     Decay(DecayConfig),
+    /// A real counter's event timestamps, one integer (ticks) per line.
+    Timestamps(PathBuf),
 }
 
 impl FromStr for SourceKind {
@@ -51,9 +56,11 @@ impl FromStr for SourceKind {
             Ok(SourceKind::Decay(DecayConfig::default()))
         } else if let Some(path) = s.strip_prefix("file:").filter(|p| !p.is_empty()) {
             Ok(SourceKind::File(PathBuf::from(path)))
+        } else if let Some(path) = s.strip_prefix("timestamps:").filter(|p| !p.is_empty()) {
+            Ok(SourceKind::Timestamps(PathBuf::from(path)))
         } else {
             Err(format!(
-                "unknown source {s:?}: use `sim`, `decay` or `file:PATH`"
+                "unknown source {s:?}: use `sim`, `decay`, `file:PATH` or `timestamps:PATH`"
             ))
         }
     }
@@ -206,17 +213,53 @@ struct DecayState {
     /// When `pending` may be released: the simulated time it took, laid
     /// onto real time.
     ready_at: Option<Instant>,
-    /// Logs on transitions only (a stuck counter fails thousands of times
-    /// a second): failures seen so far, whether a failure was logged and no
-    /// start-up test has passed since, and whether one ever passed.
+    watch: RawWatch,
+}
+
+/// A real counter's timestamps and the pipeline they go through.
+struct TimestampState {
+    rx: mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
+    /// The line being read (bounded: a timestamp is at most 20 digits).
+    line: Vec<u8>,
+    events: u64,
+    pipeline: Box<RawPipeline>,
+    watch: RawWatch,
+}
+
+/// Publishes a raw pipeline's counts and logs its health on transitions
+/// only (a stuck counter fails thousands of times a second).
+#[derive(Default)]
+struct RawWatch {
     failures_seen: u64,
+    /// A failure was logged and no start-up test has passed since.
     failing: bool,
+    /// A start-up test ever passed.
     started: bool,
+}
+
+impl RawWatch {
+    fn observe(&mut self, events: u64, pipeline: &RawPipeline, stats: &SourceStats) {
+        stats.set_raw(events, pipeline.counts());
+        let failures = pipeline.counts().failures;
+        if failures > self.failures_seen && !self.failing {
+            if let Some(failure) = pipeline.last_failure() {
+                tracing::warn!(%failure, "decay source failed a raw health test: output withheld until a new start-up test passes");
+            }
+            self.failing = true;
+        }
+        self.failures_seen = failures;
+        if pipeline.healthy() && (self.failing || !self.started) {
+            tracing::info!("decay source passed its start-up test");
+            self.failing = false;
+            self.started = true;
+        }
+    }
 }
 
 enum Inner {
     Sim,
     Decay(DecayState),
+    Timestamps(TimestampState),
     /// Blocks from the reader thread; the thread stops when this is dropped.
     File {
         rx: mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
@@ -250,10 +293,21 @@ impl Source {
                 )),
                 pending: Vec::new(),
                 ready_at: None,
-                failures_seen: 0,
-                failing: false,
-                started: false,
+                watch: RawWatch::default(),
             }),
+            SourceKind::Timestamps(path) => {
+                let file = File::open(path).map_err(|source| SourceError::Open {
+                    path: path.clone(),
+                    source,
+                })?;
+                Inner::Timestamps(TimestampState {
+                    rx: spawn_reader(file, path.clone()),
+                    line: Vec::new(),
+                    events: 0,
+                    pipeline: Box::default(),
+                    watch: RawWatch::default(),
+                })
+            }
             SourceKind::File(path) => {
                 let file = File::open(path).map_err(|source| SourceError::Open {
                     path: path.clone(),
@@ -298,6 +352,7 @@ impl Source {
                 buf
             }
             Inner::Decay(d) => read_decay(d, n, &self.stats).await,
+            Inner::Timestamps(t) => read_timestamps(t, n, &self.stats).await?,
             Inner::File { rx, pending } => {
                 while pending.len() < n {
                     match rx.recv().await {
@@ -386,22 +441,53 @@ async fn read_decay(d: &mut DecayState, n: usize, stats: &SourceStats) -> Vec<u8
         // deadline, so an idle device does not bank a burst.
         let now = Instant::now();
         d.ready_at = Some(d.ready_at.map_or(now, |at| at.max(now)) + took);
-        let pipeline = d.sim.pipeline();
-        stats.set_raw(d.sim.counter().events(), pipeline.counts());
-        let failures = pipeline.counts().failures;
-        if failures > d.failures_seen && !d.failing {
-            if let Some(failure) = pipeline.last_failure() {
-                tracing::warn!(%failure, "decay source failed a raw health test: output withheld until a new start-up test passes");
-            }
-            d.failing = true;
-        }
-        d.failures_seen = failures;
-        if pipeline.healthy() && (d.failing || !d.started) {
-            tracing::info!("decay source passed its start-up test");
-            d.failing = false;
-            d.started = true;
-        }
+        d.watch
+            .observe(d.sim.counter().events(), d.sim.pipeline(), stats);
     }
+}
+
+/// Reads timestamps until `n` conditioned bytes are ready. Cancel-safe:
+/// the only await is the channel's `recv`, and each block it returns is
+/// processed before the next await.
+async fn read_timestamps(
+    t: &mut TimestampState,
+    n: usize,
+    stats: &SourceStats,
+) -> Result<Vec<u8>, SourceError> {
+    while t.pipeline.ready() < n {
+        let block = match t.rx.recv().await {
+            Some(Ok(block)) => block,
+            Some(Err(e)) => return Err(SourceError::Read(e)),
+            None => return Err(SourceError::Ended),
+        };
+        for &b in &block {
+            if b != b'\n' {
+                if t.line.len() >= 64 {
+                    return Err(SourceError::Read(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "a timestamp line longer than 64 bytes",
+                    )));
+                }
+                t.line.push(b);
+                continue;
+            }
+            let text = String::from_utf8_lossy(&t.line);
+            let text = text.trim();
+            if !text.is_empty() && !text.starts_with('#') {
+                let ts: u64 = text.parse().map_err(|_| {
+                    SourceError::Read(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("not a timestamp: {text:?}"),
+                    ))
+                })?;
+                t.events += 1;
+                t.pipeline.push_timestamp(ts);
+            }
+            t.line.clear();
+        }
+        t.watch.observe(t.events, &t.pipeline, stats);
+    }
+    Ok(t.pipeline.take(n))
 }
 
 fn spawn_reader(mut file: File, path: PathBuf) -> mpsc::Receiver<Result<Vec<u8>, std::io::Error>> {
@@ -465,6 +551,50 @@ mod tests {
         let took = start.elapsed();
         assert!(took >= Duration::from_millis(240), "took {took:?}");
         assert!(took < Duration::from_secs(2), "took {took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_real_counters_timestamps_go_through_the_same_pipeline_as_the_simulation() {
+        use crate::decay::GmCounter;
+        // Timestamps from the simulated counter, written as a real counter
+        // would deliver them, give exactly the simulation's output.
+        let config = DecayConfig::default();
+        let mut counter = GmCounter::new(&config, StdRng::seed_from_u64(41));
+        let mut text = String::from("# event times in µs\n");
+        for _ in 0..20_000 {
+            text.push_str(&format!("{}\n", counter.next_event()));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.txt");
+        std::fs::write(&path, text).unwrap();
+        let mut s = Source::open(&SourceConfig {
+            kind: format!("timestamps:{}", path.display()).parse().unwrap(),
+            rate: None,
+            faults: Faults::default(),
+        })
+        .unwrap();
+        let from_file = s.read(256).await.unwrap();
+        let mut sim = DecaySim::new(&config, StdRng::seed_from_u64(41));
+        let (simulated, _) = sim.produce(256, Duration::from_secs(100));
+        assert_eq!(from_file, simulated);
+        assert!(s.stats().snapshot().raw_bits > 1024 + 8 * 569);
+        // 20,000 events give ≈ 10,000 raw bits ≈ 500 bytes: then it ends.
+        assert!(matches!(s.read(4096).await, Err(SourceError::Ended)));
+    }
+
+    #[tokio::test]
+    async fn a_line_that_is_not_a_timestamp_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.txt");
+        std::fs::write(&path, "1\n2\nthree\n").unwrap();
+        let mut s = Source::open(&SourceConfig {
+            kind: SourceKind::Timestamps(path),
+            rate: None,
+            faults: Faults::default(),
+        })
+        .unwrap();
+        let err = s.read(32).await.unwrap_err();
+        assert!(err.to_string().contains("three"), "{err}");
     }
 
     #[test]

@@ -38,8 +38,10 @@ struct Args {
     #[arg(long, env = "GEIGER_DEVICE_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
     /// `sim` (OS randomness, rate-limited), `decay` (a simulated Geiger–Müller
-    /// counter, conditioned on the device; docs/HEALTH.md) or `file:PATH` (a
-    /// character device such as /dev/hwrng).
+    /// counter, conditioned on the device; docs/HEALTH.md), `file:PATH` (a
+    /// character device such as /dev/hwrng) or `timestamps:PATH` (a real
+    /// counter's event timestamps, one integer per line, through the same
+    /// extraction, raw tests and conditioner as `decay`).
     #[arg(long, env = "GEIGER_DEVICE_SOURCE", default_value = "sim")]
     source: SourceKind,
     /// Bytes per second the source may produce; 0 = unlimited. Default: 32768
@@ -165,7 +167,7 @@ async fn main() -> anyhow::Result<()> {
         (Some(0), _) => None,
         (Some(r), _) => Some(r),
         (None, SourceKind::Sim) => Some(DEFAULT_SIM_RATE),
-        (None, SourceKind::File(_) | SourceKind::Decay(_)) => None,
+        (None, SourceKind::File(_) | SourceKind::Decay(_) | SourceKind::Timestamps(_)) => None,
     };
     let kind = match args.source.clone() {
         SourceKind::Decay(_) => SourceKind::Decay(DecayConfig {
