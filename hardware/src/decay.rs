@@ -57,9 +57,11 @@ pub const STARTUP_SAMPLES: u32 = 1024;
 const TIE_RUN_BITS_PER_TIE: u32 = 2;
 /// Bits out of each conditioner block: one SHA-256 digest.
 pub const OUTPUT_BITS: u32 = 256;
-/// How much simulated time one `produce` call may spend when the counter
-/// yields nothing usable (a stuck counter): the caller paces and retries.
-pub const MAX_SIM_STEP: Duration = Duration::from_secs(1);
+/// How much simulated time one `produce` call may cover before the caller
+/// paces and retries: bounds the work done on the async runtime per step
+/// (at most 10^6 events even at an absurd 10^7/s) and keeps a stuck
+/// counter, which yields nothing, from spinning.
+pub const MAX_SIM_STEP: Duration = Duration::from_millis(100);
 
 /// Raw bits per conditioner block: enough to carry `2 × OUTPUT_BITS` bits of
 /// min-entropy at `h` bits per raw bit (569 at the assessed 0.9).
