@@ -54,7 +54,11 @@ fn start(state_dir: &Path, extra: &[&str]) -> DeviceProcess {
         } else {
             &["--rate", "1048576"][..]
         })
-        .args(["--chunk-size", "1024"])
+        .args(if extra.contains(&"--chunk-size") {
+            &[][..]
+        } else {
+            &["--chunk-size", "1024"][..]
+        })
         .args(["--heartbeat", "200ms", "--idle-timeout", "2s"])
         .args(extra)
         .env("RUST_LOG", "warn")
@@ -457,4 +461,59 @@ async fn a_decay_device_serves_conditioned_chunks_and_reports_its_counter_on_met
     assert!(value("geiger_device_source_output_bytes_per_second") > 0.0);
     assert_eq!(value("geiger_device_source_raw_health_failures_total"), 0.0);
     assert_eq!(value("geiger_device_source_raw_rejected_fraction"), 0.0);
+}
+
+/// `cargo test -p geiger-hardware --test device_process -- --ignored --nocapture decay_agent`
+#[tokio::test]
+#[ignore = "measurement: a paced decay agent at 1,000 and 10,000 counts/s, 30 s each"]
+async fn measure_the_decay_agents_throughput_in_real_time() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for rate in ["1000", "10000"] {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let at = format!("127.0.0.1:{port}");
+        let d = start(
+            dir.path(),
+            &[
+                "--source",
+                "decay",
+                "--count-rate",
+                rate,
+                "--chunk-size",
+                "64",
+                "--metrics-listen",
+                &at,
+            ],
+        );
+        let mut s = LinkSession::connect(link(&d, 1, None)).await.unwrap();
+        let started = std::time::Instant::now();
+        let mut bytes = 0usize;
+        while started.elapsed() < Duration::from_secs(30) {
+            match timeout(Duration::from_secs(1), s.next_event()).await {
+                Ok(Some(LinkEvent::Chunk(ChunkOutcome::Good(c)))) => bytes += c.bytes.len(),
+                Ok(None) => panic!("the session ended"),
+                _ => {}
+            }
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let mut conn = tokio::net::TcpStream::connect(&at).await.unwrap();
+        conn.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut text = String::new();
+        conn.read_to_string(&mut text).await.unwrap();
+        let metrics: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("geiger_device_source_") && !l.starts_with('#'))
+            .collect();
+        eprintln!(
+            "count rate {rate}/s: the node received {bytes} good bytes in {secs:.1} s = {:.1} B/s\n  {}",
+            bytes as f64 / secs,
+            metrics.join("\n  ")
+        );
+    }
 }
