@@ -19,8 +19,19 @@
 //!   it); this one can, and biased bits are the likeliest failure of a
 //!   decay-timing digitiser.
 //!
+//! - A second developer-defined test, the repeated-block test: the stream's
+//!   16-byte blocks (at offsets that are multiples of 16) must not repeat
+//!   any of the previous 4096 (64 KiB). Full-entropy blocks repeat with
+//!   probability below 2^-116 per block; a device replaying earlier output
+//!   (a conditioner stuck on one digest, a re-sent chunk under a new
+//!   sequence number) repeats them at once. At alpha = 2^-40 the byte-wide
+//!   tests no longer see a replayed 32-byte digest (16 occurrences per
+//!   window, cutoff 19).
+//!
 //! The tests are continuous: their state carries across chunks, so a run or
 //! a window may span a chunk boundary.
+
+use std::collections::{HashMap, VecDeque};
 
 /// The default min-entropy estimate per byte: 8 bits, full entropy. geiger
 /// derives draws from the device bytes directly, with no conditioning, so
@@ -36,6 +47,10 @@ pub const DEFAULT_ALPHA_LOG2: u32 = 40;
 pub const APT_WINDOW_BYTES: u32 = 512;
 /// SP 800-90B's APT window for binary samples.
 pub const APT_WINDOW_BITS: u32 = 1024;
+/// The repeated-block test's block size, in bytes.
+pub const REPEAT_BLOCK_BYTES: usize = 16;
+/// How many earlier blocks the repeated-block test remembers (64 KiB).
+pub const REPEAT_WINDOW_BLOCKS: usize = 4096;
 
 /// The entropy claim and error rate the cutoffs are computed from.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -140,6 +155,8 @@ pub enum HealthFailure {
         window: u32,
         cutoff: u32,
     },
+    #[error("repeated block test: a 16-byte block repeats the one {distance} bytes earlier")]
+    RepeatedBlock { distance: u64 },
 }
 
 impl HealthFailure {
@@ -149,6 +166,7 @@ impl HealthFailure {
             HealthFailure::RepetitionCount { .. } => "repetition_count",
             HealthFailure::AdaptiveProportion { .. } => "adaptive_proportion",
             HealthFailure::BitProportion { .. } => "bit_proportion",
+            HealthFailure::RepeatedBlock { .. } => "repeated_block",
         }
     }
 }
@@ -198,6 +216,50 @@ impl Apt {
     }
 }
 
+/// Continuous state of the repeated-block test.
+#[derive(Debug, Clone, Default)]
+struct RepeatedBlocks {
+    partial: [u8; REPEAT_BLOCK_BYTES],
+    filled: usize,
+    /// Index of the next complete block in the stream.
+    next: u64,
+    /// Each remembered block's latest index.
+    latest: HashMap<[u8; REPEAT_BLOCK_BYTES], u64>,
+    /// The remembered blocks, oldest first.
+    order: VecDeque<[u8; REPEAT_BLOCK_BYTES]>,
+}
+
+impl RepeatedBlocks {
+    /// Feeds one byte; on completing a block that repeats a remembered
+    /// one, returns the distance back to it in bytes.
+    fn feed(&mut self, b: u8) -> Option<u64> {
+        self.partial[self.filled] = b;
+        self.filled += 1;
+        if self.filled < REPEAT_BLOCK_BYTES {
+            return None;
+        }
+        self.filled = 0;
+        let block = self.partial;
+        let index = self.next;
+        self.next += 1;
+        let hit = self
+            .latest
+            .insert(block, index)
+            .map(|earlier| (index - earlier) * REPEAT_BLOCK_BYTES as u64);
+        self.order.push_back(block);
+        if self.order.len() > REPEAT_WINDOW_BLOCKS {
+            if let Some(old) = self.order.pop_front() {
+                // Forget it only if it did not occur again since.
+                let old_index = index - REPEAT_WINDOW_BLOCKS as u64;
+                if self.latest.get(&old) == Some(&old_index) {
+                    self.latest.remove(&old);
+                }
+            }
+        }
+        hit
+    }
+}
+
 /// The tests' running state for one device stream.
 #[derive(Debug, Clone)]
 pub struct HealthTests {
@@ -206,6 +268,7 @@ pub struct HealthTests {
     rct_run: u32,
     apt: Apt,
     bits: Apt,
+    blocks: RepeatedBlocks,
 }
 
 impl HealthTests {
@@ -217,6 +280,7 @@ impl HealthTests {
             rct_run: 0,
             apt: Apt::new(APT_WINDOW_BYTES, cutoffs.apt_bytes),
             bits: Apt::new(APT_WINDOW_BITS, cutoffs.apt_bits),
+            blocks: RepeatedBlocks::default(),
         }
     }
 
@@ -271,6 +335,9 @@ impl HealthTests {
                     cutoff: self.cutoffs.apt_bits,
                 });
             }
+        }
+        if let Some(distance) = self.blocks.feed(b) {
+            failure.get_or_insert(HealthFailure::RepeatedBlock { distance });
         }
         failure
     }
@@ -428,6 +495,59 @@ mod tests {
         (0..len)
             .map(|_| (0..8).fold(0u8, |acc, _| (acc << 1) | u8::from(rng.gen_bool(p_one))))
             .collect()
+    }
+
+    #[test]
+    fn a_replayed_conditioner_output_fails_the_repeated_block_test() {
+        // One 32-byte digest over and over: no byte-wide test sees it at
+        // alpha = 2^-40, the repeated-block test does at its second copy.
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        let mut digest = [0u8; 32];
+        rng.fill_bytes(&mut digest);
+        let mut good = vec![0u8; 4096];
+        rng.fill_bytes(&mut good);
+        let mut tests = HealthTests::new(HealthConfig::default());
+        assert_eq!(tests.check(&good), Ok(()));
+        let replayed: Vec<u8> = digest.iter().copied().cycle().take(4096).collect();
+        assert_eq!(
+            tests.check(&replayed),
+            Err(HealthFailure::RepeatedBlock { distance: 32 })
+        );
+    }
+
+    #[test]
+    fn a_chunk_sent_again_fails_the_repeated_block_test() {
+        let mut rng = ChaCha20Rng::seed_from_u64(6);
+        let mut tests = HealthTests::new(HealthConfig::default());
+        let mut first = vec![0u8; 4096];
+        rng.fill_bytes(&mut first);
+        assert_eq!(tests.check(&first), Ok(()));
+        let mut chunk = vec![0u8; 4096];
+        for _ in 0..14 {
+            rng.fill_bytes(&mut chunk);
+            assert_eq!(tests.check(&chunk), Ok(()));
+        }
+        // 15 chunks (60 KiB) later: still inside the 64 KiB memory.
+        assert_eq!(
+            tests.check(&first),
+            Err(HealthFailure::RepeatedBlock {
+                distance: 15 * 4096
+            })
+        );
+    }
+
+    #[test]
+    fn blocks_older_than_the_window_are_forgotten() {
+        let mut rng = ChaCha20Rng::seed_from_u64(7);
+        let mut tests = HealthTests::new(HealthConfig::default());
+        let mut first = vec![0u8; 4096];
+        rng.fill_bytes(&mut first);
+        assert_eq!(tests.check(&first), Ok(()));
+        let mut filler = vec![0u8; 64 * 1024];
+        rng.fill_bytes(&mut filler);
+        assert_eq!(tests.check(&filler), Ok(()));
+        assert_eq!(tests.check(&first), Ok(()));
+        assert_eq!(tests.blocks.latest.len(), REPEAT_WINDOW_BLOCKS);
     }
 
     #[test]
