@@ -7,6 +7,8 @@
 //! - [`channel`]: the link's TLS 1.3 channel with pinned Ed25519 keys.
 //! - [`device_store`]: the device's key, sequence and epoch on disk.
 //! - [`source`]: the simulator, character devices, and fault modes.
+//! - [`decay`]: the simulated decay counter, raw-bit extraction, raw health
+//!   tests and the SHA-256 conditioner.
 //! - [`agent`]: the device side of a link (`geiger-device`).
 //! - [`client`]: the node side of a link: verified, health-tested chunks.
 //! - [`health`]: NIST SP 800-90B continuous health tests (docs/HEALTH.md).
@@ -17,6 +19,7 @@ pub mod backoff;
 pub mod channel;
 pub mod chunk;
 pub mod client;
+pub mod decay;
 pub mod device_store;
 pub mod frame;
 pub mod health;
@@ -33,4 +36,4 @@ pub use client::{
 };
 pub use frame::{ErrorCode, PROTOCOL_VERSION};
 pub use health::{Cutoffs, HealthConfig, HealthFailure, HealthTests};
-pub use source::{Faults, SourceConfig, SourceKind};
+pub use source::{Faults, SourceConfig, SourceKind, SourceSnapshot, SourceStats};

@@ -6,6 +6,12 @@
 //! - `file:PATH`: any entropy character device (e.g. `/dev/hwrng`). Reads
 //!   block, possibly for long, so they run on a dedicated thread and never
 //!   on the async runtime.
+//! - `decay`: a simulated Geiger–Müller counter whose event times go through
+//!   raw-bit extraction, raw health tests and a SHA-256 conditioner on the
+//!   device ([`crate::decay`]); paced to real time by its simulated clock.
+//! - `timestamps:PATH`: a real counter delivering event timestamps (text,
+//!   one integer per line, in the counter's ticks) on a serial or character
+//!   device or a pipe; through the very same pipeline as `decay`.
 //!
 //! Fault modes, for tests and drills: output stuck on one byte after N
 //! bytes, bits biased towards 1, and periodic stalls. (Dropping the
@@ -15,6 +21,8 @@ use std::fs::File;
 use std::io::Read;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::rngs::{OsRng, StdRng};
@@ -22,14 +30,20 @@ use rand::{Rng, RngCore, SeedableRng};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::decay::{DecayConfig, DecaySim, RawCounts, RawPipeline, MAX_SIM_STEP};
+
 /// Default simulator rate: a few tens of KiB/s, like a decay counter with a
 /// strong source.
 pub const DEFAULT_SIM_RATE: u64 = 32 * 1024;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SourceKind {
     Sim,
     File(PathBuf),
+    /// A simulated decay counter (docs/HEALTH.md, "The decay source").
+    Decay(DecayConfig),
+    /// A real counter's event timestamps, one integer (ticks) per line.
+    Timestamps(PathBuf),
 }
 
 impl FromStr for SourceKind {
@@ -38,10 +52,16 @@ impl FromStr for SourceKind {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s == "sim" {
             Ok(SourceKind::Sim)
+        } else if s == "decay" {
+            Ok(SourceKind::Decay(DecayConfig::default()))
         } else if let Some(path) = s.strip_prefix("file:").filter(|p| !p.is_empty()) {
             Ok(SourceKind::File(PathBuf::from(path)))
+        } else if let Some(path) = s.strip_prefix("timestamps:").filter(|p| !p.is_empty()) {
+            Ok(SourceKind::Timestamps(PathBuf::from(path)))
         } else {
-            Err(format!("unknown source {s:?}: use `sim` or `file:PATH`"))
+            Err(format!(
+                "unknown source {s:?}: use `sim`, `decay`, `file:PATH` or `timestamps:PATH`"
+            ))
         }
     }
 }
@@ -88,8 +108,158 @@ pub enum SourceError {
     Ended,
 }
 
+/// What the source has produced since it opened, for the agent's metrics.
+/// Raw counters stay zero for sources without a raw stage (`sim`, `file:`).
+#[derive(Debug)]
+pub struct SourceStats {
+    opened: std::time::Instant,
+    events: AtomicU64,
+    raw_bits: AtomicU64,
+    raw_ties: AtomicU64,
+    raw_rejected: AtomicU64,
+    raw_failures: AtomicU64,
+    output_bytes: AtomicU64,
+}
+
+impl Default for SourceStats {
+    fn default() -> Self {
+        SourceStats {
+            opened: std::time::Instant::now(),
+            events: AtomicU64::new(0),
+            raw_bits: AtomicU64::new(0),
+            raw_ties: AtomicU64::new(0),
+            raw_rejected: AtomicU64::new(0),
+            raw_failures: AtomicU64::new(0),
+            output_bytes: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A snapshot of [`SourceStats`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SourceSnapshot {
+    pub seconds: f64,
+    /// Registered counter events.
+    pub events: u64,
+    pub raw_bits: u64,
+    pub raw_ties: u64,
+    /// Raw samples (bits, or ties that failed the tie-run test) discarded
+    /// because a raw health test failed.
+    pub raw_rejected: u64,
+    pub raw_failures: u64,
+    /// Bytes handed to the chunk path (conditioned, for `decay`).
+    pub output_bytes: u64,
+}
+
+impl SourceSnapshot {
+    fn per_second(&self, n: u64) -> f64 {
+        if self.seconds > 0.0 {
+            n as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+
+    pub fn count_rate(&self) -> f64 {
+        self.per_second(self.events)
+    }
+
+    pub fn raw_bits_per_second(&self) -> f64 {
+        self.per_second(self.raw_bits)
+    }
+
+    pub fn output_bytes_per_second(&self) -> f64 {
+        self.per_second(self.output_bytes)
+    }
+
+    /// Share of raw samples (bits and ties) the health tests threw away:
+    /// near 1 for a stuck counter, whose samples are all ties.
+    pub fn rejected_fraction(&self) -> f64 {
+        let samples = self.raw_bits + self.raw_ties;
+        if samples == 0 {
+            0.0
+        } else {
+            self.raw_rejected as f64 / samples as f64
+        }
+    }
+}
+
+impl SourceStats {
+    pub fn snapshot(&self) -> SourceSnapshot {
+        SourceSnapshot {
+            seconds: self.opened.elapsed().as_secs_f64(),
+            events: self.events.load(Ordering::Relaxed),
+            raw_bits: self.raw_bits.load(Ordering::Relaxed),
+            raw_ties: self.raw_ties.load(Ordering::Relaxed),
+            raw_rejected: self.raw_rejected.load(Ordering::Relaxed),
+            raw_failures: self.raw_failures.load(Ordering::Relaxed),
+            output_bytes: self.output_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    fn set_raw(&self, events: u64, c: RawCounts) {
+        self.events.store(events, Ordering::Relaxed);
+        self.raw_bits.store(c.raw_bits, Ordering::Relaxed);
+        self.raw_ties.store(c.ties, Ordering::Relaxed);
+        self.raw_rejected.store(c.rejected, Ordering::Relaxed);
+        self.raw_failures.store(c.failures, Ordering::Relaxed);
+    }
+}
+
+/// The decay simulator and what it produced ahead of its (real) time.
+struct DecayState {
+    sim: Box<DecaySim>,
+    pending: Vec<u8>,
+    /// When `pending` may be released: the simulated time it took, laid
+    /// onto real time.
+    ready_at: Option<Instant>,
+    watch: RawWatch,
+}
+
+/// A real counter's timestamps and the pipeline they go through.
+struct TimestampState {
+    rx: mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
+    /// The line being read (bounded: a timestamp is at most 20 digits).
+    line: Vec<u8>,
+    events: u64,
+    pipeline: Box<RawPipeline>,
+    watch: RawWatch,
+}
+
+/// Publishes a raw pipeline's counts and logs its health on transitions
+/// only (a stuck counter fails thousands of times a second).
+#[derive(Default)]
+struct RawWatch {
+    failures_seen: u64,
+    /// A failure was logged and no start-up test has passed since.
+    failing: bool,
+    /// A start-up test ever passed.
+    started: bool,
+}
+
+impl RawWatch {
+    fn observe(&mut self, events: u64, pipeline: &RawPipeline, stats: &SourceStats) {
+        stats.set_raw(events, pipeline.counts());
+        let failures = pipeline.counts().failures;
+        if failures > self.failures_seen && !self.failing {
+            if let Some(failure) = pipeline.last_failure() {
+                tracing::warn!(%failure, "decay source failed a raw health test: output withheld until a new start-up test passes");
+            }
+            self.failing = true;
+        }
+        self.failures_seen = failures;
+        if pipeline.healthy() && (self.failing || !self.started) {
+            tracing::info!("decay source passed its start-up test");
+            self.failing = false;
+            self.started = true;
+        }
+    }
+}
+
 enum Inner {
     Sim,
+    Decay(DecayState),
+    Timestamps(TimestampState),
     /// Blocks from the reader thread; the thread stops when this is dropped.
     File {
         rx: mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
@@ -108,12 +278,36 @@ pub struct Source {
     last: u8,
     bias_rng: StdRng,
     started: Instant,
+    stats: Arc<SourceStats>,
 }
 
 impl Source {
     pub fn open(config: &SourceConfig) -> Result<Self, SourceError> {
         let inner = match &config.kind {
             SourceKind::Sim => Inner::Sim,
+            SourceKind::Decay(decay) => Inner::Decay(DecayState {
+                sim: Box::new(DecaySim::new(
+                    decay,
+                    StdRng::from_rng(OsRng)
+                        .map_err(|e| SourceError::Read(std::io::Error::other(e)))?,
+                )),
+                pending: Vec::new(),
+                ready_at: None,
+                watch: RawWatch::default(),
+            }),
+            SourceKind::Timestamps(path) => {
+                let file = File::open(path).map_err(|source| SourceError::Open {
+                    path: path.clone(),
+                    source,
+                })?;
+                Inner::Timestamps(TimestampState {
+                    rx: spawn_reader(file, path.clone()),
+                    line: Vec::new(),
+                    events: 0,
+                    pipeline: Box::default(),
+                    watch: RawWatch::default(),
+                })
+            }
             SourceKind::File(path) => {
                 let file = File::open(path).map_err(|source| SourceError::Open {
                     path: path.clone(),
@@ -134,7 +328,13 @@ impl Source {
             last: 0,
             bias_rng: StdRng::from_rng(OsRng).unwrap_or_else(|_| StdRng::seed_from_u64(0)),
             started: Instant::now(),
+            stats: Arc::new(SourceStats::default()),
         })
+    }
+
+    /// The source's production counters, shared with the agent's metrics.
+    pub fn stats(&self) -> Arc<SourceStats> {
+        self.stats.clone()
     }
 
     /// Reads exactly `n` bytes, waiting for the rate limit and any stall.
@@ -151,6 +351,8 @@ impl Source {
                     .map_err(|e| SourceError::Read(std::io::Error::other(e)))?;
                 buf
             }
+            Inner::Decay(d) => read_decay(d, n, &self.stats).await,
+            Inner::Timestamps(t) => read_timestamps(t, n, &self.stats).await?,
             Inner::File { rx, pending } => {
                 while pending.len() < n {
                     match rx.recv().await {
@@ -171,6 +373,9 @@ impl Source {
             self.next_at = Some(base + Duration::from_secs_f64(n as f64 / rate as f64));
         }
         self.apply_faults(&mut bytes);
+        self.stats
+            .output_bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         Ok(bytes)
     }
 
@@ -213,6 +418,76 @@ impl Source {
             }
         }
     }
+}
+
+/// Runs the simulated counter until `n` conditioned bytes are ready, and
+/// releases them when the simulated time they took has passed in real time.
+/// Cancel-safe: every await leaves `d` consistent, and bytes gathered before
+/// a cancelled call wait in `pending` for the next one.
+async fn read_decay(d: &mut DecayState, n: usize, stats: &SourceStats) -> Vec<u8> {
+    loop {
+        if let Some(at) = d.ready_at {
+            tokio::time::sleep_until(at).await;
+        }
+        if d.pending.len() >= n {
+            let rest = d.pending.split_off(n);
+            return std::mem::replace(&mut d.pending, rest);
+        }
+        // Bounded by MAX_SIM_STEP of simulated time, so a counter that
+        // yields nothing (stuck) is paced too instead of spinning here.
+        let (bytes, took) = d.sim.produce(n - d.pending.len(), MAX_SIM_STEP);
+        d.pending.extend_from_slice(&bytes);
+        // Like the rate limit: pace from the later of now and the previous
+        // deadline, so an idle device does not bank a burst.
+        let now = Instant::now();
+        d.ready_at = Some(d.ready_at.map_or(now, |at| at.max(now)) + took);
+        d.watch
+            .observe(d.sim.counter().events(), d.sim.pipeline(), stats);
+    }
+}
+
+/// Reads timestamps until `n` conditioned bytes are ready. Cancel-safe:
+/// the only await is the channel's `recv`, and each block it returns is
+/// processed before the next await.
+async fn read_timestamps(
+    t: &mut TimestampState,
+    n: usize,
+    stats: &SourceStats,
+) -> Result<Vec<u8>, SourceError> {
+    while t.pipeline.ready() < n {
+        let block = match t.rx.recv().await {
+            Some(Ok(block)) => block,
+            Some(Err(e)) => return Err(SourceError::Read(e)),
+            None => return Err(SourceError::Ended),
+        };
+        for &b in &block {
+            if b != b'\n' {
+                if t.line.len() >= 64 {
+                    return Err(SourceError::Read(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "a timestamp line longer than 64 bytes",
+                    )));
+                }
+                t.line.push(b);
+                continue;
+            }
+            let text = String::from_utf8_lossy(&t.line);
+            let text = text.trim();
+            if !text.is_empty() && !text.starts_with('#') {
+                let ts: u64 = text.parse().map_err(|_| {
+                    SourceError::Read(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("not a timestamp: {text:?}"),
+                    ))
+                })?;
+                t.events += 1;
+                t.pipeline.push_timestamp(ts);
+            }
+            t.line.clear();
+        }
+        t.watch.observe(t.events, &t.pipeline, stats);
+    }
+    Ok(t.pipeline.take(n))
 }
 
 fn spawn_reader(mut file: File, path: PathBuf) -> mpsc::Receiver<Result<Vec<u8>, std::io::Error>> {
@@ -276,6 +551,110 @@ mod tests {
         let took = start.elapsed();
         assert!(took >= Duration::from_millis(240), "took {took:?}");
         assert!(took < Duration::from_secs(2), "took {took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_real_counters_timestamps_go_through_the_same_pipeline_as_the_simulation() {
+        use crate::decay::GmCounter;
+        // Timestamps from the simulated counter, written as a real counter
+        // would deliver them, give exactly the simulation's output.
+        let config = DecayConfig::default();
+        let mut counter = GmCounter::new(&config, StdRng::seed_from_u64(41));
+        let mut text = String::from("# event times in µs\n");
+        for _ in 0..20_000 {
+            text.push_str(&format!("{}\n", counter.next_event()));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.txt");
+        std::fs::write(&path, text).unwrap();
+        let mut s = Source::open(&SourceConfig {
+            kind: format!("timestamps:{}", path.display()).parse().unwrap(),
+            rate: None,
+            faults: Faults::default(),
+        })
+        .unwrap();
+        let from_file = s.read(256).await.unwrap();
+        let mut sim = DecaySim::new(&config, StdRng::seed_from_u64(41));
+        let (simulated, _) = sim.produce(256, Duration::from_secs(100));
+        assert_eq!(from_file, simulated);
+        assert!(s.stats().snapshot().raw_bits > 1024 + 8 * 569);
+        // 20,000 events give ≈ 10,000 raw bits ≈ 500 bytes: then it ends.
+        assert!(matches!(s.read(4096).await, Err(SourceError::Ended)));
+    }
+
+    #[tokio::test]
+    async fn a_line_that_is_not_a_timestamp_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.txt");
+        std::fs::write(&path, "1\n2\nthree\n").unwrap();
+        let mut s = Source::open(&SourceConfig {
+            kind: SourceKind::Timestamps(path),
+            rate: None,
+            faults: Faults::default(),
+        })
+        .unwrap();
+        let err = s.read(32).await.unwrap_err();
+        assert!(err.to_string().contains("three"), "{err}");
+    }
+
+    #[test]
+    fn decay_parses_with_the_default_counter() {
+        assert_eq!(
+            "decay".parse::<SourceKind>(),
+            Ok(SourceKind::Decay(DecayConfig::default()))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_decay_source_is_paced_by_its_simulated_clock_and_reports_its_production() {
+        // A fast counter (100,000 raw bits/s) so the test takes well under
+        // a second: 3,200 bytes are 100 conditioner blocks of 569 raw bits
+        // after the 1,024-bit start-up test, ≈ 0.58 s of simulated time.
+        let decay = DecayConfig {
+            count_rate: 200_000.0,
+            dead_time: Duration::ZERO,
+            tick: Duration::from_nanos(10),
+            fault: None,
+        };
+        let mut s = Source::open(&SourceConfig {
+            kind: SourceKind::Decay(decay),
+            rate: None,
+            faults: Faults::default(),
+        })
+        .unwrap();
+        let start = std::time::Instant::now();
+        let bytes = s.read(3_200).await.unwrap();
+        let took = start.elapsed();
+        assert_eq!(bytes.len(), 3_200);
+        assert!(took >= Duration::from_millis(450), "took {took:?}");
+        assert!(took < Duration::from_secs(5), "took {took:?}");
+        let snap = s.stats().snapshot();
+        assert_eq!(snap.output_bytes, 3_200);
+        assert!(snap.raw_bits >= 1_024 + 100 * 569, "{snap:?}");
+        assert!(snap.events >= 2 * snap.raw_bits, "{snap:?}");
+        assert_eq!((snap.raw_failures, snap.raw_rejected), (0, 0));
+        assert!(snap.raw_bits_per_second() > 0.0 && snap.rejected_fraction() == 0.0);
+    }
+
+    #[tokio::test]
+    async fn a_stuck_decay_counter_produces_nothing_and_counts_its_failures() {
+        let decay = DecayConfig {
+            fault: Some(crate::decay::CounterFault::FixedIntervalAfter(0)),
+            ..DecayConfig::default()
+        };
+        let mut s = Source::open(&SourceConfig {
+            kind: SourceKind::Decay(decay),
+            rate: None,
+            faults: Faults::default(),
+        })
+        .unwrap();
+        let read = tokio::time::timeout(Duration::from_millis(1500), s.read(32)).await;
+        assert!(read.is_err(), "a stuck counter produced output");
+        let snap = s.stats().snapshot();
+        assert_eq!(snap.raw_bits, 0);
+        assert!(snap.raw_failures > 100, "{snap:?}");
+        assert!(snap.rejected_fraction() > 0.9, "{snap:?}");
+        assert_eq!(snap.output_bytes, 0);
     }
 
     #[tokio::test]

@@ -71,10 +71,10 @@ fn link(device: &Device, epoch: u64) -> LinkConfig {
     let mut c = LinkConfig::new(device.addr.to_string(), epoch, device.key, node_key());
     c.heartbeat = Duration::from_millis(200);
     c.idle_timeout = Duration::from_secs(2);
-    // These tests are about the link, not the health tests: at the default
-    // alpha = 2^-20 a good source has a chunk quarantined every ~16 MiB
-    // (docs/HEALTH.md), which would make them flaky. The health-fault tests
-    // put the default back.
+    // These tests are about the link, not the health tests: pinned to
+    // alpha = 2^-40 (the default since issue 15; at 2^-20 a good source had
+    // a chunk quarantined every ~16 MiB, docs/HEALTH.md, which made them
+    // flaky). The health-fault tests use the default.
     c.health.alpha_log2 = 40;
     c
 }

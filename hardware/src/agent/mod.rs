@@ -199,6 +199,7 @@ impl Agent {
         .map_err(|e| AgentError::Config(format!("state loader failed: {e}")))?;
         let (lock, key, seqs, epochs) = loaded?;
         let source = Source::open(&config.source)?;
+        let stats = Arc::new(AgentStats::with_source(source.stats()));
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -239,7 +240,7 @@ impl Agent {
                 retained: VecDeque::new(),
             }),
             config,
-            stats: Arc::new(AgentStats::default()),
+            stats,
         });
         Ok(Agent { listener, shared })
     }
@@ -256,7 +257,8 @@ impl Agent {
         self.shared.key.verifying_key()
     }
 
-    /// The agent's counters (handshakes, sessions, refusals by reason).
+    /// The agent's counters (handshakes, sessions, refusals by reason, and
+    /// the source's production).
     pub fn stats(&self) -> Arc<AgentStats> {
         self.shared.stats.clone()
     }

@@ -1,5 +1,6 @@
-//! The agent's counters: TLS handshakes, sessions, and refusals by reason,
-//! rendered in the Prometheus text format for `geiger-device
+//! The agent's counters: TLS handshakes, sessions, refusals by reason, and
+//! what the entropy source produced (count rate, raw bits, conditioned
+//! bytes, raw samples the health tests rejected), rendered in the Prometheus text format for `geiger-device
 //! --metrics-listen` (docs/LINK.md lists them).
 
 use std::fmt::Write;
@@ -9,6 +10,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+
+use crate::source::SourceStats;
 
 /// Why the agent turned a client or a Hello away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,9 +55,22 @@ pub struct AgentStats {
     handshakes: AtomicU64,
     sessions: AtomicU64,
     refusals: [AtomicU64; 5],
+    source: Arc<SourceStats>,
 }
 
 impl AgentStats {
+    /// Counters that report `source`'s production beside the link's.
+    pub fn with_source(source: Arc<SourceStats>) -> Self {
+        AgentStats {
+            source,
+            ..AgentStats::default()
+        }
+    }
+
+    /// The entropy source's counters.
+    pub fn source(&self) -> &SourceStats {
+        &self.source
+    }
     pub(super) fn handshake(&self) {
         self.handshakes.fetch_add(1, Ordering::Relaxed);
     }
@@ -109,6 +125,74 @@ impl AgentStats {
                 "geiger_device_refusals_total{{reason=\"{}\"}} {}",
                 why.label(),
                 self.refusals(why)
+            );
+        }
+        let s = self.source.snapshot();
+        for (name, kind, help, value) in [
+            (
+                "geiger_device_source_events_total",
+                "counter",
+                "Counter events registered (decay source).",
+                s.events as f64,
+            ),
+            (
+                "geiger_device_source_raw_bits_total",
+                "counter",
+                "Raw bits extracted from event timing (decay source).",
+                s.raw_bits as f64,
+            ),
+            (
+                "geiger_device_source_raw_ties_total",
+                "counter",
+                "Interval pairs that were equal and yielded no bit (decay source).",
+                s.raw_ties as f64,
+            ),
+            (
+                "geiger_device_source_raw_samples_rejected_total",
+                "counter",
+                "Raw samples (bits, failing ties) discarded because a raw health test failed.",
+                s.raw_rejected as f64,
+            ),
+            (
+                "geiger_device_source_raw_health_failures_total",
+                "counter",
+                "Raw health test failures (repetition count, adaptive proportion, tie run).",
+                s.raw_failures as f64,
+            ),
+            (
+                "geiger_device_source_output_bytes_total",
+                "counter",
+                "Bytes the source handed to the chunk path (conditioned, for decay).",
+                s.output_bytes as f64,
+            ),
+            (
+                "geiger_device_source_count_rate",
+                "gauge",
+                "Registered counts per second, averaged since the agent started.",
+                s.count_rate(),
+            ),
+            (
+                "geiger_device_source_raw_bits_per_second",
+                "gauge",
+                "Raw bits per second, averaged since the agent started.",
+                s.raw_bits_per_second(),
+            ),
+            (
+                "geiger_device_source_output_bytes_per_second",
+                "gauge",
+                "Output (conditioned) bytes per second, averaged since the agent started.",
+                s.output_bytes_per_second(),
+            ),
+            (
+                "geiger_device_source_raw_rejected_fraction",
+                "gauge",
+                "Share of raw samples (bits and ties) the health tests rejected since the agent started.",
+                s.rejected_fraction(),
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
             );
         }
         out
@@ -173,5 +257,6 @@ mod tests {
         assert!(text.contains("geiger_device_refusals_total{reason=\"untrusted_node\"} 2"));
         assert!(text.contains("geiger_device_refusals_total{reason=\"epoch_too_far\"} 0"));
         assert!(text.contains("geiger_device_tls_handshakes_total 1"));
+        assert!(text.contains("geiger_device_source_raw_rejected_fraction 0\n"));
     }
 }

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 use geiger_hardware::agent::{serve_metrics, Agent, AgentConfig};
 use geiger_hardware::channel::TrustedNodes;
+use geiger_hardware::decay::{CounterFault, DecayConfig};
 use geiger_hardware::device_store::{public_key_hex, DEFAULT_MAX_EPOCH_STEP};
 use geiger_hardware::source::{Faults, SourceConfig, SourceKind, DEFAULT_SIM_RATE};
 
@@ -36,15 +37,40 @@ struct Args {
     /// default: a majority of the trusted-nodes file.
     #[arg(long, env = "GEIGER_DEVICE_LEASE_QUORUM")]
     lease_quorum: Option<usize>,
-    /// Address for `GET /metrics` (handshakes, sessions, refusals); off when unset.
+    /// Address for `GET /metrics` (handshakes, sessions, refusals, source
+    /// production); off when unset.
     #[arg(long, env = "GEIGER_DEVICE_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
-    /// `sim` (OS randomness, rate-limited) or `file:PATH` (a character device such as /dev/hwrng).
+    /// `sim` (OS randomness, rate-limited), `decay` (a simulated Geiger–Müller
+    /// counter, conditioned on the device; docs/HEALTH.md), `file:PATH` (a
+    /// character device such as /dev/hwrng) or `timestamps:PATH` (a real
+    /// counter's event timestamps, one integer per line, through the same
+    /// extraction, raw tests and conditioner as `decay`).
     #[arg(long, env = "GEIGER_DEVICE_SOURCE", default_value = "sim")]
     source: SourceKind,
-    /// Bytes per second the source may produce; 0 = unlimited. Default: 32768 for `sim`, unlimited for a file.
+    /// Bytes per second the source may produce; 0 = unlimited. Default: 32768
+    /// for `sim`, unlimited for a file or `decay` (paced by its count rate).
     #[arg(long, env = "GEIGER_DEVICE_RATE")]
     rate: Option<u64>,
+    /// `decay`: true events per second at the tube, before dead time.
+    #[arg(long, env = "GEIGER_DEVICE_COUNT_RATE", default_value_t = geiger_hardware::decay::DEFAULT_COUNT_RATE)]
+    count_rate: f64,
+    /// `decay`: the counter's non-paralysable dead time.
+    #[arg(long, env = "GEIGER_DEVICE_DEAD_TIME", default_value = "100us", value_parser = humantime::parse_duration)]
+    dead_time: Duration,
+    /// `decay`: the event timer's resolution.
+    #[arg(long, env = "GEIGER_DEVICE_TICK", default_value = "1us", value_parser = humantime::parse_duration)]
+    tick: Duration,
+    /// Fault (`decay`): after this many events, every interval is the same.
+    #[arg(
+        long,
+        env = "GEIGER_DEVICE_FAULT_FIXED_INTERVAL_AFTER",
+        conflicts_with = "fault_raw_bias"
+    )]
+    fault_fixed_interval_after: Option<u64>,
+    /// Fault (`decay`): raw bits are 1 with this probability.
+    #[arg(long, env = "GEIGER_DEVICE_FAULT_RAW_BIAS")]
+    fault_raw_bias: Option<f64>,
     /// Bytes per chunk (1..=65536).
     #[arg(long, env = "GEIGER_DEVICE_CHUNK_SIZE", default_value_t = 4096)]
     chunk_size: usize,
@@ -95,12 +121,22 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
 
-    if let Some(p) = args.fault_bias {
-        anyhow::ensure!(
-            (0.0..=1.0).contains(&p),
-            "--fault-bias must be a probability in [0, 1]"
-        );
+    for (flag, p) in [
+        ("--fault-bias", args.fault_bias),
+        ("--fault-raw-bias", args.fault_raw_bias),
+    ] {
+        if let Some(p) = p {
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&p),
+                "{flag} must be a probability in [0, 1]"
+            );
+        }
     }
+    anyhow::ensure!(
+        args.count_rate.is_finite() && args.count_rate > 0.0 && args.count_rate <= 1e7,
+        "--count-rate must be in (0, 10000000]"
+    );
+    anyhow::ensure!(!args.tick.is_zero(), "--tick must not be zero");
     if args.print_key {
         let key = geiger_hardware::device_store::load_or_create_key(&args.state_dir)
             .context("loading the device key")?;
@@ -135,10 +171,23 @@ async fn main() -> anyhow::Result<()> {
         (Some(0), _) => None,
         (Some(r), _) => Some(r),
         (None, SourceKind::Sim) => Some(DEFAULT_SIM_RATE),
-        (None, SourceKind::File(_)) => None,
+        (None, SourceKind::File(_) | SourceKind::Decay(_) | SourceKind::Timestamps(_)) => None,
+    };
+    let kind = match args.source.clone() {
+        SourceKind::Decay(_) => SourceKind::Decay(DecayConfig {
+            count_rate: args.count_rate,
+            dead_time: args.dead_time,
+            tick: args.tick,
+            fault: match (args.fault_fixed_interval_after, args.fault_raw_bias) {
+                (Some(n), _) => Some(CounterFault::FixedIntervalAfter(n)),
+                (None, Some(p)) => Some(CounterFault::RawBias(p)),
+                (None, None) => None,
+            },
+        }),
+        other => other,
     };
     let source = SourceConfig {
-        kind: args.source.clone(),
+        kind,
         rate,
         faults: Faults {
             stuck_after: args.fault_stuck_after,
