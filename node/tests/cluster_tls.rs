@@ -596,8 +596,11 @@ async fn load(
                         latencies.push(t.elapsed());
                         previous = body["draw"]["id"].as_str().unwrap().to_string();
                     }
-                    Err(_) => {
-                        failures.fetch_add(1, Ordering::Relaxed);
+                    Err(e) => {
+                        // The first few, so a measurement says what failed.
+                        if failures.fetch_add(1, Ordering::Relaxed) < 3 {
+                            eprintln!("draw failed: {e}");
+                        }
                     }
                 }
             }
