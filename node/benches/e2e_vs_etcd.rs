@@ -264,6 +264,19 @@ fn wrk_lookups(url: &str, draw: &str, secs: u64) -> (f64, String) {
     (rate, p99)
 }
 
+/// The newest record of each chain: where its next draw goes on.
+async fn heads(cluster: &Cluster, node: u64, chains: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for chain in chains {
+        let (_, c) = cluster
+            .get(node, &format!("/v1/chains/{chain}"))
+            .await
+            .unwrap();
+        out.push(c["head"].as_str().unwrap().to_string());
+    }
+    out
+}
+
 /// User plus system CPU seconds of process `pid` (Linux, 100 ticks/s).
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -364,7 +377,9 @@ async fn main() {
 
     let mut rows = Vec::new();
     for (round, writers) in [1usize, 16, 64].into_iter().enumerate() {
-        let c = chains.clone();
+        // Each writer goes on from its chain's head (earlier phases moved
+        // the chains on; a used `previous` would only get 409s).
+        let c = heads(&cluster, leader, &chains[..writers]).await;
         let g = drive(
             writers,
             secs,
@@ -384,19 +399,11 @@ async fn main() {
     // Through a follower (forwarded to the leader), for the cost of the hop.
     let mut via_follower = Vec::new();
     for writers in [1usize, 64] {
-        // Chains moved on: start each writer from its chain's head.
-        let mut heads = Vec::new();
-        for chain in &chains[..writers] {
-            let (_, c) = cluster
-                .get(leader, &format!("/v1/chains/{chain}"))
-                .await
-                .unwrap();
-            heads.push(c["head"].as_str().unwrap().to_string());
-        }
+        let from = heads(&cluster, leader, &chains[..writers]).await;
         let g = drive(
             writers,
             secs,
-            move |i| heads[i].clone(),
+            move |i| from[i].clone(),
             geiger_step(cluster.url(follower), key.clone()),
         )
         .await;
