@@ -175,7 +175,7 @@ fn rewrite_for_new_cluster(
     {
         let mut meta = tx.open_table(META)?;
         let last: Option<LogId> = match meta.get(META_LAST_APPLIED)? {
-            Some(v) => bincode::deserialize::<Option<LogId>>(v.value())?,
+            Some(v) => geiger_control_plane::codec::decode::<Option<LogId>>(v.value())?,
             None => None,
         };
         let Some(last) = last else {
@@ -188,11 +188,14 @@ fn rewrite_for_new_cluster(
             Some(last),
             openraft::Membership::new(vec![ids], voters.clone()),
         );
-        meta.insert(META_MEMBERSHIP, bincode::serialize(&membership)?.as_slice())?;
+        meta.insert(
+            META_MEMBERSHIP,
+            geiger_control_plane::codec::encode(&membership)?.as_slice(),
+        )?;
 
         // The pool: every chunk from the cursor on is retired.
         let pool: PoolState = match meta.get(META_POOL)? {
-            Some(v) => bincode::deserialize(v.value())?,
+            Some(v) => geiger_control_plane::codec::decode(v.value())?,
             None => PoolState::default(),
         };
         let mut pool_table = tx.open_table(POOL)?;
@@ -203,7 +206,7 @@ fn rewrite_for_new_cluster(
             let Some(raw) = pool_table.remove(u64_key(seq).as_slice())? else {
                 continue;
             };
-            let chunk: PoolChunk = bincode::deserialize(raw.value())?;
+            let chunk: PoolChunk = geiger_control_plane::codec::decode(raw.value())?;
             drop(raw);
             let unused = if seq == pool.head {
                 chunk.bytes.len() as u64 - u64::from(pool.head_offset)
@@ -219,16 +222,19 @@ fn rewrite_for_new_cluster(
                 reason: "retired_at_restore".into(),
                 at_ms,
             };
-            quarantine.insert(key.as_slice(), bincode::serialize(&record)?.as_slice())?;
+            quarantine.insert(
+                key.as_slice(),
+                geiger_control_plane::codec::encode(&record)?.as_slice(),
+            )?;
             let mut device: DeviceState = match devices.get(chunk.device.as_bytes())? {
-                Some(v) => bincode::deserialize(v.value())?,
+                Some(v) => geiger_control_plane::codec::decode(v.value())?,
                 None => DeviceState::default(),
             };
             device.pooled_bytes = device.pooled_bytes.saturating_sub(unused);
             device.quarantined_chunks += 1;
             devices.insert(
                 chunk.device.as_bytes(),
-                bincode::serialize(&device)?.as_slice(),
+                geiger_control_plane::codec::encode(&device)?.as_slice(),
             )?;
             restored.retired_chunks += 1;
             restored.retired_bytes += unused;
@@ -239,7 +245,10 @@ fn rewrite_for_new_cluster(
             next: pool.next,
             bytes: 0,
         };
-        meta.insert(META_POOL, bincode::serialize(&empty)?.as_slice())?;
+        meta.insert(
+            META_POOL,
+            geiger_control_plane::codec::encode(&empty)?.as_slice(),
+        )?;
 
         // Member labels: the new voters only.
         let mut members = tx.open_table(MEMBERS)?;
@@ -253,7 +262,7 @@ fn rewrite_for_new_cluster(
         for (id, member) in &voters {
             members.insert(
                 u64_key(*id).as_slice(),
-                bincode::serialize(member)?.as_slice(),
+                geiger_control_plane::codec::encode(member)?.as_slice(),
             )?;
         }
 
@@ -263,13 +272,19 @@ fn rewrite_for_new_cluster(
             .iter()?
             .map(|r| {
                 let (k, v) = r?;
-                Ok((k.value().to_vec(), bincode::deserialize(v.value())?))
+                Ok((
+                    k.value().to_vec(),
+                    geiger_control_plane::codec::decode(v.value())?,
+                ))
             })
             .collect::<anyhow::Result<_>>()?;
         for (key, mut lease) in all {
             lease.epoch += EPOCH_JUMP;
             lease.expires_at_ms = 0;
-            leases.insert(key.as_slice(), bincode::serialize(&lease)?.as_slice())?;
+            leases.insert(
+                key.as_slice(),
+                geiger_control_plane::codec::encode(&lease)?.as_slice(),
+            )?;
             restored.leases += 1;
         }
     }
