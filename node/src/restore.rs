@@ -343,6 +343,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_backup_from_before_postcard_restores_into_a_new_cluster_with_its_draws() {
+        // A real format 1 backup and the key-encryption key of the cluster
+        // it came from (control-plane/tests/legacy_format.rs says how
+        // they were made).
+        let fixtures =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../control-plane/tests/fixtures");
+        let dir = tempfile::tempdir().unwrap();
+        let kek = dir.path().join("kek");
+        std::fs::copy(fixtures.join("format-1-kek"), &kek).unwrap();
+        std::fs::set_permissions(&kek, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let mut cfg = config(dir.path(), 1, &[1, 2, 3]);
+        cfg.signing.key_encryption_key_file = kek.display().to_string();
+        let restored = restore(&fixtures.join("format-1-backup.snap"), &cfg)
+            .await
+            .unwrap();
+        assert_eq!(restored.log_index, 64);
+        assert_eq!(restored.voters, vec![1, 2, 3]);
+        let db = Database::open(cfg.data_dir.join("state.redb")).unwrap();
+        let draw = geiger_control_plane::state_machine::reads::draw(
+            &db,
+            "dr_zfqlrgzi37y573xwszrsvjrc3rbvgci52643klri",
+        )
+        .unwrap()
+        .expect("the backup's last draw");
+        assert_eq!(draw.position, 35);
+        let pool = geiger_control_plane::state_machine::reads::pool(&db)
+            .unwrap()
+            .0;
+        assert_eq!(pool.bytes, 0, "the unused pool is retired");
+    }
+
+    #[tokio::test]
     async fn a_file_that_is_not_a_backup_is_refused_before_anything_else_is_written() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(dir.path(), 1, &[1]);
