@@ -267,11 +267,7 @@ impl RawCutoffs {
             rct: rct_cutoff(h, alpha_log2),
             apt: apt_cutoff(RAW_APT_WINDOW, h, alpha_log2),
             tie_run: rct_cutoff(f64::from(TIE_RUN_BITS_PER_TIE), alpha_log2),
-            saturation: apt_cutoff(
-                RAW_APT_WINDOW,
-                f64::from(TIE_RUN_BITS_PER_TIE),
-                alpha_log2,
-            ),
+            saturation: apt_cutoff(RAW_APT_WINDOW, f64::from(TIE_RUN_BITS_PER_TIE), alpha_log2),
         }
     }
 }
