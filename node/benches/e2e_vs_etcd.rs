@@ -277,20 +277,9 @@ async fn heads(cluster: &Cluster, node: u64, chains: &[String]) -> Vec<String> {
     out
 }
 
-/// User plus system CPU seconds of process `pid` (Linux, 100 ticks/s).
+/// User plus system CPU time of a process so far, in seconds.
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let Some(end) = stat.rfind(')') else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = stat[end + 2..].split_whitespace().collect();
-    let tick = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (tick(11) + tick(12)) / 100.0
+    geiger_testkit::measure::cpu_time_of(pid).as_secs_f64()
 }
 
 fn ms(d: Duration) -> String {

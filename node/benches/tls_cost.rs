@@ -100,22 +100,9 @@ fn client(tls: Option<&Pki>) -> reqwest::Client {
     builder.build().unwrap()
 }
 
-/// User plus system CPU time of a process so far (Linux /proc).
+/// User plus system CPU time of a process so far, in seconds.
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are the
-    // 14th and 15th fields of the whole line.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // SAFETY: sysconf only reads a configuration value.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    (ticks(11) + ticks(12)) / if hz > 0 { hz as f64 } else { 100.0 }
+    geiger_testkit::measure::cpu_time_of(pid).as_secs_f64()
 }
 
 async fn metric_sum(http: &reqwest::Client, url: &str, prefix: &str) -> f64 {

@@ -548,21 +548,12 @@ async fn node_certificates_replaced_under_load_are_reloaded_and_no_acked_draw_is
 /// Draws/s and latency percentiles of `writers` writers, each on its own
 /// chain, through `node` for `for_how_long`.
 /// User plus system CPU time the cluster's node processes have used, in
-/// seconds (from `/proc/PID/stat`, in clock ticks of 1/100 s on Linux).
+/// seconds.
 fn cluster_cpu_seconds(cluster: &Cluster) -> f64 {
     cluster
         .ids()
         .into_iter()
-        .map(|id| {
-            let stat = std::fs::read_to_string(format!("/proc/{}/stat", cluster.node(id).pid()))
-                .expect("the node's /proc stat");
-            // Fields after the command name, which ends at the last ')'.
-            let rest = &stat[stat.rfind(')').expect("stat has a command name") + 2..];
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let ticks: u64 =
-                fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-            ticks as f64 / 100.0
-        })
+        .map(|id| geiger_testkit::measure::cpu_time_of(cluster.node(id).pid()).as_secs_f64())
         .sum()
 }
 

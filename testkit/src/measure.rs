@@ -1,13 +1,16 @@
-//! What the benchmarks print about their own process: CPU time and
-//! resident memory, read from `/proc/self`.
+//! What the benchmarks and measuring tests read about processes: CPU time
+//! (of a process, or of each of its threads, by name) and resident memory,
+//! from Linux's `/proc`.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// CPU time (user + system) this process has used, from /proc/self/stat
-/// (zero where that is unreadable). For the benchmarks.
-pub fn process_cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which is in parentheses).
+/// User plus system CPU time in a `/proc/.../stat` line (zero where it is
+/// unreadable).
+fn stat_cpu_time(stat: &str) -> Duration {
+    // Fields after the command name, which is in parentheses and may hold
+    // spaces: utime and stime are the 14th and 15th fields of the line,
+    // 11 and 12 here, in clock ticks.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| {
@@ -16,13 +19,44 @@ pub fn process_cpu_time() -> Duration {
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    // utime and stime are fields 14 and 15 of the full line: 11 and 12 here,
-    // in clock ticks of 10 ms.
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = if hz > 0 { hz as u64 } else { 100 };
+    Duration::from_micros((ticks(11) + ticks(12)) * 1_000_000 / hz)
+}
+
+/// CPU time (user + system) this process has used.
+pub fn process_cpu_time() -> Duration {
+    stat_cpu_time(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default())
+}
+
+/// CPU time (user + system) process `pid` has used (zero once it is gone).
+pub fn cpu_time_of(pid: u32) -> Duration {
+    stat_cpu_time(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
+}
+
+/// CPU time of each of process `pid`'s live threads, summed by thread name
+/// (`tokio-runtime-w`, `raft-log-writer`, ...): where a process spends it.
+pub fn cpu_time_by_thread(pid: u32) -> BTreeMap<String, Duration> {
+    let mut out = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let name = match (stat.find('('), stat.rfind(')')) {
+            (Some(a), Some(b)) if a < b => stat[a + 1..b].to_string(),
+            _ => continue,
+        };
+        *out.entry(name).or_default() += stat_cpu_time(&stat);
+    }
+    out
 }
 
 /// This process's `VmRSS:` line from /proc/self/status (empty where
-/// unreadable). For the benchmarks.
+/// unreadable).
 pub fn resident_memory_line() -> String {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -32,4 +66,27 @@ pub fn resident_memory_line() -> String {
                 .map(str::to_string)
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_and_its_threads_account_for_the_cpu_it_burns() {
+        let before = process_cpu_time();
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < Duration::from_millis(300) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        assert_ne!(x, 42);
+        let used = process_cpu_time() - before;
+        assert!(used >= Duration::from_millis(100), "{used:?}");
+        let me = std::process::id();
+        assert!(cpu_time_of(me) >= used);
+        let threads: Duration = cpu_time_by_thread(me).values().sum();
+        assert!(threads >= used, "{threads:?} < {used:?}");
+        assert_eq!(cpu_time_of(u32::MAX), Duration::ZERO);
+    }
 }

@@ -107,6 +107,9 @@ pub struct Shared {
     builds: std::sync::atomic::AtomicU64,
     /// Opens the signing secret again after a snapshot is installed.
     kek: Option<KeyEncryptionKey>,
+    /// Set after each apply commits, cleared by the writeback thread when
+    /// it syncs: an idle node does not sync a clean file 40 times a second.
+    unsynced: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -175,6 +178,12 @@ fn spawn_writeback(shared: &Arc<Shared>) {
             let Some(shared) = weak.upgrade() else {
                 return;
             };
+            if !shared
+                .unsynced
+                .swap(false, std::sync::atomic::Ordering::AcqRel)
+            {
+                continue;
+            }
             let path = shared.dir.join(STATE_FILE);
             drop(shared);
             if let Ok(file) = std::fs::File::open(&path) {
@@ -213,6 +222,7 @@ impl StateMachine {
             cache_bytes,
             builds: std::sync::atomic::AtomicU64::new(0),
             kek,
+            unsynced: std::sync::atomic::AtomicBool::new(false),
         });
         spawn_writeback(&shared);
         Ok(StateMachine {
@@ -341,6 +351,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         })
         .await
         .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        // After the commit: the writeback thread syncs what it wrote.
+        self.shared
+            .unsynced
+            .store(true, std::sync::atomic::Ordering::Release);
         self.cache = cache;
         tracing::debug!(
             entries = n,
