@@ -116,6 +116,12 @@ fn a_snapshot_of_a_migrated_ledger_is_format_2_and_loads_identically() {
     snapshot::dump(&db, &dumped).unwrap();
     let (magic, frames_again) = frames(&dumped);
     assert_eq!(magic, b"GEIGER-SNAPSHOT-2\n");
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+    eprintln!(
+        "the same ledger: format 1 {} bytes, format 2 {} bytes",
+        size(&fixture("format-1-backup.snap")),
+        size(&dumped)
+    );
     let second = dir.path().join("second.redb");
     snapshot::load(&dumped, &second, 1 << 20).unwrap();
     let db2 = Database::open(&second).unwrap();
