@@ -38,6 +38,7 @@ pub use keys::check_current_key;
 pub mod links;
 pub(crate) mod members;
 pub(crate) mod pool;
+pub mod provenance;
 pub mod reads;
 mod snapshots;
 pub mod tables;
