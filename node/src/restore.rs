@@ -234,6 +234,7 @@ fn rewrite_for_new_cluster(
             if provenance.get(key.as_slice())?.is_some() {
                 let revealed = ExhaustedChunk {
                     bytes: chunk.bytes.clone(),
+                    exhausted_at_ms: at_ms,
                 };
                 exhausted.insert(key.as_slice(), bincode::serialize(&revealed)?.as_slice())?;
                 restored.revealed_chunks += 1;
@@ -390,7 +391,10 @@ mod tests {
         put(&tx, META, META_POOL, bincode::serialize(&pool).unwrap());
         // Chunk 0 was used up before the backup; 1 (partly used) and 2 are
         // the pool; 0 and 1 are signed, 2 is not.
-        let old = ExhaustedChunk { bytes: vec![0; 8] };
+        let old = ExhaustedChunk {
+            bytes: vec![0; 8],
+            exhausted_at_ms: 9,
+        };
         put(
             &tx,
             EXHAUSTED,

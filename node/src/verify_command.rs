@@ -275,7 +275,13 @@ fn check_provenance(
         };
         out.push(match fetched {
             Fetched::Chunk(chunk) => {
-                match geiger_protocol::provenance::check_segment(segment, slice, &chunk, keys) {
+                match geiger_protocol::provenance::check_segment(
+                    segment,
+                    slice,
+                    &draw.draw.body.issued_at,
+                    &chunk,
+                    keys,
+                ) {
                     Ok(()) => SegmentResult::Verified,
                     Err(e) => SegmentResult::Failed(e.to_string()),
                 }

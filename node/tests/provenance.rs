@@ -191,6 +191,24 @@ async fn a_draws_chunk_is_secret_until_exhausted_then_geiger_verify_checks_it_an
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("FAILED segment 1"), "{out}");
 
+    // The chunk claimed public before the draw was issued.
+    let early = dir.path().join("early");
+    std::fs::create_dir(&early).unwrap();
+    let mut changed = chunk.clone();
+    changed["exhausted_at"] = json!("2020-01-01T00:00:00.000Z");
+    write(&early, &format!("{dev}-{seq}.json"), &changed);
+    let early = early.to_string_lossy().into_owned();
+    let (code, out) = geiger(&[
+        "verify",
+        &first_file,
+        "--keys",
+        &keys_file,
+        "--chunks",
+        &early,
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("before the draw was issued"), "{out}");
+
     // The next chunk, signed and genuine, passed off as this one.
     let next = second["draw"]["entropy"]["segments"]
         .as_array()

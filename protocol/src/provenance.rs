@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::device::DeviceId;
-use crate::record::{EntropySegment, KeySet};
+use crate::record::{parse_timestamp, EntropySegment, KeySet};
 
 /// Prefix of every chunk statement, including its version.
 pub const CHUNK_DOMAIN: &[u8; 16] = b"geiger-chunk-v1\0";
@@ -69,6 +69,9 @@ pub struct PublicChunk {
     pub signature: String,
     /// The chunk's bytes, lowercase hex.
     pub hex: String,
+    /// When the ledger used its last byte (RFC 3339, the ledger's clock as
+    /// in `issued_at`): every draw that used it was issued at or before.
+    pub exhausted_at: String,
 }
 
 /// Why a segment's provenance does not check.
@@ -90,14 +93,21 @@ pub enum ProvenanceError {
     OutOfRange { offset: u32, end: u64, length: u32 },
     #[error("the draw's entropy differs from bytes {offset}..{end} of the chunk")]
     EntropyMismatch { offset: u32, end: u64 },
+    #[error("the chunk was public (exhausted at {exhausted_at}) before the draw was issued at {issued_at}")]
+    RevealedBeforeIssue {
+        exhausted_at: String,
+        issued_at: String,
+    },
 }
 
 /// Checks that `chunk` is the chunk `segment` names, signed by a device key
-/// `keys` publishes, and that `entropy` (the segment's bytes as the draw
-/// records them) is exactly its bytes `offset..offset + length`.
+/// `keys` publishes, that `entropy` (the segment's bytes as the draw records
+/// them) is exactly its bytes `offset..offset + length`, and that the chunk
+/// was still secret when the draw was issued (`issued_at`).
 pub fn check_segment(
     segment: &EntropySegment,
     entropy: &[u8],
+    issued_at: &str,
     chunk: &PublicChunk,
     keys: &KeySet,
 ) -> Result<(), ProvenanceError> {
@@ -162,6 +172,17 @@ pub fn check_segment(
             end,
         });
     }
+    let exhausted = parse_timestamp(&chunk.exhausted_at)
+        .ok_or(ProvenanceError::Malformed("exhausted_at is not RFC 3339"))?;
+    let issued = parse_timestamp(issued_at).ok_or(ProvenanceError::Malformed(
+        "the draw's issued_at is not RFC 3339",
+    ))?;
+    if issued > exhausted {
+        return Err(ProvenanceError::RevealedBeforeIssue {
+            exhausted_at: chunk.exhausted_at.clone(),
+            issued_at: issued_at.to_string(),
+        });
+    }
     Ok(())
 }
 
@@ -196,8 +217,11 @@ mod tests {
             sha256: hex::encode(sha256),
             signature: BASE64.encode(key.sign(&statement).to_bytes()),
             hex: hex::encode(bytes),
+            exhausted_at: ISSUED.into(),
         }
     }
+
+    const ISSUED: &str = "2026-12-01T10:00:00.000Z";
 
     fn keys_listing(key: &SigningKey) -> KeySet {
         KeySet {
@@ -228,22 +252,36 @@ mod tests {
         let bytes: Vec<u8> = (0..64).collect();
         let chunk = signed_chunk(&key, &id, 3, &bytes);
         let keys = keys_listing(&key);
-        check_segment(&segment(&id, 3, 10, 5), &bytes[10..15], &chunk, &keys).unwrap();
+        check_segment(
+            &segment(&id, 3, 10, 5),
+            &bytes[10..15],
+            ISSUED,
+            &chunk,
+            &keys,
+        )
+        .unwrap();
         assert!(matches!(
             check_segment(
                 &segment(&id, 3, 10, 5),
                 &[10, 11, 12, 13, 99],
+                ISSUED,
                 &chunk,
                 &keys
             ),
             Err(ProvenanceError::EntropyMismatch { .. })
         ));
         assert!(matches!(
-            check_segment(&segment(&id, 3, 60, 5), &[0; 5], &chunk, &keys),
+            check_segment(&segment(&id, 3, 60, 5), &[0; 5], ISSUED, &chunk, &keys),
             Err(ProvenanceError::OutOfRange { .. })
         ));
         assert!(matches!(
-            check_segment(&segment(&id, 4, 10, 5), &bytes[10..15], &chunk, &keys),
+            check_segment(
+                &segment(&id, 4, 10, 5),
+                &bytes[10..15],
+                ISSUED,
+                &chunk,
+                &keys
+            ),
             Err(ProvenanceError::WrongChunk { .. })
         ));
         let mut doctored = chunk.clone();
@@ -252,9 +290,36 @@ mod tests {
         doctored.hex = hex::encode(&changed);
         doctored.sha256 = hex::encode(Sha256::digest(&changed));
         assert_eq!(
-            check_segment(&segment(&id, 3, 10, 5), &bytes[10..15], &doctored, &keys),
+            check_segment(
+                &segment(&id, 3, 10, 5),
+                &bytes[10..15],
+                ISSUED,
+                &doctored,
+                &keys
+            ),
             Err(ProvenanceError::BadSignature)
         );
+    }
+
+    #[test]
+    fn a_draw_issued_after_its_chunk_was_made_public_fails() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let id = DeviceId::of(&key.verifying_key());
+        let bytes = [3u8; 16];
+        let chunk = signed_chunk(&key, &id, 0, &bytes);
+        let keys = keys_listing(&key);
+        // Issued in the same millisecond as the draw that used it up: fine.
+        check_segment(&segment(&id, 0, 0, 4), &bytes[..4], ISSUED, &chunk, &keys).unwrap();
+        assert!(matches!(
+            check_segment(
+                &segment(&id, 0, 0, 4),
+                &bytes[..4],
+                "2026-12-01T10:00:00.001Z",
+                &chunk,
+                &keys
+            ),
+            Err(ProvenanceError::RevealedBeforeIssue { .. })
+        ));
     }
 
     #[test]
@@ -269,6 +334,7 @@ mod tests {
             check_segment(
                 &segment(&id, 0, 0, 16),
                 &bytes,
+                ISSUED,
                 &forged,
                 &keys_listing(&key)
             ),
@@ -281,6 +347,7 @@ mod tests {
             check_segment(
                 &segment(&stranger_id, 0, 0, 16),
                 &bytes,
+                ISSUED,
                 &forged,
                 &keys_listing(&key)
             ),

@@ -30,8 +30,14 @@ impl Applier<'_, '_> {
         let Some(chunk) = self.tx.get::<PoolChunk>(POOL, &u64_key(piece.pool_seq))? else {
             return Ok(());
         };
-        self.tx
-            .put(EXHAUSTED, &key, &ExhaustedChunk { bytes: chunk.bytes })
+        self.tx.put(
+            EXHAUSTED,
+            &key,
+            &ExhaustedChunk {
+                bytes: chunk.bytes,
+                exhausted_at_ms: self.at_ms,
+            },
+        )
     }
 
     /// Keeps a link's public key when it is removed, so the chunks it signed
@@ -59,6 +65,8 @@ pub enum ChunkReveal {
     Exhausted {
         provenance: ChunkProvenance,
         bytes: Vec<u8>,
+        /// The ledger's clock when it became exhausted.
+        exhausted_at_ms: u64,
     },
     /// Signed and appended, but some of its bytes may still be drawn.
     NotExhausted,
@@ -77,6 +85,7 @@ pub fn chunk_reveal(db: &Database, device: &str, seq: u64) -> Result<ChunkReveal
         Some(chunk) => ChunkReveal::Exhausted {
             provenance,
             bytes: chunk.bytes,
+            exhausted_at_ms: chunk.exhausted_at_ms,
         },
         None => ChunkReveal::NotExhausted,
     })
@@ -214,8 +223,13 @@ mod tests {
         // The last 6 bytes of chunk 0 and 4 of chunk 1: chunk 0 is out.
         id_of(l.apply(5, draw("cu_a", &first, 10)));
         match chunk_reveal(&l.db, &dev, 0).unwrap() {
-            ChunkReveal::Exhausted { provenance, bytes } => {
+            ChunkReveal::Exhausted {
+                provenance,
+                bytes,
+                exhausted_at_ms,
+            } => {
                 assert_eq!(bytes, (0..16).collect::<Vec<u8>>());
+                assert_eq!(exhausted_at_ms, 5, "the clock of the draw that used it up");
                 assert_eq!(provenance.timestamp_ms, 1000);
                 assert_eq!(provenance.signature, vec![0; 64]);
             }

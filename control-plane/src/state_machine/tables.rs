@@ -181,6 +181,9 @@ pub struct PoolChunk {
 pub struct ExhaustedChunk {
     #[serde(with = "crate::types::raw_bytes")]
     pub bytes: Vec<u8>,
+    /// The ledger's clock when its last byte was used: no draw issued
+    /// later may use any of its bytes.
+    pub exhausted_at_ms: u64,
 }
 
 /// A link's registration, kept after `RemoveLink`.

@@ -39,8 +39,12 @@ pub async fn get(
     let Ok(number) = seq.parse::<u64>() else {
         return Err(not_found());
     };
-    let (provenance, bytes) = match state.ledger.chunk_reveal(&device, number)? {
-        ChunkReveal::Exhausted { provenance, bytes } => (provenance, bytes),
+    let (provenance, bytes, exhausted_at_ms) = match state.ledger.chunk_reveal(&device, number)? {
+        ChunkReveal::Exhausted {
+            provenance,
+            bytes,
+            exhausted_at_ms,
+        } => (provenance, bytes, exhausted_at_ms),
         ChunkReveal::NotExhausted => {
             return Err(ApiError::new(
                 ErrorCode::ChunkNotExhausted,
@@ -67,5 +71,6 @@ pub async fn get(
         sha256: hex::encode(provenance.sha256),
         signature: BASE64.encode(&provenance.signature),
         hex: hex::encode(bytes),
+        exhausted_at: geiger_protocol::record::format_timestamp(exhausted_at_ms),
     }))
 }
