@@ -1,7 +1,7 @@
 //! Provenance anyone can check, with real processes (docs/DERIVATION.md
-//! §10): a `geiger node` fed by a `geiger-device` with small chunks; a
+//! §10): three `geiger node`s fed by a `geiger-device` with small chunks; a
 //! draw's chunk is refused while it has unused bytes and served once
-//! exhausted; `geiger verify --chunks` passes the draw, says "pending"
+//! exhausted, the same by every replica; `geiger verify --chunks` passes the draw, says "pending"
 //! before, and fails a doctored chunk or a tampered draw.
 //!
 //! `GEIGER_TEST_KEEP=1` keeps the logs.
@@ -33,16 +33,16 @@ fn write(dir: &Path, name: &str, value: &Value) -> String {
     path.to_string_lossy().into_owned()
 }
 
-async fn customer_and_chain(cluster: &Cluster) -> (String, String) {
+async fn customer_and_chain(cluster: &Cluster, via: u64) -> (String, String) {
     let (status, customer) = cluster
-        .post(1, "/v1/admin/customers", &json!({ "name": "provenance" }))
+        .post(via, "/v1/admin/customers", &json!({ "name": "provenance" }))
         .await
         .unwrap();
     assert_eq!(status, 201, "{customer}");
     let key = customer["api_key"].as_str().unwrap().to_string();
     let r = cluster
         .http
-        .post(format!("{}/v1/chains", cluster.url(1)))
+        .post(format!("{}/v1/chains", cluster.url(via)))
         .bearer_auth(&key)
         .json(&json!({ "tag": "provenance" }))
         .send()
@@ -54,12 +54,12 @@ async fn customer_and_chain(cluster: &Cluster) -> (String, String) {
 }
 
 /// A `bytes` draw after `previous`, retried while the pool is still empty.
-async fn draw(cluster: &Cluster, key: &str, previous: &str, count: u32) -> Value {
+async fn draw(cluster: &Cluster, via: u64, key: &str, previous: &str, count: u32) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let r = cluster
             .http
-            .post(format!("{}/v1/draws", cluster.url(1)))
+            .post(format!("{}/v1/draws", cluster.url(via)))
             .bearer_auth(key)
             .json(&json!({"previous": previous, "tag": "t", "spec": {"kind": "bytes", "count": count}}))
             .send()
@@ -81,24 +81,25 @@ async fn draw(cluster: &Cluster, key: &str, previous: &str, count: u32) -> Value
 #[tokio::test]
 async fn a_draws_chunk_is_secret_until_exhausted_then_geiger_verify_checks_it_and_catches_doctoring(
 ) {
-    let cluster = Cluster::start(one_per_zone(1), "");
+    let cluster = Cluster::start(one_per_zone(3), "");
     let dir = tempfile::tempdir().unwrap();
     let device = Device::start(
         &dir.path().join("dev"),
         &["--rate", "65536", "--chunk-size", &CHUNK.to_string()],
     );
-    cluster.wait_for_leader(Duration::from_secs(20)).await;
+    // Everything goes through the leader, which has applied what it answers.
+    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
     let (status, answer) = cluster
-        .post(1, "/v1/admin/links", &device.registration())
+        .post(leader, "/v1/admin/links", &device.registration())
         .await
         .unwrap();
     assert_eq!(status, 201, "{answer}");
-    let (key, chain) = customer_and_chain(&cluster).await;
-    let url = cluster.url(1);
+    let (key, chain) = customer_and_chain(&cluster, leader).await;
+    let url = cluster.url(leader);
     let keys = format!("{url}/v1/keys");
 
     // A first draw of 16 bytes: the front of one chunk, the rest unused.
-    let first = draw(&cluster, &key, &chain, 16).await;
+    let first = draw(&cluster, leader, &key, &chain, 16).await;
     let segment = first["draw"]["entropy"]["segments"][0].clone();
     let (dev, seq) = (
         segment["device"].as_str().unwrap().to_string(),
@@ -107,7 +108,7 @@ async fn a_draws_chunk_is_secret_until_exhausted_then_geiger_verify_checks_it_an
     assert_eq!(dev, device.id.to_string());
     assert_eq!(segment["length"], 16);
     let chunk_path = format!("/v1/chunks/{dev}/{seq}");
-    let (status, refused) = cluster.get(1, &chunk_path).await.unwrap();
+    let (status, refused) = cluster.get(leader, &chunk_path).await.unwrap();
     assert_eq!(status, 409, "{refused}");
     assert_eq!(refused["error"]["code"], "chunk_not_exhausted");
     let entropy = first["draw"]["entropy"]["hex"]
@@ -116,14 +117,14 @@ async fn a_draws_chunk_is_secret_until_exhausted_then_geiger_verify_checks_it_an
         .to_string();
     assert!(!refused.to_string().contains(&entropy[..8]), "{refused}");
     let (status, unknown) = cluster
-        .get(1, &format!("/v1/chunks/{dev}/{}", u64::MAX))
+        .get(leader, &format!("/v1/chunks/{dev}/{}", u64::MAX))
         .await
         .unwrap();
     assert_eq!(status, 404, "{unknown}");
     assert_eq!(unknown["error"]["code"], "not_found");
 
     // The device key is published beside the signing keys.
-    let (_, published) = cluster.get(1, "/v1/keys").await.unwrap();
+    let (_, published) = cluster.get(leader, "/v1/keys").await.unwrap();
     let devices = published["devices"].as_array().expect("devices listed");
     assert!(
         devices
@@ -141,13 +142,28 @@ async fn a_draws_chunk_is_secret_until_exhausted_then_geiger_verify_checks_it_an
     // Later draws use up the rest of the chunk: now it is public.
     let second = draw(
         &cluster,
+        leader,
         &key,
         first["draw"]["id"].as_str().unwrap(),
         2 * CHUNK as u32,
     )
     .await;
-    let (status, chunk) = cluster.get(1, &chunk_path).await.unwrap();
+    let (status, chunk) = cluster.get(leader, &chunk_path).await.unwrap();
     assert_eq!(status, 200, "{chunk}");
+    // Every replica kept the same bytes when it applied the draw.
+    for id in cluster.ids() {
+        let same = cluster
+            .wait_until(
+                Duration::from_secs(10),
+                "the chunk on every replica",
+                || async {
+                    let (status, body) = cluster.get(id, &chunk_path).await.ok()?;
+                    (status == 200).then_some(body)
+                },
+            )
+            .await;
+        assert_eq!(same, chunk, "node {id}");
+    }
     let bytes = chunk["hex"].as_str().unwrap();
     assert_eq!(bytes.len() as u64, 2 * CHUNK);
     assert_eq!(&bytes[..32], entropy);
@@ -218,7 +234,7 @@ async fn a_draws_chunk_is_secret_until_exhausted_then_geiger_verify_checks_it_an
         .find(|s| *s > seq)
         .expect("the second draw reached the next chunk");
     let (status, other) = cluster
-        .get(1, &format!("/v1/chunks/{dev}/{next}"))
+        .get(leader, &format!("/v1/chunks/{dev}/{next}"))
         .await
         .unwrap();
     assert_eq!(status, 200, "the second draw used all of it: {other}");
