@@ -308,8 +308,17 @@ async fn fetch_chunk(client: &reqwest::Client, url: &str) -> anyhow::Result<Fetc
         200 => Ok(Fetched::Chunk(
             serde_json::from_str(&text).with_context(|| format!("{url} did not answer a chunk"))?,
         )),
-        409 if text.contains("\"chunk_not_exhausted\"") => Ok(Fetched::NotExhausted),
-        404 => Ok(Fetched::Missing(format!("{url}: no such signed chunk"))),
+        409 if serde_json::from_str::<geiger_protocol::ErrorBody>(&text)
+            .is_ok_and(|e| e.error.code == geiger_protocol::ErrorCode::ChunkNotExhausted) =>
+        {
+            Ok(Fetched::NotExhausted)
+        }
+        404 => {
+            let why = serde_json::from_str::<geiger_protocol::ErrorBody>(&text)
+                .map(|e| e.error.message)
+                .unwrap_or(text);
+            Ok(Fetched::Missing(format!("{url} answered 404: {why}")))
+        }
         _ => bail!("{url} answered {status}: {text}"),
     }
 }

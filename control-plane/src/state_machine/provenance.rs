@@ -70,6 +70,9 @@ pub enum ChunkReveal {
     },
     /// Signed and appended, but some of its bytes may still be drawn.
     NotExhausted,
+    /// Signed and used up, but before the ledger kept the bytes of
+    /// exhausted chunks (ledgers older than this module): gone for good.
+    NotKept,
     /// No signed chunk with that sequence number in the ledger.
     Unknown,
 }
@@ -81,14 +84,48 @@ pub fn chunk_reveal(db: &Database, device: &str, seq: u64) -> Result<ChunkReveal
     let Some(provenance) = get::<ChunkProvenance>(&tx, PROVENANCE, &key)? else {
         return Ok(ChunkReveal::Unknown);
     };
-    Ok(match get::<ExhaustedChunk>(&tx, EXHAUSTED, &key)? {
-        Some(chunk) => ChunkReveal::Exhausted {
+    if let Some(chunk) = get::<ExhaustedChunk>(&tx, EXHAUSTED, &key)? {
+        return Ok(ChunkReveal::Exhausted {
             provenance,
             bytes: chunk.bytes,
             exhausted_at_ms: chunk.exhausted_at_ms,
-        },
-        None => ChunkReveal::NotExhausted,
+        });
+    }
+    Ok(if still_pooled(&tx, device, seq)? {
+        ChunkReveal::NotExhausted
+    } else {
+        ChunkReveal::NotKept
     })
+}
+
+/// The first fields of a [`PoolChunk`], decoded without its bytes. Field
+/// order must match [`PoolChunk`].
+#[derive(serde::Deserialize)]
+struct PoolPlace {
+    device: String,
+    seq: u64,
+}
+
+/// Whether chunk `seq` of `device` is still in the pool. A device's chunks
+/// enter the FIFO pool in sequence order and leave it in the same order, so
+/// its pooled chunks are the ones from its oldest pooled chunk on: found by
+/// walking the pool from its head to the device's first entry (which
+/// exists when the device has pooled bytes; devices' chunks interleave, so
+/// the walk is short).
+fn still_pooled(tx: &redb::ReadTransaction, device: &str, seq: u64) -> Result<bool, ReadError> {
+    let state: DeviceState = get(tx, DEVICES, device.as_bytes())?.unwrap_or_default();
+    if state.pooled_bytes == 0 {
+        return Ok(false);
+    }
+    let pool = tx.open_table(POOL).map_err(ReadError::new)?;
+    for item in pool.iter().map_err(ReadError::new)? {
+        let (_, v) = item.map_err(ReadError::new)?;
+        let place: PoolPlace = bincode::deserialize(v.value()).map_err(ReadError::new)?;
+        if place.device == device {
+            return Ok(place.seq <= seq);
+        }
+    }
+    Ok(false)
 }
 
 /// A device public key and when it was registered (`valid_until`: when it
@@ -235,6 +272,24 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        assert_eq!(
+            chunk_reveal(&l.db, &dev, 1).unwrap(),
+            ChunkReveal::NotExhausted
+        );
+    }
+
+    #[test]
+    fn a_chunk_used_up_before_the_ledger_kept_chunks_is_not_kept_rather_than_pending() {
+        let (mut l, dev, chain) = ledger();
+        id_of(l.apply(4, draw("cu_a", &chain, 20)));
+        // As a ledger written before `exhausted_chunks` existed would be.
+        let tx = l.db.begin_write().unwrap();
+        tx.open_table(EXHAUSTED)
+            .unwrap()
+            .remove(device_seq_key(&dev, 0).as_slice())
+            .unwrap();
+        tx.commit().unwrap();
+        assert_eq!(chunk_reveal(&l.db, &dev, 0).unwrap(), ChunkReveal::NotKept);
         assert_eq!(
             chunk_reveal(&l.db, &dev, 1).unwrap(),
             ChunkReveal::NotExhausted

@@ -21,7 +21,7 @@ use super::AppState;
         ("seq" = u64, Path, description = "The chunk's sequence number", minimum = 0, maximum = 18446744073709551615_u64)),
     responses(
         (status = 200, description = "An exhausted chunk: its bytes, the device's signature and public key (docs/DERIVATION.md §10)", body = PublicChunk),
-        (status = 404, description = "`not_found`: no signed chunk with that sequence number", body = geiger_protocol::ErrorBody),
+        (status = 404, description = "`not_found`: no signed chunk with that sequence number, or one used up before the ledger kept the bytes of exhausted chunks", body = geiger_protocol::ErrorBody),
         (status = 409, description = "`chunk_not_exhausted`: the chunk is in the ledger but some of its bytes are still unused; they stay secret until used", body = geiger_protocol::ErrorBody),
         (status = 500, description = "`internal`: the ledger could not be read", body = geiger_protocol::ErrorBody),
     ))]
@@ -50,6 +50,14 @@ pub async fn get(
                 ErrorCode::ChunkNotExhausted,
                 format!(
                     "chunk {number} of {device} still has unused bytes; it is published once every byte is used"
+                ),
+            ))
+        }
+        ChunkReveal::NotKept => {
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                format!(
+                    "chunk {number} of {device} was used up before the ledger kept the bytes of exhausted chunks: they are gone"
                 ),
             ))
         }
