@@ -33,6 +33,7 @@
 
 pub mod batcher;
 mod clock_watch;
+pub mod codec;
 pub mod config;
 pub mod control_plane;
 mod error;

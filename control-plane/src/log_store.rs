@@ -61,12 +61,15 @@ use openraft::{ErrorSubject, ErrorVerb, RaftLogReader, StorageIOError};
 use redb::{Database, Durability, ReadableTable, TableDefinition, WriteTransaction};
 use tokio::sync::oneshot;
 
+use crate::codec::{Codec, CodecError};
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig, Vote};
 
 const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const KEY_VOTE: &str = "vote";
 const KEY_PURGED: &str = "last_purged";
+/// The format marker (raw bytes, `crate::state_machine::format::CURRENT`).
+const KEY_FORMAT: &str = "format";
 /// Most queued operations the writer puts in one transaction.
 const MAX_GROUP: usize = 4096;
 /// How many of the latest durable entries stay in memory after their
@@ -300,16 +303,18 @@ fn apply_op(tx: &WriteTransaction, op: &Op) -> Result<(), redb::Error> {
 }
 
 impl LogStore {
-    pub fn open(path: &Path, cache_bytes: usize) -> Result<Self, redb::Error> {
+    pub fn open(path: &Path, cache_bytes: usize) -> Result<Self, crate::Error> {
         let db = Database::builder()
             .set_cache_size(cache_bytes)
-            .create(path)?;
-        let mut tx = db.begin_write()?;
+            .create(path)
+            .map_err(redb::Error::from)?;
+        let mut tx = db.begin_write().map_err(redb::Error::from)?;
         // fsync: creating the tables once so readers never see them missing.
         tx.set_durability(Durability::Immediate);
-        tx.open_table(LOGS)?;
-        tx.open_table(META)?;
-        tx.commit()?;
+        tx.open_table(LOGS).map_err(redb::Error::from)?;
+        tx.open_table(META).map_err(redb::Error::from)?;
+        tx.commit().map_err(redb::Error::from)?;
+        ensure_current_format(&db)?;
         let db = Arc::new(db);
         let pending = Arc::new(Mutex::new(BTreeMap::new()));
         let (ops, rx) = mpsc::channel();
@@ -343,7 +348,7 @@ impl LogStore {
             let mut pending = lock(&self.shared.pending);
             for entry in entries {
                 let bytes =
-                    bincode::serialize(&entry).map_err(|e| logs_err(ErrorVerb::Write, e))?;
+                    crate::codec::encode(&entry).map_err(|e| logs_err(ErrorVerb::Write, e))?;
                 encoded.push((entry.log_id, bytes));
                 pending.insert(entry.log_id.index, entry);
             }
@@ -389,7 +394,7 @@ impl LogStore {
         let Some(v) = table.get(key).map_err(|e| logs_err(verb, e))? else {
             return Ok(None);
         };
-        bincode::deserialize(v.value())
+        crate::codec::decode(v.value())
             .map(Some)
             .map_err(|e| logs_err(verb, e))
     }
@@ -401,7 +406,7 @@ impl LogStore {
         let Some((_, v)) = table.last().map_err(|e| logs_err(verb, e))? else {
             return Ok(None);
         };
-        let entry: Entry = bincode::deserialize(v.value()).map_err(|e| logs_err(verb, e))?;
+        let entry: Entry = crate::codec::decode(v.value()).map_err(|e| logs_err(verb, e))?;
         Ok(Some(entry.log_id))
     }
 
@@ -419,10 +424,102 @@ impl LogStore {
             .map_err(|e| logs_err(verb, e))?
         {
             let (_, v) = item.map_err(|e| logs_err(verb, e))?;
-            out.push(bincode::deserialize(v.value()).map_err(|e| logs_err(verb, e))?);
+            out.push(crate::codec::decode(v.value()).map_err(|e| logs_err(verb, e))?);
         }
         Ok(out)
     }
+}
+
+/// Brings `raft-log.redb` to the current format (`crate::codec`), in one
+/// durable transaction, as `state_machine::format` does for the state
+/// database: a log without the marker was written by a version before
+/// postcard, and its entries, vote and purge marker are re-encoded.
+fn ensure_current_format(db: &Database) -> Result<(), crate::Error> {
+    use crate::state_machine::format::CURRENT;
+    let storage = |e: &dyn std::fmt::Display| crate::Error::Storage(format!("raft log: {e}"));
+    let convert = |what: &str, bytes: &[u8], f: fn(&[u8]) -> Result<Vec<u8>, CodecError>| {
+        f(bytes).map_err(|e| crate::Error::Storage(format!("raft log: {what}: {e}")))
+    };
+    let mut tx = db.begin_write().map_err(|e| storage(&e))?;
+    tx.set_durability(Durability::Immediate);
+    {
+        let mut meta = tx.open_table(META).map_err(|e| storage(&e))?;
+        let marker = meta
+            .get(KEY_FORMAT)
+            .map_err(|e| storage(&e))?
+            .map(|v| v.value().to_vec());
+        match marker.as_deref() {
+            Some(CURRENT) => {
+                drop(meta);
+                return tx.abort().map_err(|e| storage(&e));
+            }
+            Some(other) => {
+                return Err(crate::Error::Storage(format!(
+                    "raft log in format {:?}, which this version does not know",
+                    String::from_utf8_lossy(other)
+                )))
+            }
+            None => {}
+        }
+        let vote = meta.get(KEY_VOTE).map_err(|e| storage(&e))?;
+        let vote = vote.map(|v| v.value().to_vec());
+        if let Some(v) = vote {
+            let new = convert("vote", &v, |b| {
+                Codec::Postcard.encode(&Codec::Legacy.decode::<Vote>(b)?)
+            })?;
+            meta.insert(KEY_VOTE, new.as_slice())
+                .map_err(|e| storage(&e))?;
+        }
+        let purged = meta.get(KEY_PURGED).map_err(|e| storage(&e))?;
+        let purged = purged.map(|v| v.value().to_vec());
+        if let Some(v) = purged {
+            let new = convert("purge marker", &v, |b| {
+                Codec::Postcard.encode(&Codec::Legacy.decode::<LogId>(b)?)
+            })?;
+            meta.insert(KEY_PURGED, new.as_slice())
+                .map_err(|e| storage(&e))?;
+        }
+        let mut logs = tx.open_table(LOGS).map_err(|e| storage(&e))?;
+        let mut next = 0u64;
+        let mut converted = 0u64;
+        loop {
+            let batch: Vec<(u64, Vec<u8>)> = {
+                let mut batch = Vec::new();
+                for item in logs
+                    .range(next..)
+                    .map_err(|e| storage(&e))?
+                    .take(PURGE_STEP)
+                {
+                    let (k, v) = item.map_err(|e| storage(&e))?;
+                    batch.push((k.value(), v.value().to_vec()));
+                }
+                batch
+            };
+            let Some(&(last, _)) = batch.last() else {
+                break;
+            };
+            for (index, v) in &batch {
+                let new = convert("entry", v, |b| {
+                    Codec::Postcard.encode(&Codec::Legacy.decode::<Entry>(b)?)
+                })?;
+                logs.insert(*index, new.as_slice())
+                    .map_err(|e| storage(&e))?;
+            }
+            converted += batch.len() as u64;
+            let Some(n) = last.checked_add(1) else {
+                break;
+            };
+            next = n;
+        }
+        meta.insert(KEY_FORMAT, CURRENT).map_err(|e| storage(&e))?;
+        if converted > 0 {
+            tracing::info!(
+                entries = converted,
+                "raft log re-encoded from the legacy format (bincode) to postcard"
+            );
+        }
+    }
+    tx.commit().map_err(|e| storage(&e))
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -487,7 +584,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        let bytes = bincode::serialize(vote)
+        let bytes = crate::codec::encode(vote)
             .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))?;
         self.send_and_wait(ErrorSubject::Vote, ErrorVerb::Write, |done| Op::Vote {
             bytes,
@@ -532,7 +629,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         tracing::debug!(%log_id, "purging the log up to this entry");
-        let bytes = bincode::serialize(&log_id).map_err(|e| logs_err(ErrorVerb::Write, e))?;
+        let bytes = crate::codec::encode(&log_id).map_err(|e| logs_err(ErrorVerb::Write, e))?;
         // Purged entries are gone for readers, including the flushed ones
         // still kept in memory.
         lock(&self.shared.pending).retain(|&index, _| index > log_id.index);
@@ -579,6 +676,61 @@ mod tests {
             )
             .unwrap();
         rx
+    }
+
+    #[tokio::test]
+    async fn a_log_written_in_the_legacy_format_is_re_encoded_once_and_reads_the_same() {
+        use crate::types::Batch;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft-log.redb");
+        let entries: Vec<Entry> = (4..=9)
+            .map(|i| Entry {
+                log_id: LogId::new(CommittedLeaderId::new(2, 1), i),
+                payload: EntryPayload::Normal(Batch {
+                    at_ms: 1_795_000_000_000 + i,
+                    commands: vec![crate::Command::CreateChain {
+                        customer: "cu_a".into(),
+                        tag: format!("t{i}"),
+                    }],
+                }),
+            })
+            .collect();
+        let vote = Vote::new_committed(2, 1);
+        let purged = LogId::new(CommittedLeaderId::new(1, 1), 3);
+        {
+            // As a version before postcard left it: bincode, no marker.
+            let db = Database::create(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            {
+                let mut logs = tx.open_table(LOGS).unwrap();
+                for e in &entries {
+                    let bytes = Codec::Legacy.encode(e).unwrap();
+                    logs.insert(e.log_id.index, bytes.as_slice()).unwrap();
+                }
+                let mut meta = tx.open_table(META).unwrap();
+                let vote_bytes = Codec::Legacy.encode(&vote).unwrap();
+                meta.insert(KEY_VOTE, vote_bytes.as_slice()).unwrap();
+                let purged_bytes = Codec::Legacy.encode(&purged).unwrap();
+                meta.insert(KEY_PURGED, purged_bytes.as_slice()).unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        for _ in 0..2 {
+            // The second open finds the marker and converts nothing again.
+            let mut store = LogStore::open(&path, 1 << 20).unwrap();
+            assert_eq!(store.read_vote().await.unwrap(), Some(vote));
+            let state = store.get_log_state().await.unwrap();
+            assert_eq!(state.last_purged_log_id, Some(purged));
+            assert_eq!(state.last_log_id.map(|l| l.index), Some(9));
+            let read = store.try_get_log_entries(4..=9).await.unwrap();
+            assert_eq!(read, entries);
+            drop(store);
+        }
+        let db = Database::open(&path).unwrap();
+        let tx = db.begin_read().unwrap();
+        let meta = tx.open_table(META).unwrap();
+        let marker = meta.get(KEY_FORMAT).unwrap().unwrap().value().to_vec();
+        assert_eq!(marker, crate::state_machine::format::CURRENT);
     }
 
     #[tokio::test]

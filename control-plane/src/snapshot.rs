@@ -3,10 +3,18 @@
 //! file, a bounded buffer at a time. Neither side ever holds the ledger in
 //! memory, however large it grows.
 //!
-//! Format (version 1): the magic `GEIGER-SNAPSHOT-1\n`, then frames
+//! Format 2: the magic `GEIGER-SNAPSHOT-2\n`, then frames
 //! `[table tag: u8][key length: u32 LE][key][value length: u32 LE][value]`,
 //! then a single `0` byte. Table tags are listed in
-//! [`crate::state_machine::tables::ALL`].
+//! [`crate::state_machine::tables::ALL`]; values are as the state database
+//! stores them (`crate::codec`), with its format marker in `meta`.
+//!
+//! Format 1 (magic `GEIGER-SNAPSHOT-1\n`, written by versions before
+//! postcard) has the same frames with legacy values. It is still loaded, so
+//! a member can take a snapshot from an older leader and an older backup can
+//! be restored: the loaded database is migrated like any legacy state
+//! database (`crate::state_machine::format`). Versions before format 2
+//! cannot load it.
 //!
 //! openraft sends the file to followers in chunks of
 //! `snapshot_chunk_bytes`, reading it from disk as it goes, and the receiver
@@ -21,7 +29,9 @@ use redb::{Database, Durability, ReadableTable};
 use crate::state_machine::tables::{ALL, META, META_LAST_APPLIED, META_MEMBERSHIP};
 use crate::types::{LogId, StoredMembership};
 
-const MAGIC: &[u8] = b"GEIGER-SNAPSHOT-1\n";
+const MAGIC: &[u8] = b"GEIGER-SNAPSHOT-2\n";
+/// Format 1: legacy values (loaded, never written).
+const MAGIC_V1: &[u8] = b"GEIGER-SNAPSHOT-1\n";
 /// Entries loaded per redb transaction while installing.
 const LOAD_BATCH: usize = 20_000;
 /// Most bytes of a dump left unwritten in the page cache (see [`PacedFile`]).
@@ -114,11 +124,11 @@ pub fn dump(db: &Database, path: &Path) -> io::Result<Dumped> {
     let (last_applied, membership) = {
         let meta = tx.open_table(META).map_err(other)?;
         let last_applied: Option<LogId> = match meta.get(META_LAST_APPLIED).map_err(other)? {
-            Some(v) => bincode::deserialize(v.value()).map_err(other)?,
+            Some(v) => crate::codec::decode(v.value()).map_err(other)?,
             None => None,
         };
         let membership: StoredMembership = match meta.get(META_MEMBERSHIP).map_err(other)? {
-            Some(v) => bincode::deserialize(v.value()).map_err(other)?,
+            Some(v) => crate::codec::decode(v.value()).map_err(other)?,
             None => StoredMembership::default(),
         };
         (last_applied, membership)
@@ -175,8 +185,8 @@ pub fn load(src: &Path, dst: &Path, cache_bytes: usize) -> io::Result<u64> {
     }
     let mut input = BufReader::with_capacity(1 << 20, File::open(src)?);
     let magic = read_exact_vec(&mut input, MAGIC.len())?;
-    if magic != MAGIC {
-        return Err(other("not a geiger snapshot (bad magic)"));
+    if magic != MAGIC && magic != MAGIC_V1 {
+        return Err(other("not a geiger snapshot of a known format (bad magic)"));
     }
     let db = Database::builder()
         .set_cache_size(cache_bytes)
@@ -225,6 +235,9 @@ pub fn load(src: &Path, dst: &Path, cache_bytes: usize) -> io::Result<u64> {
     // fsync: the installed state is whole on disk before it replaces the old one.
     tx.set_durability(Durability::Immediate);
     tx.commit().map_err(other)?;
+    // A format 1 snapshot carries no format marker and is migrated here; a
+    // format 2 one carries it and passes as it is.
+    crate::state_machine::format::ensure_current(&db).map_err(other)?;
     Ok(entries)
 }
 

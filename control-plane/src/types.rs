@@ -10,7 +10,7 @@ use std::fmt;
 use geiger_protocol::{Derivation, RecordId};
 use serde::{Deserialize, Serialize};
 
-/// Serde for byte vectors as one length-prefixed blob (bincode writes a
+/// Serde for byte vectors as one length-prefixed blob (serde writes a
 /// plain `Vec<u8>` element by element, which dominated the cost of big
 /// entropy chunks and stored responses).
 pub mod raw_bytes {
@@ -117,8 +117,8 @@ pub struct BatchOutcome {
 /// Every change the ledger knows. Each is checked completely before it
 /// writes anything, so a rejected command changes nothing.
 ///
-/// Log entries and snapshots name variants by position (bincode): new
-/// variants go at the end, and no variant changes shape.
+/// Log entries and snapshots name variants by position (`crate::codec`, in
+/// both formats): new variants go at the end, and no variant changes shape.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// A paying customer, known by the SHA-256 of its API key (the key itself
@@ -360,7 +360,7 @@ pub enum Rejection {
     /// `request_id`, a chain's customer and `request_id`) with a request
     /// that differs from it in `field` (`tag` or `spec`): neither a replay
     /// nor a new request. Last, so that the variants before it keep their
-    /// bincode positions in forwarded-write answers.
+    /// positions in forwarded-write answers.
     #[error("request_id `{request_id}` was used before for a request with another `{field}`")]
     RequestIdReused { request_id: String, field: String },
 }
@@ -378,6 +378,7 @@ pub struct Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::Codec;
 
     #[test]
     fn log_entries_written_before_create_chain_once_existed_still_decode() {
@@ -386,7 +387,7 @@ mod tests {
         let old = [
             1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, b'c', 1, 0, 0, 0, 0, 0, 0, 0, b't',
         ];
-        let decoded: Command = bincode::deserialize(&old).unwrap();
+        let decoded: Command = Codec::Legacy.decode(&old).unwrap();
         assert_eq!(
             decoded,
             Command::CreateChain {
@@ -395,28 +396,32 @@ mod tests {
             }
         );
         // The new variant went to the end, after `AppendSignedEntropy` (12).
-        let new = bincode::serialize(&Command::CreateChainOnce {
+        let once = Command::CreateChainOnce {
             customer: "c".into(),
             tag: "t".into(),
             request_id: "r".into(),
-        })
-        .unwrap();
-        assert_eq!(new[..4], [13, 0, 0, 0]);
+        };
+        assert_eq!(Codec::Legacy.encode(&once).unwrap()[..4], [13, 0, 0, 0]);
+        // postcard: the variant index as a varint.
+        assert_eq!(Codec::Postcard.encode(&once).unwrap()[0], 13);
     }
 
     #[test]
     fn rejections_keep_their_positions_and_request_id_reused_comes_last() {
-        let position = |r: &Rejection| bincode::serialize(r).unwrap()[..4].to_vec();
+        let position = |r: &Rejection| Codec::Legacy.encode(r).unwrap()[..4].to_vec();
         assert_eq!(position(&Rejection::NoSigningKey), [8, 0, 0, 0]);
         let reused = Rejection::RequestIdReused {
             request_id: "r".into(),
             field: "tag".into(),
         };
         assert_eq!(position(&reused), [9, 0, 0, 0]);
-        let bytes = bincode::serialize(&Outcome::Rejected(reused.clone())).unwrap();
-        assert_eq!(
-            bincode::deserialize::<Outcome>(&bytes).unwrap(),
-            Outcome::Rejected(reused)
-        );
+        assert_eq!(Codec::Postcard.encode(&reused).unwrap()[0], 9);
+        for codec in [Codec::Legacy, Codec::Postcard] {
+            let bytes = codec.encode(&Outcome::Rejected(reused.clone())).unwrap();
+            assert_eq!(
+                codec.decode::<Outcome>(&bytes).unwrap(),
+                Outcome::Rejected(reused.clone())
+            );
+        }
     }
 }

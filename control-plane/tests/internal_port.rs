@@ -7,9 +7,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use geiger_control_plane::codec::Codec;
 use geiger_control_plane::raft_network::{
-    AdminOp, ForwardedResult, ForwardedWrite, ADMIN_HEADER, PATH_ADMIN, PATH_APPEND, PATH_VOTE,
-    PATH_WRITE, SECRET_HEADER,
+    wire_path, AdminOp, ForwardedResult, ForwardedWrite, ADMIN_HEADER, PATH_ADMIN, PATH_APPEND,
+    PATH_VOTE, PATH_WRITE, SECRET_HEADER,
 };
 use geiger_control_plane::{api_key_hash, Command, Member};
 use geiger_testkit::in_process::{default_tune, TestCluster, TEST_ADMIN_TOKEN, TEST_SECRET};
@@ -58,11 +59,12 @@ async fn post(
     request.send().await.unwrap()
 }
 
-fn forwarded(command: Command) -> Vec<u8> {
-    bincode::serialize(&ForwardedWrite {
-        commands: vec![command],
-    })
-    .unwrap()
+fn forwarded(codec: Codec, command: Command) -> Vec<u8> {
+    codec
+        .encode(&ForwardedWrite {
+            commands: vec![command],
+        })
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,30 +115,45 @@ async fn the_cluster_secret_alone_creates_no_customer_rotates_no_key_and_adds_no
     let keys_before = serde_json::to_string(&cp.keys().unwrap()).unwrap();
     let key_hash = api_key_hash("sk_attacker");
 
-    let create = forwarded(Command::CreateCustomer {
-        id: "cu_attacker".into(),
-        name: "Attacker".into(),
-        key_sha256: key_hash,
-    });
-    let rotate = forwarded(Command::RotateKey { secret: [0x42; 32] });
-    for (what, body) in [("create customer", &create), ("rotate key", &rotate)] {
-        for admin in [None, Some("not-the-admin-token")] {
-            let answer = post(addr, PATH_WRITE, body.clone(), admin).await;
-            assert_eq!(answer.status(), 403, "{what} with admin {admin:?}");
+    let create = |codec| {
+        forwarded(
+            codec,
+            Command::CreateCustomer {
+                id: "cu_attacker".into(),
+                name: "Attacker".into(),
+                key_sha256: key_hash,
+            },
+        )
+    };
+    // Both wire formats: the legacy paths serve members not yet upgraded.
+    for codec in [Codec::Postcard, Codec::Legacy] {
+        let write = wire_path(codec, PATH_WRITE);
+        let rotate = forwarded(codec, Command::RotateKey { secret: [0x42; 32] });
+        for (what, body) in [("create customer", create(codec)), ("rotate key", rotate)] {
+            for admin in [None, Some("not-the-admin-token")] {
+                let answer = post(addr, &write, body.clone(), admin).await;
+                assert_eq!(
+                    answer.status(),
+                    403,
+                    "{what} with admin {admin:?} ({codec:?})"
+                );
+            }
         }
+        let add = codec
+            .encode(&AdminOp::AddLearner {
+                id: 9,
+                member: Member {
+                    rpc_addr: "127.0.0.1:1".into(),
+                    api_addr: "127.0.0.1:2".into(),
+                    zone: "z".into(),
+                    cloud: "c".into(),
+                    region: "r".into(),
+                },
+            })
+            .unwrap();
+        let admin_path = wire_path(codec, PATH_ADMIN);
+        assert_eq!(post(addr, &admin_path, add, None).await.status(), 403);
     }
-    let add = bincode::serialize(&AdminOp::AddLearner {
-        id: 9,
-        member: Member {
-            rpc_addr: "127.0.0.1:1".into(),
-            api_addr: "127.0.0.1:2".into(),
-            zone: "z".into(),
-            cloud: "c".into(),
-            region: "r".into(),
-        },
-    })
-    .unwrap();
-    assert_eq!(post(addr, PATH_ADMIN, add, None).await.status(), 403);
 
     // Nothing changed.
     assert!(cp.customer_by_key_hash(&key_hash).unwrap().is_none());
@@ -148,15 +165,24 @@ async fn the_cluster_secret_alone_creates_no_customer_rotates_no_key_and_adds_no
 
     // With the admin credential the same call goes through: the refusal
     // above was for want of it, not for anything else.
-    let answer = post(addr, PATH_WRITE, create, Some(TEST_ADMIN_TOKEN)).await;
+    let write = wire_path(Codec::Postcard, PATH_WRITE);
+    let answer = post(
+        addr,
+        &write,
+        create(Codec::Postcard),
+        Some(TEST_ADMIN_TOKEN),
+    )
+    .await;
     assert_eq!(answer.status(), 200);
-    let outcome: ForwardedResult = bincode::deserialize(&answer.bytes().await.unwrap()).unwrap();
+    let outcome: ForwardedResult = Codec::Postcard
+        .decode(&answer.bytes().await.unwrap())
+        .unwrap();
     assert!(outcome.is_ok(), "{outcome:?}");
     assert!(cp.customer_by_key_hash(&key_hash).unwrap().is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cluster_secret_carries_a_peers_customer_writes() {
+async fn the_cluster_secret_carries_a_peers_customer_writes_in_either_wire_format() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = TestCluster::start(dir.path(), 1, default_tune)
         .await
@@ -166,12 +192,21 @@ async fn the_cluster_secret_carries_a_peers_customer_writes() {
         .await
         .unwrap();
     let addr = cluster.nodes[0].addr;
-    let chain = forwarded(Command::CreateChain {
-        customer: "cu_test".into(),
-        tag: "roulette".into(),
-    });
-    let answer = post(addr, PATH_WRITE, chain, None).await;
-    assert_eq!(answer.status(), 200);
+    // The legacy format at the legacy path is what a member older than
+    // postcard sends during a rolling upgrade; it is answered in kind.
+    for codec in [Codec::Postcard, Codec::Legacy] {
+        let chain = forwarded(
+            codec,
+            Command::CreateChain {
+                customer: "cu_test".into(),
+                tag: format!("roulette {codec:?}"),
+            },
+        );
+        let answer = post(addr, &wire_path(codec, PATH_WRITE), chain, None).await;
+        assert_eq!(answer.status(), 200, "{codec:?}");
+        let outcome: ForwardedResult = codec.decode(&answer.bytes().await.unwrap()).unwrap();
+        assert!(outcome.is_ok(), "{codec:?}: {outcome:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

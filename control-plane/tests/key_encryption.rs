@@ -52,7 +52,7 @@ fn current_key_record(node_dir: &Path) -> (String, KeyRecord) {
     let record = keys.get(id.as_slice()).unwrap().unwrap();
     (
         String::from_utf8(id).unwrap(),
-        bincode::deserialize(record.value()).unwrap(),
+        geiger_control_plane::codec::decode(record.value()).unwrap(),
     )
 }
 
@@ -196,8 +196,10 @@ async fn no_file_of_any_replica_and_no_backup_holds_a_signing_secret_in_plaintex
     let db = open_stopped(&cluster.nodes[1].dir);
     let tx = db.begin_read().unwrap();
     let table = tx.open_table(SIGNING_KEYS).unwrap();
-    let retired: KeyRecord =
-        bincode::deserialize(table.get(first_id.as_bytes()).unwrap().unwrap().value()).unwrap();
+    let retired: KeyRecord = geiger_control_plane::codec::decode(
+        table.get(first_id.as_bytes()).unwrap().unwrap().value(),
+    )
+    .unwrap();
     assert_eq!(retired.secret, KeySecret::Erased);
 }
 

@@ -11,7 +11,7 @@ use geiger_node::node::Node;
 use geiger_node::{ctl, dev, verify_command};
 
 /// mimalloc rather than the system allocator: every draw allocates and frees
-/// many small buffers on every replica (JSON, bincode, redb pages), and
+/// many small buffers on every replica (JSON, postcard, redb pages), and
 /// glibc's malloc was about a tenth of the control plane's CPU. The
 /// control-plane benchmark uses the same allocator.
 #[global_allocator]

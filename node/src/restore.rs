@@ -180,7 +180,7 @@ fn rewrite_for_new_cluster(
     {
         let mut meta = tx.open_table(META)?;
         let last: Option<LogId> = match meta.get(META_LAST_APPLIED)? {
-            Some(v) => bincode::deserialize::<Option<LogId>>(v.value())?,
+            Some(v) => geiger_control_plane::codec::decode::<Option<LogId>>(v.value())?,
             None => None,
         };
         let Some(last) = last else {
@@ -193,11 +193,14 @@ fn rewrite_for_new_cluster(
             Some(last),
             openraft::Membership::new(vec![ids], voters.clone()),
         );
-        meta.insert(META_MEMBERSHIP, bincode::serialize(&membership)?.as_slice())?;
+        meta.insert(
+            META_MEMBERSHIP,
+            geiger_control_plane::codec::encode(&membership)?.as_slice(),
+        )?;
 
         // The pool: every chunk from the cursor on is retired.
         let pool: PoolState = match meta.get(META_POOL)? {
-            Some(v) => bincode::deserialize(v.value())?,
+            Some(v) => geiger_control_plane::codec::decode(v.value())?,
             None => PoolState::default(),
         };
         let mut pool_table = tx.open_table(POOL)?;
@@ -210,7 +213,7 @@ fn rewrite_for_new_cluster(
             let Some(raw) = pool_table.remove(u64_key(seq).as_slice())? else {
                 continue;
             };
-            let chunk: PoolChunk = bincode::deserialize(raw.value())?;
+            let chunk: PoolChunk = geiger_control_plane::codec::decode(raw.value())?;
             drop(raw);
             let unused = if seq == pool.head {
                 chunk.bytes.len() as u64 - u64::from(pool.head_offset)
@@ -226,7 +229,10 @@ fn rewrite_for_new_cluster(
                 reason: "retired_at_restore".into(),
                 at_ms,
             };
-            quarantine.insert(key.as_slice(), bincode::serialize(&record)?.as_slice())?;
+            quarantine.insert(
+                key.as_slice(),
+                geiger_control_plane::codec::encode(&record)?.as_slice(),
+            )?;
             // Discarded for good: a signed chunk is now exhausted, so its
             // bytes become public like any used-up chunk's, and draws that
             // used its first bytes become checkable (docs/DERIVATION.md §10).
@@ -236,18 +242,21 @@ fn rewrite_for_new_cluster(
                     bytes: chunk.bytes.clone(),
                     exhausted_at_ms: at_ms,
                 };
-                exhausted.insert(key.as_slice(), bincode::serialize(&revealed)?.as_slice())?;
+                exhausted.insert(
+                    key.as_slice(),
+                    geiger_control_plane::codec::encode(&revealed)?.as_slice(),
+                )?;
                 restored.revealed_chunks += 1;
             }
             let mut device: DeviceState = match devices.get(chunk.device.as_bytes())? {
-                Some(v) => bincode::deserialize(v.value())?,
+                Some(v) => geiger_control_plane::codec::decode(v.value())?,
                 None => DeviceState::default(),
             };
             device.pooled_bytes = device.pooled_bytes.saturating_sub(unused);
             device.quarantined_chunks += 1;
             devices.insert(
                 chunk.device.as_bytes(),
-                bincode::serialize(&device)?.as_slice(),
+                geiger_control_plane::codec::encode(&device)?.as_slice(),
             )?;
             restored.retired_chunks += 1;
             restored.retired_bytes += unused;
@@ -258,7 +267,10 @@ fn rewrite_for_new_cluster(
             next: pool.next,
             bytes: 0,
         };
-        meta.insert(META_POOL, bincode::serialize(&empty)?.as_slice())?;
+        meta.insert(
+            META_POOL,
+            geiger_control_plane::codec::encode(&empty)?.as_slice(),
+        )?;
 
         // Member labels: the new voters only.
         let mut members = tx.open_table(MEMBERS)?;
@@ -272,7 +284,7 @@ fn rewrite_for_new_cluster(
         for (id, member) in &voters {
             members.insert(
                 u64_key(*id).as_slice(),
-                bincode::serialize(member)?.as_slice(),
+                geiger_control_plane::codec::encode(member)?.as_slice(),
             )?;
         }
 
@@ -282,13 +294,19 @@ fn rewrite_for_new_cluster(
             .iter()?
             .map(|r| {
                 let (k, v) = r?;
-                Ok((k.value().to_vec(), bincode::deserialize(v.value())?))
+                Ok((
+                    k.value().to_vec(),
+                    geiger_control_plane::codec::decode(v.value())?,
+                ))
             })
             .collect::<anyhow::Result<_>>()?;
         for (key, mut lease) in all {
             lease.epoch += EPOCH_JUMP;
             lease.expires_at_ms = 0;
-            leases.insert(key.as_slice(), bincode::serialize(&lease)?.as_slice())?;
+            leases.insert(
+                key.as_slice(),
+                geiger_control_plane::codec::encode(&lease)?.as_slice(),
+            )?;
             restored.leases += 1;
         }
     }
@@ -380,7 +398,7 @@ mod tests {
             &tx,
             META,
             META_LAST_APPLIED,
-            bincode::serialize(&last).unwrap(),
+            geiger_control_plane::codec::encode(&last).unwrap(),
         );
         let pool = PoolState {
             head: 1,
@@ -388,7 +406,12 @@ mod tests {
             next: 3,
             bytes: 13,
         };
-        put(&tx, META, META_POOL, bincode::serialize(&pool).unwrap());
+        put(
+            &tx,
+            META,
+            META_POOL,
+            geiger_control_plane::codec::encode(&pool).unwrap(),
+        );
         // Chunk 0 was used up before the backup; 1 (partly used) and 2 are
         // the pool; 0 and 1 are signed, 2 is not.
         let old = ExhaustedChunk {
@@ -399,14 +422,14 @@ mod tests {
             &tx,
             EXHAUSTED,
             &device_seq_key("dev_a", 0),
-            bincode::serialize(&old).unwrap(),
+            geiger_control_plane::codec::encode(&old).unwrap(),
         );
         for seq in [0, 1] {
             put(
                 &tx,
                 PROVENANCE,
                 &device_seq_key("dev_a", seq),
-                bincode::serialize(&provenance).unwrap(),
+                geiger_control_plane::codec::encode(&provenance).unwrap(),
             );
         }
         for seq in [1, 2] {
@@ -414,7 +437,7 @@ mod tests {
                 &tx,
                 POOL,
                 &u64_key(seq),
-                bincode::serialize(&chunk(seq)).unwrap(),
+                geiger_control_plane::codec::encode(&chunk(seq)).unwrap(),
             );
         }
         tx.commit().unwrap();
@@ -429,7 +452,7 @@ mod tests {
                 .get(device_seq_key("dev_a", seq).as_slice())
                 .unwrap()
                 .map(|v| {
-                    bincode::deserialize::<ExhaustedChunk>(v.value())
+                    geiger_control_plane::codec::decode::<ExhaustedChunk>(v.value())
                         .unwrap()
                         .bytes
                 })
@@ -437,6 +460,39 @@ mod tests {
         assert_eq!(get(0), Some(vec![0; 8]));
         assert_eq!(get(1), Some(vec![1; 8]));
         assert_eq!(get(2), None);
+    }
+
+    #[tokio::test]
+    async fn a_backup_from_before_postcard_restores_into_a_new_cluster_with_its_draws() {
+        // A real format 1 backup and the key-encryption key of the cluster
+        // it came from (control-plane/tests/legacy_format.rs says how
+        // they were made).
+        let fixtures =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../control-plane/tests/fixtures");
+        let dir = tempfile::tempdir().unwrap();
+        let kek = dir.path().join("kek");
+        std::fs::copy(fixtures.join("format-1-kek"), &kek).unwrap();
+        std::fs::set_permissions(&kek, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let mut cfg = config(dir.path(), 1, &[1, 2, 3]);
+        cfg.signing.key_encryption_key_file = kek.display().to_string();
+        let restored = restore(&fixtures.join("format-1-backup.snap"), &cfg)
+            .await
+            .unwrap();
+        assert_eq!(restored.log_index, 64);
+        assert_eq!(restored.voters, vec![1, 2, 3]);
+        let db = Database::open(cfg.data_dir.join("state.redb")).unwrap();
+        let draw = geiger_control_plane::state_machine::reads::draw(
+            &db,
+            "dr_zfqlrgzi37y573xwszrsvjrc3rbvgci52643klri",
+        )
+        .unwrap()
+        .expect("the backup's last draw");
+        assert_eq!(draw.position, 35);
+        let pool = geiger_control_plane::state_machine::reads::pool(&db)
+            .unwrap()
+            .0;
+        assert_eq!(pool.bytes, 0, "the unused pool is retired");
     }
 
     #[tokio::test]

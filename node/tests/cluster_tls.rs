@@ -116,7 +116,7 @@ async fn internal_call_over_tls(
         .connect(server_name, tcp)
         .await
         .map_err(|e| format!("handshake: {e}"))?;
-    // bincode of `()` is empty.
+    // `()` encodes as nothing (legacy path, legacy format).
     let request = format!(
         "POST /internal/read-index HTTP/1.1\r\nhost: {name}\r\nx-geiger-cluster-secret: {CLUSTER_SECRET}\r\ncontent-length: 0\r\n\r\n"
     );

@@ -1,5 +1,11 @@
-//! The Raft network's client side over HTTP: bincode bodies, the cluster secret in a
-//! header, reqwest underneath (one pooled client per node, keep-alive).
+//! The Raft network's client side over HTTP: `crate::codec` bodies, the
+//! cluster secret in a header, reqwest underneath (one pooled client per
+//! node, keep-alive).
+//!
+//! Calls go to the current format's paths. A member that answers 404 there
+//! is older than postcard (mid rolling upgrade): the call is repeated at
+//! the legacy path, in the legacy format, and that member is spoken to that
+//! way for [`LEGACY_RECHECK`] before the current format is tried again.
 //!
 //! With [`PeerTls`], every call is HTTPS with this node's cluster
 //! certificate, to `https://node-<id>.geiger.internal:<port>` (see
@@ -15,8 +21,8 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -30,13 +36,19 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{
-    node_id_of_peer_name, peer_name, ADMIN_HEADER, PATH_APPEND, PATH_SNAPSHOT, PATH_VOTE,
-    SECRET_HEADER,
+    node_id_of_peer_name, peer_name, wire_path, ADMIN_HEADER, PATH_APPEND, PATH_SNAPSHOT,
+    PATH_VOTE, SECRET_HEADER,
 };
 use crate::clock_watch::{ClockWatch, CLOCK_HEADER, YOUR_OFFSET_HEADER};
+use crate::codec::Codec;
 use crate::in_flight_append::InFlightAppend;
 use crate::quorum_watch::QuorumWatch;
 use crate::types::{Member, NodeId, TypeConfig};
+
+/// How long a member found speaking only the legacy format is spoken to
+/// in it before the current format is tried again (it may have been
+/// upgraded meanwhile).
+pub const LEGACY_RECHECK: Duration = Duration::from_secs(30);
 
 /// A failed RPC at the transport level.
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +164,8 @@ pub struct RpcClient {
     peers: Option<Arc<PeerResolver>>,
     /// Measures peers' clocks on every call (`crate::clock_watch`).
     clock: Option<Arc<ClockWatch>>,
+    /// Members found speaking only the legacy format, and when.
+    legacy_peers: Arc<Mutex<HashMap<NodeId, Instant>>>,
 }
 
 impl RpcClient {
@@ -188,6 +202,7 @@ impl RpcClient {
             admin: admin_token.map(Arc::from),
             peers,
             clock: None,
+            legacy_peers: Arc::default(),
         })
     }
 
@@ -213,8 +228,38 @@ impl RpcClient {
         }
     }
 
-    /// POSTs `body` (bincode) to `path` on node `target` at `addr` and
-    /// decodes the answer.
+    /// The format `target` is spoken to in.
+    fn codec_for(&self, target: NodeId) -> Codec {
+        let mut legacy = match self.legacy_peers.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        match legacy.get(&target) {
+            Some(found) if found.elapsed() < LEGACY_RECHECK => Codec::Legacy,
+            Some(_) => {
+                legacy.remove(&target);
+                Codec::Postcard
+            }
+            None => Codec::Postcard,
+        }
+    }
+
+    fn found_legacy(&self, target: NodeId) {
+        let mut legacy = match self.legacy_peers.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if legacy.insert(target, Instant::now()).is_none() {
+            tracing::info!(
+                peer = target,
+                "member speaks only the legacy wire format (an older version): calling it in that format"
+            );
+        }
+    }
+
+    /// POSTs `body` to `path` (one of the `PATH_*`) on node `target` at
+    /// `addr` and decodes the answer, in the current format or, for a
+    /// member older than it, in the legacy one.
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         target: NodeId,
@@ -224,8 +269,37 @@ impl RpcClient {
         timeout: Duration,
         credential: Credential,
     ) -> Result<Resp, TransportError> {
-        let bytes = bincode::serialize(body).map_err(|e| TransportError::Decode(e.to_string()))?;
-        let url = self.url(target, addr, path)?;
+        let codec = self.codec_for(target);
+        let answer = self
+            .call_in(codec, target, addr, path, body, timeout, credential)
+            .await;
+        match answer {
+            // Unknown path: nothing was read or done there, so the call can
+            // be made again.
+            Err(TransportError::Status { status: 404, .. }) if codec == Codec::Postcard => {
+                self.found_legacy(target);
+                self.call_in(Codec::Legacy, target, addr, path, body, timeout, credential)
+                    .await
+            }
+            answer => answer,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn call_in<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        codec: Codec,
+        target: NodeId,
+        addr: &str,
+        path: &str,
+        body: &Req,
+        timeout: Duration,
+        credential: Credential,
+    ) -> Result<Resp, TransportError> {
+        let bytes = codec
+            .encode(body)
+            .map_err(|e| TransportError::Decode(e.to_string()))?;
+        let url = self.url(target, addr, &wire_path(codec, path))?;
         let mut request = self
             .http
             .post(url)
@@ -281,7 +355,9 @@ impl RpcClient {
                 body: String::from_utf8_lossy(&body).into_owned(),
             });
         }
-        bincode::deserialize(&body).map_err(|e| TransportError::Decode(e.to_string()))
+        codec
+            .decode(&body)
+            .map_err(|e| TransportError::Decode(e.to_string()))
     }
 }
 

@@ -2,9 +2,22 @@
 //! internal listener. [`client`] sends (Raft RPC for openraft, forwarded
 //! writes, admin calls, read indexes); [`server`] answers them. This file is
 //! the contract both ends share: the paths, the secret header, and the
-//! messages that are not openraft's own. Bodies are bincode.
+//! messages that are not openraft's own.
+//!
+//! Bodies are encoded by `crate::codec`, and the path says how: every
+//! endpoint is served twice, at its path in the current format (postcard,
+//! under [`WIRE_PREFIX`]) and at its legacy path in the legacy format
+//! (bincode), which is all a member older than postcard speaks. Putting
+//! the format in the path, not in a header, matters for a rolling upgrade:
+//! an old member ignores headers it does not know and would try to decode
+//! postcard as bincode, but it answers an unknown path with 404 before
+//! reading a byte, which is how a caller learns to fall back.
+
+use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
+
+use crate::codec::Codec;
 
 use crate::types::{BatchOutcome, Command, Member, NodeId};
 
@@ -25,6 +38,28 @@ pub const PATH_WRITE: &str = "/internal/write";
 pub const PATH_ADMIN: &str = "/internal/admin";
 pub const PATH_READ_INDEX: &str = "/internal/read-index";
 pub const PATH_LEASE_ATTESTATION: &str = "/internal/lease-attestation";
+
+/// The current wire format's paths: [`PATH_APPEND`] in postcard is
+/// `/internal/v2/raft/append`.
+pub const WIRE_PREFIX: &str = "/internal/v2";
+
+/// Where `path` (one of the `PATH_*` above) is served in `codec`.
+pub fn wire_path(codec: Codec, path: &str) -> Cow<'_, str> {
+    match (codec, path.strip_prefix("/internal")) {
+        (Codec::Postcard, Some(rest)) => Cow::Owned(format!("{WIRE_PREFIX}{rest}")),
+        _ => Cow::Borrowed(path),
+    }
+}
+
+/// The format a request path speaks, and the `PATH_*` it stands for.
+pub fn wire_of(path: &str) -> (Codec, Cow<'_, str>) {
+    match path.strip_prefix(WIRE_PREFIX) {
+        Some(rest) if rest.starts_with('/') => {
+            (Codec::Postcard, Cow::Owned(format!("/internal{rest}")))
+        }
+        _ => (Codec::Legacy, Cow::Borrowed(path)),
+    }
+}
 
 /// The member a mutual-TLS peer proved it is (its certificate's node ID),
 /// set by the node's internal listener on every request of the connection.

@@ -1,8 +1,9 @@
 //! The Raft network's server side: the internal HTTP endpoints for Raft RPC
 //! (append, vote, snapshot chunks), writes forwarded by followers,
 //! membership changes and read indexes, each handed to the [`Replica`].
-//! Bodies are bincode. Nothing here can panic on peer input: a body that
-//! does not decode is a 400.
+//! Bodies are `crate::codec`'s, in the format the path names (see the
+//! parent module). Nothing here can panic on peer input: a body that does
+//! not decode is a 400.
 //!
 //! Least privilege, in the order a request meets it:
 //!
@@ -27,23 +28,25 @@
 use std::sync::{Arc, RwLock};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use bincode::Options;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::{wire_of, wire_path};
 use super::{
     AdminOp, ForwardedWrite, LeaseAttestationRequest, PeerNodeId, ADMIN_HEADER, PATH_ADMIN,
     PATH_APPEND, PATH_LEASE_ATTESTATION, PATH_READ_INDEX, PATH_SNAPSHOT, PATH_VOTE, PATH_WRITE,
     SECRET_HEADER,
 };
 use crate::clock_watch::{ClockWatch, CLOCK_HEADER, YOUR_OFFSET_HEADER};
+use crate::codec::Codec;
 use crate::replica::Replica;
 use crate::types::TypeConfig;
 
@@ -60,7 +63,8 @@ const SNAPSHOT_OVERHEAD: usize = 64 << 10;
 /// The largest body `path` accepts; `snapshot_chunk` is the configured
 /// snapshot chunk size. Unknown paths accept none.
 pub fn body_limit(path: &str, snapshot_chunk: usize) -> usize {
-    match path {
+    let (_, path) = wire_of(path);
+    match path.as_ref() {
         PATH_APPEND => MAX_APPEND_BODY,
         PATH_WRITE => MAX_WRITE_BODY,
         PATH_SNAPSHOT => snapshot_chunk.saturating_add(SNAPSHOT_OVERHEAD),
@@ -145,14 +149,19 @@ impl Gate {
 }
 
 pub(crate) fn router(gate: Arc<Gate>) -> Router {
-    Router::new()
-        .route(PATH_APPEND, post(append))
-        .route(PATH_VOTE, post(vote))
-        .route(PATH_SNAPSHOT, post(snapshot))
-        .route(PATH_WRITE, post(write))
-        .route(PATH_ADMIN, post(admin))
-        .route(PATH_READ_INDEX, post(read_index))
-        .route(PATH_LEASE_ATTESTATION, post(lease_attestation))
+    let mut router = Router::new();
+    for codec in [Codec::Postcard, Codec::Legacy] {
+        let at = |path| wire_path(codec, path).into_owned();
+        router = router
+            .route(&at(PATH_APPEND), post(append))
+            .route(&at(PATH_VOTE), post(vote))
+            .route(&at(PATH_SNAPSHOT), post(snapshot))
+            .route(&at(PATH_WRITE), post(write))
+            .route(&at(PATH_ADMIN), post(admin))
+            .route(&at(PATH_READ_INDEX), post(read_index))
+            .route(&at(PATH_LEASE_ATTESTATION), post(lease_attestation));
+    }
+    router
         // Runs before any handler, so before any body is read.
         .route_layer(middleware::from_fn_with_state(gate.clone(), authenticate))
         .with_state(gate)
@@ -165,7 +174,7 @@ fn refuse(status: StatusCode, message: &'static str) -> Response {
 /// Checks the request head: the cluster secret, the admin credential where
 /// the path always needs it, and the declared body length.
 async fn authenticate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -> Response {
-    let path = request.uri().path().to_owned();
+    let path = wire_of(request.uri().path()).1.into_owned();
     let headers = request.headers();
     if !gate.peer_authorized(headers) {
         tracing::warn!(
@@ -210,8 +219,19 @@ async fn authenticate(State(gate): State<Arc<Gate>>, request: Request, next: Nex
     response
 }
 
-fn encode<T: Serialize>(value: &T) -> Response {
-    match bincode::serialize(value) {
+/// The format of the request's path, which the answer is in too.
+struct Wire(Codec);
+
+impl<S: Send + Sync> FromRequestParts<S> for Wire {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Wire(wire_of(parts.uri.path()).0))
+    }
+}
+
+fn encode<T: Serialize>(Wire(codec): Wire, value: &T) -> Response {
+    match codec.encode(value) {
         Ok(bytes) => (StatusCode::OK, bytes).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
@@ -221,6 +241,7 @@ fn encode<T: Serialize>(value: &T) -> Response {
 /// Runs after [`authenticate`].
 async fn admit<T: DeserializeOwned>(
     gate: &Gate,
+    Wire(codec): &Wire,
     body: Body,
     path: &str,
 ) -> Result<(Arc<Replica>, T), Response> {
@@ -238,13 +259,9 @@ async fn admit<T: DeserializeOwned>(
     let Some(inner) = gate.get() else {
         return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, "shutting down"));
     };
-    // The same encoding as `bincode::serialize`, but a length prefix can
-    // never make us allocate more than the body cap.
-    let options = bincode::DefaultOptions::new()
-        .with_fixint_encoding()
-        .allow_trailing_bytes()
-        .with_limit(limit as u64);
-    match options.deserialize(&body) {
+    // Neither format lets a length prefix allocate beyond the body (which
+    // is within the cap).
+    match codec.decode(&body) {
         Ok(v) => Ok((inner, v)),
         Err(e) => {
             tracing::warn!(path, error = %e, "undecodable internal request");
@@ -253,9 +270,9 @@ async fn admit<T: DeserializeOwned>(
     }
 }
 
-async fn append(State(gate): State<Arc<Gate>>, body: Body) -> Response {
+async fn append(State(gate): State<Arc<Gate>>, wire: Wire, body: Body) -> Response {
     let (inner, req): (_, openraft::raft::AppendEntriesRequest<TypeConfig>) =
-        match admit(&gate, body, PATH_APPEND).await {
+        match admit(&gate, &wire, body, PATH_APPEND).await {
             Ok(x) => x,
             Err(r) => return r,
         };
@@ -280,27 +297,32 @@ async fn append(State(gate): State<Arc<Gate>>, body: Body) -> Response {
             "batch stamped too far ahead of this clock",
         );
     }
-    encode(&inner.raft.append_entries(req).await)
+    encode(wire, &inner.raft.append_entries(req).await)
 }
 
-async fn vote(State(gate): State<Arc<Gate>>, body: Body) -> Response {
-    let (inner, req) = match admit(&gate, body, PATH_VOTE).await {
+async fn vote(State(gate): State<Arc<Gate>>, wire: Wire, body: Body) -> Response {
+    let (inner, req) = match admit(&gate, &wire, body, PATH_VOTE).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    encode(&inner.raft.vote(req).await)
+    encode(wire, &inner.raft.vote(req).await)
 }
 
-async fn snapshot(State(gate): State<Arc<Gate>>, body: Body) -> Response {
-    let (inner, req) = match admit(&gate, body, PATH_SNAPSHOT).await {
+async fn snapshot(State(gate): State<Arc<Gate>>, wire: Wire, body: Body) -> Response {
+    let (inner, req) = match admit(&gate, &wire, body, PATH_SNAPSHOT).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    encode(&inner.raft.install_snapshot(req).await)
+    encode(wire, &inner.raft.install_snapshot(req).await)
 }
 
-async fn write(State(gate): State<Arc<Gate>>, headers: HeaderMap, body: Body) -> Response {
-    let (inner, req): (_, ForwardedWrite) = match admit(&gate, body, PATH_WRITE).await {
+async fn write(
+    State(gate): State<Arc<Gate>>,
+    wire: Wire,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let (inner, req): (_, ForwardedWrite) = match admit(&gate, &wire, body, PATH_WRITE).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -314,32 +336,33 @@ async fn write(State(gate): State<Arc<Gate>>, headers: HeaderMap, body: Body) ->
             return refuse(StatusCode::FORBIDDEN, "admin credential required");
         }
     }
-    encode(&inner.propose_as_leader(req.commands).await)
+    encode(wire, &inner.propose_as_leader(req.commands).await)
 }
 
-async fn admin(State(gate): State<Arc<Gate>>, body: Body) -> Response {
-    let (inner, op): (_, AdminOp) = match admit(&gate, body, PATH_ADMIN).await {
+async fn admin(State(gate): State<Arc<Gate>>, wire: Wire, body: Body) -> Response {
+    let (inner, op): (_, AdminOp) = match admit(&gate, &wire, body, PATH_ADMIN).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    encode(&inner.admin_as_leader(op).await)
+    encode(wire, &inner.admin_as_leader(op).await)
 }
 
-async fn read_index(State(gate): State<Arc<Gate>>, body: Body) -> Response {
-    let (inner, ()): (_, ()) = match admit(&gate, body, PATH_READ_INDEX).await {
+async fn read_index(State(gate): State<Arc<Gate>>, wire: Wire, body: Body) -> Response {
+    let (inner, ()): (_, ()) = match admit(&gate, &wire, body, PATH_READ_INDEX).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    encode(&inner.read_index_as_leader().await)
+    encode(wire, &inner.read_index_as_leader().await)
 }
 
 async fn lease_attestation(
     State(gate): State<Arc<Gate>>,
     peer: Option<axum::Extension<PeerNodeId>>,
+    wire: Wire,
     body: Body,
 ) -> Response {
     let (inner, req): (_, LeaseAttestationRequest) =
-        match admit(&gate, body, PATH_LEASE_ATTESTATION).await {
+        match admit(&gate, &wire, body, PATH_LEASE_ATTESTATION).await {
             Ok(x) => x,
             Err(r) => return r,
         };
@@ -358,7 +381,7 @@ async fn lease_attestation(
             );
         }
     }
-    encode(&inner.attest_lease(&req))
+    encode(wire, &inner.attest_lease(&req))
 }
 
 #[cfg(test)]
@@ -393,5 +416,28 @@ mod tests {
         assert_eq!(body_limit(PATH_VOTE, 1 << 20), 64 << 10);
         assert_eq!(body_limit(PATH_SNAPSHOT, 1 << 20), (1 << 20) + (64 << 10));
         assert_eq!(body_limit("/internal/other", 1 << 20), 0);
+        // The current format's paths have the same caps.
+        for path in [PATH_APPEND, PATH_VOTE, PATH_LEASE_ATTESTATION] {
+            let v2 = wire_path(Codec::Postcard, path);
+            assert_ne!(v2, path);
+            assert_eq!(body_limit(&v2, 1 << 20), body_limit(path, 1 << 20), "{v2}");
+        }
+        assert_eq!(body_limit("/internal/v2/other", 1 << 20), 0);
+        assert_eq!(body_limit("/internal/v2", 1 << 20), 0);
+    }
+
+    #[test]
+    fn each_path_names_its_format_and_the_endpoint_it_stands_for() {
+        assert_eq!(
+            wire_path(Codec::Postcard, PATH_APPEND),
+            "/internal/v2/raft/append"
+        );
+        assert_eq!(wire_path(Codec::Legacy, PATH_APPEND), PATH_APPEND);
+        let (codec, path) = wire_of("/internal/v2/raft/append");
+        assert_eq!((codec, path.as_ref()), (Codec::Postcard, PATH_APPEND));
+        let (codec, path) = wire_of(PATH_APPEND);
+        assert_eq!((codec, path.as_ref()), (Codec::Legacy, PATH_APPEND));
+        // Not a prefix match on a longer segment.
+        assert_eq!(wire_of("/internal/v2x/raft/append").0, Codec::Legacy);
     }
 }

@@ -35,6 +35,7 @@ pub(crate) mod dispatch;
 mod idempotency;
 pub(crate) mod keys;
 pub use keys::check_current_key;
+pub mod format;
 pub mod links;
 pub(crate) mod members;
 pub(crate) mod pool;
@@ -72,7 +73,7 @@ pub const DURABLE_EVERY: std::time::Duration = std::time::Duration::from_secs(2)
 /// dirty pages out (see [`spawn_writeback`]).
 const WRITEBACK_EVERY: std::time::Duration = std::time::Duration::from_millis(25);
 /// `meta` key of the ledger clock: the latest batch time applied (Unix ms).
-const META_CLOCK: &[u8] = b"clock";
+pub(crate) const META_CLOCK: &[u8] = b"clock";
 const STATE_FILE: &str = "state.redb";
 const INSTALLING_FILE: &str = "state.redb.installing";
 const SNAPSHOT_DIR: &str = "snapshots";
@@ -130,16 +131,20 @@ impl Shared {
     }
 }
 
-fn open_db(path: &Path, cache_bytes: usize) -> Result<Database, redb::Error> {
+/// Opens (or creates) a state database, in the current format
+/// ([`format::ensure_current`] migrates one an older version wrote).
+fn open_db(path: &Path, cache_bytes: usize) -> Result<Database, crate::Error> {
     let db = Database::builder()
         .set_cache_size(cache_bytes)
-        .create(path)?;
-    let mut tx = db.begin_write()?;
+        .create(path)
+        .map_err(redb::Error::from)?;
+    let mut tx = db.begin_write().map_err(redb::Error::from)?;
     tx.set_durability(Durability::Immediate);
     for (_, def) in ALL {
-        tx.open_table(def)?;
+        tx.open_table(def).map_err(redb::Error::from)?;
     }
-    tx.commit()?;
+    tx.commit().map_err(redb::Error::from)?;
+    format::ensure_current(&db).map_err(|e| crate::Error::Storage(e.to_string()))?;
     Ok(db)
 }
 

@@ -310,7 +310,7 @@ pub fn chunk_provenance(
     let key = device_seq_key(device, seq);
     let v = t.get(key.as_slice()).map_err(ReadError::new)?;
     match v {
-        Some(v) => bincode::deserialize(v.value())
+        Some(v) => crate::codec::decode(v.value())
             .map(Some)
             .map_err(ReadError::new),
         None => Ok(None),

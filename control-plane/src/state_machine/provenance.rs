@@ -120,7 +120,7 @@ fn still_pooled(tx: &redb::ReadTransaction, device: &str, seq: u64) -> Result<bo
     let pool = tx.open_table(POOL).map_err(ReadError::new)?;
     for item in pool.iter().map_err(ReadError::new)? {
         let (_, v) = item.map_err(ReadError::new)?;
-        let place: PoolPlace = bincode::deserialize(v.value()).map_err(ReadError::new)?;
+        let place: PoolPlace = crate::codec::decode(v.value()).map_err(ReadError::new)?;
         if place.device == device {
             return Ok(place.seq <= seq);
         }
@@ -147,7 +147,7 @@ pub fn device_keys(db: &Database) -> Result<Vec<DeviceKey>, ReadError> {
     let removed = tx.open_table(REMOVED_LINKS).map_err(ReadError::new)?;
     for item in removed.iter().map_err(ReadError::new)? {
         let (k, v) = item.map_err(ReadError::new)?;
-        let r: RemovedLink = bincode::deserialize(v.value()).map_err(ReadError::new)?;
+        let r: RemovedLink = crate::codec::decode(v.value()).map_err(ReadError::new)?;
         let k = k.value();
         let device = String::from_utf8_lossy(&k[..k.len().saturating_sub(9)]).into_owned();
         out.push(DeviceKey {
@@ -160,7 +160,7 @@ pub fn device_keys(db: &Database) -> Result<Vec<DeviceKey>, ReadError> {
     let links = tx.open_table(LINKS).map_err(ReadError::new)?;
     for item in links.iter().map_err(ReadError::new)? {
         let (_, v) = item.map_err(ReadError::new)?;
-        let l: Link = bincode::deserialize(v.value()).map_err(ReadError::new)?;
+        let l: Link = crate::codec::decode(v.value()).map_err(ReadError::new)?;
         out.push(DeviceKey {
             device: l.device,
             public_key: l.public_key,

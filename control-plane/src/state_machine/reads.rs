@@ -35,7 +35,7 @@ pub(crate) fn get<T: DeserializeOwned>(
     let t = tx.open_table(table).map_err(err)?;
     let v = t.get(key).map_err(err)?;
     match v {
-        Some(v) => bincode::deserialize(v.value()).map(Some).map_err(err),
+        Some(v) => crate::codec::decode(v.value()).map(Some).map_err(err),
         None => Ok(None),
     }
 }
@@ -170,7 +170,7 @@ pub fn keys(db: &Database) -> Result<KeySet, ReadError> {
     // moves them).
     for item in tx.open_table(KEYS).map_err(err)?.iter().map_err(err)? {
         let (_, v) = item.map_err(err)?;
-        let k: StoredKey = bincode::deserialize(v.value()).map_err(err)?;
+        let k: StoredKey = crate::codec::decode(v.value()).map_err(err)?;
         let info = Signer::from_secret(k.secret).key_info(
             format_timestamp(k.valid_from_ms),
             k.valid_until_ms.map(format_timestamp),
@@ -184,7 +184,7 @@ pub fn keys(db: &Database) -> Result<KeySet, ReadError> {
         .map_err(err)?
     {
         let (_, v) = item.map_err(err)?;
-        let k: KeyRecord = bincode::deserialize(v.value()).map_err(err)?;
+        let k: KeyRecord = crate::codec::decode(v.value()).map_err(err)?;
         let public = ed25519_dalek::VerifyingKey::from_bytes(&k.public_key).map_err(err)?;
         let info = KeyInfo::for_public_key(
             &public,
@@ -207,7 +207,7 @@ pub fn pool(db: &Database) -> Result<(PoolState, Vec<DevicePool>), ReadError> {
     let mut devices = Vec::new();
     for item in t.iter().map_err(err)? {
         let (k, v) = item.map_err(err)?;
-        let d: DeviceState = bincode::deserialize(v.value()).map_err(err)?;
+        let d: DeviceState = crate::codec::decode(v.value()).map_err(err)?;
         devices.push(DevicePool {
             device: String::from_utf8_lossy(k.value()).into_owned(),
             pooled_bytes: d.pooled_bytes,
@@ -227,7 +227,7 @@ pub fn leases(db: &Database) -> Result<Vec<Lease>, ReadError> {
     let mut out = Vec::new();
     for item in t.iter().map_err(err)? {
         let (_, v) = item.map_err(err)?;
-        out.push(bincode::deserialize(v.value()).map_err(err)?);
+        out.push(crate::codec::decode(v.value()).map_err(err)?);
     }
     Ok(out)
 }
@@ -241,7 +241,7 @@ pub fn members(db: &Database) -> Result<BTreeMap<NodeId, Member>, ReadError> {
         let id: [u8; 8] = k.value().try_into().map_err(err)?;
         out.insert(
             u64::from_be_bytes(id),
-            bincode::deserialize(v.value()).map_err(err)?,
+            crate::codec::decode(v.value()).map_err(err)?,
         );
     }
     Ok(out)

@@ -16,6 +16,7 @@ use super::{
     blocking, open_db, snap_err, Shared, CURRENT_META, INCOMING_SNAPSHOT, INSTALLING_FILE,
     STATE_FILE,
 };
+use crate::codec::Codec;
 use crate::types::{SnapshotMeta, StorageError, TypeConfig};
 
 /// Makes sure the snapshot's bytes are in `incoming` and on disk. Normally
@@ -84,7 +85,8 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 /// (a sender still streaming one keeps its open handle).
 fn write_meta(dir: &Path, meta: &SnapshotMeta, file_name: &str) -> io::Result<()> {
     let tmp = dir.join("current.meta.tmp");
-    let bytes = bincode::serialize(&(meta, file_name)).map_err(io::Error::other)?;
+    let mut bytes = META_FILE_MAGIC.to_vec();
+    bytes.extend(crate::codec::encode(&(meta, file_name)).map_err(io::Error::other)?);
     let mut f = std::fs::File::create(&tmp)?;
     io::Write::write_all(&mut f, &bytes)?;
     f.sync_all()?;
@@ -109,8 +111,14 @@ pub(super) async fn current_snapshot(
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(snap_err(ErrorVerb::Read, e)),
     };
-    let (meta, file_name): (SnapshotMeta, String) =
-        bincode::deserialize(&meta_bytes).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+    // Without the magic: written by a version before postcard.
+    let (codec, body) = match meta_bytes.strip_prefix(META_FILE_MAGIC) {
+        Some(body) => (Codec::Postcard, body),
+        None => (Codec::Legacy, meta_bytes.as_slice()),
+    };
+    let (meta, file_name): (SnapshotMeta, String) = codec
+        .decode(body)
+        .map_err(|e| snap_err(ErrorVerb::Read, e))?;
     let file = tokio::fs::File::open(dir.join(file_name))
         .await
         .map_err(|e| snap_err(ErrorVerb::Read, e))?;
@@ -119,6 +127,9 @@ pub(super) async fn current_snapshot(
         snapshot: Box::new(file),
     }))
 }
+
+/// The first bytes of `current.meta` in the current format.
+const META_FILE_MAGIC: &[u8] = b"GEIGER-SNAPMETA-2\n";
 
 /// Builds snapshots from a read transaction, concurrently with apply.
 pub struct SnapshotBuilder {

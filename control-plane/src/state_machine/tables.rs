@@ -3,7 +3,8 @@
 //! Every table maps bytes to bytes, so snapshots can stream any table the
 //! same way. Keys are built so redb's byte order is the order we scan in:
 //! numbers are big-endian, composite keys put the prefix first. Values are
-//! bincode of the structs below (or raw bytes where noted).
+//! the structs below in `crate::codec`'s format (or raw bytes where noted);
+//! `super::format` says which format a database holds.
 
 use redb::TableDefinition;
 use serde::{Deserialize, Serialize};

@@ -25,7 +25,7 @@ pub enum ApplyError {
     #[error("storage: {0}")]
     Storage(#[from] redb::Error),
     #[error("encoding: {0}")]
-    Encoding(#[from] bincode::Error),
+    Encoding(#[from] crate::codec::CodecError),
     #[error("canonical JSON: {0}")]
     Canonical(#[from] geiger_protocol::canonical::CanonicalError),
     #[error("signing key: {0}")]
@@ -146,7 +146,7 @@ impl<'a> Tx<'a> {
         Ok(value)
     }
 
-    /// Decodes the value in place. bincode accepts trailing bytes, so `T`
+    /// Decodes the value in place. Trailing bytes are ignored, so `T`
     /// may be a prefix of the stored struct (see [`DrawPlace`]).
     pub fn get<T: DeserializeOwned>(
         &self,
@@ -155,12 +155,12 @@ impl<'a> Tx<'a> {
     ) -> Result<Option<T>, ApplyError> {
         if hot_table(table).is_some() {
             return match self.get_raw(table, key)? {
-                Some(bytes) => Ok(Some(bincode::deserialize(&bytes)?)),
+                Some(bytes) => Ok(Some(crate::codec::decode(&bytes)?)),
                 None => Ok(None),
             };
         }
         self.with(table, |t| match storage!(t.get(key))? {
-            Some(v) => Ok(Some(bincode::deserialize(v.value())?)),
+            Some(v) => Ok(Some(crate::codec::decode(v.value())?)),
             None => Ok(None),
         })
     }
@@ -183,7 +183,7 @@ impl<'a> Tx<'a> {
     }
 
     pub fn put<T: Serialize>(&self, table: Table, key: &[u8], value: &T) -> Result<(), ApplyError> {
-        self.put_raw(table, key, &bincode::serialize(value)?)
+        self.put_raw(table, key, &crate::codec::encode(value)?)
     }
 
     /// Every entry of a (small, cold) table, decoded. Not for the hot
@@ -194,7 +194,7 @@ impl<'a> Tx<'a> {
             let mut out = Vec::new();
             for item in storage!(t.iter())? {
                 let (k, v) = storage!(item)?;
-                out.push((k.value().to_vec(), bincode::deserialize(v.value())?));
+                out.push((k.value().to_vec(), crate::codec::decode(v.value())?));
             }
             Ok(out)
         })

@@ -142,6 +142,19 @@ impl Cluster {
         env: Vec<(String, String)>,
         adjust: &dyn Fn(&Path, NodeConfig) -> NodeConfig,
     ) -> Cluster {
+        Self::start_binary_in(geiger(), dir, specs, extra_toml, env, adjust)
+    }
+
+    /// Like [`Self::start_in`], running `binary` (another version's
+    /// `geiger`) instead of this build's.
+    pub fn start_binary_in(
+        binary: &Path,
+        dir: tempfile::TempDir,
+        specs: Vec<NodeSpec>,
+        extra_toml: &str,
+        env: Vec<(String, String)>,
+        adjust: &dyn Fn(&Path, NodeConfig) -> NodeConfig,
+    ) -> Cluster {
         let configs: Vec<NodeConfig> = specs
             .iter()
             .map(|s| {
@@ -162,7 +175,7 @@ impl Cluster {
         for (spec, mut config) in specs.into_iter().zip(configs) {
             config.bootstrap = voters.clone();
             let mut process = NodeProcess::prepare(
-                geiger(),
+                binary,
                 &config,
                 dir.path().join(format!("node-{}.toml", spec.id)),
                 dir.path().join(format!("node-{}.log", spec.id)),
@@ -234,6 +247,14 @@ impl Cluster {
     /// Starts a stopped or killed node again, with the same config and data.
     pub fn restart(&mut self, id: u64) {
         self.process(id).restart().expect("geiger node restarts");
+    }
+
+    /// Starts a stopped node again with this build's `geiger`: an upgrade
+    /// in place, same config and data.
+    pub fn restart_upgraded(&mut self, id: u64) {
+        let process = self.process(id);
+        process.binary = geiger().to_path_buf();
+        process.restart().expect("geiger node restarts upgraded");
     }
 
     pub async fn get(&self, id: u64, path: &str) -> Result<(u16, Value), String> {

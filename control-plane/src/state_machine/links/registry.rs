@@ -161,14 +161,14 @@ pub fn links(db: &Database) -> Result<Vec<LinkView>, ReadError> {
     let mut out = Vec::new();
     for item in links.iter().map_err(ReadError::new)? {
         let (_, v) = item.map_err(ReadError::new)?;
-        let link: Link = bincode::deserialize(v.value()).map_err(ReadError::new)?;
+        let link: Link = crate::codec::decode(v.value()).map_err(ReadError::new)?;
         let key = link.device.as_bytes();
         let lease: Option<Lease> = match leases.get(key).map_err(ReadError::new)? {
-            Some(v) => Some(bincode::deserialize(v.value()).map_err(ReadError::new)?),
+            Some(v) => Some(crate::codec::decode(v.value()).map_err(ReadError::new)?),
             None => None,
         };
         let state: DeviceState = match devices.get(key).map_err(ReadError::new)? {
-            Some(v) => bincode::deserialize(v.value()).map_err(ReadError::new)?,
+            Some(v) => crate::codec::decode(v.value()).map_err(ReadError::new)?,
             None => DeviceState::default(),
         };
         let mut skipped_chunks = 0;
@@ -184,7 +184,7 @@ pub fn links(db: &Database) -> Result<Vec<LinkView>, ReadError> {
                     .try_into()
                     .map_err(ReadError::new)?,
             );
-            let end: u64 = bincode::deserialize(v.value()).map_err(ReadError::new)?;
+            let end: u64 = crate::codec::decode(v.value()).map_err(ReadError::new)?;
             skipped_chunks += end.saturating_sub(start);
         }
         let unhealthy = match (state.first_seq, state.last_seq) {
@@ -232,7 +232,7 @@ pub fn link(db: &Database, device: &str) -> Result<Option<Link>, ReadError> {
     let t = tx.open_table(LINKS).map_err(ReadError::new)?;
     let v = t.get(device.as_bytes()).map_err(ReadError::new)?;
     match v {
-        Some(v) => bincode::deserialize(v.value())
+        Some(v) => crate::codec::decode(v.value())
             .map(Some)
             .map_err(ReadError::new),
         None => Ok(None),

@@ -1,0 +1,303 @@
+//! A rolling upgrade from the version before postcard (storage and wire
+//! format 1) to this build, as an operator does it: three real `geiger
+//! node` processes of the previous version under steady chained draws,
+//! then one node at a time stopped (SIGTERM) and started again with this
+//! build on the same data, followers first, the leader last.
+//!
+//! While versions are mixed, upgraded members speak the legacy wire format
+//! to the old ones (they answer 404 at the current format's paths) and the
+//! old leader replicates to upgraded followers at the legacy paths. Every
+//! upgraded node migrates its state database and Raft log when it starts.
+//!
+//! Needs the previous version's `geiger` in `GEIGER_PREVIOUS_BIN_DIR`:
+//! `scripts/rolling-upgrade` builds it from git and runs this test.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Cluster, Device};
+use serde_json::{json, Value};
+
+const WRITERS: usize = 4;
+/// The longest any writer may go without a committed draw, upgrades
+/// included (a stopped node's clients move to another node).
+const MAX_GAP: Duration = Duration::from_secs(15);
+
+/// What one writer did: its chain, the IDs it committed in order, and the
+/// longest it waited between two commits.
+#[derive(Debug, Default)]
+struct Writer {
+    chain: String,
+    committed: Vec<String>,
+    longest_gap: Duration,
+    retries: u64,
+}
+
+/// Draws on `writer`'s chain until `stop`, through node `(i + n) % 3 + 1`
+/// for its n-th attempt. A failed attempt is retried (elsewhere) with the
+/// same `request_id`: a replay if it had committed after all.
+async fn write(
+    http: reqwest::Client,
+    urls: Vec<String>,
+    key: String,
+    writer: Arc<Mutex<Writer>>,
+    index: usize,
+    stop: Arc<AtomicBool>,
+) {
+    let mut previous = writer.lock().unwrap().chain.clone();
+    let mut attempt = index;
+    let mut last_commit = Instant::now();
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let request_id = format!("w{index}-{n}");
+        loop {
+            let url = &urls[attempt % urls.len()];
+            attempt += 1;
+            let answer = http
+                .post(format!("{url}/v1/draws"))
+                .bearer_auth(&key)
+                .json(&json!({
+                    "previous": previous,
+                    "request_id": request_id,
+                    "tag": "upgrade",
+                    "spec": {"kind": "integers", "min": 1, "max": 49, "count": 6, "unique": true}
+                }))
+                .send()
+                .await;
+            if let Ok(r) = answer {
+                if r.status() == 201 {
+                    let body: Value = r.json().await.unwrap();
+                    previous = body["draw"]["id"].as_str().unwrap().to_string();
+                    let mut w = writer.lock().unwrap();
+                    w.committed.push(previous.clone());
+                    w.longest_gap = w.longest_gap.max(last_commit.elapsed());
+                    last_commit = Instant::now();
+                    break;
+                }
+            }
+            writer.lock().unwrap().retries += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn log_of(cluster: &Cluster, id: u64) -> String {
+    std::fs::read_to_string(&cluster.node(id).process.log_path).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the previous version in GEIGER_PREVIOUS_BIN_DIR: run scripts/rolling-upgrade"]
+async fn a_rolling_upgrade_from_the_previous_format_keeps_every_writer_committing() {
+    let previous = PathBuf::from(
+        std::env::var_os("GEIGER_PREVIOUS_BIN_DIR")
+            .expect("GEIGER_PREVIOUS_BIN_DIR (scripts/rolling-upgrade sets it)"),
+    )
+    .join("geiger");
+    assert!(previous.exists(), "{} missing", previous.display());
+
+    let dir = tempfile::tempdir().unwrap();
+    let device = Device::start(&dir.path().join("device"), &["--rate", "262144"]);
+    let cluster_dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start_binary_in(
+        &previous,
+        cluster_dir,
+        common::one_per_zone(3),
+        "",
+        Vec::new(),
+        &|_, config| config,
+    );
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
+    let (status, body) = cluster
+        .post(leader, "/v1/admin/links", &device.registration())
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = cluster
+        .post(leader, "/v1/admin/customers", &json!({"name": "upgrade"}))
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let key = body["api_key"].as_str().unwrap().to_string();
+
+    let mut writers = Vec::new();
+    for i in 0..WRITERS {
+        let r = cluster
+            .http
+            .post(format!("{}/v1/chains", cluster.url(leader)))
+            .bearer_auth(&key)
+            .json(&json!({"tag": format!("writer {i}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let body: Value = r.json().await.unwrap();
+        writers.push(Arc::new(Mutex::new(Writer {
+            chain: body["id"].as_str().unwrap().to_string(),
+            ..Writer::default()
+        })));
+    }
+    let urls: Vec<String> = cluster.ids().iter().map(|id| cluster.url(*id)).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let tasks: Vec<_> = writers
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            tokio::spawn(write(
+                http.clone(),
+                urls.clone(),
+                key.clone(),
+                w.clone(),
+                i,
+                stop.clone(),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Followers first, the leader last.
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
+    let mut order: Vec<u64> = cluster
+        .ids()
+        .into_iter()
+        .filter(|id| *id != leader)
+        .collect();
+    order.push(leader);
+    let mut committed_at_step = Vec::new();
+    for id in order {
+        cluster.terminate(id);
+        cluster.restart_upgraded(id);
+        cluster
+            .wait_until(Duration::from_secs(60), "the upgraded node ready", || {
+                let http = http.clone();
+                let url = cluster.url(id);
+                async move {
+                    let r = http.get(format!("{url}/readyz")).send().await.ok()?;
+                    (r.status() == 200).then_some(())
+                }
+            })
+            .await;
+        // Some draws under this mix of versions.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let total: usize = writers
+            .iter()
+            .map(|w| w.lock().unwrap().committed.len())
+            .sum();
+        committed_at_step.push((id, total));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+
+    // Every step of the upgrade committed draws.
+    let mut before = 0;
+    for (id, total) in &committed_at_step {
+        assert!(
+            *total > before,
+            "no draw committed while node {id} was upgraded: {committed_at_step:?}"
+        );
+        before = *total;
+    }
+    for (i, w) in writers.iter().enumerate() {
+        let w = w.lock().unwrap();
+        assert!(
+            w.longest_gap < MAX_GAP,
+            "writer {i} waited {:?} for a commit",
+            w.longest_gap
+        );
+        eprintln!(
+            "writer {i}: {} draws, longest gap {:?}, {} retried attempts",
+            w.committed.len(),
+            w.longest_gap,
+            w.retries
+        );
+    }
+
+    // Each node migrated its data, and the first upgraded one spoke the
+    // legacy format to the old members.
+    for id in cluster.ids() {
+        let log = log_of(&cluster, id);
+        assert!(
+            log.contains("state database re-encoded from the legacy format"),
+            "node {id} did not migrate its state database"
+        );
+        assert!(
+            log.contains("raft log re-encoded from the legacy format"),
+            "node {id} did not migrate its Raft log"
+        );
+    }
+    assert!(
+        cluster
+            .ids()
+            .iter()
+            .any(|id| log_of(&cluster, *id).contains("member speaks only the legacy wire format")),
+        "no upgraded node fell back to the legacy wire format"
+    );
+
+    // Every chain, read from every node, holds exactly its writer's draws,
+    // in order, and the nodes agree byte for byte.
+    for w in &writers {
+        let (chain, committed) = {
+            let w = w.lock().unwrap();
+            (w.chain.clone(), w.committed.clone())
+        };
+        let mut pages = BTreeMap::new();
+        for id in cluster.ids() {
+            let read = cluster
+                .wait_until(Duration::from_secs(20), "a node caught up", || {
+                    let (http, url) = (http.clone(), cluster.url(id));
+                    let (chain, expected) = (chain.clone(), committed.len());
+                    async move {
+                        let read = chain_draws(&http, &url, &chain).await?;
+                        (read.1.len() == expected).then_some(read)
+                    }
+                })
+                .await;
+            pages.insert(id, read);
+        }
+        let (first_bytes, first_ids) = pages.values().next().unwrap().clone();
+        assert!(
+            pages.values().all(|(bytes, _)| *bytes == first_bytes),
+            "nodes disagree on chain {chain}"
+        );
+        assert_eq!(first_ids, committed);
+    }
+}
+
+/// Every page of `GET /v1/chains/{chain}/draws` at `url`: the bodies as
+/// served, and the draw IDs in order.
+async fn chain_draws(
+    http: &reqwest::Client,
+    url: &str,
+    chain: &str,
+) -> Option<(Vec<String>, Vec<String>)> {
+    let (mut bodies, mut ids) = (Vec::new(), Vec::new());
+    let mut after = 0u64;
+    loop {
+        let r = http
+            .get(format!("{url}/v1/chains/{chain}/draws?after={after}"))
+            .send()
+            .await
+            .ok()?;
+        let text = r.text().await.ok()?;
+        let page: Value = serde_json::from_str(&text).ok()?;
+        for d in page["draws"].as_array()? {
+            ids.push(d["draw"]["id"].as_str()?.to_string());
+        }
+        bodies.push(text);
+        match page["next_after"].as_u64() {
+            Some(next) => after = next,
+            None => return Some((bodies, ids)),
+        }
+    }
+}
