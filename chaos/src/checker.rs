@@ -773,6 +773,7 @@ mod tests {
         fn keys(&self) -> KeySet {
             KeySet {
                 keys: vec![self.signer.key_info(format_timestamp(0), None)],
+                devices: Vec::new(),
             }
         }
 

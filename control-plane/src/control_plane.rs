@@ -467,6 +467,26 @@ impl ControlPlane {
         )?)
     }
 
+    /// A chunk's bytes and signature if it is exhausted (docs/DERIVATION.md §10).
+    pub fn chunk_reveal(
+        &self,
+        device: &str,
+        seq: u64,
+    ) -> Result<crate::state_machine::provenance::ChunkReveal, Error> {
+        Ok(crate::state_machine::provenance::chunk_reveal(
+            &self.inner.shared.db(),
+            device,
+            seq,
+        )?)
+    }
+
+    /// Every device public key, registered or removed, with its validity.
+    pub fn device_keys(&self) -> Result<Vec<crate::state_machine::provenance::DeviceKey>, Error> {
+        Ok(crate::state_machine::provenance::device_keys(
+            &self.inner.shared.db(),
+        )?)
+    }
+
     /// One registered link (address and public key), if registered.
     pub fn link(&self, device: &str) -> Result<Option<crate::Link>, Error> {
         Ok(crate::state_machine::links::registry::link(

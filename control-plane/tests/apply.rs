@@ -601,6 +601,7 @@ async fn a_v2_draw_takes_the_pool_bytes_right_after_the_previous_draw_and_only_t
 
     let keys = KeySet {
         keys: vec![Signer::from_secret([5; 32]).key_info("1970-01-01T00:00:00.000Z".into(), None)],
+        devices: Vec::new(),
     };
     verify_draw(&v1, &keys, Some(Previous::Chain(&chain))).unwrap();
     verify_draw(&v2, &keys, Some(Previous::Draw(&v1))).unwrap();

@@ -1,8 +1,9 @@
 //! Snapshots on their own: a state machine's snapshot, streamed into a
-//! fresh replica in small chunks, reproduces every table byte for byte.
+//! fresh replica in small chunks, reproduces every table byte for byte,
+//! exhausted chunks included.
 
-use geiger_control_plane::state_machine::reads;
 use geiger_control_plane::state_machine::StateMachine;
+use geiger_control_plane::state_machine::{provenance, reads};
 use geiger_control_plane::types::{Batch, Entry};
 use geiger_control_plane::{Command, Outcome};
 use geiger_testkit::in_process::draw_request;
@@ -41,10 +42,20 @@ async fn a_snapshot_streamed_in_chunks_rebuilds_an_identical_replica() {
                     expected_epoch: None,
                     duration_ms: 1 << 40,
                 },
-                Command::AppendEntropy {
+                // A small signed chunk first: the draws use it up, so the
+                // snapshot carries an exhausted chunk too.
+                Command::AppendSignedEntropy {
                     device: "dev-1".into(),
                     epoch: 1,
                     seq: 0,
+                    timestamp_ms: 5,
+                    signature: vec![6; 64],
+                    bytes: vec![7; 32],
+                },
+                Command::AppendEntropy {
+                    device: "dev-1".into(),
+                    epoch: 1,
+                    seq: 1,
                     bytes: (0..=255).cycle().take(10_000).collect(),
                 },
                 Command::CreateChain {
@@ -55,7 +66,7 @@ async fn a_snapshot_streamed_in_chunks_rebuilds_an_identical_replica() {
         ),
     ];
     let out = a.apply(setup).await.unwrap();
-    let mut previous = match &out[1].outcomes[3] {
+    let mut previous = match &out[1].outcomes[4] {
         Outcome::ChainCreated { id, .. } => id.to_string(),
         other => panic!("{other:?}"),
     };
@@ -110,6 +121,15 @@ async fn a_snapshot_streamed_in_chunks_rebuilds_an_identical_replica() {
     assert_eq!(reads::keys(&da).unwrap(), reads::keys(&db).unwrap());
     assert_eq!(reads::pool(&da).unwrap(), reads::pool(&db).unwrap());
     assert_eq!(reads::leases(&da).unwrap(), reads::leases(&db).unwrap());
+    let exhausted = provenance::chunk_reveal(&db, "dev-1", 0).unwrap();
+    assert!(
+        matches!(&exhausted, provenance::ChunkReveal::Exhausted { bytes, .. } if *bytes == vec![7; 32]),
+        "{exhausted:?}"
+    );
+    assert_eq!(
+        provenance::chunk_reveal(&da, "dev-1", 0).unwrap(),
+        exhausted
+    );
 
     // The installed replica keeps going exactly as the original does.
     let next = |index| {

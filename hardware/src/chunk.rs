@@ -24,23 +24,18 @@ pub use geiger_protocol::device::{BadDeviceId, DeviceId, DEVICE_ID_LEN};
 use sha2::{Digest, Sha256};
 
 /// Prefix of every chunk statement, including its version.
-pub const CHUNK_DOMAIN: &[u8; 16] = b"geiger-chunk-v1\0";
+pub use geiger_protocol::provenance::CHUNK_DOMAIN;
 /// Length of the signed statement.
-pub const SIGNED_LEN: usize = 80;
-/// The exact bytes a device signs for a chunk.
+pub const SIGNED_LEN: usize = geiger_protocol::provenance::CHUNK_STATEMENT_LEN;
+/// The exact bytes a device signs for a chunk (defined in
+/// `geiger_protocol::provenance`, so verifiers need not depend on this crate).
 pub fn signed_statement(
     device: &DeviceId,
     seq: u64,
     sha256: &[u8; 32],
     timestamp_ms: u64,
 ) -> [u8; SIGNED_LEN] {
-    let mut out = [0u8; SIGNED_LEN];
-    out[0..16].copy_from_slice(CHUNK_DOMAIN);
-    out[16..32].copy_from_slice(&device.0);
-    out[32..40].copy_from_slice(&seq.to_be_bytes());
-    out[40..72].copy_from_slice(sha256);
-    out[72..80].copy_from_slice(&timestamp_ms.to_be_bytes());
-    out
+    geiger_protocol::provenance::chunk_statement(device, seq, sha256, timestamp_ms)
 }
 
 /// A chunk as it travels on the link: the device id is not repeated per

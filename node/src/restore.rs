@@ -15,7 +15,8 @@
 //!    time, but the old cluster may have drawn with them afterwards;
 //!    drawing with them again would use a byte twice. Each retired chunk is
 //!    recorded in the quarantine table (reason `retired_at_restore`), so
-//!    it stays accounted for;
+//!    it stays accounted for; a retired signed chunk is exhausted, so its
+//!    bytes are published like any used-up chunk's (docs/DERIVATION.md §10);
 //! 4. expires every link lease and raises its fencing epoch by
 //!    [`EPOCH_JUMP`]: the devices refuse epochs older than the newest they
 //!    saw, and the old cluster may have moved leases after the backup;
@@ -33,8 +34,9 @@ use anyhow::{bail, Context};
 use geiger_control_plane::log_store::LogStore;
 use geiger_control_plane::snapshot;
 use geiger_control_plane::state_machine::tables::{
-    u64_key, DeviceState, PoolChunk, PoolState, QuarantinedChunk, DEVICES, LEASES, MEMBERS, META,
-    META_LAST_APPLIED, META_MEMBERSHIP, META_POOL, POOL, QUARANTINE,
+    u64_key, DeviceState, ExhaustedChunk, PoolChunk, PoolState, QuarantinedChunk, DEVICES,
+    EXHAUSTED, LEASES, MEMBERS, META, META_LAST_APPLIED, META_MEMBERSHIP, META_POOL, POOL,
+    PROVENANCE, QUARANTINE,
 };
 use geiger_control_plane::types::{LogId, StoredMembership, Vote};
 use geiger_control_plane::{Lease, Member, NodeId};
@@ -61,6 +63,8 @@ pub struct Restored {
     pub voters: Vec<NodeId>,
     pub retired_chunks: u64,
     pub retired_bytes: u64,
+    /// Retired chunks that were signed, now published as exhausted.
+    pub revealed_chunks: u64,
     pub leases: u64,
 }
 
@@ -170,6 +174,7 @@ fn rewrite_for_new_cluster(
         voters: Vec::new(),
         retired_chunks: 0,
         retired_bytes: 0,
+        revealed_chunks: 0,
         leases: 0,
     };
     {
@@ -201,6 +206,8 @@ fn rewrite_for_new_cluster(
         let mut pool_table = tx.open_table(POOL)?;
         let mut devices = tx.open_table(DEVICES)?;
         let mut quarantine = tx.open_table(QUARANTINE)?;
+        let provenance = tx.open_table(PROVENANCE)?;
+        let mut exhausted = tx.open_table(EXHAUSTED)?;
         let at_ms = geiger_protocol::now_unix_ms();
         for seq in pool.head..pool.next {
             let Some(raw) = pool_table.remove(u64_key(seq).as_slice())? else {
@@ -226,6 +233,21 @@ fn rewrite_for_new_cluster(
                 key.as_slice(),
                 geiger_control_plane::codec::encode(&record)?.as_slice(),
             )?;
+            // Discarded for good: a signed chunk is now exhausted, so its
+            // bytes become public like any used-up chunk's, and draws that
+            // used its first bytes become checkable (docs/DERIVATION.md §10).
+            // The old cluster is fenced for good before a restore.
+            if provenance.get(key.as_slice())?.is_some() {
+                let revealed = ExhaustedChunk {
+                    bytes: chunk.bytes.clone(),
+                    exhausted_at_ms: at_ms,
+                };
+                exhausted.insert(
+                    key.as_slice(),
+                    geiger_control_plane::codec::encode(&revealed)?.as_slice(),
+                )?;
+                restored.revealed_chunks += 1;
+            }
             let mut device: DeviceState = match devices.get(chunk.device.as_bytes())? {
                 Some(v) => geiger_control_plane::codec::decode(v.value())?,
                 None => DeviceState::default(),
@@ -340,6 +362,104 @@ mod tests {
             std::fs::read(cfg.data_dir.join("raft-log.redb")).unwrap(),
             b"old"
         );
+    }
+
+    /// Exhausted chunks are kept byte for byte; the retired pool's signed
+    /// chunks join them (nothing draws from them again), unsigned ones not.
+    #[test]
+    fn a_restore_keeps_exhausted_chunks_and_reveals_the_retired_signed_ones() {
+        use geiger_control_plane::state_machine::tables::{device_seq_key, ALL};
+        use geiger_control_plane::ChunkProvenance;
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("state.redb")).unwrap();
+        let chunk = |seq: u64| PoolChunk {
+            device: "dev_a".into(),
+            seq,
+            bytes: vec![seq as u8; 8],
+        };
+        let provenance = ChunkProvenance {
+            timestamp_ms: 1,
+            sha256: [0; 32],
+            signature: vec![0; 64],
+            length: 8,
+        };
+        let put = |tx: &redb::WriteTransaction, table, key: &[u8], value: Vec<u8>| {
+            tx.open_table(table)
+                .unwrap()
+                .insert(key, value.as_slice())
+                .unwrap();
+        };
+        let tx = db.begin_write().unwrap();
+        for (_, table) in ALL {
+            tx.open_table(table).unwrap();
+        }
+        let last = Some(LogId::new(openraft::CommittedLeaderId::new(3, 1), 40));
+        put(
+            &tx,
+            META,
+            META_LAST_APPLIED,
+            geiger_control_plane::codec::encode(&last).unwrap(),
+        );
+        let pool = PoolState {
+            head: 1,
+            head_offset: 3,
+            next: 3,
+            bytes: 13,
+        };
+        put(
+            &tx,
+            META,
+            META_POOL,
+            geiger_control_plane::codec::encode(&pool).unwrap(),
+        );
+        // Chunk 0 was used up before the backup; 1 (partly used) and 2 are
+        // the pool; 0 and 1 are signed, 2 is not.
+        let old = ExhaustedChunk {
+            bytes: vec![0; 8],
+            exhausted_at_ms: 9,
+        };
+        put(
+            &tx,
+            EXHAUSTED,
+            &device_seq_key("dev_a", 0),
+            geiger_control_plane::codec::encode(&old).unwrap(),
+        );
+        for seq in [0, 1] {
+            put(
+                &tx,
+                PROVENANCE,
+                &device_seq_key("dev_a", seq),
+                geiger_control_plane::codec::encode(&provenance).unwrap(),
+            );
+        }
+        for seq in [1, 2] {
+            put(
+                &tx,
+                POOL,
+                &u64_key(seq),
+                geiger_control_plane::codec::encode(&chunk(seq)).unwrap(),
+            );
+        }
+        tx.commit().unwrap();
+
+        let voters = BTreeMap::from([(1, Member::default())]);
+        let restored = rewrite_for_new_cluster(&db, voters).unwrap();
+        assert_eq!((restored.retired_chunks, restored.revealed_chunks), (2, 1));
+        let tx = db.begin_read().unwrap();
+        let exhausted = tx.open_table(EXHAUSTED).unwrap();
+        let get = |seq: u64| {
+            exhausted
+                .get(device_seq_key("dev_a", seq).as_slice())
+                .unwrap()
+                .map(|v| {
+                    geiger_control_plane::codec::decode::<ExhaustedChunk>(v.value())
+                        .unwrap()
+                        .bytes
+                })
+        };
+        assert_eq!(get(0), Some(vec![0; 8]));
+        assert_eq!(get(1), Some(vec![1; 8]));
+        assert_eq!(get(2), None);
     }
 
     #[tokio::test]

@@ -37,6 +37,7 @@ fn fixture() -> Fixture {
     let signer = Signer::from_secret([9; 32]);
     let keys = KeySet {
         keys: vec![signer.key_info(format_timestamp(SAMPLE_TIME_MS), None)],
+        devices: Vec::new(),
     };
     let chain = sample::genesis(&signer);
     let spec = Spec::Selection { k: 6, n: 49 };
@@ -108,6 +109,7 @@ fn geiger_verify_checks_v1_and_v2_draws_alike() {
     let signer = Signer::from_secret([9; 32]);
     let keys = KeySet {
         keys: vec![signer.key_info(format_timestamp(SAMPLE_TIME_MS), None)],
+        devices: Vec::new(),
     };
     let keys = write(dir.path(), "keys.json", &keys);
     let chain = sample::genesis(&signer);

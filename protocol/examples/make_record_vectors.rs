@@ -47,6 +47,7 @@ fn main() {
     let signer = Signer::from_secret(secret);
     let keys = KeySet {
         keys: vec![signer.key_info(format_timestamp(SAMPLE_TIME_MS), None)],
+        devices: Vec::new(),
     };
     let chain = sample::genesis(&signer);
     let body_text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();

@@ -193,6 +193,9 @@ pub enum ErrorCode {
     /// The request's header section has more fields or bytes than the
     /// server reads.
     HeadersTooLarge,
+    /// The chunk exists but some of its bytes may still be drawn: its bytes
+    /// stay secret until every one is used (docs/DERIVATION.md §10).
+    ChunkNotExhausted,
 }
 
 impl ErrorCode {
@@ -208,7 +211,9 @@ impl ErrorCode {
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
-            ErrorCode::PreviousAlreadyUsed | ErrorCode::Conflict => 409,
+            ErrorCode::PreviousAlreadyUsed | ErrorCode::Conflict | ErrorCode::ChunkNotExhausted => {
+                409
+            }
             ErrorCode::RateLimited => 429,
             ErrorCode::Unavailable | ErrorCode::EntropyExhausted => 503,
             ErrorCode::Internal => 500,

@@ -14,6 +14,7 @@
 //! - [`record`]: chain and draw records, signed envelopes, keys.
 //! - [`api`]: request bodies and the error shape of the HTTP contract.
 //! - [`verify`]: offline verification of issued records.
+//! - [`provenance`]: device-signed chunks, revealed once exhausted, checked against draws.
 //! - `schema` (feature `openapi`): OpenAPI schemas carrying the request rules.
 
 pub mod api;
@@ -24,6 +25,7 @@ pub mod derive_v2;
 pub mod device;
 pub mod id;
 pub mod lease_proof;
+pub mod provenance;
 pub mod record;
 pub mod sample;
 #[cfg(feature = "openapi")]

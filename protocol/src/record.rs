@@ -201,6 +201,11 @@ pub struct KeyInfo {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeySet {
     pub keys: Vec<KeyInfo>,
+    /// Device public keys, registered or removed, with their validity
+    /// (docs/DERIVATION.md §10). Absent where no device was ever linked
+    /// (and in key sets saved before it existed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<crate::provenance::DeviceKeyInfo>,
 }
 
 impl KeyInfo {

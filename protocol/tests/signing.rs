@@ -19,6 +19,7 @@ fn signer() -> Signer {
 fn keys() -> KeySet {
     KeySet {
         keys: vec![signer().key_info(format_timestamp(T0), None)],
+        devices: Vec::new(),
     }
 }
 
@@ -155,6 +156,7 @@ fn a_key_used_outside_its_validity_period_is_refused() {
     let (_, draw) = first_draw();
     let rotated = KeySet {
         keys: vec![signer().key_info(format_timestamp(T0), Some(format_timestamp(T0 + 2)))],
+        devices: Vec::new(),
     };
     assert!(matches!(
         verify_draw(&draw, &rotated, None),
@@ -162,6 +164,7 @@ fn a_key_used_outside_its_validity_period_is_refused() {
     ));
     let still_valid = KeySet {
         keys: vec![signer().key_info(format_timestamp(T0), Some(format_timestamp(T0 + 3)))],
+        devices: Vec::new(),
     };
     verify_draw(&draw, &still_valid, None).unwrap();
 }

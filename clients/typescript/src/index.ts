@@ -2,7 +2,8 @@
  * @geiger/client: a client and an offline verifier for geiger, auditable
  * random draws. `Client` talks to a cluster with failover and safe retries;
  * `verifyRecord`, `verifyDraw`, `verifyChain` and `verifyLookup` check
- * records offline, in Node.js or a browser.
+ * records offline, in Node.js or a browser; `checkDrawProvenance` checks a
+ * draw's entropy against the device-signed chunks (docs/DERIVATION.md §10).
  */
 
 export { type Json, type JsonObject, JsonError, canonicalBytes, canonicalString, jsonEqual, parseJson } from "./json.js";
@@ -13,6 +14,9 @@ export {
   verifyChain, verifyChainAsync, verifyDraw, verifyDrawAsync, verifyLookup, verifyLookupAsync, verifyRecord,
   verifyRecordAsync,
 } from "./verify.js";
+export {
+  type ProvenanceOutcome, checkDrawProvenance, checkSegment, chunkStatement, deviceIdOf,
+} from "./provenance.js";
 export {
   ApiError, Client, type ClientOptions, ClientError, type Issued, type IssuedChain, type Lookup,
   PreviousAlreadyUsed, ProtocolError, REPLAY_HEADER, Unavailable, randomRequestId,

@@ -119,6 +119,8 @@ pub fn kind_of(table: &str, key: &[u8]) -> Result<ValueKind, FormatError> {
         "links" => Typed(typed::<Link>),
         "skipped" => Typed(typed::<u64>),
         "provenance" => Typed(typed::<ChunkProvenance>),
+        "exhausted_chunks" => Typed(typed::<ExhaustedChunk>),
+        "removed_links" => Typed(typed::<RemovedLink>),
         other => return Err(FormatError::UnknownTable(other.to_string())),
     };
     Ok(kind)

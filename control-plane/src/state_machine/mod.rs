@@ -39,6 +39,7 @@ pub mod format;
 pub mod links;
 pub(crate) mod members;
 pub(crate) mod pool;
+pub mod provenance;
 pub mod reads;
 mod snapshots;
 pub mod tables;

@@ -111,7 +111,9 @@ impl Applier<'_, '_> {
             self.tx.put(DEVICES, piece.device.as_bytes(), &device)?;
             pool.bytes = pool.bytes.saturating_sub(n as u64);
             if piece.offset + n >= piece.chunk_len {
-                // Fully used: the bytes live on inside the draws that used them.
+                // Fully used: no later draw reads from it, so its bytes may
+                // now be public (docs/DERIVATION.md §10).
+                self.reveal_exhausted(piece)?;
                 self.tx.delete(POOL, &u64_key(piece.pool_seq))?;
                 pool.head = piece.pool_seq + 1;
                 pool.head_offset = 0;
@@ -318,9 +320,9 @@ pub fn chunk_provenance(
 /// Bytes read from one pool chunk.
 #[derive(Debug, Clone)]
 pub struct Piece {
-    pool_seq: u64,
-    device: String,
-    chunk_seq: u64,
+    pub(super) pool_seq: u64,
+    pub(super) device: String,
+    pub(super) chunk_seq: u64,
     offset: u32,
     length: u32,
     chunk_len: u32,

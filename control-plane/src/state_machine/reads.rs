@@ -27,7 +27,7 @@ fn err(e: impl std::fmt::Display) -> ReadError {
     ReadError(e.to_string())
 }
 
-fn get<T: DeserializeOwned>(
+pub(crate) fn get<T: DeserializeOwned>(
     tx: &ReadTransaction,
     table: Table,
     key: &[u8],
@@ -196,6 +196,7 @@ pub fn keys(db: &Database) -> Result<KeySet, ReadError> {
     keys.sort_by(|a, b| (a.0, &a.1.key_id).cmp(&(b.0, &b.1.key_id)));
     Ok(KeySet {
         keys: keys.into_iter().map(|(_, k)| k).collect(),
+        devices: Vec::new(),
     })
 }
 

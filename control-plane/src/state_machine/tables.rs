@@ -57,6 +57,15 @@ pub const SKIPPED: Table = TableDefinition::new("skipped");
 /// [`crate::state_machine::links::ChunkProvenance`]: the device's timestamp
 /// and signature of an appended chunk.
 pub const PROVENANCE: Table = TableDefinition::new("provenance");
+/// device id ++ 0x00 ++ chunk seq (u64 BE) → [`ExhaustedChunk`]: the bytes
+/// of a signed chunk once every byte of it is used or discarded, so anyone
+/// can check a draw's entropy against the device's signature
+/// (docs/DERIVATION.md §10). Written once, never changed.
+pub const EXHAUSTED: Table = TableDefinition::new("exhausted_chunks");
+/// device id ++ 0x00 ++ registered_at_ms (u64 BE) → [`RemovedLink`]: the
+/// public key of a link that was removed, and when, so chunks it signed stay
+/// checkable after the registry forgets it.
+pub const REMOVED_LINKS: Table = TableDefinition::new("removed_links");
 /// customer id ++ 0x00 ++ ledger index of the genesis (u64 BE) → chain id:
 /// the public list of a customer's chains, in creation order.
 pub const CUSTOMER_CHAINS: Table = TableDefinition::new("customer_chains");
@@ -67,7 +76,7 @@ pub const CHAIN_REQUESTS: Table = TableDefinition::new("chain_requests");
 /// Every table, with the tag that names it in a snapshot file. Tags are
 /// part of the snapshot format: never reuse or renumber one. (Tag 6 was a
 /// separate successor index, retired for [`CHAIN_DRAWS`].)
-pub const ALL: [(u8, Table); 19] = [
+pub const ALL: [(u8, Table); 21] = [
     (1, META),
     (2, CUSTOMERS),
     (3, CUSTOMER_KEYS),
@@ -87,6 +96,8 @@ pub const ALL: [(u8, Table); 19] = [
     (18, CHAIN_HEADS),
     (19, CHAIN_REQUESTS),
     (20, SIGNING_KEYS),
+    (21, EXHAUSTED),
+    (22, REMOVED_LINKS),
 ];
 
 pub const META_LAST_APPLIED: &[u8] = b"last_applied";
@@ -163,6 +174,25 @@ pub struct PoolChunk {
     pub seq: u64,
     #[serde(with = "crate::types::raw_bytes")]
     pub bytes: Vec<u8>,
+}
+
+/// A signed chunk's bytes, kept once the chunk is exhausted (its signature
+/// and timestamp stay in [`PROVENANCE`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExhaustedChunk {
+    #[serde(with = "crate::types::raw_bytes")]
+    pub bytes: Vec<u8>,
+    /// The ledger's clock when its last byte was used: no draw issued
+    /// later may use any of its bytes.
+    pub exhausted_at_ms: u64,
+}
+
+/// A link's registration, kept after `RemoveLink`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemovedLink {
+    pub public_key: [u8; 32],
+    pub registered_at_ms: u64,
+    pub removed_at_ms: u64,
 }
 
 /// Per-device accounting: every chunk sequence number is pooled, used, or

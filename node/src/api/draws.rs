@@ -3,6 +3,7 @@
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use base64::Engine as _;
 use geiger_control_plane::{Command, Outcome};
 use geiger_protocol::{Derivation, DrawRequest, ErrorCode, KeySet};
 
@@ -151,9 +152,24 @@ pub async fn get(
 /// Signing public keys with their validity periods.
 #[utoipa::path(get, path = "/v1/keys", tag = "keys", operation_id = "list_keys",
     responses(
-        (status = 200, description = "Every signing key ever used, with its validity period", body = geiger_protocol::KeySet),
+        (status = 200, description = "Every signing key ever used, with its validity period; and every device key, with the period its link was registered (`devices`, absent when none)", body = geiger_protocol::KeySet),
         (status = 500, description = "`internal`: the ledger could not be read", body = geiger_protocol::ErrorBody),
     ))]
 pub async fn keys(State(state): State<AppState>) -> Result<Json<KeySet>, ApiError> {
-    Ok(Json(state.ledger.keys()?))
+    let mut keys = state.ledger.keys()?;
+    keys.devices = state
+        .ledger
+        .device_keys()?
+        .into_iter()
+        .map(|k| geiger_protocol::provenance::DeviceKeyInfo {
+            device: k.device,
+            alg: geiger_protocol::record::ALG_ED25519.to_string(),
+            public_key: base64::engine::general_purpose::STANDARD.encode(k.public_key),
+            valid_from: geiger_protocol::record::format_timestamp(k.valid_from_ms),
+            valid_until: k
+                .valid_until_ms
+                .map(geiger_protocol::record::format_timestamp),
+        })
+        .collect();
+    Ok(Json(keys))
 }

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod chains;
+pub mod chunks;
 pub mod draws;
 pub mod error;
 pub mod extract;
@@ -59,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/draws", post(draws::create))
         .route("/v1/draws/{id}", get(draws::get))
         .route("/v1/keys", get(draws::keys))
+        .route("/v1/chunks/{device}/{seq}", get(chunks::get))
         .route("/v1/cluster/status", get(admin::cluster_status))
         .route("/v1/admin/customers", post(admin::create_customer))
         .route("/v1/admin/members", post(admin::change_member))

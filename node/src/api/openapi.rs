@@ -34,6 +34,7 @@ use utoipa::{Modify, OpenApi};
         super::draws::create,
         super::draws::get,
         super::draws::keys,
+        super::chunks::get,
         super::admin::cluster_status,
         super::admin::create_customer,
         super::admin::change_member,
@@ -53,7 +54,7 @@ use utoipa::{Modify, OpenApi};
     tags(
         (name = "chains", description = "Opening chains and reading them (reads are public)"),
         (name = "draws", description = "Drawing on a chain and looking draws up (lookups are public)"),
-        (name = "keys", description = "Signing public keys"),
+        (name = "keys", description = "Signing and device public keys, and exhausted device-signed chunks"),
         (name = "operators", description = "Cluster operation, behind the admin token"),
         (name = "health", description = "Liveness, readiness, metrics and this document"),
     )

@@ -163,9 +163,11 @@ def main():
         url = f"{base}/v1/openapi.json"
         validate(url)
         customer = json.loads(get(f"{base}/v1/chains/{chain}")[1])["customer"]
+        devices = json.loads(get(f"{base}/v1/keys")[1]).get("devices", [])
         tally = work / "draws-made.txt"
         env = dict(os.environ, GEIGER_CHAIN=chain, GEIGER_CUSTOMER=customer,
                    GEIGER_DRAWS_TALLY=str(tally), SCHEMATHESIS_HOOKS="hooks",
+                   GEIGER_DEVICE=devices[0]["device"] if devices else "",
                    PYTHONPATH=f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
         reports = work / "reports"
         reports.mkdir()

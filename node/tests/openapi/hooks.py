@@ -23,7 +23,9 @@ What is adjusted, and why each is not a looser spec:
 - Lookups (`GET /v1/chains/{id}`, `.../draws`, `/v1/draws/{id}`,
   `/v1/customers/{id}/chains`): every other schema-valid ID is replaced by
   one that exists, so 200 bodies are checked against their schemas too, not
-  only 404s.
+  only 404s. Likewise `GET /v1/chunks/{device}/{seq}`: every other lookup
+  names the node's device and one of its first chunks, so the answers are
+  200 (an exhausted chunk) and 409 `chunk_not_exhausted`, not only 404s.
 
 Negative (schema-violating) requests are sent as generated. schemathesis
 re-checks every case after this hook, so a case it changes is judged by
@@ -39,12 +41,13 @@ import schemathesis
 CHAIN = os.environ["GEIGER_CHAIN"]
 CUSTOMER = os.environ.get("GEIGER_CUSTOMER")
 TALLY = os.environ.get("GEIGER_DRAWS_TALLY")
+DEVICE = os.environ.get("GEIGER_DEVICE")
 ID = re.compile(r"^(ch|dr)_[a-z2-7]{40}$")
 MAX_TAG_BYTES = 256
 # Draws up to this many entropy bytes (roughly) are made for real.
 SMALL_DRAW_BYTES = 2048
 
-state = {"head": CHAIN, "draws_made": 0, "lookups": 0}
+state = {"head": CHAIN, "draws_made": 0, "lookups": 0, "chunk_lookups": 0}
 
 
 def _known_draw():
@@ -73,6 +76,19 @@ def _point_at_existing(case):
         params["id"] = _known_draw() or params["id"]
     elif path == "/v1/customers/{id}/chains" and CUSTOMER:
         params["id"] = CUSTOMER
+    case.path_parameters = dict(params)
+
+
+def _point_at_chunk(case):
+    """Every other chunk lookup names one of the device's first chunks."""
+    params = case.path_parameters
+    if not DEVICE or not isinstance(params, dict):
+        return
+    state["chunk_lookups"] += 1
+    if state["chunk_lookups"] % 2:
+        return
+    params["device"] = DEVICE
+    params["seq"] = (state["chunk_lookups"] // 2) % 8
     case.path_parameters = dict(params)
 
 
@@ -146,7 +162,9 @@ def before_call(context, case, kwargs):
         case.query = _integral_floats_to_ints(case.query)
     if isinstance(case.path_parameters, dict):
         case.path_parameters = _integral_floats_to_ints(case.path_parameters)
-    if case.method.upper() == "GET":
+    if case.method.upper() == "GET" and case.operation.path == "/v1/chunks/{device}/{seq}":
+        _point_at_chunk(case)
+    elif case.method.upper() == "GET":
         _point_at_existing(case)
     if case.method.upper() == "POST" and isinstance(case.body, dict):
         body = _integral_floats_to_ints(case.body)

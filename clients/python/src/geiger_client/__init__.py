@@ -6,7 +6,10 @@ random draws from radioactive decay.
 - :func:`verify_record`, :func:`verify_draw`, :func:`verify_chain` check a
   record offline: content-hash ID, key validity, Ed25519 signature, entropy
   hash and segments, and re-derivation (geiger-derive-v1 or v2).
-- ``python -m geiger_client verify FILE --keys FILE_OR_URL`` is the CLI.
+- :func:`provenance.check_draw_provenance` checks each entropy segment
+  against the device-signed chunk it came from (docs/DERIVATION.md §10).
+- ``python -m geiger_client verify FILE --keys FILE_OR_URL [--chunks URL]``
+  is the CLI.
 """
 
 from .canonical import CanonicalError, canonical_bytes, parse_json

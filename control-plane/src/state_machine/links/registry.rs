@@ -102,6 +102,7 @@ impl Applier<'_, '_> {
         if self.tx.get_raw(LINKS, device.as_bytes())?.is_none() {
             return Ok(Err(Rejection::NotFound(format!("link {device}"))));
         }
+        self.record_removed_link(device)?;
         self.tx.delete(LINKS, device.as_bytes())?;
         // Keep the lease, so the epoch never goes back, but end it now.
         if let Some(mut lease) = self.tx.get::<Lease>(LEASES, device.as_bytes())? {
