@@ -61,7 +61,7 @@ use openraft::{ErrorSubject, ErrorVerb, RaftLogReader, StorageIOError};
 use redb::{Database, Durability, ReadableTable, TableDefinition, WriteTransaction};
 use tokio::sync::oneshot;
 
-use crate::codec::{Codec, CodecError};
+use crate::codec::Codec;
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig, Vote};
 
 const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");
@@ -435,10 +435,11 @@ impl LogStore {
 /// database: a log without the marker was written by a version before
 /// postcard, and its entries, vote and purge marker are re-encoded.
 fn ensure_current_format(db: &Database) -> Result<(), crate::Error> {
-    use crate::state_machine::format::CURRENT;
+    use crate::state_machine::format::{self, Convert, CURRENT};
     let storage = |e: &dyn std::fmt::Display| crate::Error::Storage(format!("raft log: {e}"));
-    let convert = |what: &str, bytes: &[u8], f: fn(&[u8]) -> Result<Vec<u8>, CodecError>| {
-        f(bytes).map_err(|e| crate::Error::Storage(format!("raft log: {what}: {e}")))
+    let convert = |what: &str, bytes: &[u8], f: Convert| {
+        f(bytes, Codec::Legacy, Codec::Postcard)
+            .map_err(|e| crate::Error::Storage(format!("raft log: {what}: {e}")))
     };
     let mut tx = db.begin_write().map_err(|e| storage(&e))?;
     tx.set_durability(Durability::Immediate);
@@ -448,34 +449,21 @@ fn ensure_current_format(db: &Database) -> Result<(), crate::Error> {
             .get(KEY_FORMAT)
             .map_err(|e| storage(&e))?
             .map(|v| v.value().to_vec());
-        match marker.as_deref() {
-            Some(CURRENT) => {
-                drop(meta);
-                return tx.abort().map_err(|e| storage(&e));
-            }
-            Some(other) => {
-                return Err(crate::Error::Storage(format!(
-                    "raft log in format {:?}, which this version does not know",
-                    String::from_utf8_lossy(other)
-                )))
-            }
-            None => {}
+        if format::is_current(marker.as_deref()).map_err(|e| storage(&e))? {
+            drop(meta);
+            return tx.abort().map_err(|e| storage(&e));
         }
         let vote = meta.get(KEY_VOTE).map_err(|e| storage(&e))?;
         let vote = vote.map(|v| v.value().to_vec());
         if let Some(v) = vote {
-            let new = convert("vote", &v, |b| {
-                Codec::Postcard.encode(&Codec::Legacy.decode::<Vote>(b)?)
-            })?;
+            let new = convert("vote", &v, format::typed::<Vote>)?;
             meta.insert(KEY_VOTE, new.as_slice())
                 .map_err(|e| storage(&e))?;
         }
         let purged = meta.get(KEY_PURGED).map_err(|e| storage(&e))?;
         let purged = purged.map(|v| v.value().to_vec());
         if let Some(v) = purged {
-            let new = convert("purge marker", &v, |b| {
-                Codec::Postcard.encode(&Codec::Legacy.decode::<LogId>(b)?)
-            })?;
+            let new = convert("purge marker", &v, format::typed::<LogId>)?;
             meta.insert(KEY_PURGED, new.as_slice())
                 .map_err(|e| storage(&e))?;
         }
@@ -499,9 +487,7 @@ fn ensure_current_format(db: &Database) -> Result<(), crate::Error> {
                 break;
             };
             for (index, v) in &batch {
-                let new = convert("entry", v, |b| {
-                    Codec::Postcard.encode(&Codec::Legacy.decode::<Entry>(b)?)
-                })?;
+                let new = convert("entry", v, format::typed::<Entry>)?;
                 logs.insert(*index, new.as_slice())
                     .map_err(|e| storage(&e))?;
             }

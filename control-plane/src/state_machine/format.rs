@@ -37,7 +37,7 @@ const BATCH: usize = 10_000;
 pub enum FormatError {
     #[error("storage: {0}")]
     Storage(#[from] redb::Error),
-    #[error("the state database is in format {0:?}, which this version does not know (written by a newer geiger?)")]
+    #[error("the database is in format {0:?}, which this version does not know (written by a newer geiger?)")]
     Unknown(String),
     #[error("the state database has a table `{0}` this version does not know")]
     UnknownTable(String),
@@ -80,7 +80,8 @@ pub enum ValueKind {
     Typed(Convert),
 }
 
-fn typed<T: Serialize + DeserializeOwned>(
+/// Re-encodes a `T` from `from` to `to` (a [`Convert`]).
+pub(crate) fn typed<T: Serialize + DeserializeOwned>(
     bytes: &[u8],
     from: Codec,
     to: Codec,
@@ -144,6 +145,19 @@ pub fn convert(
     }
 }
 
+/// Reads a format marker: `true` for the current format, `false` for none
+/// (format 1, to migrate), an error for a format this version does not
+/// know. Shared with the Raft log's migration (`crate::log_store`).
+pub(crate) fn is_current(marker: Option<&[u8]>) -> Result<bool, FormatError> {
+    match marker {
+        Some(CURRENT) => Ok(true),
+        Some(other) => Err(FormatError::Unknown(
+            String::from_utf8_lossy(other).into_owned(),
+        )),
+        None => Ok(false),
+    }
+}
+
 /// Brings `db` to the current format, in one durable write transaction: a
 /// crash part-way leaves the legacy database whole, and the next start
 /// migrates it again.
@@ -155,17 +169,9 @@ pub fn ensure_current(db: &Database) -> Result<Migration, FormatError> {
         let v = storage!(meta.get(META_FORMAT))?;
         v.map(|v| v.value().to_vec())
     };
-    match marker.as_deref() {
-        Some(CURRENT) => {
-            storage!(tx.abort())?;
-            return Ok(Migration::Current);
-        }
-        Some(other) => {
-            return Err(FormatError::Unknown(
-                String::from_utf8_lossy(other).into_owned(),
-            ))
-        }
-        None => {}
+    if is_current(marker.as_deref())? {
+        storage!(tx.abort())?;
+        return Ok(Migration::Current);
     }
     let mut values = 0u64;
     for (_, def) in ALL {
