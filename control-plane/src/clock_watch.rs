@@ -19,7 +19,11 @@
 //! 2. **Refuse to lead.** An unsynchronized leader steps aside the way a
 //!    leader without a quorum does (`crate::quorum_watch`: it stops sending
 //!    appends, the others elect), and an unsynchronized node sends no vote
-//!    requests, so it never becomes leader while its clock is wrong.
+//!    requests, so it does not become leader while its clock is wrong, with
+//!    one exception: when it alone holds committed entries (the old leader
+//!    committed them with its acknowledgement) and no leader has been heard
+//!    for a while, it stands as a last resort, leads without stamping
+//!    anything until a follower has every entry, and then steps aside.
 //! 3. **Bound the ledger.** A follower refuses appends holding a batch
 //!    stamped more than `max_offset` ahead of its own clock (unless it
 //!    knows its own clock is the wrong one), so a future stamp cannot
@@ -51,8 +55,9 @@ pub(crate) struct ClockWatch {
     voters: AtomicUsize,
     /// Each peer's clock minus ours, as measured by our calls to it.
     peers: Mutex<BTreeMap<NodeId, (i64, Instant)>>,
-    /// Our clock minus the leader's, as the leader last told us.
-    told: Mutex<Option<(i64, Instant)>>,
+    /// Our clock minus the leader's, as the leader last told us. It stands
+    /// until a leader says otherwise (see [`ClockWatch::standing`]).
+    told: Mutex<Option<i64>>,
 }
 
 /// This node's standing, for metrics and refusals.
@@ -106,7 +111,7 @@ impl ClockWatch {
 
     /// The leader told us our offset from its clock.
     pub(crate) fn told(&self, offset_ms: i64) {
-        *self.told.lock().unwrap_or_else(|p| p.into_inner()) = Some((offset_ms, Instant::now()));
+        *self.told.lock().unwrap_or_else(|p| p.into_inner()) = Some(offset_ms);
     }
 
     /// What to tell `peer` about its offset: only a leader whose own clock
@@ -122,7 +127,22 @@ impl ClockWatch {
             .map(|(offset, _)| *offset)
     }
 
+    /// This node's standing. Evidence from a majority of the voters wins:
+    /// a leader whose clock a majority (itself included) agrees with is
+    /// synchronized, one that a majority sees far off is not. Short of a
+    /// majority either way (a voter down, the one left disagreeing), the
+    /// last word of a leader that had one stands (`told`), however old:
+    /// with one good node and one wrong one left, each measures the other
+    /// far off, and only that earlier statement says which is which.
     pub fn standing(&self) -> ClockStanding {
+        let told = self
+            .told
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|offset| ClockStanding {
+                offset_ms: Some(offset),
+                unsynchronized: offset.abs() > self.max_offset_ms,
+            });
         if self.leading.load(Ordering::Acquire) {
             let fresh: Vec<i64> = self
                 .peers
@@ -137,25 +157,20 @@ impl ClockWatch {
                 .iter()
                 .filter(|o| o.abs() > self.max_offset_ms)
                 .count();
-            let offset_ms = median(fresh.iter().copied().chain([0]).collect()).map(|m| -m);
-            return ClockStanding {
-                offset_ms,
-                // Judged by the majority only: a single peer with a wrong
-                // clock does not make its leader wrong.
+            let near = fresh.len() - far + 1;
+            let measured = ClockStanding {
+                offset_ms: median(fresh.iter().copied().chain([0]).collect()).map(|m| -m),
                 unsynchronized: far >= majority,
             };
+            if far >= majority || near >= majority {
+                return measured;
+            }
+            return told.unwrap_or(measured);
         }
-        let told = *self.told.lock().unwrap_or_else(|p| p.into_inner());
-        match told.filter(|(_, at)| at.elapsed() < FRESH_FOR) {
-            Some((offset, _)) => ClockStanding {
-                offset_ms: Some(offset),
-                unsynchronized: offset.abs() > self.max_offset_ms,
-            },
-            None => ClockStanding {
-                offset_ms: None,
-                unsynchronized: false,
-            },
-        }
+        told.unwrap_or(ClockStanding {
+            offset_ms: None,
+            unsynchronized: false,
+        })
     }
 
     /// Whether a batch stamped `at_ms` is too far ahead of this node's
@@ -226,6 +241,55 @@ mod tests {
                 unsynchronized: false
             }
         );
+    }
+
+    #[test]
+    fn a_leader_that_cannot_tell_who_is_wrong_goes_by_what_it_was_last_told() {
+        // Three voters, one down: the two left see each other an hour
+        // apart, and neither has a majority on its side.
+        let wrong = watch();
+        wrong.told(HOUR);
+        wrong.observe(true, 3);
+        measure(&wrong, 2, -HOUR);
+        assert!(wrong.standing().unsynchronized);
+        assert_eq!(wrong.standing().offset_ms, Some(HOUR));
+
+        let good = watch();
+        good.told(-3);
+        good.observe(true, 3);
+        measure(&good, 3, HOUR);
+        assert!(!good.standing().unsynchronized);
+
+        // Never told anything, it cannot know: it goes by its own clock.
+        let new = watch();
+        new.observe(true, 3);
+        measure(&new, 3, HOUR);
+        assert!(!new.standing().unsynchronized);
+    }
+
+    #[test]
+    fn a_majority_on_its_side_outweighs_what_a_leader_was_told() {
+        let w = watch();
+        w.told(HOUR);
+        w.observe(true, 3);
+        measure(&w, 2, 5);
+        assert!(!w.standing().unsynchronized, "{:?}", w.standing());
+        let w = watch();
+        w.told(0);
+        w.observe(true, 3);
+        measure(&w, 2, -HOUR);
+        measure(&w, 3, -HOUR);
+        assert!(w.standing().unsynchronized);
+    }
+
+    #[test]
+    fn what_a_follower_was_told_stands_until_a_leader_says_otherwise() {
+        let w = watch();
+        w.observe(false, 3);
+        w.told(HOUR);
+        assert!(w.standing().unsynchronized);
+        w.told(10);
+        assert!(!w.standing().unsynchronized);
     }
 
     #[test]

@@ -46,6 +46,13 @@ pub(crate) struct QuorumWatch {
     /// The term in which this node went silent.
     silent_term: AtomicU64,
     leaderless_since: Mutex<Option<Instant>>,
+    /// When an append (or heartbeat) last arrived from a leader. A
+    /// follower keeps naming its last leader after that one dies (until it
+    /// votes in a later term), so this, not `current_leader`, says how long
+    /// it has gone without one.
+    last_append: Mutex<Instant>,
+    /// The term this node leads and since when.
+    leading_since: Mutex<Option<(u64, Instant)>>,
     /// This node's clock against the cluster's: an unsynchronized leader
     /// steps aside as one without a quorum does.
     pub(crate) clock: std::sync::Arc<ClockWatch>,
@@ -60,6 +67,8 @@ impl QuorumWatch {
             silent: AtomicBool::new(false),
             silent_term: AtomicU64::new(0),
             leaderless_since: Mutex::new(None),
+            leading_since: Mutex::new(None),
+            last_append: Mutex::new(Instant::now()),
         }
     }
 
@@ -67,6 +76,30 @@ impl QuorumWatch {
     /// heartbeats are not sent.
     pub(crate) fn is_silent(&self) -> bool {
         self.silent.load(Ordering::Acquire)
+    }
+
+    /// An append (or heartbeat) arrived from a leader.
+    pub(crate) fn heard_append(&self) {
+        *self.last_append.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    /// Whether this node may stand for election. One whose clock is wrong
+    /// may not, except as a last resort: when no leader has been heard for
+    /// as long as writes take to be refused on a leaderless node. It may hold entries that no
+    /// good node has (a leader commits with one follower's acknowledgement,
+    /// and that follower may be the wrong one), and then no good node can
+    /// win a vote until it has led long enough to hand them over; as a
+    /// leader it stamps nothing and steps aside once a follower has them
+    /// ([`QuorumWatch::observe`]).
+    pub(crate) fn may_stand_for_election(&self) -> bool {
+        if !self.clock.standing().unsynchronized {
+            return true;
+        }
+        self.last_append
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed()
+            > self.leaderless_refuse_after
     }
 
     /// Why a write must be refused now, if it must: the leader has had no
@@ -120,11 +153,6 @@ impl QuorumWatch {
             leading,
             m.membership_config.membership().voter_ids().count(),
         );
-        // A node whose clock is wrong does not stand for election at all:
-        // a candidate that only bumps its term (its vote requests are not
-        // sent either) would keep the good nodes from electing one of them.
-        raft.runtime_config()
-            .elect(!self.clock.standing().unsynchronized);
         {
             let mut since = self
                 .leaderless_since
@@ -136,6 +164,20 @@ impl QuorumWatch {
                 _ => {}
             }
         }
+        // A node whose clock is wrong does not stand for election but as a
+        // last resort: a candidate that only bumps its term would keep the
+        // good nodes from electing one of them.
+        raft.runtime_config().elect(self.may_stand_for_election());
+        let led_for = {
+            let mut since = self.leading_since.lock().unwrap_or_else(|p| p.into_inner());
+            match *since {
+                Some((term, at)) if leading && term == m.current_term => at.elapsed(),
+                _ => {
+                    *since = leading.then(|| (m.current_term, Instant::now()));
+                    Duration::ZERO
+                }
+            }
+        };
         if self.is_silent() {
             if !leading || m.current_term != self.silent_term.load(Ordering::Acquire) {
                 self.silent.store(false, Ordering::Release);
@@ -150,7 +192,13 @@ impl QuorumWatch {
         }
         if leading {
             let clock = self.clock.standing();
-            if clock.unsynchronized {
+            // Hand the log over first: a follower that has every entry
+            // can then win the next vote (see may_stand_for_election).
+            let handed_over = m.replication.as_ref().is_some_and(|r| {
+                r.iter()
+                    .any(|(id, matched)| *id != me && matched.map(|l| l.index) >= m.last_log_index)
+            });
+            if clock.unsynchronized && (handed_over || led_for > self.leaderless_refuse_after) {
                 self.silent_term.store(m.current_term, Ordering::Release);
                 self.silent.store(true, Ordering::Release);
                 tracing::error!(

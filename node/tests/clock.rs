@@ -2,7 +2,8 @@
 //! one of three `geiger node` processes runs with its wall clock an hour
 //! ahead (libfaketime from Debian's `faketime` package; its monotonic clock
 //! is left alone). It must learn that it is the wrong one, say so in its
-//! metrics, never lead, and no draw may carry its clock.
+//! metrics, lead only when no good node can (to hand over entries only it
+//! holds), and no draw may carry its clock.
 
 mod common;
 
@@ -94,7 +95,8 @@ async fn draws_stamped_by_good_clocks(
 }
 
 #[tokio::test]
-async fn a_node_whose_clock_is_an_hour_ahead_knows_it_never_leads_and_never_stamps_a_draw() {
+async fn a_node_whose_clock_is_an_hour_ahead_knows_it_leads_only_to_hand_over_and_never_stamps_a_draw(
+) {
     let dir = tempfile::tempdir().unwrap();
     let device = Device::start(&dir.path().join("device"), &["--rate", "262144"]);
     let mut cluster = Cluster::start(common::one_per_zone(3), "");
@@ -168,20 +170,26 @@ async fn a_node_whose_clock_is_an_hour_ahead_knows_it_never_leads_and_never_stam
     // Through the wrong node too: it forwards, the leader stamps.
     let head = draws_stamped_by_good_clocks(&cluster, wrong, &key, chain, 5).await;
 
-    // Now the one good node left and the wrong one: a quorum, and only one
-    // of them may lead.
+    // Now the worst case: the draws that follow commit with the wrong
+    // node's acknowledgement alone (the other good node is paused), and then
+    // the leader dies. Only the wrong node holds those draws, so no good node
+    // can win a vote until it has them: the wrong node may lead, as a last
+    // resort, just long enough to hand them over, stamping nothing.
+    let good = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != wrong && *id != leader)
+        .unwrap();
+    cluster.pause(good);
+    let head = draws_stamped_by_good_clocks(&cluster, leader, &key, head, 3).await;
     cluster.kill(leader);
+    cluster.resume(good);
     let started = Instant::now();
     let mut new_leader = None;
-    while started.elapsed() < Duration::from_secs(15) {
-        if let Some(s) = cluster.status(wrong).await {
-            assert_ne!(
-                s["leader"].as_u64(),
-                Some(wrong),
-                "the node with the wrong clock became leader"
-            );
-            if let Some(l) = s["leader"].as_u64().filter(|l| *l != leader) {
-                new_leader = Some(l);
+    while started.elapsed() < Duration::from_secs(20) {
+        if let Some(s) = cluster.status(good).await {
+            if s["leader"].as_u64() == Some(good) {
+                new_leader = Some(good);
                 break;
             }
         }
@@ -191,6 +199,17 @@ async fn a_node_whose_clock_is_an_hour_ahead_knows_it_never_leads_and_never_stam
         cluster.dump_logs();
         panic!("the good node was not elected");
     };
-    draws_stamped_by_good_clocks(&cluster, new_leader, &key, head, 5).await;
+    // The draws only the wrong node held survived: the chain goes on from
+    // the last of them, and its `previous` is spent.
+    draws_stamped_by_good_clocks(&cluster, new_leader, &key, head.clone(), 5).await;
+    let again = cluster
+        .http
+        .post(format!("{}/v1/draws", cluster.url(new_leader)))
+        .bearer_auth(&key)
+        .json(&json!({"previous": head, "tag": "clock", "spec": {"kind": "bytes", "count": 4}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409, "{:?}", again.text().await);
     drop(device);
 }

@@ -491,8 +491,9 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
-        if self.quorum.clock.standing().unsynchronized {
-            // A node whose clock is wrong must not lead: it asks no one.
+        if !self.quorum.may_stand_for_election() {
+            // A node whose clock is wrong must not lead (but as a last
+            // resort, crate::quorum_watch): it asks no one.
             return Err(RPCError::Unreachable(Unreachable::new(
                 &std::io::Error::other(
                     "this node's clock is off the cluster's: not standing for election",

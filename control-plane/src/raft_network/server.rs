@@ -297,7 +297,14 @@ async fn append(State(gate): State<Arc<Gate>>, wire: Wire, body: Body) -> Respon
             "batch stamped too far ahead of this clock",
         );
     }
-    encode(wire, &inner.raft.append_entries(req).await)
+    let answer = inner.raft.append_entries(req).await;
+    if !matches!(
+        answer,
+        Err(_) | Ok(openraft::raft::AppendEntriesResponse::HigherVote(_))
+    ) {
+        inner.quorum.heard_append();
+    }
+    encode(wire, &answer)
 }
 
 async fn vote(State(gate): State<Arc<Gate>>, wire: Wire, body: Body) -> Response {
