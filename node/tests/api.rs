@@ -1138,3 +1138,72 @@ async fn an_oversized_request_head_gets_the_json_error_shape_not_an_empty_body()
     .await;
     assert_eq!(status, 200);
 }
+
+/// Sends `raw` on a fresh connection and reads until the server closes it.
+async fn raw_exchange(addr: &str, raw: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The server may answer and close before it has read everything.
+    let _ = socket.write_all(raw).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The status and the error code of the last answer in `answers`.
+fn last_answer(answers: &str) -> (u16, String) {
+    let (status, answer) = answers
+        .match_indices("HTTP/1.1 ")
+        .filter_map(|(at, _)| Some((answers.get(at + 9..at + 12)?.parse().ok()?, &answers[at..])))
+        .last()
+        .expect("no answer at all");
+    let (_, body) = answer.split_once("\r\n\r\n").expect("no end of head");
+    (status, error_code(body.as_bytes()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_hyper_itself_refuses_still_gets_the_json_error_shape() {
+    let cluster = Cluster::start(common::one_per_zone(1), "");
+    cluster.wait_for_leader(Duration::from_secs(30)).await;
+    let addr = cluster.nodes[&1].spec.api_addr();
+
+    // Past hyper's own limits: a target over 65,534 bytes, a head over its
+    // 128 KiB buffer.
+    let target = format!(
+        "GET /v1/draws/{} HTTP/1.1\r\nhost: x\r\n\r\n",
+        "a".repeat(70_000)
+    );
+    let answer = raw_exchange(&addr, target.as_bytes()).await;
+    assert_eq!(
+        last_answer(&answer),
+        (414, "uri_too_long".into()),
+        "{answer}"
+    );
+    let head = format!(
+        "GET /v1/keys HTTP/1.1\r\nhost: x\r\nx-filler: {}\r\n\r\n",
+        "y".repeat(200_000)
+    );
+    let answer = raw_exchange(&addr, head.as_bytes()).await;
+    assert_eq!(
+        last_answer(&answer),
+        (431, "headers_too_large".into()),
+        "{answer}"
+    );
+
+    // Heads that are not HTTP/1.1, after a good request on the same
+    // keep-alive connection, which is answered as usual.
+    for bad in [
+        "G@T /v1/keys HTTP/1.1\r\nhost: x\r\n\r\n",
+        "GET /v1/keys HTTP/9.1\r\nhost: x\r\n\r\n",
+        "GET /v1/keys HTTP/1.1\r\nhost: x\r\nno colon here\r\n\r\n",
+    ] {
+        let raw = format!("GET /v1/keys HTTP/1.1\r\nhost: x\r\n\r\n{bad}");
+        let answer = raw_exchange(&addr, raw.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+        assert_eq!(
+            last_answer(&answer),
+            (400, "malformed_request".into()),
+            "{bad:?} got {answer}"
+        );
+    }
+}

@@ -196,13 +196,16 @@ pub enum ErrorCode {
     /// The chunk exists but some of its bytes may still be drawn: its bytes
     /// stay secret until every one is used (docs/DERIVATION.md §10).
     ChunkNotExhausted,
+    /// The request head is not valid HTTP/1.1 (its request line, a header
+    /// field or the version).
+    MalformedRequest,
 }
 
 impl ErrorCode {
     /// The HTTP status that goes with the code.
     pub fn http_status(self) -> u16 {
         match self {
-            ErrorCode::InvalidJson => 400,
+            ErrorCode::InvalidJson | ErrorCode::MalformedRequest => 400,
             ErrorCode::InvalidRequest | ErrorCode::RequestIdReused => 422,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::PayloadTooLarge => 413,

@@ -12,6 +12,8 @@
 //! - **A stalled connection is closed**: when no byte has moved in either
 //!   direction for the stall timeout (a client that stops reading its
 //!   response, say), the connection is dropped.
+//! - **Every error is JSON**: hyper's own answers to heads it cannot parse
+//!   get the API's error body ([`parse_errors`]).
 //! - **With TLS** ([`tls`]), the handshake must finish within the header-read
 //!   timeout; ALPN then picks HTTP/2 or HTTP/1.1. Both keep connections
 //!   alive, so a client pays for one handshake, not one per request.
@@ -21,6 +23,7 @@
 //!   mutual TLS ([`crate::cluster_tls`]) a peer is admitted only after its
 //!   certificate names a member.
 
+mod parse_errors;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -348,22 +351,24 @@ async fn serve_http<I>(
         }
         tower::ServiceExt::oneshot(router.clone(), request)
     });
-    let io = TokioIo::new(io);
     match protocol {
         Protocol::Http1 => {
+            let io = TokioIo::new(parse_errors::JsonParseErrors::new(io));
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(watch.limits.header_read_timeout)
                 // Room above the API's own head limits (crate::api), so a
-                // head somewhat past them gets a JSON 414/431 from the
-                // router rather than hyper's bodiless one.
+                // head somewhat past them gets the router's JSON 414/431
+                // with its figures; past these, hyper refuses the head and
+                // `parse_errors` puts the JSON shape on its answer.
                 .max_headers(MAX_H1_HEADERS)
                 .max_buf_size(MAX_H1_BUFFER_BYTES)
                 .keep_alive(true);
             watch_stalls(builder.serve_connection(io, service), watch).await;
         }
         Protocol::Http2 => {
+            let io = TokioIo::new(io);
             let mut builder =
                 hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
             // Streams per connection are bounded as connections are: the
