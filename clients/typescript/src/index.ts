@@ -15,7 +15,8 @@ export {
   verifyRecordAsync,
 } from "./verify.js";
 export {
-  type ProvenanceOutcome, checkDrawProvenance, checkSegment, chunkStatement, deviceIdOf,
+  ChunkFetchError, type FetchedChunk, type ProvenanceOutcome, checkDrawProvenance, checkDrawProvenanceAsync,
+  checkSegment, chunkFromReply, chunkStatement, deviceIdOf,
 } from "./provenance.js";
 export {
   ApiError, Client, type ClientOptions, ClientError, type Issued, type IssuedChain, type Lookup,

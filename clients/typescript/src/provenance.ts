@@ -8,14 +8,16 @@
  * 10.4 that fails; the same outcome names as the Rust and Python libraries.
  * No I/O: `checkDrawProvenance` takes a `fetch(device, seq)` that returns the
  * chunk, `null` while it is not exhausted ("pending"), or `undefined` when
- * there is no such signed chunk ("not_found").
+ * there is no such signed chunk ("not_found"); `chunkFromReply` turns an
+ * answer of `GET /v1/chunks/...` into that, and `checkDrawProvenanceAsync`
+ * takes an async `fetch` (the CLI's and the verification page's).
  */
 
 import * as ed from "@noble/ed25519";
 import { sha256, sha512 } from "@noble/hashes/sha2.js";
 
 import { toHex } from "./derive.js";
-import { type Json, type JsonObject } from "./json.js";
+import { type Json, type JsonObject, parseJson } from "./json.js";
 import { parseTime } from "./verify.js";
 
 ed.hashes.sha512 = sha512;
@@ -140,4 +142,51 @@ export function checkDrawProvenance(
   }
   if (at !== entropy.length) throw new Error("the segment lengths do not add up to the entropy");
   return out;
+}
+
+/** A chunk, `null` while it is not exhausted, `undefined` when there is no such signed chunk. */
+export type FetchedChunk = JsonObject | null | undefined;
+
+/** An answer that is neither a chunk, nor 409 `chunk_not_exhausted`, nor 404: nothing to judge the segment by. */
+export class ChunkFetchError extends Error {
+  override name = "ChunkFetchError";
+}
+
+/**
+ * What an answer of `GET /v1/chunks/{device}/{seq}` says (section 10.3): the
+ * chunk (200), `null` (409 `chunk_not_exhausted`), `undefined` (404); any
+ * other answer throws `ChunkFetchError`, as `geiger verify` and the Python
+ * CLI stop there (a 429 or a 5xx says nothing about the chunk).
+ */
+export function chunkFromReply(where: string, status: number, body: string): FetchedChunk {
+  if (status === 200) {
+    let chunk: Json;
+    try {
+      chunk = parseJson(body);
+    } catch (e) {
+      throw new ChunkFetchError(`${where} did not answer a chunk: ${(e as Error).message}`);
+    }
+    if (typeof chunk !== "object" || chunk === null || Array.isArray(chunk)) throw new ChunkFetchError(`${where} did not answer a chunk`);
+    return chunk;
+  }
+  if (status === 409 && body.includes('"chunk_not_exhausted"')) return null;
+  if (status === 404) return undefined;
+  throw new ChunkFetchError(`${where} answered ${status}: ${body.slice(0, 200)}`);
+}
+
+/** `checkDrawProvenance` with an async `fetch`, called once per distinct chunk, one at a time. */
+export async function checkDrawProvenanceAsync(
+  response: JsonObject,
+  keys: JsonObject,
+  fetch: (device: string, seq: bigint) => Promise<FetchedChunk>,
+): Promise<[JsonObject, ProvenanceOutcome][]> {
+  const chunks = new Map<string, FetchedChunk>();
+  const segments = ((response.draw as JsonObject).entropy as JsonObject).segments as JsonObject[];
+  for (const segment of segments) {
+    const device = String(segment.device);
+    const seq = big(segment.chunk_seq) ?? -1n;
+    const at = `${device}/${seq}`;
+    if (!chunks.has(at)) chunks.set(at, await fetch(device, seq));
+  }
+  return checkDrawProvenance(response, keys, (device, seq) => chunks.get(`${device}/${seq}`));
 }

@@ -192,6 +192,21 @@ test("a lost answer is retried with the same request_id and replayed", live, asy
   }
 });
 
+test("geiger-verify --chunks prints what geiger verify --chunks prints for a fresh draw", live, async () => {
+  const client = new Client([url], { apiKey: API_KEY });
+  const chain = await client.createChain("provenance");
+  // More than a chunk (4,096 bytes by default): at least two segments, the first one's chunk used up.
+  const issued = await client.draw(chain.id, "p", { kind: "bytes", count: 4097 });
+  writeFileSync(join(dir, "big.json"), issued.raw);
+  const args = ["verify", join(dir, "big.json"), "--keys", `${url}/v1/keys`, "--chunks", url];
+  const ts = spawnSync(process.execPath, [resolve(REPO, "clients/typescript/dist/src/cli.js"), ...args], { encoding: "utf8" });
+  const rust = spawnSync(GEIGER, args, { encoding: "utf8", env: { RUST_BACKTRACE: "0" } });
+  assert.equal(ts.status, 0, ts.stdout + ts.stderr);
+  assert.deepEqual([ts.status, ts.stdout], [rust.status, rust.stdout]);
+  assert.match(ts.stdout, /^ok   segment 1 \(dev_[0-9a-f]{32} chunk \d+, bytes \d+\.\.\d+\): the device signed the chunk/m);
+  assert.match(ts.stdout, /^(ok  |pending) segment 2 /m);
+});
+
 test("the wire fields are those of the node's OpenAPI document", live, async () => {
   const doc = (await (await fetch(url + "/v1/openapi.json")).json()) as { components: { schemas: Record<string, { properties: Record<string, { enum?: string[] }>; oneOf?: { properties: Record<string, { enum?: string[] }> }[] }> } };
   const s = doc.components.schemas;

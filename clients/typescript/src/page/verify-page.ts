@@ -5,10 +5,15 @@
  * computes the verdict here, in the browser, with this library's verifier:
  * the ID recomputed, the signature checked with /v1/keys, the result
  * re-derived from the recorded entropy, the link to the previous record.
+ * Then the provenance of each entropy segment (docs/DERIVATION.md section
+ * 10), each chunk fetched from the same node's /v1/chunks/{device}/{seq}:
+ * checked, not yet checkable (409, the chunk is not used up yet: the
+ * verdict stays VERIFIED), or failed (NOT VERIFIED, saying why).
  * Everything shown is set as text, never as HTML.
  */
 
 import { type Json, type JsonObject, parseJson } from "../json.js";
+import { type FetchedChunk, type ProvenanceOutcome, checkDrawProvenance, chunkFromReply } from "../provenance.js";
 import { type VerifyErrorCode, VerifyError, verifyLookup } from "../verify.js";
 
 /** What a person reads first when a check fails, by check. */
@@ -35,6 +40,20 @@ const HEADLINES: Record<VerifyErrorCode, string> = {
   result_mismatch: "The result does not follow from the recorded entropy.",
   broken_link: "The draw does not follow the draw before it on its chain.",
   request_mismatch: "The recorded request differs from the draw that was signed.",
+};
+
+/** Why a segment's provenance failed, by outcome, in words. */
+const PROVENANCE_FAILURES: Record<Exclude<ProvenanceOutcome, "verified" | "pending">, string> = {
+  not_found: "this node publishes no device-signed chunk by that name",
+  wrong_chunk: "the node served another chunk than the one the draw names",
+  malformed: "the chunk the node served is malformed",
+  key_not_device: "the chunk's key is not the key of the device it names",
+  key_not_published: "the chunk's key is not among the device keys this node publishes",
+  hash_mismatch: "the chunk's bytes do not match their SHA-256",
+  bad_signature: "the device's signature over the chunk is not valid",
+  out_of_range: "the draw's bytes reach past the end of the chunk",
+  entropy_mismatch: "the draw's bytes are not the chunk's bytes at that offset",
+  revealed_before_issue: "the draw was issued after the chunk's bytes were public",
 };
 
 const ID_RE = /^dr_[a-z2-7]{40}$/;
@@ -152,6 +171,85 @@ function showChecks(checks: string[], failed?: string): void {
   }
 }
 
+async function fetchChunk(device: string, seq: bigint): Promise<FetchedChunk> {
+  const path = `/v1/chunks/${encodeURIComponent(device)}/${seq}`;
+  const reply = await fetch(path, { headers: { accept: "application/json" }, cache: "no-store" });
+  return chunkFromReply(path, reply.status, await reply.text());
+}
+
+interface Provenance {
+  failed: string[];
+  notPublished: number;
+  pending: number;
+  unchecked: string[];
+  segments: number;
+}
+
+/**
+ * Fetches each segment's chunk from this node, checks it, and lists the
+ * outcome per segment. A chunk that could not be fetched (the network, a
+ * 429 or a 5xx) says nothing about the draw: "could not be checked".
+ */
+async function showProvenance(response: JsonObject, keys: JsonObject): Promise<Provenance> {
+  const segments = ((response.draw as JsonObject).entropy as JsonObject).segments as JsonObject[];
+  const name = (s: JsonObject) => `${String(s.device)}/${String(s.chunk_seq)}`;
+  const fetched = new Map<string, FetchedChunk | Error>();
+  await Promise.all(segments.map(async (s) => {
+    if (fetched.has(name(s))) return;
+    fetched.set(name(s), null);
+    try {
+      fetched.set(name(s), await fetchChunk(String(s.device), BigInt(s.chunk_seq as number)));
+    } catch (e) {
+      fetched.set(name(s), e instanceof Error ? e : new Error(String(e)));
+    }
+  }));
+  const results = checkDrawProvenance(response, keys, (device, seq) => {
+    const got = fetched.get(`${device}/${seq}`);
+    return got instanceof Error ? null : got;
+  });
+  const out: Provenance = { failed: [], notPublished: 0, pending: 0, unchecked: [], segments: results.length };
+  const list = $("provenance");
+  list.textContent = "";
+  results.forEach(([segment, outcome], n) => {
+    const offset = BigInt(segment.offset as number);
+    const label = `Segment ${n + 1}, bytes ${offset}..${offset + BigInt(segment.length as number)} of chunk `
+      + `${String(segment.chunk_seq)} of device ${String(segment.device)}`;
+    const error = fetched.get(name(segment));
+    const li = document.createElement("li");
+    if (error instanceof Error) {
+      out.unchecked.push(error.message);
+      li.className = "unchecked";
+      li.dataset.outcome = "unchecked";
+      li.textContent = `? ${label}: could not be checked just now (${error.message}).`;
+    } else if (outcome === "verified") {
+      li.className = "checked";
+      li.dataset.outcome = outcome;
+      li.textContent = `✓ ${label}: checked: the device signed this chunk, and the draw's bytes are exactly its bytes there.`;
+    } else if (outcome === "pending") {
+      out.pending++;
+      li.className = "pending";
+      li.dataset.outcome = outcome;
+      li.textContent = `… ${label}: not yet checkable: the chunk is published once later draws have used the rest `
+        + "of its bytes; check again later.";
+    } else {
+      if (outcome === "not_found") out.notPublished++;
+      const why = `${PROVENANCE_FAILURES[outcome]} (${outcome})`;
+      out.failed.push(`Segment ${n + 1}: ${why}.`);
+      li.className = "failed";
+      li.dataset.outcome = outcome;
+      li.textContent = `✗ ${label}: failed: ${why}.`;
+    }
+    list.append(li);
+  });
+  if (results.length === 0) {
+    const li = document.createElement("li");
+    li.textContent = "This draw used no entropy: there is nothing to trace.";
+    list.append(li);
+  }
+  $("provenance-part").hidden = false;
+  return out;
+}
+
 async function verifyPage(id: string): Promise<void> {
   const started = performance.now();
   document.title = `Verify ${id} · geiger`;
@@ -203,11 +301,34 @@ async function verifyPage(id: string): Promise<void> {
     const report = verifyLookup(lookup, keys, previous);
     if (draw.id !== id) throw new VerifyError("malformed_record", `asked for ${id}, the node answered with another draw`);
     showChecks(report.checks);
-    setVerdict("ok", "VERIFIED", "This draw is exactly what geiger issued: checked in your browser just now.");
   } catch (e) {
     if (!(e instanceof VerifyError)) throw e;
     showChecks([], e.message);
     setVerdict("fail", `NOT VERIFIED: ${HEADLINES[e.code]}`, e.message);
+    document.body.dataset.verdictMs = (performance.now() - started).toFixed(1);
+    return;
+  }
+  setVerdict("pending", "Checking where the entropy came from…",
+    "The draw's record verified; now fetching the chunks the hardware device signed.");
+  try {
+    const p = await showProvenance(response!, keys as JsonObject);
+    const issued = "This draw is exactly what geiger issued";
+    if (p.failed.length > 0) {
+      setVerdict("fail", p.notPublished === p.failed.length
+        ? "NOT VERIFIED: The device-signed chunks this draw's entropy came from are not published."
+        : "NOT VERIFIED: The draw's entropy is not what the hardware device signed.", p.failed.join(" "));
+    } else if (p.unchecked.length > 0) {
+      setVerdict("ok", "VERIFIED", `${issued}: checked in your browser just now. Where its entropy came from `
+        + `could not be checked just now (${p.unchecked[0]!}); reload the page to try again.`);
+    } else if (p.pending > 0) {
+      setVerdict("ok", "VERIFIED", `${issued}: checked in your browser just now. Where its entropy came from can `
+        + "be checked once later draws have used up the device's chunk; reload the page later.");
+    } else if (p.segments > 0) {
+      setVerdict("ok", "VERIFIED", `${issued}, and its entropy is exactly what the hardware device signed: `
+        + "checked in your browser just now.");
+    } else {
+      setVerdict("ok", "VERIFIED", `${issued}: checked in your browser just now.`);
+    }
   } finally {
     document.body.dataset.verdictMs = (performance.now() - started).toFixed(1);
   }
