@@ -2,8 +2,9 @@
 //! every node, where a player checks a draw. The page is static: its HTML,
 //! stylesheet and script are embedded in the binary at build time, and the
 //! script (the TypeScript verifier of `clients/typescript`, bundled into
-//! `node/assets/verify/verify.js`) fetches the draw, `/v1/keys` and the
-//! neighbouring draws from this node and computes the verdict in the
+//! `node/assets/verify/verify.js`) fetches the draw, `/v1/keys`, the
+//! neighbouring draws and each entropy segment's chunk (`/v1/chunks`,
+//! docs/DERIVATION.md §10) from this node and computes the verdict in the
 //! browser. The node vouches for nothing here: the browser checks.
 //!
 //! The bundle is committed so that `cargo build` needs no npm;
