@@ -23,6 +23,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::replica::Replica;
+use crate::stage_timing::{record, Stage};
 use crate::types::{Command, Outcome};
 use crate::Error;
 
@@ -81,6 +82,10 @@ pub(crate) async fn run(inner: Arc<Replica>, mut rx: mpsc::Receiver<Pending>) {
         let returning = returning.clone();
         tokio::spawn(async move {
             let oldest = batch.iter().map(|p| p.queued_at).min();
+            let sealed = std::time::Instant::now();
+            for p in &batch {
+                record(Stage::BatchWait, sealed.duration_since(p.queued_at), 1);
+            }
             let (commands, replies): (Vec<Command>, Vec<_>) =
                 batch.into_iter().map(|p| (p.command, p.reply)).unzip();
             let n = commands.len();

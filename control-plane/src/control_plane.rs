@@ -182,15 +182,24 @@ impl ControlPlane {
     /// or nothing was written; draws are safe to retry either way.
     pub async fn write(&self, command: Command) -> Result<Outcome, Error> {
         let (reply, rx) = oneshot::channel();
+        let started = Instant::now();
         self.batch_tx
             .send(Pending {
                 command,
-                queued_at: Instant::now(),
+                queued_at: started,
                 reply,
             })
             .await
             .map_err(|_| Error::Shutdown)?;
-        rx.await.map_err(|_| Error::Shutdown)?
+        let outcome = rx.await.map_err(|_| Error::Shutdown)?;
+        if outcome.is_ok() {
+            crate::stage_timing::record(
+                crate::stage_timing::Stage::LedgerWrite,
+                started.elapsed(),
+                1,
+            );
+        }
+        outcome
     }
 
     /// Commits `commands` as one entry, bypassing the batcher.

@@ -47,6 +47,7 @@ mod quorum_watch;
 pub mod raft_network;
 mod replica;
 pub mod snapshot;
+pub mod stage_timing;
 pub mod state_machine;
 pub mod types;
 

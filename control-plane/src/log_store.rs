@@ -222,6 +222,14 @@ fn write_loop(
                 }
             }
         }
+        if appended > 0 {
+            // Counted per write group: each entry in it waited for it once.
+            crate::stage_timing::record(
+                crate::stage_timing::Stage::LogAppend,
+                started.elapsed(),
+                1,
+            );
+        }
         tracing::debug!(
             operations = ops.len(),
             entries = appended,

@@ -20,6 +20,7 @@ use crate::config::ControlPlaneConfig;
 use crate::quorum_watch::{QuorumWatch, NO_QUORUM};
 use crate::raft_network::client::{Credential, RpcClient, TransportError};
 use crate::raft_network::{AdminOp, ForwardError, ForwardedResult, ForwardedWrite, PATH_WRITE};
+use crate::stage_timing::{record, Stage};
 use crate::state_machine::Shared;
 use crate::types::{Batch, BatchOutcome, Command, Member, NodeId, Raft};
 use crate::Error;
@@ -86,12 +87,17 @@ impl Replica {
         if let Some(why) = self.quorum.write_refusal(&self.raft, self.id) {
             return Err(ForwardError::Failed(why));
         }
+        let n = commands.len();
         let batch = Batch {
             at_ms: self.stamp(),
             commands,
         };
+        let started = Instant::now();
         match self.raft.client_write(batch).await {
-            Ok(resp) => Ok(resp.data),
+            Ok(resp) => {
+                record(Stage::Raft, started.elapsed(), n);
+                Ok(resp.data)
+            }
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(ForwardError::NotLeader {
                     leader: f.leader_id.zip(f.leader_node),
@@ -115,7 +121,14 @@ impl Replica {
             let attempt = match self.raft.current_leader().await {
                 Some(id) if id == self.id => self.propose_as_leader(commands.clone()).await,
                 Some(id) => match self.member(id) {
-                    Some(member) => self.forward(id, &member, &commands).await,
+                    Some(member) => {
+                        let started = Instant::now();
+                        let forwarded = self.forward(id, &member, &commands).await;
+                        if forwarded.is_ok() {
+                            record(Stage::Forward, started.elapsed(), commands.len());
+                        }
+                        forwarded
+                    }
                     None => Err(ForwardError::NotLeader { leader: None }),
                 },
                 None => {

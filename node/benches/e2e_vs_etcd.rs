@@ -22,99 +22,17 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/draw_load.rs"]
+mod draw_load;
 
-use std::future::Future;
 use std::path::Path;
-use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::{Cluster, Device};
+use draw_load::{drive, geiger_step, heads, ms, Setup, Step};
 use serde_json::{json, Value};
-
-type Step =
-    Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = Option<String>> + Send>> + Send + Sync>;
-
-/// One phase's result.
-struct Phase {
-    per_second: f64,
-    p50: Duration,
-    p99: Duration,
-    failed: u64,
-}
-
-/// Runs `writers` loops of `step` for `secs`, each starting from its own
-/// `first(i)` and feeding each answer into its next call.
-async fn drive(writers: usize, secs: u64, first: impl Fn(usize) -> String, step: Step) -> Phase {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for i in 0..writers {
-        let (step, mut previous) = (step.clone(), first(i));
-        tasks.push(tokio::spawn(async move {
-            let (mut latencies, mut failed) = (Vec::new(), 0u64);
-            while Instant::now() < deadline {
-                let t = Instant::now();
-                match step(previous.clone()).await {
-                    Some(next) => {
-                        latencies.push(t.elapsed());
-                        previous = next;
-                    }
-                    None => failed += 1,
-                }
-            }
-            (latencies, failed)
-        }));
-    }
-    let (mut all, mut failed) = (Vec::new(), 0);
-    for t in tasks {
-        let (l, f) = t.await.unwrap();
-        all.extend(l);
-        failed += f;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    all.sort();
-    let at = |q: f64| {
-        all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
-    Phase {
-        per_second: all.len() as f64 / elapsed,
-        p50: at(0.50),
-        p99: at(0.99),
-        failed,
-    }
-}
-
-/// A chained 6-of-49 draw on geiger at `url`; the answer is the new draw's ID.
-fn geiger_step(url: String, key: String) -> Step {
-    let http = reqwest::Client::new();
-    Arc::new(move |previous: String| {
-        let (http, url, key) = (http.clone(), url.clone(), key.clone());
-        Box::pin(async move {
-            let body = json!({
-                "previous": previous,
-                "tag": "bench",
-                "spec": {"kind": "integers", "min": 1, "max": 49, "count": 6, "unique": true},
-            });
-            let r = http
-                .post(format!("{url}/v1/draws"))
-                .bearer_auth(&key)
-                .json(&body)
-                .send()
-                .await
-                .ok()?;
-            if r.status() != 201 {
-                return None;
-            }
-            let v: Value = r.json().await.ok()?;
-            v["draw"]["id"].as_str().map(str::to_string)
-        })
-    })
-}
 
 /// The same chained conditional append on etcd at `url`: the record goes
 /// to `succ/<previous>` if nothing is there yet; the next link is new.
@@ -264,26 +182,9 @@ fn wrk_lookups(url: &str, draw: &str, secs: u64) -> (f64, String) {
     (rate, p99)
 }
 
-/// The newest record of each chain: where its next draw goes on.
-async fn heads(cluster: &Cluster, node: u64, chains: &[String]) -> Vec<String> {
-    let mut out = Vec::new();
-    for chain in chains {
-        let (_, c) = cluster
-            .get(node, &format!("/v1/chains/{chain}"))
-            .await
-            .unwrap();
-        out.push(c["head"].as_str().unwrap().to_string());
-    }
-    out
-}
-
 /// User plus system CPU time of a process so far, in seconds.
 fn cpu_seconds(pid: u32) -> f64 {
     geiger_testkit::measure::cpu_time_of(pid).as_secs_f64()
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 
 #[tokio::main]
@@ -292,52 +193,14 @@ async fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
-    let unlimited = [
-        "GEIGER_API__RATE_PER_SECOND",
-        "GEIGER_API__RATE_BURST",
-        "GEIGER_API__ANONYMOUS_RATE_PER_SECOND",
-        "GEIGER_API__ANONYMOUS_RATE_BURST",
-    ]
-    .iter()
-    .map(|k| (k.to_string(), "100000000".to_string()))
-    .collect();
-    let cluster = Cluster::start_with_env(common::one_per_zone(3), "", unlimited);
-    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
-    let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
-    let device = Device::start(&cluster.dir.path().join("device"), &["--rate", "1048576"]);
-    let (status, body) = cluster
-        .post(leader, "/v1/admin/links", &device.registration())
-        .await
-        .unwrap();
-    assert_eq!(status, 201, "{body}");
-    cluster
-        .wait_until(Duration::from_secs(120), "a full pool", || async {
-            // The owner stops pulling at the high-water mark (16 MiB).
-            let s = cluster.status(leader).await?;
-            (s["pool_bytes"].as_u64()? >= 16_000_000).then_some(())
-        })
-        .await;
-    let (status, body) = cluster
-        .post(leader, "/v1/admin/customers", &json!({"name": "bench"}))
-        .await
-        .unwrap();
-    assert_eq!(status, 201, "{body}");
-    let key = body["api_key"].as_str().unwrap().to_string();
-    let http = reqwest::Client::new();
-    let mut chains = Vec::new();
-    for _ in 0..64 {
-        let r: Value = http
-            .post(format!("{}/v1/chains", cluster.url(leader)))
-            .bearer_auth(&key)
-            .json(&json!({"tag": "bench"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        chains.push(r["id"].as_str().unwrap().to_string());
-    }
+    let Setup {
+        cluster,
+        device,
+        leader,
+        follower,
+        key,
+        chains,
+    } = draw_load::start().await;
 
     let etcd_dir = tempfile::tempdir().unwrap();
     let etcd = start_etcd(etcd_dir.path());

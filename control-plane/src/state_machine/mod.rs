@@ -347,6 +347,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         let started = std::time::Instant::now();
         let n = entries.len();
+        let commands: usize = entries
+            .iter()
+            .map(|e| match &e.payload {
+                openraft::EntryPayload::Normal(batch) => batch.commands.len(),
+                _ => 0,
+            })
+            .sum();
         let (cache, result) = tokio::task::spawn_blocking(move || {
             let r = apply_entries(&db, &mut cache, entries, durable);
             (cache, r)
@@ -358,6 +365,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .unsynced
             .store(true, std::sync::atomic::Ordering::Release);
         self.cache = cache;
+        if commands > 0 {
+            crate::stage_timing::record(
+                crate::stage_timing::Stage::Apply,
+                started.elapsed(),
+                commands,
+            );
+        }
         tracing::debug!(
             entries = n,
             durable,

@@ -6,6 +6,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use geiger_control_plane::stage_timing::{self, Stage};
 use geiger_control_plane::{Command, ControlPlane, Error as LedgerError, Outcome};
 use ractor::factory::queues::DefaultQueue;
 use ractor::factory::routing::QueuerRouting;
@@ -106,6 +107,7 @@ impl RequestWorkers {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
             .ok_or(SubmitError::Overloaded)?;
+        let started = std::time::Instant::now();
         let result = factory
             .call_job(
                 (),
@@ -114,7 +116,11 @@ impl RequestWorkers {
             )
             .await;
         match result {
-            Ok(ractor::rpc::CallResult::Success(outcome)) => Ok(outcome?),
+            Ok(ractor::rpc::CallResult::Success(outcome)) => {
+                let outcome = outcome?;
+                stage_timing::record(Stage::Worker, started.elapsed(), 1);
+                Ok(outcome)
+            }
             Ok(ractor::rpc::CallResult::Timeout) => Err(SubmitError::TimedOut(self.timeout)),
             // The job was discarded (queue full) or its worker died: the
             // reply port was dropped unanswered.

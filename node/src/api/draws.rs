@@ -1,9 +1,12 @@
 //! `POST /v1/draws`, `GET /v1/draws/{id}` and `GET /v1/keys`.
 
+use std::time::Instant;
+
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
+use geiger_control_plane::stage_timing::{record, Stage};
 use geiger_control_plane::{Command, Outcome};
 use geiger_protocol::{Derivation, DrawRequest, ErrorCode, KeySet};
 
@@ -54,6 +57,7 @@ pub async fn create(
     customer: Result<AuthedCustomer, ApiError>,
     request: Request,
 ) -> Response {
+    let started = Instant::now();
     // The credential and the customer's rate are checked from the head
     // alone, before a byte of the body is read.
     let customer = match customer.and_then(|c| c.check_rate(&state).map(|()| c)) {
@@ -67,9 +71,10 @@ pub async fn create(
     let kind = body
         .as_ref()
         .map_or("unknown", |b| b.value.spec.kind_name());
-    match draw(&state, customer, body).await {
+    match draw(&state, customer, body, started).await {
         Ok((response, outcome)) => {
             state.metrics.draw(kind, outcome);
+            record(Stage::Handler, started.elapsed(), 1);
             response
         }
         Err(error) => {
@@ -83,12 +88,14 @@ async fn draw(
     state: &AppState,
     customer: AuthedCustomer,
     body: Result<JsonBody<DrawRequest>, ApiError>,
+    started: Instant,
 ) -> Result<(Response, DrawOutcome), ApiError> {
     let JsonBody {
         value: request,
         raw,
     } = body?;
     request.validate().map_err(|e| ApiError::invalid(&e))?;
+    record(Stage::HttpIn, started.elapsed(), 1);
     let outcome = state
         .workers
         .submit(Command::DrawWith {
@@ -97,6 +104,7 @@ async fn draw(
             derivation: Derivation::CURRENT,
         })
         .await?;
+    let answering = Instant::now();
     let (id, bytes, replayed) = match outcome {
         Outcome::Drawn { id, response } => (id, response, false),
         Outcome::Replayed { id, response } => (id, response, true),
@@ -116,6 +124,7 @@ async fn draw(
     } else {
         DrawOutcome::created
     };
+    record(Stage::HttpOut, answering.elapsed(), 1);
     Ok((response, outcome))
 }
 

@@ -18,6 +18,7 @@ pub use self::total_counter::TotalCounter;
 
 mod labels;
 mod total_counter;
+mod write_stages;
 
 /// Request latency buckets in seconds; 0.05 is the draw latency objective.
 pub const LATENCY_BUCKETS: [f64; 13] = [
@@ -156,6 +157,7 @@ impl NodeMetrics {
             registry: Registry::default(),
         };
         let r = &mut registry;
+        r.register_collector(Box::new(write_stages::WriteStages));
         r.register(
             "geiger_http_requests",
             "HTTP requests answered, by route template, method and status",

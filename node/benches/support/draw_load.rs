@@ -1,0 +1,194 @@
+//! What the end-to-end benchmarks share: a three-node cluster with a full
+//! pool and a customer with its chains, and writers driving chained draws
+//! over HTTP.
+
+// Each benchmark compiles this file on its own and uses a part of it.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::common::{self, Cluster, Device};
+
+/// One call of a writer's loop: given the previous answer, the next one.
+pub type Step =
+    Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = Option<String>> + Send>> + Send + Sync>;
+
+/// One phase's result, as the client measured it.
+pub struct Phase {
+    pub per_second: f64,
+    pub mean: Duration,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub failed: u64,
+}
+
+/// Runs `writers` loops of `step` for `secs`, each starting from its own
+/// `first(i)` and feeding each answer into its next call.
+pub async fn drive(
+    writers: usize,
+    secs: u64,
+    first: impl Fn(usize) -> String,
+    step: Step,
+) -> Phase {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..writers {
+        let (step, mut previous) = (step.clone(), first(i));
+        tasks.push(tokio::spawn(async move {
+            let (mut latencies, mut failed) = (Vec::new(), 0u64);
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                match step(previous.clone()).await {
+                    Some(next) => {
+                        latencies.push(t.elapsed());
+                        previous = next;
+                    }
+                    None => failed += 1,
+                }
+            }
+            (latencies, failed)
+        }));
+    }
+    let (mut all, mut failed) = (Vec::new(), 0);
+    for t in tasks {
+        let (l, f) = t.await.unwrap();
+        all.extend(l);
+        failed += f;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort();
+    let at = |q: f64| {
+        all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    let total: Duration = all.iter().sum();
+    Phase {
+        per_second: all.len() as f64 / elapsed,
+        mean: total / (all.len().max(1) as u32),
+        p50: at(0.50),
+        p99: at(0.99),
+        failed,
+    }
+}
+
+/// A chained 6-of-49 draw on geiger at `url`; the answer is the new draw's ID.
+pub fn geiger_step(url: String, key: String) -> Step {
+    let http = reqwest::Client::new();
+    Arc::new(move |previous: String| {
+        let (http, url, key) = (http.clone(), url.clone(), key.clone());
+        Box::pin(async move {
+            let body = json!({
+                "previous": previous,
+                "tag": "bench",
+                "spec": {"kind": "integers", "min": 1, "max": 49, "count": 6, "unique": true},
+            });
+            let r = http
+                .post(format!("{url}/v1/draws"))
+                .bearer_auth(&key)
+                .json(&body)
+                .send()
+                .await
+                .ok()?;
+            if r.status() != 201 {
+                return None;
+            }
+            let v: Value = r.json().await.ok()?;
+            v["draw"]["id"].as_str().map(str::to_string)
+        })
+    })
+}
+
+/// A running cluster ready for draws.
+pub struct Setup {
+    pub cluster: Cluster,
+    pub device: Device,
+    pub leader: u64,
+    pub follower: u64,
+    pub key: String,
+    /// One chain per writer, 64 of them.
+    pub chains: Vec<String>,
+}
+
+/// Three nodes (lan timing, fsync on), customer rate limits lifted, a
+/// device registered, the pool at its high-water mark, one customer with
+/// 64 chains.
+pub async fn start() -> Setup {
+    let unlimited = [
+        "GEIGER_API__RATE_PER_SECOND",
+        "GEIGER_API__RATE_BURST",
+        "GEIGER_API__ANONYMOUS_RATE_PER_SECOND",
+        "GEIGER_API__ANONYMOUS_RATE_BURST",
+    ]
+    .iter()
+    .map(|k| (k.to_string(), "100000000".to_string()))
+    .collect();
+    let cluster = Cluster::start_with_env(common::one_per_zone(3), "", unlimited);
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
+    let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    let device = Device::start(&cluster.dir.path().join("device"), &["--rate", "1048576"]);
+    let (status, body) = cluster
+        .post(leader, "/v1/admin/links", &device.registration())
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    cluster
+        .wait_until(Duration::from_secs(120), "a full pool", || async {
+            // The owner stops pulling at the high-water mark (16 MiB).
+            let s = cluster.status(leader).await?;
+            (s["pool_bytes"].as_u64()? >= 16_000_000).then_some(())
+        })
+        .await;
+    let (status, body) = cluster
+        .post(leader, "/v1/admin/customers", &json!({"name": "bench"}))
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let key = body["api_key"].as_str().unwrap().to_string();
+    let http = reqwest::Client::new();
+    let mut chains = Vec::new();
+    for _ in 0..64 {
+        let r: Value = http
+            .post(format!("{}/v1/chains", cluster.url(leader)))
+            .bearer_auth(&key)
+            .json(&json!({"tag": "bench"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        chains.push(r["id"].as_str().unwrap().to_string());
+    }
+    Setup {
+        cluster,
+        device,
+        leader,
+        follower,
+        key,
+        chains,
+    }
+}
+
+/// The newest record of each chain: where its next draw goes on.
+pub async fn heads(cluster: &Cluster, node: u64, chains: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for chain in chains {
+        let (_, c) = cluster
+            .get(node, &format!("/v1/chains/{chain}"))
+            .await
+            .unwrap();
+        out.push(c["head"].as_str().unwrap().to_string());
+    }
+    out
+}
+
+pub fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
