@@ -192,11 +192,16 @@ impl QuorumWatch {
         }
         if leading {
             let clock = self.clock.standing();
-            // Hand the log over first: a follower that has every entry
-            // can then win the next vote (see may_stand_for_election).
+            // Hand the log over first: a voter (not a learner) that has
+            // every entry can then win the next vote (see
+            // may_stand_for_election).
+            let membership = m.membership_config.membership();
             let handed_over = m.replication.as_ref().is_some_and(|r| {
-                r.iter()
-                    .any(|(id, matched)| *id != me && matched.map(|l| l.index) >= m.last_log_index)
+                r.iter().any(|(id, matched)| {
+                    *id != me
+                        && membership.voter_ids().any(|v| v == *id)
+                        && matched.map(|l| l.index) >= m.last_log_index
+                })
             });
             if clock.unsynchronized && (handed_over || led_for > self.leaderless_refuse_after) {
                 self.silent_term.store(m.current_term, Ordering::Release);
