@@ -152,10 +152,7 @@ fn breakdown(
 
 #[tokio::main]
 async fn main() {
-    let secs: u64 = std::env::var("BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+    let secs = draw_load::phase_seconds();
     let Setup {
         cluster,
         device,

@@ -189,10 +189,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    let secs: u64 = std::env::var("BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+    let secs = draw_load::phase_seconds();
     let Setup {
         cluster,
         device,

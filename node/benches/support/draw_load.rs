@@ -105,6 +105,14 @@ pub fn geiger_step(url: String, key: String) -> Step {
     })
 }
 
+/// Each phase's length: `BENCH_SECONDS`, 10 by default.
+pub fn phase_seconds() -> u64 {
+    std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10)
+}
+
 /// A running cluster ready for draws.
 pub struct Setup {
     pub cluster: Cluster,
