@@ -262,12 +262,17 @@ async fn a_stuck_source_is_quarantined_and_the_link_reads_unhealthy() {
 
 #[tokio::test]
 async fn a_biased_source_is_quarantined() {
+    // A 0.6 bias on every bit trips the bit proportion test (W = 1024,
+    // cutoff 625 at alpha = 2^-40) in about 16 % of windows. A 4 KiB chunk
+    // is 32 windows and slipped through 1 time in 230 (5 chunks: 1 run in
+    // 46 failed, as CI saw); a 16 KiB chunk is 128 windows and slips
+    // through with probability 4e-10.
     let device = start_device(
         Faults {
             bias_one: Some(0.6),
             ..Faults::default()
         },
-        |c| c.chunk_size = 4096,
+        |c| c.chunk_size = 16 * 1024,
     )
     .await;
     let mut s = LinkSession::connect(link_with_default_health(&device, 1))
