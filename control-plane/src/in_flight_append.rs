@@ -184,6 +184,9 @@ mod tests {
     }
 
     /// A follower that answers `Success` after `delay`, counting requests.
+    /// The delays are long beside the tests' short timeouts (1 s or more
+    /// against 10–50 ms): a timeout is meant to expire first, and only a
+    /// thread stalled for the whole delay could let the answer win.
     fn slow_follower(
         sent: Arc<AtomicUsize>,
         delay: Duration,
@@ -206,7 +209,7 @@ mod tests {
     #[tokio::test]
     async fn an_answer_later_than_the_deadline_reaches_the_next_attempt() {
         let sent = Arc::new(AtomicUsize::new(0));
-        let follower = slow_follower(sent.clone(), Duration::from_millis(300));
+        let follower = slow_follower(sent.clone(), Duration::from_millis(1500));
         let mut in_flight = InFlightAppend::default();
         // openraft's deadline is shorter than the round trip: the first
         // attempts time out...
@@ -219,7 +222,7 @@ mod tests {
         // ...and a later one gets the answer to the first, with more
         // entries asked for: the follower holds the log up to 9.
         let answer = tokio::time::timeout(
-            Duration::from_millis(500),
+            Duration::from_secs(10),
             in_flight.append(request(Some(4), Some(12)), &follower),
         )
         .await
@@ -234,7 +237,7 @@ mod tests {
     #[tokio::test]
     async fn the_same_range_asked_again_gets_success() {
         let sent = Arc::new(AtomicUsize::new(0));
-        let follower = slow_follower(sent.clone(), Duration::from_millis(100));
+        let follower = slow_follower(sent.clone(), Duration::from_millis(1000));
         let mut in_flight = InFlightAppend::default();
         let first = in_flight.append(request(Some(4), Some(9)), &follower);
         assert!(tokio::time::timeout(Duration::from_millis(20), first)
@@ -260,7 +263,7 @@ mod tests {
     #[tokio::test]
     async fn another_starting_point_or_vote_sends_anew() {
         let sent = Arc::new(AtomicUsize::new(0));
-        let follower = slow_follower(sent.clone(), Duration::from_millis(100));
+        let follower = slow_follower(sent.clone(), Duration::from_millis(1000));
         let mut in_flight = InFlightAppend::default();
         let first = in_flight.append(request(Some(4), Some(9)), &follower);
         assert!(tokio::time::timeout(Duration::from_millis(10), first)
@@ -284,7 +287,7 @@ mod tests {
     #[tokio::test]
     async fn a_heartbeat_does_not_cancel_entries_in_flight() {
         let sent = Arc::new(AtomicUsize::new(0));
-        let follower = slow_follower(sent.clone(), Duration::from_millis(150));
+        let follower = slow_follower(sent.clone(), Duration::from_millis(1000));
         let mut in_flight = InFlightAppend::default();
         let first = in_flight.append(request(Some(4), Some(9)), &follower);
         assert!(tokio::time::timeout(Duration::from_millis(10), first)

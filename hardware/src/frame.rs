@@ -18,8 +18,14 @@ use crate::chunk::{DeviceId, SignedChunk, DEVICE_ID_LEN};
 /// First bytes of a Hello: this is a geiger link, not some other protocol
 /// that happened to dial the port.
 pub const MAGIC: [u8; 4] = *b"GLNK";
-/// The link protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// The newest link protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u16 = 4;
+/// The oldest version it still speaks: a version 3 peer gets every frame
+/// but [`Frame::SourceReport`], so devices and nodes may be upgraded in
+/// either order.
+pub const MIN_PROTOCOL_VERSION: u16 = 3;
+/// The first version whose devices send [`Frame::SourceReport`].
+pub const SOURCE_REPORT_VERSION: u16 = 4;
 /// Most lease attestations a Hello carries (one per member, at most).
 pub const MAX_ATTESTATIONS: usize = 32;
 /// Largest value of the length prefix (type byte + payload).
@@ -37,11 +43,13 @@ const T_CREDIT: u8 = 3;
 const T_CHUNK: u8 = 4;
 const T_HEARTBEAT: u8 = 5;
 const T_ERROR: u8 = 6;
+const T_SOURCE_REPORT: u8 = 7;
 
 const HELLO_LEN: usize = 4 + 2 + 8 + 1 + 8;
 const WELCOME_LEN: usize = 2 + DEVICE_ID_LEN + 32 + 8 + 8 + 4;
 const CHUNK_HEADER_LEN: usize = 8 + 8 + 64;
 const ERROR_HEADER_LEN: usize = 2 + 8 + 2;
+const SOURCE_REPORT_LEN: usize = 6 * 8;
 
 /// Node → device, first frame of a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +75,57 @@ pub struct Welcome {
     /// The sequence of the first chunk this session will carry.
     pub next_seq: u64,
     pub chunk_size: u32,
+}
+
+/// Device → node (version 4): what the device's entropy source has
+/// produced since it opened. Every count is cumulative, so a lost report
+/// loses nothing and the node takes differences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SourceReport {
+    /// Milliseconds since the source opened.
+    pub uptime_ms: u64,
+    /// Counter events registered (0 for a source that is not a counter).
+    pub events: u64,
+    /// Raw samples the extractor produced: bits and ties.
+    pub raw_samples: u64,
+    /// Raw bits among them.
+    pub raw_bits: u64,
+    /// Raw samples the device's own health tests discarded.
+    pub raw_rejected: u64,
+    /// Bytes handed to the chunk path (conditioned, for a decay source).
+    pub output_bytes: u64,
+}
+
+impl SourceReport {
+    fn per_second(&self, n: u64) -> f64 {
+        if self.uptime_ms == 0 {
+            0.0
+        } else {
+            n as f64 * 1000.0 / self.uptime_ms as f64
+        }
+    }
+
+    /// Counter events per second since the source opened.
+    pub fn count_rate(&self) -> f64 {
+        self.per_second(self.events)
+    }
+
+    pub fn raw_bits_per_second(&self) -> f64 {
+        self.per_second(self.raw_bits)
+    }
+
+    pub fn output_bytes_per_second(&self) -> f64 {
+        self.per_second(self.output_bytes)
+    }
+
+    /// Share of raw samples the device's health tests discarded.
+    pub fn rejected_fraction(&self) -> f64 {
+        if self.raw_samples == 0 {
+            0.0
+        } else {
+            self.raw_rejected as f64 / self.raw_samples as f64
+        }
+    }
 }
 
 /// Why a session is refused or ended.
@@ -154,6 +213,8 @@ pub enum Frame {
     /// Either side, when it has sent nothing else for a heartbeat interval.
     Heartbeat,
     Error(ErrorFrame),
+    /// Device → node, version 4: sent every heartbeat interval.
+    SourceReport(SourceReport),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -216,6 +277,19 @@ impl Frame {
                 body.extend_from_slice(&c.bytes);
             }
             Frame::Heartbeat => body.push(T_HEARTBEAT),
+            Frame::SourceReport(r) => {
+                body.push(T_SOURCE_REPORT);
+                for n in [
+                    r.uptime_ms,
+                    r.events,
+                    r.raw_samples,
+                    r.raw_bits,
+                    r.raw_rejected,
+                    r.output_bytes,
+                ] {
+                    body.extend_from_slice(&n.to_be_bytes());
+                }
+            }
             Frame::Error(e) => {
                 body.push(T_ERROR);
                 body.extend_from_slice(&e.code.to_u16().to_be_bytes());
@@ -315,6 +389,19 @@ impl Frame {
                     return Err(bad_len());
                 }
                 Frame::Heartbeat
+            }
+            T_SOURCE_REPORT => {
+                if p.len() != SOURCE_REPORT_LEN {
+                    return Err(bad_len());
+                }
+                Frame::SourceReport(SourceReport {
+                    uptime_ms: r.u64()?,
+                    events: r.u64()?,
+                    raw_samples: r.u64()?,
+                    raw_bits: r.u64()?,
+                    raw_rejected: r.u64()?,
+                    output_bytes: r.u64()?,
+                })
             }
             T_ERROR => {
                 if p.len() < ERROR_HEADER_LEN {
@@ -457,6 +544,14 @@ mod tests {
                 bytes: vec![6; 100],
             }),
             Frame::Heartbeat,
+            Frame::SourceReport(SourceReport {
+                uptime_ms: 60_000,
+                events: 60_123,
+                raw_samples: 30_000,
+                raw_bits: 29_990,
+                raw_rejected: 3,
+                output_bytes: 1_870,
+            }),
             Frame::Error(ErrorFrame {
                 code: ErrorCode::StaleEpoch,
                 detail: 10,
@@ -508,6 +603,35 @@ mod tests {
         assert!(Frame::decode_body(&body).is_err());
         body.extend(std::iter::repeat_n(0u8, MAX_CHUNK_BYTES + 1));
         assert!(Frame::decode_body(&body).is_err());
+    }
+
+    #[test]
+    fn a_source_report_of_the_wrong_length_is_refused() {
+        let wire = Frame::SourceReport(SourceReport::default()).encode();
+        let body = &wire[4..];
+        assert!(Frame::decode_body(body).is_ok());
+        assert!(Frame::decode_body(&body[..body.len() - 1]).is_err());
+        let mut longer = body.to_vec();
+        longer.push(0);
+        assert!(Frame::decode_body(&longer).is_err());
+    }
+
+    #[test]
+    fn a_source_report_states_its_rates_since_the_source_opened() {
+        let r = SourceReport {
+            uptime_ms: 2_000,
+            events: 2_000,
+            raw_samples: 1_000,
+            raw_bits: 990,
+            raw_rejected: 10,
+            output_bytes: 62,
+        };
+        assert_eq!(r.count_rate(), 1_000.0);
+        assert_eq!(r.raw_bits_per_second(), 495.0);
+        assert_eq!(r.output_bytes_per_second(), 31.0);
+        assert_eq!(r.rejected_fraction(), 0.01);
+        assert_eq!(SourceReport::default().count_rate(), 0.0);
+        assert_eq!(SourceReport::default().rejected_fraction(), 0.0);
     }
 
     #[test]

@@ -34,6 +34,6 @@ pub use client::{
     ChunkOutcome, CloseReason, LinkConfig, LinkError, LinkEvent, LinkSession, LinkState,
     QuarantineReason, SessionInfo, VerifiedChunk,
 };
-pub use frame::{ErrorCode, PROTOCOL_VERSION};
+pub use frame::{ErrorCode, SourceReport, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 pub use health::{Cutoffs, HealthConfig, HealthFailure, HealthTests};
 pub use source::{Faults, SourceConfig, SourceKind, SourceSnapshot, SourceStats};

@@ -184,6 +184,19 @@ impl SourceSnapshot {
     }
 }
 
+impl From<SourceSnapshot> for crate::frame::SourceReport {
+    fn from(s: SourceSnapshot) -> Self {
+        crate::frame::SourceReport {
+            uptime_ms: (s.seconds * 1000.0) as u64,
+            events: s.events,
+            raw_samples: s.raw_bits + s.raw_ties,
+            raw_bits: s.raw_bits,
+            raw_rejected: s.raw_rejected,
+            output_bytes: s.output_bytes,
+        }
+    }
+}
+
 impl SourceStats {
     pub fn snapshot(&self) -> SourceSnapshot {
         SourceSnapshot {
@@ -550,7 +563,8 @@ mod tests {
         // Four waits of 4096 / 65536 s after the first read.
         let took = start.elapsed();
         assert!(took >= Duration::from_millis(240), "took {took:?}");
-        assert!(took < Duration::from_secs(2), "took {took:?}");
+        // Only rules out an unpaced source; a busy machine adds time.
+        assert!(took < Duration::from_secs(10), "took {took:?}");
     }
 
     #[tokio::test]
@@ -627,7 +641,7 @@ mod tests {
         let took = start.elapsed();
         assert_eq!(bytes.len(), 3_200);
         assert!(took >= Duration::from_millis(450), "took {took:?}");
-        assert!(took < Duration::from_secs(5), "took {took:?}");
+        assert!(took < Duration::from_secs(15), "took {took:?}");
         let snap = s.stats().snapshot();
         assert_eq!(snap.output_bytes, 3_200);
         assert!(snap.raw_bits >= 1_024 + 100 * 569, "{snap:?}");

@@ -300,12 +300,11 @@ async fn the_simulator_runs_at_its_configured_rate() {
             LinkEvent::Chunk(ChunkOutcome::Good(_))
         ));
     }
-    // The first chunk is immediate; 16 more take a second.
+    // The first chunk is immediate; 16 more take a second. The pacing never
+    // catches up, so every stall of a busy machine adds to the time: the
+    // upper bound only rules out an unpaced source.
     let took = started.elapsed();
-    assert!(
-        took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
-        "{took:?}"
-    );
+    assert!(took >= Duration::from_millis(900) && took < T, "{took:?}");
 }
 
 #[test]

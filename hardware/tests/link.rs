@@ -8,7 +8,10 @@ use std::time::Duration;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use geiger_hardware::agent::{Agent, AgentConfig, AgentStats};
 use geiger_hardware::channel::{self, MemberNodes, PinnedDeviceKey, TrustedNodes};
-use geiger_hardware::frame::{read_frame, ErrorCode, Frame, Hello, Welcome, PROTOCOL_VERSION};
+use geiger_hardware::frame::{
+    read_frame, ErrorCode, ErrorFrame, Frame, Hello, Welcome, MIN_PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
+};
 use geiger_hardware::{
     ChunkOutcome, CloseReason, DeviceId, Faults, HealthConfig, LinkConfig, LinkError, LinkEvent,
     LinkSession, QuarantineReason, SignedChunk, SourceConfig,
@@ -339,7 +342,7 @@ async fn chunks_within(stream: &mut RawLink, window: Duration) -> usize {
     while let Ok(frame) = tokio::time::timeout_at(deadline, read_frame(stream)).await {
         match frame.unwrap() {
             Frame::Chunk(_) => n += 1,
-            Frame::Heartbeat => {
+            Frame::Heartbeat | Frame::SourceReport(_) => {
                 // Keep the device from timing us out.
                 stream.write_all(&Frame::Heartbeat.encode()).await.unwrap();
             }
@@ -424,6 +427,131 @@ async fn an_unsupported_protocol_version_is_refused() {
         }
         other => panic!("unexpected {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_session_carries_the_devices_source_report_every_heartbeat() {
+    let device = start_device(Faults::default(), |_| {}).await;
+    let mut s = LinkSession::connect(link(&device, 1)).await.unwrap();
+    assert_eq!(s.info().version, PROTOCOL_VERSION);
+    good_chunk(&mut s).await;
+    let mut state = s.state();
+    let first = timeout(T, state.wait_for(|st| st.source.is_some()))
+        .await
+        .expect("a report within the heartbeat")
+        .unwrap()
+        .source
+        .unwrap();
+    // Cumulative: a later report counts at least what the first did.
+    for _ in 0..4 {
+        good_chunk(&mut s).await;
+    }
+    let later = timeout(
+        T,
+        state.wait_for(|st| st.source.is_some_and(|r| r.uptime_ms > first.uptime_ms)),
+    )
+    .await
+    .expect("a second report")
+    .unwrap()
+    .source
+    .unwrap();
+    assert!(later.output_bytes >= first.output_bytes);
+    assert!(
+        later.output_bytes >= 5 * 1024,
+        "the device has produced at least the 5 chunks received: {later:?}"
+    );
+    assert!(later.output_bytes <= device.stats.source().snapshot().output_bytes);
+}
+
+#[tokio::test]
+async fn a_version_3_session_still_works_and_carries_no_source_report() {
+    let device = start_device(Faults::default(), |_| {}).await;
+    let mut stream = tls_as(&node_key(), &device).await.unwrap();
+    let hello = Frame::Hello(Hello {
+        version: MIN_PROTOCOL_VERSION,
+        epoch: 1,
+        resume_after: None,
+        attestations: vec![attest(&node_key(), &device, 1, &node_key())],
+    });
+    stream.write_all(&hello.encode()).await.unwrap();
+    match read_frame(&mut stream).await.unwrap() {
+        Frame::Welcome(w) => assert_eq!(w.version, MIN_PROTOCOL_VERSION),
+        other => panic!("expected Welcome, got {other:?}"),
+    }
+    stream
+        .write_all(&Frame::Credit { chunks: 2 }.encode())
+        .await
+        .unwrap();
+    // Five heartbeat intervals: chunks and heartbeats, never a report (a
+    // version 3 node would call it an unknown frame and drop the link).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    let mut chunks = 0;
+    while let Ok(frame) = tokio::time::timeout_at(deadline, read_frame(&mut stream)).await {
+        match frame.unwrap() {
+            Frame::Chunk(_) => chunks += 1,
+            Frame::Heartbeat => stream.write_all(&Frame::Heartbeat.encode()).await.unwrap(),
+            other => panic!("a version 3 session got {other:?}"),
+        }
+    }
+    assert_eq!(chunks, 2);
+}
+
+/// A device that speaks only version 3, as before version 4 existed: it
+/// answers a newer Hello with `UnsupportedVersion` and its own version.
+async fn version_3_device(key: SigningKey) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let members = MemberNodes::new(TrustedNodes::fixed([node_key().verifying_key()]));
+    let tls = Arc::new(channel::server_config(&key, members).unwrap());
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let Ok(mut stream) = tokio_rustls::TlsAcceptor::from(tls.clone())
+                .accept(tcp)
+                .await
+            else {
+                continue;
+            };
+            let Ok(Frame::Hello(h)) = read_frame(&mut stream).await else {
+                continue;
+            };
+            if h.version != 3 {
+                let refusal = Frame::Error(ErrorFrame {
+                    code: ErrorCode::UnsupportedVersion,
+                    detail: 3,
+                    message: "this device speaks 3".into(),
+                });
+                let _ = stream.write_all(&refusal.encode()).await;
+                continue;
+            }
+            let vk = key.verifying_key();
+            let welcome = Frame::Welcome(Welcome {
+                version: 3,
+                device_id: DeviceId::of(&vk),
+                public_key: vk.to_bytes(),
+                epoch: h.epoch,
+                next_seq: 0,
+                chunk_size: 64,
+            });
+            let _ = stream.write_all(&welcome.encode()).await;
+            let chunk = SignedChunk::sign(&key, 0, 1, (0..64u8).collect());
+            let _ = stream.write_all(&Frame::Chunk(chunk).encode()).await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            return;
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_node_says_hello_again_in_the_version_an_older_device_speaks() {
+    let key = SigningKey::from_bytes(&[1; 32]);
+    let addr = version_3_device(key.clone()).await;
+    let cfg = LinkConfig::new(addr.to_string(), 1, key.verifying_key(), node_key());
+    let mut s = LinkSession::connect(cfg).await.unwrap();
+    assert_eq!(s.info().version, 3);
+    assert!(matches!(next(&mut s).await, LinkEvent::Chunk(ChunkOutcome::Good(c)) if c.seq == 0));
+    assert_eq!(s.state().borrow().source, None);
 }
 
 /// A fake device that speaks the protocol but signs with the wrong key, or

@@ -1194,3 +1194,68 @@ async fn every_appended_chunk_keeps_the_devices_signature_and_it_verifies_agains
         .unwrap();
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn a_decay_devices_owner_shows_its_count_rate_raw_bits_conditioned_output_and_rejected_share()
+{
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(one_per_zone(1), BIG_RESERVE);
+    let dir = tempfile::tempdir().unwrap();
+    // 10,000 true counts/s, 100 µs dead time: 5,000 registered a second,
+    // 2,488 raw bits and 139.9 conditioned bytes (docs/HEALTH.md).
+    let device = Device::start(
+        &dir.path().join("dev1"),
+        &[
+            "--source",
+            "decay",
+            "--count-rate",
+            "10000",
+            "--chunk-size",
+            "256",
+        ],
+    );
+    cluster.wait_for_leader(Duration::from_secs(20)).await;
+    register(&cluster, 1, &device).await;
+    // Rates are averaged over at least 10 s of reports.
+    let l = wait_link(
+        &cluster,
+        Some(1),
+        &device.id,
+        Duration::from_secs(60),
+        "a source report averaged over 10 s",
+        |l| {
+            l["source"]["window_seconds"]
+                .as_f64()
+                .is_some_and(|w| w >= 10.0)
+        },
+    )
+    .await;
+    let source = &l["source"];
+    let f = |k: &str| source[k].as_f64().unwrap_or(f64::NAN);
+    let count = f("count_rate_per_second");
+    // Slower than physics only if the machine starves the simulation.
+    assert!((3_000.0..=5_500.0).contains(&count), "{source:#}");
+    let bits_per_count = f("raw_bits_per_second") / count;
+    assert!((0.45..=0.52).contains(&bits_per_count), "{source:#}");
+    // 32 output bytes per 569 raw bits, counted in whole 256-byte reads.
+    let out_per_bit = f("output_bytes_per_second") / f("raw_bits_per_second");
+    assert!(
+        (0.5 * 32.0 / 569.0..=1.5 * 32.0 / 569.0).contains(&out_per_bit),
+        "{source:#}"
+    );
+    assert_eq!(f("rejected_fraction"), 0.0, "{source:#}");
+
+    let (_, status) = cluster.get(1, "/v1/cluster/status").await.unwrap();
+    assert!(
+        status["sources"][&device.id]["count_rate_per_second"].as_f64() > Some(0.0),
+        "{status:#}"
+    );
+    let events = format!("geiger_source_events_total{{device=\"{}\"}}", device.id);
+    let output = format!(
+        "geiger_source_output_bytes_total{{device=\"{}\"}}",
+        device.id
+    );
+    let text = metrics(&cluster, 1).await;
+    assert!(sample(&text, &events) > Some(10_000.0), "{text}");
+    assert!(sample(&text, &output) > Some(0.0), "{text}");
+}

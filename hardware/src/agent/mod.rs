@@ -47,7 +47,8 @@ use crate::device_store::{
     DEFAULT_MAX_EPOCH_STEP,
 };
 use crate::frame::{
-    read_frame, ErrorCode, ErrorFrame, Frame, Hello, Welcome, MAX_CHUNK_BYTES, PROTOCOL_VERSION,
+    read_frame, ErrorCode, ErrorFrame, Frame, Hello, Welcome, MAX_CHUNK_BYTES,
+    MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use crate::source::{Source, SourceConfig, SourceError};
 
@@ -432,9 +433,9 @@ async fn serve_connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
             return;
         }
     };
-    if hello.version != PROTOCOL_VERSION {
+    if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&hello.version) {
         let msg = format!(
-            "link protocol version {} is not supported; this device speaks {PROTOCOL_VERSION}",
+            "link protocol version {} is not supported; this device speaks {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}",
             hello.version
         );
         send_error(
@@ -545,7 +546,9 @@ async fn serve_connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
         .cloned()
         .collect();
     let welcome = Welcome {
-        version: PROTOCOL_VERSION,
+        // The session speaks the Hello's version: a node one version behind
+        // keeps working while devices are upgraded first.
+        version: hello.version,
         device_id: shared.device_id,
         public_key: shared.key.verifying_key().to_bytes(),
         epoch: hello.epoch,

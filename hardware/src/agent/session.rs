@@ -6,7 +6,7 @@
 use tokio::time::Instant;
 
 use super::*;
-use crate::frame::{FrameError, Hello, MAX_OUTSTANDING_CREDITS};
+use crate::frame::{FrameError, Hello, MAX_OUTSTANDING_CREDITS, SOURCE_REPORT_VERSION};
 use crate::task::read_frames_in_background;
 
 pub(super) enum Ending {
@@ -35,6 +35,8 @@ pub(super) async fn run_session(
     let mut last_rx = Instant::now();
     let mut last_tx = Instant::now();
     let drop_at = cfg.drop_every.map(|d| Instant::now() + d);
+    let reports = hello.version >= SOURCE_REPORT_VERSION;
+    let mut last_report: Option<Instant> = None;
     let mut tick = tokio::time::interval(cfg.heartbeat / 4);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
@@ -96,8 +98,17 @@ pub(super) async fn run_session(
                 if last_rx.elapsed() > cfg.idle_timeout {
                     return Ending::Error(ErrorCode::Timeout, 0, format!("nothing from the node for {:?}", cfg.idle_timeout));
                 }
-                if last_tx.elapsed() >= cfg.heartbeat {
-                    if let Err(e) = send(wr, &Frame::Heartbeat, cfg.idle_timeout).await {
+                // From version 4 the source report goes every heartbeat
+                // interval, busy or not, and doubles as the heartbeat.
+                let report_due = reports && last_report.is_none_or(|t| t.elapsed() >= cfg.heartbeat);
+                if report_due || last_tx.elapsed() >= cfg.heartbeat {
+                    let frame = if reports {
+                        last_report = Some(Instant::now());
+                        Frame::SourceReport(shared.stats.source().snapshot().into())
+                    } else {
+                        Frame::Heartbeat
+                    };
+                    if let Err(e) = send(wr, &frame, cfg.idle_timeout).await {
                         return Ending::Quiet(e);
                     }
                     last_tx = Instant::now();
@@ -191,5 +202,6 @@ pub(super) fn frame_name(f: &Frame) -> &'static str {
         Frame::Chunk(_) => "Chunk",
         Frame::Heartbeat => "Heartbeat",
         Frame::Error(_) => "Error",
+        Frame::SourceReport(_) => "SourceReport",
     }
 }

@@ -134,6 +134,10 @@ impl Driver {
         match frame {
             Frame::Chunk(chunk) => self.on_chunk(chunk).await,
             Frame::Heartbeat => Step::Continue,
+            Frame::SourceReport(r) => {
+                self.state_tx.send_modify(|s| s.source = Some(r));
+                Step::Continue
+            }
             Frame::Error(e) if e.code == ErrorCode::Superseded => {
                 Step::Close(CloseReason::Superseded { by: e.detail })
             }

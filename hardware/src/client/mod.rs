@@ -34,7 +34,10 @@ mod driver;
 
 use crate::chunk::DeviceId;
 
-use crate::frame::{read_frame, ErrorCode, Frame, FrameError, Hello, Welcome, PROTOCOL_VERSION};
+use crate::frame::{
+    read_frame, ErrorCode, Frame, FrameError, Hello, SourceReport, Welcome, MIN_PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
+};
 use crate::health::{Cutoffs, HealthConfig, HealthFailure, HealthTests};
 use driver::Driver;
 
@@ -256,6 +259,9 @@ pub struct LinkState {
     pub consecutive_quarantined: u32,
     pub last_failure: Option<String>,
     pub closed: Option<CloseReason>,
+    /// The device's latest report on its entropy source (version 4
+    /// devices send one every heartbeat interval).
+    pub source: Option<SourceReport>,
 }
 
 /// What the handshake established.
@@ -267,6 +273,8 @@ pub struct SessionInfo {
     pub first_seq: u64,
     pub chunk_size: u32,
     pub cutoffs: Cutoffs,
+    /// The link protocol version the session speaks.
+    pub version: u16,
 }
 
 /// An open, verified session with one device.
@@ -287,7 +295,26 @@ impl Drop for LinkSession {
 
 impl LinkSession {
     /// Connects, says Hello with the lease epoch, and checks the Welcome.
+    /// A device one version behind answers `UnsupportedVersion` with its
+    /// own; the session is then opened again in that version.
     pub async fn connect(config: LinkConfig) -> Result<LinkSession, LinkError> {
+        match Self::connect_speaking(config.clone(), PROTOCOL_VERSION).await {
+            Err(LinkError::Refused {
+                code: ErrorCode::UnsupportedVersion,
+                detail,
+                ..
+            }) if (u64::from(MIN_PROTOCOL_VERSION)..u64::from(PROTOCOL_VERSION))
+                .contains(&detail) =>
+            {
+                let older = detail as u16;
+                tracing::info!(addr = %config.addr, version = older, "the device speaks an older link protocol version");
+                Self::connect_speaking(config, older).await
+            }
+            other => other,
+        }
+    }
+
+    async fn connect_speaking(config: LinkConfig, version: u16) -> Result<LinkSession, LinkError> {
         let addr = config.addr.clone();
         let stream = match timeout(config.connect_timeout, TcpStream::connect(&addr)).await {
             Ok(Ok(s)) => s,
@@ -325,7 +352,7 @@ impl LinkSession {
         let (rd, mut wr) = tokio::io::split(stream);
         let mut rd = BufReader::new(rd);
         let hello = Frame::Hello(Hello {
-            version: PROTOCOL_VERSION,
+            version,
             epoch: config.epoch,
             resume_after: config.resume_after,
             attestations: config.attestations.clone(),
@@ -374,7 +401,7 @@ impl LinkSession {
             }
             Ok(Ok(_)) => return Err(LinkError::Protocol("expected Welcome".into())),
         };
-        check_welcome(&config, &welcome)?;
+        check_welcome(&config, version, &welcome)?;
 
         let tests = HealthTests::new(config.health);
         let info = SessionInfo {
@@ -382,6 +409,7 @@ impl LinkSession {
             epoch: config.epoch,
             first_seq: welcome.next_seq,
             chunk_size: welcome.chunk_size,
+            version,
             cutoffs: tests.cutoffs(),
         };
         let next_seq = config.resume_after.map_or(0, |r| r.saturating_add(1));
@@ -396,6 +424,7 @@ impl LinkSession {
             consecutive_quarantined: 0,
             last_failure: None,
             closed: None,
+            source: None,
         });
         let window = config.window.max(1);
         // Room for every chunk the window allows, a gap before each, and the
@@ -466,7 +495,7 @@ fn is_tls_alert(e: &std::io::Error) -> bool {
         .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
 }
 
-fn check_welcome(config: &LinkConfig, w: &Welcome) -> Result<(), LinkError> {
+fn check_welcome(config: &LinkConfig, version: u16, w: &Welcome) -> Result<(), LinkError> {
     let expected = DeviceId::of(&config.device_key);
     if w.public_key != config.device_key.to_bytes() || w.device_id != expected {
         // Also catches a Welcome whose id does not match its own key.
@@ -475,9 +504,9 @@ fn check_welcome(config: &LinkConfig, w: &Welcome) -> Result<(), LinkError> {
             got: w.device_id,
         });
     }
-    if w.version != PROTOCOL_VERSION {
+    if w.version != version {
         return Err(LinkError::Protocol(format!(
-            "the device answered with version {}",
+            "the device answered with version {}, we said Hello in {version}",
             w.version
         )));
     }

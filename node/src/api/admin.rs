@@ -26,6 +26,9 @@ pub struct ClusterStatus {
     /// The answering node's device-link public key, hex: what each device's
     /// trusted-nodes file lists (`geiger ctl link trusted-nodes`).
     pub link_key: String,
+    /// Device → its source, as its latest report says, for the devices
+    /// whose link sessions run on this node.
+    pub sources: std::collections::BTreeMap<String, crate::metrics::SourceView>,
     #[serde(flatten)]
     pub ledger: Status,
 }
@@ -54,6 +57,7 @@ pub async fn cluster_status(
             .map(|(d, s)| (d, s.is_finite().then_some(s)))
             .collect(),
         link_key: hex::encode(state.link_public_key.as_bytes()),
+        sources: state.metrics.sources.views(),
         ledger: state.ledger.status()?,
     }))
 }

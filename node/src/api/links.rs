@@ -55,6 +55,9 @@ pub struct LinkStatus {
     pub pool_depth_bytes: u64,
     /// This node runs the link's session and it is connected and healthy.
     pub up_here: bool,
+    /// The device's latest report on its source, from the node that runs
+    /// the link's session.
+    pub source: Option<crate::metrics::SourceView>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -185,6 +188,7 @@ pub async fn list(_: Admin, State(state): State<AppState>) -> Result<Json<LinkLi
                 lease_remaining_ms: expires.saturating_sub(now),
                 pool_depth_bytes: link.pooled_bytes,
                 up_here,
+                source: state.metrics.sources.view(&link.device),
                 link,
             }
         })

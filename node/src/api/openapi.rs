@@ -245,6 +245,9 @@ pub mod views {
         pub devices: Vec<DevicePool>,
         pub leases: Vec<Lease>,
         pub placement: Placement,
+        /// Device → its source, as its latest report says: only the devices
+        /// whose link sessions run on the answering node.
+        pub sources: BTreeMap<String, crate::metrics::SourceView>,
     }
 
     /// `POST /v1/admin/members`.
@@ -295,6 +298,10 @@ pub mod views {
         pub pool_depth_bytes: u64,
         /// This node runs the link's session, connected and healthy.
         pub up_here: bool,
+        /// The device's latest report on its source; only from the node
+        /// that runs the link's session (`null` elsewhere, or from a device
+        /// older than link protocol version 4).
+        pub source: Option<crate::metrics::SourceView>,
     }
 
     /// `GET /v1/admin/links`.

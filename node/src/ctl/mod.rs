@@ -510,6 +510,43 @@ pub fn render_status(s: &Value) -> String {
         &device_rows,
     ));
     out.push('\n');
+    out.push_str(&render_sources(s));
     out.push_str(&render_placement(&s["placement"]));
     out
+}
+
+/// The sources of the devices whose sessions run on the answering node.
+fn render_sources(s: &Value) -> String {
+    let Some(sources) = s["sources"].as_object().filter(|m| !m.is_empty()) else {
+        return String::new();
+    };
+    let rows: Vec<Vec<String>> = sources
+        .iter()
+        .map(|(device, v)| {
+            let num = |k: &str| v[k].as_f64().unwrap_or(0.0);
+            vec![
+                device.clone(),
+                format!("{:.0}", num("count_rate_per_second")),
+                format!("{:.0}", num("raw_bits_per_second")),
+                format!("{:.0}", num("output_bytes_per_second")),
+                format!("{:.4}%", 100.0 * num("rejected_fraction")),
+                format!("{:.0}", num("uptime_seconds")),
+            ]
+        })
+        .collect();
+    format!(
+        "sources reported to node {} (averages since each source opened):\n{}\n",
+        text(&s["answered_by"]),
+        table::render(
+            &[
+                "device",
+                "counts/s",
+                "raw bits/s",
+                "output bytes/s",
+                "rejected",
+                "uptime (s)",
+            ],
+            &rows,
+        )
+    )
 }

@@ -169,6 +169,16 @@ pub(super) struct SessionCtx {
     attestations_wanted: Arc<AtomicUsize>,
 }
 
+/// Drops the device's source report when the session that received it
+/// ends, however it ends.
+struct ForgetSourceReport<'a>(&'a SessionCtx);
+
+impl Drop for ForgetSourceReport<'_> {
+    fn drop(&mut self) {
+        self.0.metrics.sources.forget(&self.0.device);
+    }
+}
+
 /// How a connected session ended.
 enum SessionEnd {
     Reconnect(String),
@@ -358,6 +368,8 @@ impl SessionCtx {
     ) -> SessionEnd {
         let state = session.state();
         let mut received = 0u64;
+        let mut source: Option<geiger_hardware::SourceReport> = None;
+        let _forget = ForgetSourceReport(self);
         let mut paused = false;
         let mut last_pool_check = Instant::now() - POOL_CHECK;
         loop {
@@ -378,6 +390,12 @@ impl SessionCtx {
                     }
                     (false, _) => false,
                 });
+                if s.source != source {
+                    if let Some(report) = s.source {
+                        self.metrics.sources.record(&self.device, report);
+                    }
+                    source = s.source;
+                }
                 if s.received_bytes > received {
                     self.metrics
                         .link_received_bytes

@@ -14,9 +14,11 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 pub use self::labels::*;
+pub use self::source_reports::{SourceReports, SourceView};
 pub use self::total_counter::TotalCounter;
 
 mod labels;
+mod source_reports;
 mod total_counter;
 mod write_stages;
 
@@ -67,6 +69,8 @@ pub struct NodeMetrics {
     pub link_received_bytes: Family<DeviceLabels, Counter>,
     pub chunks_quarantined: Family<DeviceReasonLabels, Counter>,
     pub health_test_failures: Family<DeviceTestLabels, Counter>,
+    /// Owner: the devices' reports on their sources, and their counters.
+    pub sources: SourceReports,
     pub api_connections_open: Gauge,
     pub api_connections_refused: Family<ReasonLabels, Counter>,
     pub api_connections_stalled: Counter,
@@ -145,6 +149,7 @@ impl NodeMetrics {
             link_received_bytes: Family::default(),
             chunks_quarantined: Family::default(),
             health_test_failures: Family::default(),
+            sources: SourceReports::default(),
             api_connections_open: Gauge::default(),
             api_connections_refused: Family::default(),
             api_connections_stalled: Counter::default(),
@@ -328,6 +333,32 @@ impl NodeMetrics {
             "geiger_entropy_health_test_failures",
             "Owner: continuous health test failures, by test",
             m.health_test_failures.clone(),
+        );
+        let source = &m.sources.counters;
+        r.register(
+            "geiger_source_events",
+            "Owner: counter events the device's source registered (from its reports)",
+            source.events.clone(),
+        );
+        r.register(
+            "geiger_source_raw_samples",
+            "Owner: raw samples (bits and ties) the device's extractor produced",
+            source.raw_samples.clone(),
+        );
+        r.register(
+            "geiger_source_raw_bits",
+            "Owner: raw bits the device's extractor produced",
+            source.raw_bits.clone(),
+        );
+        r.register(
+            "geiger_source_raw_rejected",
+            "Owner: raw samples the device's own health tests discarded",
+            source.raw_rejected.clone(),
+        );
+        r.register(
+            "geiger_source_output_bytes",
+            "Owner: bytes the device's source handed to chunks (conditioned, for a decay source)",
+            source.output_bytes.clone(),
         );
         r.register(
             "geiger_alert_pushes",
