@@ -11,7 +11,11 @@
 //!    order without holes, only sequences the ledger accounts for, and the
 //!    device's accounting (appended + quarantined + skipped = span, used
 //!    bytes = bytes in draws) has no gap.
-//! 4. Every draw verifies: signature, content-hash ID, re-derivation, link.
+//! 4. Every draw verifies: signature, content-hash ID, re-derivation, link;
+//!    and its entropy is the device's: each segment's bytes are the bytes
+//!    of a chunk the registered device signed, public only after the draw
+//!    was issued (a chunk not yet used up cannot be checked yet, and is
+//!    counted, not flagged).
 //! 5. A request that got an error changed nothing, or its commit is visible
 //!    as its own record (its `request_id`) and any retry got it replayed; a
 //!    4xx never commits, and a retry of our own request is never a 409.
@@ -22,6 +26,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
+use geiger_protocol::provenance::{check_segment, segment_bytes, PublicChunk};
 use geiger_protocol::verify::Previous;
 use geiger_protocol::{verify_draw, DrawResponse, KeySet};
 use serde::{Deserialize, Serialize};
@@ -50,6 +55,26 @@ pub struct Observations {
     /// The devices' chunk size, when known: a chunk left before its end
     /// would be bytes nobody accounts for.
     pub chunk_size: Option<u32>,
+    /// `GET /v1/chunks/{device}/{seq}` for every chunk an acknowledged draw
+    /// used, keyed by [`chunk_key`].
+    pub chunks: BTreeMap<String, ChunkLookup>,
+}
+
+/// What a node answered for a chunk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChunkLookup {
+    Public(PublicChunk),
+    /// 409 `chunk_not_exhausted`: still secret, its provenance comes later.
+    NotExhausted,
+    /// 404: the ledger has no such chunk.
+    Missing(String),
+    /// No node gave an answer.
+    Unanswered(String),
+}
+
+/// The key of a chunk in [`Observations::chunks`].
+pub fn chunk_key(device: &str, seq: u64) -> String {
+    format!("{device}/{seq}")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +97,12 @@ pub struct CheckStats {
     pub rejected_bad_requests: u64,
     pub entropy_bytes_used: u64,
     pub devices: BTreeMap<String, DeviceAccounting>,
+    /// Segments checked against their device-signed chunk.
+    pub provenance_verified: u64,
+    /// Segments whose chunk is not used up yet (not checkable).
+    pub provenance_pending: u64,
+    /// Segments whose chunk no node answered for.
+    pub provenance_unanswered: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -343,6 +374,8 @@ pub fn check(records: &[RequestRecord], chains: &[ChainInfo], obs: &Observations
         let _ = i;
     }
 
+    check_provenance(&ledger, obs, &mut f, &mut stats);
+
     // ---- invariant 3: entropy ---------------------------------------------
     check_entropy(&ledger, &obs.links, obs.chunk_size, &mut f, &mut stats);
 
@@ -416,6 +449,47 @@ pub fn check(records: &[RequestRecord], chains: &[ChainInfo], obs: &Observations
     CheckReport {
         violations: f.0,
         stats,
+    }
+}
+
+/// Invariant 4, the entropy's half: every segment against its chunk.
+fn check_provenance(
+    ledger: &[(DrawResponse, String)],
+    obs: &Observations,
+    f: &mut Findings,
+    stats: &mut CheckStats,
+) {
+    for (draw, _) in ledger {
+        let body = &draw.draw.body;
+        let id = draw.draw.id.to_string();
+        let Some(bytes) = hex::decode(&body.entropy.hex).ok() else {
+            f.flag(4, format!("draw {id}: its entropy is not hex"));
+            continue;
+        };
+        let Some(slices) = segment_bytes(&body.entropy.segments, &bytes) else {
+            f.flag(
+                4,
+                format!("draw {id}: its segments do not add up to its entropy"),
+            );
+            continue;
+        };
+        for (segment, slice) in body.entropy.segments.iter().zip(slices) {
+            let key = chunk_key(&segment.device, segment.chunk_seq);
+            match obs.chunks.get(&key) {
+                Some(ChunkLookup::Public(chunk)) => {
+                    match check_segment(segment, slice, &body.issued_at, chunk, &obs.keys) {
+                        Ok(()) => stats.provenance_verified += 1,
+                        Err(e) => f.flag(4, format!("draw {id}, chunk {key}: {e}")),
+                    }
+                }
+                Some(ChunkLookup::NotExhausted) => stats.provenance_pending += 1,
+                Some(ChunkLookup::Missing(why)) => f.flag(
+                    4,
+                    format!("draw {id} used chunk {key}, which the ledger lacks: {why}"),
+                ),
+                Some(ChunkLookup::Unanswered(_)) | None => stats.provenance_unanswered += 1,
+            }
+        }
     }
 }
 
@@ -648,6 +722,58 @@ async fn listing(http: &reqwest::Client, base: &str, chain: &str) -> Result<Vec<
     Err("more pages than the harness can have written".into())
 }
 
+/// Every chunk the acknowledged draws name, from the first node that
+/// answers for it (chunks are public, so any node will do).
+async fn collect_chunks(
+    http: &reqwest::Client,
+    nodes: &BTreeMap<u64, String>,
+    records: &[RequestRecord],
+) -> BTreeMap<String, ChunkLookup> {
+    let mut wanted: BTreeSet<(String, u64)> = BTreeSet::new();
+    for r in records {
+        if let Outcome::Drawn { raw, .. } = &r.outcome {
+            if let Ok(draw) = serde_json::from_str::<DrawResponse>(raw) {
+                for s in &draw.draw.body.entropy.segments {
+                    wanted.insert((s.device.clone(), s.chunk_seq));
+                }
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (device, seq) in wanted {
+        // A node that restarted may still be catching up: take the most
+        // any node knows (public, then secret, then missing everywhere).
+        let mut best = ChunkLookup::Unanswered("no node asked".into());
+        for base in nodes.values() {
+            let answer =
+                match get_text(http, &format!("{base}/v1/chunks/{device}/{seq}"), None).await {
+                    Ok((200, text)) => match serde_json::from_str(&text) {
+                        Ok(chunk) => ChunkLookup::Public(chunk),
+                        Err(e) => ChunkLookup::Unanswered(format!("not a chunk: {e}")),
+                    },
+                    Ok((409, _)) => ChunkLookup::NotExhausted,
+                    Ok((404, text)) => ChunkLookup::Missing(text),
+                    Ok((status, text)) => ChunkLookup::Unanswered(format!("{status} {text}")),
+                    Err(e) => ChunkLookup::Unanswered(e),
+                };
+            let rank = |a: &ChunkLookup| match a {
+                ChunkLookup::Public(_) => 3,
+                ChunkLookup::NotExhausted => 2,
+                ChunkLookup::Missing(_) => 1,
+                ChunkLookup::Unanswered(_) => 0,
+            };
+            if rank(&answer) > rank(&best) {
+                best = answer;
+            }
+            if matches!(best, ChunkLookup::Public(_)) {
+                break;
+            }
+        }
+        out.insert(chunk_key(&device, seq), best);
+    }
+    out
+}
+
 /// Reads back, from every node in `nodes` (id → API base URL), every
 /// acknowledged draw and every chain; plus the keys and the link accounting.
 pub async fn collect(
@@ -733,9 +859,11 @@ pub async fn collect(
             (node, found, lists)
         }));
     }
+    let chunks = collect_chunks(&http, nodes, records).await;
     let mut obs = Observations {
         keys,
         links,
+        chunks,
         ..Observations::default()
     };
     for t in tasks {
@@ -755,7 +883,20 @@ mod tests {
         derive, DrawBody, DrawType, EntropySegment, EntropyUse, RecordId, RecordKind, Signer, Spec,
     };
 
-    const DEVICE: &str = "dev_00000000000000000000000000000001";
+    /// The device every forged draw takes its entropy from.
+    fn device_key() -> ed25519_dalek::SigningKey {
+        ed25519_dalek::SigningKey::from_bytes(&[3; 32])
+    }
+
+    fn device() -> String {
+        geiger_protocol::device::DeviceId::of_key_bytes(device_key().verifying_key().as_bytes())
+            .to_string()
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
 
     struct Forge {
         signer: Signer,
@@ -773,8 +914,42 @@ mod tests {
         fn keys(&self) -> KeySet {
             KeySet {
                 keys: vec![self.signer.key_info(format_timestamp(0), None)],
-                devices: Vec::new(),
+                devices: vec![geiger_protocol::provenance::DeviceKeyInfo {
+                    device: device(),
+                    alg: "Ed25519".into(),
+                    public_key: b64(device_key().verifying_key().as_bytes()),
+                    valid_from: format_timestamp(0),
+                    valid_until: None,
+                }],
             }
+        }
+
+        /// Chunk `seq` holding `bytes`, signed by `key` (the device's, or
+        /// another), public from `exhausted_ms`.
+        fn chunk(
+            key: &ed25519_dalek::SigningKey,
+            seq: u64,
+            bytes: &[u8],
+            exhausted_ms: u64,
+        ) -> ChunkLookup {
+            use ed25519_dalek::Signer as _;
+            use sha2::Digest as _;
+            let sha256: [u8; 32] = sha2::Sha256::digest(bytes).into();
+            let id = geiger_protocol::device::DeviceId::of_key_bytes(
+                device_key().verifying_key().as_bytes(),
+            );
+            let statement = geiger_protocol::provenance::chunk_statement(&id, seq, &sha256, 500);
+            ChunkLookup::Public(PublicChunk {
+                device: device(),
+                seq,
+                public_key: b64(device_key().verifying_key().as_bytes()),
+                timestamp_ms: 500,
+                length: bytes.len() as u32,
+                sha256: hex::encode(sha256),
+                signature: b64(&key.sign(&statement).to_bytes()),
+                hex: hex::encode(bytes),
+                exhausted_at: format_timestamp(exhausted_ms),
+            })
         }
 
         /// A valid draw after `previous` at `position`, using bytes
@@ -807,7 +982,7 @@ mod tests {
                     ledger_index: 10 + position,
                     entropy: EntropyUse::new(
                         vec![EntropySegment {
-                            device: DEVICE.into(),
+                            device: device(),
                             chunk_seq: chunk,
                             offset,
                             length: used.len() as u32,
@@ -864,7 +1039,7 @@ mod tests {
         let mut obs = Observations {
             keys: forge.keys(),
             links: vec![serde_json::json!({
-                "device": DEVICE, "used_bytes": draws.len() as u64 * 8,
+                "device": device(), "used_bytes": draws.len() as u64 * 8,
                 "appended_chunks": 1, "quarantined_chunks": 0, "skipped_chunks": 0,
                 "first_seq": 0, "last_seq": 0,
             })],
@@ -906,6 +1081,68 @@ mod tests {
         assert!(report.passed(), "{:#?}", report.violations);
         assert_eq!(report.stats.ledger_draws, 2);
         assert_eq!(report.stats.entropy_bytes_used, 16);
+    }
+
+    /// Chunk 0 as the clean history used it: draw 1's 8 bytes from 1, then
+    /// draw 2's from 50.
+    fn chunk_zero_bytes() -> Vec<u8> {
+        (1..=8u8).chain(50..=57).collect()
+    }
+
+    #[test]
+    fn draws_whose_bytes_are_the_device_signed_chunks_pass_provenance() {
+        let forge = Forge::new();
+        let (records, chains, mut obs) = history(&forge, &clean(&forge));
+        obs.chunks.insert(
+            chunk_key(&device(), 0),
+            Forge::chunk(&device_key(), 0, &chunk_zero_bytes(), 2_000),
+        );
+        let report = check(&records, &chains, &obs);
+        assert!(report.passed(), "{:#?}", report.violations);
+        assert_eq!(report.stats.provenance_verified, 2);
+    }
+
+    #[test]
+    fn a_chunk_whose_bytes_differ_from_a_draws_entropy_is_flagged() {
+        let forge = Forge::new();
+        let (records, chains, mut obs) = history(&forge, &clean(&forge));
+        let mut bytes = chunk_zero_bytes();
+        bytes[9] ^= 1; // inside draw 2's segment
+        obs.chunks.insert(
+            chunk_key(&device(), 0),
+            Forge::chunk(&device_key(), 0, &bytes, 2_000),
+        );
+        let report = check(&records, &chains, &obs);
+        assert_eq!(invariants(&report), BTreeSet::from([4]), "{report:#?}");
+        assert_eq!(report.stats.provenance_verified, 1);
+    }
+
+    #[test]
+    fn a_chunk_signed_by_another_key_or_public_before_issue_or_missing_is_flagged() {
+        let forge = Forge::new();
+        let (records, chains, mut obs) = history(&forge, &clean(&forge));
+        let stranger = ed25519_dalek::SigningKey::from_bytes(&[4; 32]);
+        for lookup in [
+            Forge::chunk(&stranger, 0, &chunk_zero_bytes(), 2_000),
+            // Public at 500 ms; the draws were issued at 1,000.
+            Forge::chunk(&device_key(), 0, &chunk_zero_bytes(), 500),
+            ChunkLookup::Missing("404".into()),
+        ] {
+            obs.chunks.insert(chunk_key(&device(), 0), lookup.clone());
+            let report = check(&records, &chains, &obs);
+            assert_eq!(invariants(&report), BTreeSet::from([4]), "{lookup:?}");
+        }
+    }
+
+    #[test]
+    fn a_chunk_not_used_up_yet_is_counted_not_flagged() {
+        let forge = Forge::new();
+        let (records, chains, mut obs) = history(&forge, &clean(&forge));
+        obs.chunks
+            .insert(chunk_key(&device(), 0), ChunkLookup::NotExhausted);
+        let report = check(&records, &chains, &obs);
+        assert!(report.passed(), "{:#?}", report.violations);
+        assert_eq!(report.stats.provenance_pending, 2);
     }
 
     #[test]

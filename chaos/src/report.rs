@@ -358,6 +358,10 @@ pub fn summary(report: &Report) -> String {
         "\nchecked: {} acknowledged draws ({} distinct), {} draws in the ledger on {} chains, {} lookups, {} entropy bytes\n",
         c.acknowledged, c.distinct_acknowledged, c.ledger_draws, c.chains, c.lookups, c.entropy_bytes_used
     ));
+    s.push_str(&format!(
+        "provenance: {} segments checked against their device-signed chunk, {} in chunks not used up yet, {} unanswered\n",
+        c.provenance_verified, c.provenance_pending, c.provenance_unanswered
+    ));
     for (device, a) in &c.devices {
         s.push_str(&format!(
             "  {device}: {} bytes in draws over {} chunks; ledger: used {:?}, appended {:?}, quarantined {:?}, skipped {:?}, seq {:?}..={:?}\n",
