@@ -19,6 +19,11 @@
 //! 5. A request that got an error changed nothing, or its commit is visible
 //!    as its own record (its `request_id`) and any retry got it replayed; a
 //!    4xx never commits, and a retry of our own request is never a 409.
+//! 6. Every draw's `issued_at` is true to within [`ISSUED_AT_TOLERANCE_MS`]:
+//!    no later than the client got the answer, and, unless it was a replay
+//!    of an earlier commit, no earlier than it asked (a node with a wrong
+//!    clock must never stamp a draw, docs/DERIVATION.md §6.1). Not among
+//!    DESIGN.md's invariants; docs/AVAILABILITY.md lists it.
 //!
 //! [`collect`] does the reading (HTTP); [`check`] is pure, so it can be
 //! tested on forged histories.
@@ -58,7 +63,18 @@ pub struct Observations {
     /// `GET /v1/chunks/{device}/{seq}` for every chunk an acknowledged draw
     /// used, keyed by [`chunk_key`].
     pub chunks: BTreeMap<String, ChunkLookup>,
+    /// The wall clock (Unix ms) at the workload's time zero, which the
+    /// records' `start_ms`/`end_ms` count from; without it invariant 6 is
+    /// not checked.
+    pub t0_unix_ms: Option<f64>,
 }
+
+/// How many invariants [`check`] checks (numbered 1 to this).
+pub const INVARIANTS: usize = 6;
+
+/// How far `issued_at` may stray from the client's clock: the nodes'
+/// `raft.max_clock_offset_ms` (500) with room for the client's own reading.
+pub const ISSUED_AT_TOLERANCE_MS: f64 = 1_000.0;
 
 /// What a node answered for a chunk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -375,6 +391,9 @@ pub fn check(records: &[RequestRecord], chains: &[ChainInfo], obs: &Observations
     }
 
     check_provenance(&ledger, obs, &mut f, &mut stats);
+    if let Some(t0) = obs.t0_unix_ms {
+        check_issued_at(records, t0, &mut f);
+    }
 
     // ---- invariant 3: entropy ---------------------------------------------
     check_entropy(&ledger, &obs.links, obs.chunk_size, &mut f, &mut stats);
@@ -449,6 +468,50 @@ pub fn check(records: &[RequestRecord], chains: &[ChainInfo], obs: &Observations
     CheckReport {
         violations: f.0,
         stats,
+    }
+}
+
+/// Invariant 6: every acknowledged draw's `issued_at` against the client's
+/// clock around its request.
+fn check_issued_at(records: &[RequestRecord], t0_unix_ms: f64, f: &mut Findings) {
+    for r in records {
+        let Outcome::Drawn { raw, replayed, .. } = &r.outcome else {
+            continue;
+        };
+        let Ok(draw) = serde_json::from_str::<DrawResponse>(raw) else {
+            continue; // invariant 1 reports a body that does not parse
+        };
+        let issued_at = &draw.draw.body.issued_at;
+        let Some(issued_ms) = geiger_protocol::record::parse_timestamp(issued_at)
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs_f64() * 1000.0)
+        else {
+            f.flag(
+                6,
+                format!("draw {}: issued_at {issued_at} is not a time", draw.draw.id),
+            );
+            continue;
+        };
+        let (asked, answered) = (t0_unix_ms + r.start_ms, t0_unix_ms + r.end_ms);
+        let late = issued_ms - answered;
+        let early = asked - issued_ms;
+        if late > ISSUED_AT_TOLERANCE_MS {
+            f.flag(
+                6,
+                format!(
+                    "draw {} is stamped {issued_at}, {:.0} ms after request {} got its answer",
+                    draw.draw.id, late, r.request_id
+                ),
+            );
+        } else if !replayed && early > ISSUED_AT_TOLERANCE_MS {
+            f.flag(
+                6,
+                format!(
+                    "draw {} is stamped {issued_at}, {:.0} ms before request {} was sent",
+                    draw.draw.id, early, r.request_id
+                ),
+            );
+        }
     }
 }
 
@@ -1143,6 +1206,38 @@ mod tests {
         let report = check(&records, &chains, &obs);
         assert!(report.passed(), "{:#?}", report.violations);
         assert_eq!(report.stats.provenance_pending, 2);
+    }
+
+    #[test]
+    fn a_draw_stamped_later_than_its_answer_or_earlier_than_its_request_is_flagged() {
+        let forge = Forge::new();
+        let (records, chains, mut obs) = history(&forge, &clean(&forge));
+        // The forged draws are stamped 1,000 ms after the epoch; their
+        // requests ran from t0 + 0 to t0 + 1 ms.
+        obs.t0_unix_ms = Some(900.0);
+        assert!(check(&records, &chains, &obs).passed());
+        // A clock five seconds ahead: stamped after the answer came.
+        obs.t0_unix_ms = Some(-4_000.0);
+        let report = check(&records, &chains, &obs);
+        assert_eq!(invariants(&report), BTreeSet::from([6]), "{report:#?}");
+        // Two seconds behind: stamped before the request was sent...
+        obs.t0_unix_ms = Some(3_000.0);
+        assert_eq!(
+            invariants(&check(&records, &chains, &obs)),
+            BTreeSet::from([6])
+        );
+        // ...which a replay of an earlier commit may well be.
+        let replays: Vec<RequestRecord> = records
+            .iter()
+            .cloned()
+            .map(|mut r| {
+                if let Outcome::Drawn { replayed, .. } = &mut r.outcome {
+                    *replayed = true;
+                }
+                r
+            })
+            .collect();
+        assert!(check(&replays, &chains, &obs).passed());
     }
 
     #[test]

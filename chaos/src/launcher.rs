@@ -436,6 +436,20 @@ impl Cluster {
         self.node_process(id).resume();
     }
 
+    /// Gives node `id` the extra environment `env` from its next start on
+    /// (a wrong clock: `testkit::launcher::faketime`), replacing any such
+    /// environment given before; an empty `env` takes it away. Returns
+    /// whether anything changed.
+    pub fn set_clock_env(&mut self, id: u64, env: Vec<(String, String)>) -> bool {
+        let process = self.node_process(id);
+        let before = process.env.clone();
+        process
+            .env
+            .retain(|(k, _)| !geiger_testkit::launcher::faketime::VARIABLES.contains(&k.as_str()));
+        process.env.extend(env);
+        process.env != before
+    }
+
     /// Starts a node again (killing it first if it runs), same config and data.
     pub fn restart(&mut self, id: u64) -> Result<(), LaunchError> {
         self.kill(id);

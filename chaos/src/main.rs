@@ -264,6 +264,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         .context("opening the chains")?;
 
     let t0 = Instant::now();
+    let t0_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0);
     let duration = Duration::from_millis(schedule.duration_ms);
     let wl_task = {
         let wl = wl.clone();
@@ -296,6 +299,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         .await
         .context("reading the ledger back")?;
     obs.chunk_size = Some(4096);
+    obs.t0_unix_ms = Some(t0_unix_ms);
     let check = checker::check(&result.records, &result.chains, &obs);
 
     let duration_ms = schedule.duration_ms as f64;

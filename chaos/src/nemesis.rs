@@ -54,11 +54,14 @@ pub enum FaultKind {
     /// Every node-to-node connection is reset with probability 2% per
     /// relayed chunk (soak only).
     LossyLinks,
+    /// Restart the leader with its wall clock an hour ahead (libfaketime);
+    /// restart it with the true clock at heal. No draw may carry its clock.
+    SkewClock,
 }
 
 impl FaultKind {
     /// The kinds every profile runs at least once.
-    pub const CORE: [FaultKind; 14] = [
+    pub const CORE: [FaultKind; 15] = [
         FaultKind::KillLeader,
         FaultKind::KillNode,
         FaultKind::PauseNode,
@@ -73,6 +76,7 @@ impl FaultKind {
         FaultKind::OneWayLeader,
         FaultKind::LoseCloud,
         FaultKind::StarveLeader,
+        FaultKind::SkewClock,
     ];
     /// Only in the soak profile.
     pub const EXTRA: [FaultKind; 1] = [FaultKind::LossyLinks];
@@ -94,6 +98,7 @@ impl FaultKind {
             FaultKind::SlowLinks => "slow_links",
             FaultKind::OneWayLeader => "one_way_leader",
             FaultKind::LossyLinks => "lossy_links",
+            FaultKind::SkewClock => "skew_clock",
         }
     }
 }
@@ -164,7 +169,8 @@ fn target_for(
         FaultKind::KillLeader
         | FaultKind::IsolateLeader
         | FaultKind::OneWayLeader
-        | FaultKind::StarveLeader => Target::Leader,
+        | FaultKind::StarveLeader
+        | FaultKind::SkewClock => Target::Leader,
         FaultKind::KillNode | FaultKind::PauseNode => Target::Node {
             id: placement[rng.gen_range(0..placement.len())].id,
         },
@@ -189,6 +195,10 @@ fn target_for(
 /// ever reach the health tests.
 const STUCK_HOLD_MS: u64 = 15_000;
 
+/// How long a node runs with a wrong clock: long enough to restart, rejoin,
+/// learn from the leader that it is the wrong one, and stand in elections.
+const SKEW_HOLD_MS: u64 = 10_000;
+
 /// The schedule for `profile` and `seed`: the same inputs always give the
 /// same schedule.
 pub fn schedule(profile: Profile, seed: u64, placement: &[Placement], devices: usize) -> Schedule {
@@ -204,10 +214,10 @@ pub fn schedule(profile: Profile, seed: u64, placement: &[Placement], devices: u
             let mut at = warmup_ms;
             for (i, kind) in kinds.into_iter().enumerate() {
                 let target = target_for(kind, &mut rng, placement, devices);
-                let hold_ms = if kind == FaultKind::StuckDevice {
-                    STUCK_HOLD_MS
-                } else {
-                    4_000
+                let hold_ms = match kind {
+                    FaultKind::StuckDevice => STUCK_HOLD_MS,
+                    FaultKind::SkewClock => SKEW_HOLD_MS,
+                    _ => 4_000,
                 };
                 faults.push(PlannedFault {
                     index: i,
@@ -244,8 +254,10 @@ pub fn schedule(profile: Profile, seed: u64, placement: &[Placement], devices: u
                 };
                 let target = target_for(kind, &mut rng, placement, devices);
                 let mut hold_ms = rng.gen_range(3_000..=10_000);
-                if kind == FaultKind::StuckDevice {
-                    hold_ms = hold_ms.max(STUCK_HOLD_MS);
+                match kind {
+                    FaultKind::StuckDevice => hold_ms = hold_ms.max(STUCK_HOLD_MS),
+                    FaultKind::SkewClock => hold_ms = hold_ms.max(SKEW_HOLD_MS),
+                    _ => {}
                 }
                 faults.push(PlannedFault {
                     index: i,
@@ -404,6 +416,46 @@ async fn inject(cluster: &mut Cluster, planned: &PlannedFault, t0: Instant) -> F
             for &id in &lost {
                 if let Err(e) = cluster.restart(id) {
                     notes.push(format!("node {id} restart failed: {e}"));
+                }
+            }
+        }
+        FaultKind::SkewClock => {
+            let id = current_leader(cluster).await;
+            resolved = format!("node {id}, clock +1 h");
+            match geiger_testkit::launcher::faketime::clock_shifted("+1h") {
+                None => {
+                    notes.push(
+                        "skipped: libfaketime is not installed (apt-get install faketime)".into(),
+                    );
+                    healed_ms = ms(t0);
+                }
+                Some(env) => {
+                    cluster.set_clock_env(id, env);
+                    if let Err(e) = cluster.restart(id) {
+                        notes.push(format!("restart with the wrong clock failed: {e}"));
+                    }
+                    // The fault is real only if the node sees the wrong
+                    // time: it must say so (docs/METRICS.md).
+                    let until = Instant::now() + hold;
+                    let mut said = None;
+                    while Instant::now() < until {
+                        if said.is_none() && clock_unsynchronized(cluster, id).await {
+                            said = Some(hold.saturating_sub(until - Instant::now()));
+                        }
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                    notes.push(match said {
+                        Some(after) => format!(
+                            "node {id} reported its clock unsynchronized {} ms after its restart",
+                            after.as_millis()
+                        ),
+                        None => format!("node {id} never reported its clock unsynchronized"),
+                    });
+                    healed_ms = ms(t0);
+                    cluster.set_clock_env(id, Vec::new());
+                    if let Err(e) = cluster.restart(id) {
+                        notes.push(format!("restart with the true clock failed: {e}"));
+                    }
                 }
             }
         }
@@ -625,6 +677,22 @@ async fn inject(cluster: &mut Cluster, planned: &PlannedFault, t0: Instant) -> F
 }
 
 /// Undoes anything still broken: links, pauses, stopped nodes, faulty devices.
+/// Whether node `id`'s metrics say its clock is off the cluster's.
+async fn clock_unsynchronized(cluster: &Cluster, id: u64) -> bool {
+    let Ok(r) = cluster
+        .http
+        .get(format!("{}/metrics", cluster.url(id)))
+        .timeout(Duration::from_secs(1))
+        .send()
+        .await
+    else {
+        return false;
+    };
+    r.text()
+        .await
+        .is_ok_and(|t| t.lines().any(|l| l == "geiger_clock_unsynchronized 1"))
+}
+
 pub fn heal_everything(cluster: &mut Cluster) -> Vec<String> {
     let mut notes = Vec::new();
     cluster.proxy.heal_all();
@@ -632,7 +700,7 @@ pub fn heal_everything(cluster: &mut Cluster) -> Vec<String> {
         if cluster.is_paused(id) {
             cluster.resume(id);
         }
-        if !cluster.is_running(id) {
+        if cluster.set_clock_env(id, Vec::new()) || !cluster.is_running(id) {
             if let Err(e) = cluster.restart(id) {
                 notes.push(format!("node {id}: {e}"));
             }

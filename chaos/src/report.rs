@@ -386,7 +386,7 @@ pub fn summary(report: &Report) -> String {
         .collect();
     s.push_str(&format!(
         "\ninvariants: {} passed, {} failed\n",
-        5 - broken.len().min(5),
+        crate::checker::INVARIANTS - broken.len().min(crate::checker::INVARIANTS),
         broken.len()
     ));
     s

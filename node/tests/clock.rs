@@ -7,21 +7,10 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{Cluster, Device};
 use serde_json::{json, Value};
-
-/// libfaketime's preload library, wherever the architecture puts it.
-fn libfaketime() -> PathBuf {
-    let lib = std::fs::read_dir("/usr/lib")
-        .expect("/usr/lib")
-        .flatten()
-        .map(|d| d.path().join("faketime/libfaketime.so.1"))
-        .find(|p| p.exists());
-    lib.expect("libfaketime (apt-get install faketime; scripts/test-deps installs it)")
-}
 
 fn sample(text: &str, name: &str) -> Option<f64> {
     text.lines()
@@ -117,14 +106,10 @@ async fn a_node_whose_clock_is_an_hour_ahead_knows_it_leads_only_to_hand_over_an
     let wrong = 3;
     cluster.terminate(wrong);
     let node = cluster.nodes.get_mut(&wrong).unwrap();
-    node.process.env.extend([
-        (
-            "LD_PRELOAD".to_string(),
-            libfaketime().display().to_string(),
-        ),
-        ("FAKETIME".to_string(), "+1h".to_string()),
-        ("FAKETIME_DONT_FAKE_MONOTONIC".to_string(), "1".to_string()),
-    ]);
+    node.process.env.extend(
+        geiger_testkit::launcher::faketime::clock_shifted("+1h")
+            .expect("libfaketime (apt-get install faketime; scripts/test-deps installs it)"),
+    );
     cluster.restart(wrong);
     let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
     assert_ne!(leader, wrong);

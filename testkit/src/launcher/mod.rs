@@ -11,6 +11,7 @@
 
 pub mod dev;
 pub mod device;
+pub mod faketime;
 pub mod node;
 pub mod ports;
 
