@@ -63,7 +63,7 @@ struct Args {
     workers: usize,
     /// The nodes' `raft.profile`. `cross_cloud` by default: the placement
     /// spans two clouds, which is what docs/CONFIG.md prescribes it for.
-    #[arg(long, default_value = "cross_cloud", value_parser = ["lan", "cross_cloud"])]
+    #[arg(long, default_value = "cross_cloud", value_parser = ["lan", "regional", "cross_cloud"])]
     raft_profile: String,
     /// Run only these fault kinds of the schedule (comma-separated names
     /// such as `partition_zone,kill_leader`), each in its scheduled slot

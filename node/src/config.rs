@@ -217,7 +217,8 @@ pub struct ClusterTlsSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RaftSettings {
-    /// `lan` or `cross_cloud` (docs/CONFIG.md); the fields below override it.
+    /// `lan`, `regional` or `cross_cloud` (docs/CONFIG.md); the fields
+    /// below override it.
     pub profile: String,
     pub heartbeat_ms: Option<u64>,
     pub election_min_ms: Option<u64>,
@@ -240,6 +241,7 @@ impl RaftSettings {
     pub fn timeouts(&self) -> Timeouts {
         let mut t = match self.profile.as_str() {
             "cross_cloud" => Timeouts::cross_cloud(),
+            "regional" => Timeouts::regional(),
             _ => Timeouts::lan(),
         };
         let ms = Duration::from_millis;
@@ -491,8 +493,8 @@ impl NodeConfig {
         if self.internal.cluster_secret.len() < 16 {
             return invalid("internal.cluster_secret must be set, at least 16 characters");
         }
-        if !["lan", "cross_cloud"].contains(&self.raft.profile.as_str()) {
-            return invalid("raft.profile is `lan` or `cross_cloud`");
+        if !["lan", "regional", "cross_cloud"].contains(&self.raft.profile.as_str()) {
+            return invalid("raft.profile is `lan`, `regional` or `cross_cloud`");
         }
         if self.hardware.pool_low_water_bytes > self.hardware.pool_high_water_bytes {
             return invalid("hardware.pool_low_water_bytes exceeds the high-water mark");
@@ -673,6 +675,29 @@ mod tests {
         let cfg = NodeConfig::load(Some(&path)).unwrap();
         assert_eq!(cfg.api.body_limit_bytes, 1234);
         assert_eq!(cfg.node_id, 9);
+    }
+
+    #[test]
+    fn each_timing_profile_loads_with_its_own_timeouts_and_an_unknown_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |profile: &str| {
+            let text = format!("{SECRETS}[raft]\nprofile = \"{profile}\"\n");
+            NodeConfig::load(Some(&write(dir.path(), &text)))
+        };
+        let ms = Duration::from_millis;
+        for (profile, heartbeat, election) in [
+            ("lan", 25, (70, 140)),
+            ("regional", 40, (200, 400)),
+            ("cross_cloud", 100, (500, 1000)),
+        ] {
+            let t = load(profile).unwrap().raft.timeouts();
+            assert_eq!(t.heartbeat, ms(heartbeat), "{profile}");
+            assert_eq!(
+                (t.election_min, t.election_max),
+                (ms(election.0), ms(election.1))
+            );
+        }
+        assert!(load("wan").is_err());
     }
 
     #[test]
