@@ -88,6 +88,18 @@ pub enum ChunkLookup {
     Unanswered(String),
 }
 
+impl ChunkLookup {
+    /// How much the answer tells: a public chunk most, no answer least.
+    fn knowledge(&self) -> u8 {
+        match self {
+            ChunkLookup::Public(_) => 3,
+            ChunkLookup::NotExhausted => 2,
+            ChunkLookup::Missing(_) => 1,
+            ChunkLookup::Unanswered(_) => 0,
+        }
+    }
+}
+
 /// The key of a chunk in [`Observations::chunks`].
 pub fn chunk_key(device: &str, seq: u64) -> String {
     format!("{device}/{seq}")
@@ -819,13 +831,7 @@ async fn collect_chunks(
                     Ok((status, text)) => ChunkLookup::Unanswered(format!("{status} {text}")),
                     Err(e) => ChunkLookup::Unanswered(e),
                 };
-            let rank = |a: &ChunkLookup| match a {
-                ChunkLookup::Public(_) => 3,
-                ChunkLookup::NotExhausted => 2,
-                ChunkLookup::Missing(_) => 1,
-                ChunkLookup::Unanswered(_) => 0,
-            };
-            if rank(&answer) > rank(&best) {
+            if answer.knowledge() > best.knowledge() {
                 best = answer;
             }
             if matches!(best, ChunkLookup::Public(_)) {

@@ -151,39 +151,6 @@ pub struct SourceSnapshot {
     pub output_bytes: u64,
 }
 
-impl SourceSnapshot {
-    fn per_second(&self, n: u64) -> f64 {
-        if self.seconds > 0.0 {
-            n as f64 / self.seconds
-        } else {
-            0.0
-        }
-    }
-
-    pub fn count_rate(&self) -> f64 {
-        self.per_second(self.events)
-    }
-
-    pub fn raw_bits_per_second(&self) -> f64 {
-        self.per_second(self.raw_bits)
-    }
-
-    pub fn output_bytes_per_second(&self) -> f64 {
-        self.per_second(self.output_bytes)
-    }
-
-    /// Share of raw samples (bits and ties) the health tests threw away:
-    /// near 1 for a stuck counter, whose samples are all ties.
-    pub fn rejected_fraction(&self) -> f64 {
-        let samples = self.raw_bits + self.raw_ties;
-        if samples == 0 {
-            0.0
-        } else {
-            self.raw_rejected as f64 / samples as f64
-        }
-    }
-}
-
 impl From<SourceSnapshot> for crate::frame::SourceReport {
     fn from(s: SourceSnapshot) -> Self {
         crate::frame::SourceReport {
@@ -647,7 +614,8 @@ mod tests {
         assert!(snap.raw_bits >= 1_024 + 100 * 569, "{snap:?}");
         assert!(snap.events >= 2 * snap.raw_bits, "{snap:?}");
         assert_eq!((snap.raw_failures, snap.raw_rejected), (0, 0));
-        assert!(snap.raw_bits_per_second() > 0.0 && snap.rejected_fraction() == 0.0);
+        let rates = crate::frame::SourceReport::from(snap);
+        assert!(rates.raw_bits_per_second() > 0.0 && rates.rejected_fraction() == 0.0);
     }
 
     #[tokio::test]
@@ -667,7 +635,10 @@ mod tests {
         let snap = s.stats().snapshot();
         assert_eq!(snap.raw_bits, 0);
         assert!(snap.raw_failures > 100, "{snap:?}");
-        assert!(snap.rejected_fraction() > 0.9, "{snap:?}");
+        assert!(
+            crate::frame::SourceReport::from(snap).rejected_fraction() > 0.9,
+            "{snap:?}"
+        );
         assert_eq!(snap.output_bytes, 0);
     }
 

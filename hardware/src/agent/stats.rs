@@ -128,6 +128,8 @@ impl AgentStats {
             );
         }
         let s = self.source.snapshot();
+        // The rates as the node computes them from the same counts.
+        let rates = crate::frame::SourceReport::from(s);
         for (name, kind, help, value) in [
             (
                 "geiger_device_source_events_total",
@@ -169,25 +171,25 @@ impl AgentStats {
                 "geiger_device_source_count_rate",
                 "gauge",
                 "Registered counts per second, averaged since the agent started.",
-                s.count_rate(),
+                rates.count_rate(),
             ),
             (
                 "geiger_device_source_raw_bits_per_second",
                 "gauge",
                 "Raw bits per second, averaged since the agent started.",
-                s.raw_bits_per_second(),
+                rates.raw_bits_per_second(),
             ),
             (
                 "geiger_device_source_output_bytes_per_second",
                 "gauge",
                 "Output (conditioned) bytes per second, averaged since the agent started.",
-                s.output_bytes_per_second(),
+                rates.output_bytes_per_second(),
             ),
             (
                 "geiger_device_source_raw_rejected_fraction",
                 "gauge",
                 "Share of raw samples (bits and ties) the health tests rejected since the agent started.",
-                s.rejected_fraction(),
+                rates.rejected_fraction(),
             ),
         ] {
             let _ = writeln!(
