@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use crate::batcher::{self, Pending};
 use crate::clock_watch::{ClockStanding, ClockWatch};
 use crate::config::ControlPlaneConfig;
+use crate::feature_level::{self, FeatureLevel, PeerBuilds};
 use crate::log_store::LogStore;
 use crate::placement::{self, PlacementReport};
 use crate::quorum_watch::QuorumWatch;
@@ -27,6 +28,10 @@ use crate::state_machine::tables::{Customer, StoredDraw};
 use crate::state_machine::StateMachine;
 use crate::types::{Command, Lease, Member, NodeId, Outcome, Raft};
 use crate::Error;
+
+/// How often the leader looks whether the cluster's feature level can
+/// rise (`crate::feature_level`); the look ends once it is at this build's.
+const FEATURE_LOOK_EVERY: Duration = Duration::from_millis(100);
 
 /// One replica of the ledger. Cheap to clone.
 #[derive(Clone)]
@@ -69,6 +74,17 @@ pub struct Status {
     pub devices: Vec<DevicePool>,
     pub leases: Vec<Lease>,
     pub placement: PlacementReport,
+    /// Absent from nodes older than feature levels.
+    #[serde(default)]
+    pub feature_level: FeatureLevels,
+}
+
+/// The cluster feature level in force (as this replica has applied it)
+/// and the highest this node's build supports (`crate::feature_level`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeatureLevels {
+    pub cluster: u32,
+    pub build: u32,
 }
 
 impl ControlPlane {
@@ -86,12 +102,14 @@ impl ControlPlane {
         )?;
         let shared = sm.shared();
         let clock = Arc::new(ClockWatch::new(config.max_clock_offset));
+        let builds = Arc::new(PeerBuilds::default());
         let client = RpcClient::new(
             &config.cluster_secret,
             config.admin_token.as_deref(),
             config.peer_tls.as_ref(),
         )?
-        .with_clock(clock.clone());
+        .with_clock(clock.clone())
+        .with_builds(builds.clone());
         let quorum = Arc::new(QuorumWatch::new(
             config.timeouts.election_max,
             clock.clone(),
@@ -120,12 +138,17 @@ impl ControlPlane {
         ));
         let (batch_tx, batch_rx) = mpsc::channel(config.max_batch * 8);
         let batcher = tokio::spawn(batcher::run(inner.clone(), batch_rx));
+        let features = tokio::spawn(feature_level::run(
+            inner.clone(),
+            builds,
+            FEATURE_LOOK_EVERY,
+        ));
         tracing::info!(node = config.node_id, dir = %data_dir.display(), "control plane open");
         Ok(ControlPlane {
             inner,
             gate,
             batch_tx,
-            tasks: Arc::new(Mutex::new(vec![batcher, watch])),
+            tasks: Arc::new(Mutex::new(vec![batcher, watch, features])),
         })
     }
 
@@ -575,6 +598,17 @@ impl ControlPlane {
             devices,
             leases: self.leases()?,
             placement: self.placement()?,
+            feature_level: FeatureLevels {
+                cluster: self.feature_level()?.0,
+                build: FeatureLevel::SUPPORTED.0,
+            },
         })
+    }
+
+    /// The cluster feature level in force, as this replica has applied it.
+    pub fn feature_level(&self) -> Result<FeatureLevel, Error> {
+        Ok(crate::state_machine::features::feature_level(
+            &self.inner.shared.db(),
+        )?)
     }
 }

@@ -21,6 +21,8 @@
 //! - `replica`: the replica core: the Raft instance and how a batch reaches
 //!   the log (proposed here, or forwarded to the leader).
 //! - [`batcher`]: group commit of concurrent writes into one entry.
+//! - [`feature_level`]: which apply rules the whole cluster follows, raised
+//!   by the leader once every member's build supports them.
 //! - [`placement`]: which failures the current voters survive.
 //! - [`control_plane`]: the handle: open, write, read, membership, status.
 //! - [`memory`]: process-wide memory settings (transparent huge pages off).
@@ -37,6 +39,7 @@ pub mod codec;
 pub mod config;
 pub mod control_plane;
 mod error;
+pub mod feature_level;
 mod in_flight_append;
 pub mod key_encryption;
 mod lease_attestation;
@@ -54,8 +57,9 @@ pub mod types;
 pub use clock_watch::ClockStanding;
 pub use config::{ControlPlaneConfig, Timeouts};
 pub use error::Error;
+pub use feature_level::FeatureLevel;
 
-pub use control_plane::{ControlPlane, PeerStatus, Status};
+pub use control_plane::{ControlPlane, FeatureLevels, PeerStatus, Status};
 pub use placement::PlacementReport;
 pub use state_machine::customers::api_key_hash;
 pub use state_machine::links::registry::{device_id_of, Link, LinkView};

@@ -239,6 +239,12 @@ pub enum Command {
         public_key: [u8; 32],
         sealed: crate::key_encryption::SealedSecret,
     },
+    /// Raises the cluster feature level (`crate::feature_level`): from
+    /// this entry on, every replica applies what `level` adds. Proposed by
+    /// the leader alone, once every member supports `level`; a build that
+    /// does not stops rather than apply differently. A level-2 variant:
+    /// never proposed to a cluster with a member older than levels.
+    RaiseFeatureLevel { level: u32 },
 }
 
 impl Command {
@@ -255,7 +261,8 @@ impl Command {
             | Command::RotateKey { .. }
             | Command::RotateSealedKey { .. }
             | Command::RegisterLink { .. }
-            | Command::RemoveLink { .. } => true,
+            | Command::RemoveLink { .. }
+            | Command::RaiseFeatureLevel { .. } => true,
             Command::CreateChain { .. }
             | Command::CreateChainOnce { .. }
             | Command::Draw { .. }
@@ -284,6 +291,7 @@ impl Command {
             Command::RemoveLink { .. } => "remove_link",
             Command::SkipChunks { .. } => "skip_chunks",
             Command::AppendSignedEntropy { .. } => "append_signed_entropy",
+            Command::RaiseFeatureLevel { .. } => "raise_feature_level",
         }
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use geiger_control_plane::{Command, ControlPlaneConfig, Error, Outcome, Rejection};
+use geiger_control_plane::{Command, ControlPlaneConfig, Error, FeatureLevel, Outcome, Rejection};
 use geiger_protocol::{verify_draw, DrawResponse};
 use geiger_testkit::in_process::{
     add_entropy, default_tune, draw_request, TestCluster, TEST_SECRET,
@@ -135,6 +135,32 @@ async fn draws_written_through_any_node_are_byte_identical_on_all_three_and_veri
     let status = cluster.node(0).status().unwrap();
     assert_eq!(status.voters.len(), 3);
     assert!(status.placement.survives_node_loss);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_cluster_of_one_build_rises_to_that_builds_feature_level_on_every_replica() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = TestCluster::start(dir.path(), 3, default_tune)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let levels: Vec<_> = (0..3)
+            .map(|i| cluster.node(i).feature_level().unwrap())
+            .collect();
+        if levels.iter().all(|l| *l == FeatureLevel::SUPPORTED) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "levels after 10 s: {levels:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = cluster.node(1).status().unwrap();
+    assert_eq!(status.feature_level.cluster, FeatureLevel::SUPPORTED.0);
+    assert_eq!(status.feature_level.build, FeatureLevel::SUPPORTED.0);
 }
 
 async fn futures_all(cluster: &TestCluster, id: &str) -> Vec<geiger_control_plane::StoredDraw> {

@@ -27,7 +27,17 @@ async fn a_snapshot_streamed_in_chunks_rebuilds_an_identical_replica() {
     let b_dir = tempfile::tempdir().unwrap();
     let mut a = StateMachine::open(a_dir.path(), 8 << 20, None).unwrap();
     let setup = vec![
-        entry(1, vec![Command::RotateKey { secret: [3; 32] }]),
+        entry(
+            1,
+            vec![
+                // As the leader proposes once every member runs this build:
+                // exhausted chunks are kept from here on.
+                Command::RaiseFeatureLevel {
+                    level: geiger_control_plane::FeatureLevel::SUPPORTED.0,
+                },
+                Command::RotateKey { secret: [3; 32] },
+            ],
+        ),
         entry(
             2,
             vec![

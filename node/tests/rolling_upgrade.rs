@@ -2,7 +2,12 @@
 //! format 1) to this build, as an operator does it: three real `geiger
 //! node` processes of the previous version under steady chained draws,
 //! then one node at a time stopped (SIGTERM) and started again with this
-//! build on the same data, followers first, the leader last.
+//! build on the same data: a follower, the leader, the other follower.
+//!
+//! Mid-way an upgraded node leads a member of the previous build, which
+//! cannot apply the level-2 rules (kept chunk bytes): the cluster feature
+//! level must stay at 1 until the last member is upgraded, then rise, and
+//! every node must then answer alike for every chunk.
 //!
 //! While versions are mixed, upgraded members speak the legacy wire format
 //! to the old ones (they answer 404 at the current format's paths) and the
@@ -164,18 +169,43 @@ async fn a_rolling_upgrade_from_the_previous_format_keeps_every_writer_committin
         .collect();
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    // Followers first, the leader last.
+    // A follower, then the leader, then the other follower. While the
+    // leader is upgraded the old follower is frozen, so that an upgraded
+    // node is elected and then leads a cluster that still has a member of
+    // the previous build: the case the feature level exists for.
     let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
-    let mut order: Vec<u64> = cluster
+    let followers: Vec<u64> = cluster
         .ids()
         .into_iter()
         .filter(|id| *id != leader)
         .collect();
-    order.push(leader);
+    let order = [followers[0], leader, followers[1]];
+    let last = followers[1];
     let mut committed_at_step = Vec::new();
+    let mut upgraded = Vec::new();
     for id in order {
+        if id == leader {
+            cluster.pause(last);
+        }
         cluster.terminate(id);
         cluster.restart_upgraded(id);
+        if id == leader {
+            // The two upgraded nodes agree on a leader (the frozen one
+            // cannot answer, so it is not asked).
+            let new_leader = cluster
+                .wait_until(Duration::from_secs(30), "an upgraded leader", || async {
+                    let a = cluster.status(followers[0]).await?["leader"].as_u64()?;
+                    let b = cluster.status(leader).await?["leader"].as_u64()?;
+                    (a == b).then_some(a)
+                })
+                .await;
+            assert_ne!(
+                new_leader, last,
+                "the frozen old member cannot have been elected"
+            );
+            eprintln!("node {new_leader} (upgraded) leads node {last} (previous build)");
+            cluster.resume(last);
+        }
         cluster
             .wait_until(Duration::from_secs(60), "the upgraded node ready", || {
                 let http = http.clone();
@@ -193,7 +223,39 @@ async fn a_rolling_upgrade_from_the_previous_format_keeps_every_writer_committin
             .map(|w| w.lock().unwrap().committed.len())
             .sum();
         committed_at_step.push((id, total));
+        upgraded.push(id);
+        if id != last {
+            // A member of the previous build remains: the level must not
+            // rise, or the upgraded replicas would keep chunks it does not.
+            for up in &upgraded {
+                let status = cluster.status(*up).await.expect("status");
+                assert_eq!(
+                    status["feature_level"]["cluster"], 1,
+                    "node {up} with an older member in the cluster: {}",
+                    status["feature_level"]
+                );
+            }
+        }
     }
+    // Every member on this build: the leader raises the level, and every
+    // replica applies the raise.
+    cluster
+        .wait_until(
+            Duration::from_secs(30),
+            "every node at this build's feature level",
+            || async {
+                for id in cluster.ids() {
+                    let status = cluster.status(id).await?;
+                    let level = &status["feature_level"];
+                    (level["cluster"] == level["build"] && level["cluster"].as_u64()? > 1)
+                        .then_some(())?;
+                }
+                Some(())
+            },
+        )
+        .await;
+    // Draws after the raise use chunks up, which are now kept.
+    tokio::time::sleep(Duration::from_secs(4)).await;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await.unwrap();
@@ -243,6 +305,15 @@ async fn a_rolling_upgrade_from_the_previous_format_keeps_every_writer_committin
             .any(|id| log_of(&cluster, *id).contains("member speaks only the legacy wire format")),
         "no upgraded node fell back to the legacy wire format"
     );
+
+    assert!(
+        cluster
+            .ids()
+            .iter()
+            .any(|id| log_of(&cluster, *id).contains("cluster feature level raised")),
+        "no node applied the feature level raise"
+    );
+    every_node_answers_alike_for_every_chunk(&cluster, &http).await;
 
     // Every chain, read from every node, holds exactly its writer's draws,
     // in order, and the nodes agree byte for byte.
@@ -300,4 +371,45 @@ async fn chain_draws(
             None => return Some((bodies, ids)),
         }
     }
+}
+
+/// `GET /v1/chunks/{device}/{seq}` gives the same answer on every node for
+/// every chunk the device appended: kept on all or on none, whichever
+/// builds the cluster held when it was used up. Some chunks used up after
+/// the raise must be kept.
+async fn every_node_answers_alike_for_every_chunk(cluster: &Cluster, http: &reqwest::Client) {
+    let ids = cluster.ids();
+    let status = cluster.status(ids[0]).await.expect("status");
+    let device = status["devices"][0]["device"].as_str().unwrap().to_string();
+    let last_seq = status["devices"][0]["last_seq"].as_u64().unwrap();
+    let mut kept = 0;
+    let mut by_status = BTreeMap::<u16, u64>::new();
+    for seq in 0..=last_seq {
+        // A node may still be applying the last draws: ask until they agree.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut answers = Vec::new();
+            for id in &ids {
+                let r = http
+                    .get(format!("{}/v1/chunks/{device}/{seq}", cluster.url(*id)))
+                    .send()
+                    .await
+                    .unwrap();
+                answers.push((r.status().as_u16(), r.text().await.unwrap()));
+            }
+            if answers.iter().all(|a| *a == answers[0]) {
+                kept += u64::from(answers[0].0 == 200);
+                *by_status.entry(answers[0].0).or_default() += 1;
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nodes disagree on chunk {seq}: {:?}",
+                answers.iter().map(|a| a.0).collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    eprintln!("chunks 0..={last_seq}: answers by status {by_status:?}");
+    assert!(kept > 0, "no chunk used up after the raise was kept");
 }

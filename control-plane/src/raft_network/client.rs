@@ -41,6 +41,7 @@ use super::{
 };
 use crate::clock_watch::{ClockWatch, CLOCK_HEADER, YOUR_OFFSET_HEADER};
 use crate::codec::Codec;
+use crate::feature_level::{FeatureLevel, PeerBuilds, FEATURE_HEADER};
 use crate::in_flight_append::InFlightAppend;
 use crate::quorum_watch::QuorumWatch;
 use crate::types::{Member, NodeId, TypeConfig};
@@ -166,6 +167,9 @@ pub struct RpcClient {
     clock: Option<Arc<ClockWatch>>,
     /// Members found speaking only the legacy format, and when.
     legacy_peers: Arc<Mutex<HashMap<NodeId, Instant>>>,
+    /// Hears each peer's feature level on every answer
+    /// (`crate::feature_level`).
+    builds: Option<Arc<PeerBuilds>>,
 }
 
 impl RpcClient {
@@ -203,6 +207,7 @@ impl RpcClient {
             peers,
             clock: None,
             legacy_peers: Arc::default(),
+            builds: None,
         })
     }
 
@@ -210,6 +215,12 @@ impl RpcClient {
     /// leader measured of the peer's.
     pub(crate) fn with_clock(mut self, clock: Arc<ClockWatch>) -> Self {
         self.clock = Some(clock);
+        self
+    }
+
+    /// Notes each peer's feature level from its answers.
+    pub(crate) fn with_builds(mut self, builds: Arc<PeerBuilds>) -> Self {
+        self.builds = Some(builds);
         self
     }
 
@@ -339,6 +350,16 @@ impl RpcClient {
             }
         }
         let status = response.status();
+        // Only an authenticated answer speaks for the member's build.
+        if let Some(builds) = self.builds.as_ref().filter(|_| {
+            status != reqwest::StatusCode::UNAUTHORIZED && status != reqwest::StatusCode::FORBIDDEN
+        }) {
+            let stated = response
+                .headers()
+                .get(FEATURE_HEADER)
+                .and_then(|v| v.to_str().ok());
+            builds.heard(target, FeatureLevel::from_header(stated));
+        }
         if status == reqwest::StatusCode::UNAUTHORIZED {
             return Err(TransportError::Unauthorized);
         }

@@ -47,6 +47,7 @@ use super::{
 };
 use crate::clock_watch::{ClockWatch, CLOCK_HEADER, YOUR_OFFSET_HEADER};
 use crate::codec::Codec;
+use crate::feature_level::{FeatureLevel, FEATURE_HEADER};
 use crate::replica::Replica;
 use crate::types::TypeConfig;
 
@@ -213,9 +214,10 @@ async fn authenticate(State(gate): State<Arc<Gate>>, request: Request, next: Nex
     }
     let mut response = next.run(request).await;
     // Our clock as we answer: the caller measures our offset from it.
-    response
-        .headers_mut()
-        .insert(CLOCK_HEADER, geiger_protocol::now_unix_ms().into());
+    let headers = response.headers_mut();
+    headers.insert(CLOCK_HEADER, geiger_protocol::now_unix_ms().into());
+    // What this build can apply (`crate::feature_level`).
+    headers.insert(FEATURE_HEADER, FeatureLevel::SUPPORTED.0.into());
     response
 }
 

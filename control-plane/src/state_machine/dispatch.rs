@@ -24,6 +24,8 @@ pub struct Applier<'a, 'b> {
     pub cache: &'a mut ApplyCache,
     /// The leader's clock for this batch.
     pub at_ms: u64,
+    /// The cluster feature level in force (`super::features`).
+    pub level: crate::feature_level::FeatureLevel,
 }
 
 /// A command's result: its outcome, or the rejection that left no trace.
@@ -112,6 +114,7 @@ impl Applier<'_, '_> {
                 signature,
                 bytes,
             } => self.append_signed(device, *epoch, *seq, *timestamp_ms, signature, bytes)?,
+            Command::RaiseFeatureLevel { level } => self.raise_feature_level(*level)?,
         };
         Ok(match result {
             Ok(outcome) => outcome,

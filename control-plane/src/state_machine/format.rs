@@ -22,6 +22,7 @@ use super::links::registry::Link;
 use super::pool::ChunkProvenance;
 use super::tables::*;
 use crate::codec::{Codec, CodecError};
+use crate::feature_level::FeatureLevel;
 use crate::types::{Lease, LogId, Member, StoredMembership};
 
 /// `meta` key of the format marker.
@@ -43,6 +44,8 @@ pub enum FormatError {
     UnknownTable(String),
     #[error("table `meta` holds a key {0:?} this version does not know")]
     UnknownMetaKey(String),
+    #[error("the ledger is at cluster feature level {found}, above the {supported} this build supports (it was written by a newer geiger): run a build that supports level {found}")]
+    FeatureLevel { found: u32, supported: u32 },
     #[error("table `{table}`, key {key}: {source}")]
     Value {
         table: String,
@@ -98,6 +101,7 @@ pub fn kind_of(table: &str, key: &[u8]) -> Result<ValueKind, FormatError> {
             META_MEMBERSHIP => Typed(typed::<StoredMembership>),
             META_POOL => Typed(typed::<PoolState>),
             META_LEDGER_SEQ | super::META_CLOCK => Typed(typed::<u64>),
+            META_FEATURE_LEVEL => Typed(typed::<u32>),
             META_CURRENT_KEY | META_FORMAT => Raw,
             other => {
                 return Err(FormatError::UnknownMetaKey(
@@ -170,7 +174,26 @@ pub fn ensure_current(db: &Database) -> Result<Migration, FormatError> {
         v.map(|v| v.value().to_vec())
     };
     if is_current(marker.as_deref())? {
+        let level = {
+            let meta = storage!(tx.open_table(META))?;
+            let v = storage!(meta.get(META_FEATURE_LEVEL))?;
+            v.map(|v| crate::codec::decode::<u32>(v.value()))
+                .transpose()
+                .map_err(|source| FormatError::Value {
+                    table: "meta".into(),
+                    key: hex::encode(META_FEATURE_LEVEL),
+                    source,
+                })?
+        };
         storage!(tx.abort())?;
+        // A database a newer build wrote under rules this one does not
+        // know: reading it would be guessing, applying to it would diverge.
+        if let Some(level) = level.filter(|l| *l > FeatureLevel::SUPPORTED.0) {
+            return Err(FormatError::FeatureLevel {
+                found: level,
+                supported: FeatureLevel::SUPPORTED.0,
+            });
+        }
         return Ok(Migration::Current);
     }
     let mut values = 0u64;
@@ -240,9 +263,46 @@ mod tests {
             kind_of("meta", b"no_such_key"),
             Err(FormatError::UnknownMetaKey(_))
         ));
+        assert!(kind_of("meta", META_FEATURE_LEVEL).is_ok());
         assert!(matches!(
             kind_of("no_such_table", b"k"),
             Err(FormatError::UnknownTable(_))
         ));
+    }
+}
+
+#[cfg(test)]
+mod feature_level_tests {
+    use super::*;
+
+    fn database_at_level(level: u32) -> (tempfile::TempDir, Database) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("state.redb")).unwrap();
+        assert_eq!(ensure_current(&db).unwrap(), Migration::Created);
+        let tx = db.begin_write().unwrap();
+        tx.open_table(META)
+            .unwrap()
+            .insert(
+                META_FEATURE_LEVEL,
+                crate::codec::encode(&level).unwrap().as_slice(),
+            )
+            .unwrap();
+        tx.commit().unwrap();
+        (dir, db)
+    }
+
+    #[test]
+    fn a_ledger_above_this_builds_feature_level_is_refused_with_the_level_it_needs() {
+        let beyond = FeatureLevel::SUPPORTED.0 + 1;
+        let (_dir, db) = database_at_level(beyond);
+        let err = ensure_current(&db).unwrap_err();
+        assert!(matches!(err, FormatError::FeatureLevel { found, .. } if found == beyond));
+        assert!(err.to_string().contains("newer geiger"), "{err}");
+    }
+
+    #[test]
+    fn a_ledger_at_this_builds_feature_level_opens() {
+        let (_dir, db) = database_at_level(FeatureLevel::SUPPORTED.0);
+        assert_eq!(ensure_current(&db).unwrap(), Migration::Current);
     }
 }

@@ -32,6 +32,7 @@
 pub(crate) mod chains;
 pub(crate) mod customers;
 pub(crate) mod dispatch;
+pub mod features;
 mod idempotency;
 pub(crate) mod keys;
 pub use keys::check_current_key;
@@ -260,6 +261,7 @@ fn apply_entries(
         // wall clock is behind its predecessor's: each batch's time is the
         // later of its leader's stamp and the last one applied.
         let mut clock: u64 = t.get(META, META_CLOCK)?.unwrap_or(0);
+        let mut level = features::stored(&t)?;
         for entry in entries {
             last = Some(entry.log_id);
             match entry.payload {
@@ -270,11 +272,13 @@ fn apply_entries(
                         tx: &t,
                         cache,
                         at_ms: clock,
+                        level,
                     };
                     let mut outcomes = Vec::with_capacity(batch.commands.len());
                     for command in &batch.commands {
                         outcomes.push(applier.apply(command)?);
                     }
+                    level = applier.level;
                     results.push(BatchOutcome { outcomes });
                 }
                 EntryPayload::Membership(m) => {

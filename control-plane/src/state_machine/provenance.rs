@@ -16,6 +16,7 @@ use super::pool::{ChunkProvenance, Piece};
 use super::reads::{get, ReadError};
 use super::tables::*;
 use super::tx::ApplyError;
+use crate::feature_level::FeatureLevel;
 
 impl Applier<'_, '_> {
     /// Keeps the bytes of a signed chunk that `piece` has just used up.
@@ -23,6 +24,11 @@ impl Applier<'_, '_> {
     /// checked against and are not kept. Call before the chunk leaves the
     /// pool.
     pub(super) fn reveal_exhausted(&self, piece: &Piece) -> Result<(), ApplyError> {
+        // Kept from the entry that raised the cluster to this level on, so
+        // that no replica keeps a chunk another (older build) does not.
+        if self.level() < FeatureLevel::REVEAL {
+            return Ok(());
+        }
         let key = device_seq_key(&piece.device, piece.chunk_seq);
         if self.tx.get_raw(PROVENANCE, &key)?.is_none() {
             return Ok(());
@@ -43,6 +49,9 @@ impl Applier<'_, '_> {
     /// Keeps a link's public key when it is removed, so the chunks it signed
     /// stay checkable and the key stays published with its validity.
     pub(super) fn record_removed_link(&self, device: &str) -> Result<(), ApplyError> {
+        if self.level() < FeatureLevel::REVEAL {
+            return Ok(());
+        }
         let Some(link) = self.tx.get::<Link>(LINKS, device.as_bytes())? else {
             return Ok(());
         };
@@ -213,7 +222,11 @@ mod tests {
     /// A ledger with one registered, leased device that appended two signed
     /// 16-byte chunks, and a chain to draw on.
     fn ledger() -> (Ledger, String, String) {
-        let mut l = Ledger::new();
+        ledger_at(FeatureLevel::SUPPORTED)
+    }
+
+    fn ledger_at(level: FeatureLevel) -> (Ledger, String, String) {
+        let mut l = Ledger::at_level(level);
         let dev = device_id_of(&KEY);
         l.apply(1, Command::RotateKey { secret: [3; 32] });
         l.apply(1, register(&dev));
@@ -294,6 +307,44 @@ mod tests {
             chunk_reveal(&l.db, &dev, 1).unwrap(),
             ChunkReveal::NotExhausted
         );
+    }
+
+    #[test]
+    fn chunks_are_kept_from_the_entry_that_raises_the_cluster_to_the_reveal_level_and_not_before() {
+        // A cluster with a member older than feature levels: no replica
+        // keeps what that member would not.
+        let (mut l, dev, chain) = ledger_at(FeatureLevel::BASE);
+        let first = id_of(l.apply(4, draw("cu_a", &chain, 20)));
+        assert_eq!(chunk_reveal(&l.db, &dev, 0).unwrap(), ChunkReveal::NotKept);
+        assert_eq!(
+            crate::state_machine::features::feature_level(&l.db).unwrap(),
+            FeatureLevel::BASE
+        );
+        assert_eq!(
+            l.apply(
+                5,
+                Command::RaiseFeatureLevel {
+                    level: FeatureLevel::REVEAL.0
+                }
+            ),
+            Outcome::Done
+        );
+        id_of(l.apply(6, draw("cu_a", &first, 12)));
+        assert!(matches!(
+            chunk_reveal(&l.db, &dev, 1).unwrap(),
+            ChunkReveal::Exhausted { .. }
+        ));
+        assert_eq!(
+            crate::state_machine::features::feature_level(&l.db).unwrap(),
+            FeatureLevel::REVEAL
+        );
+    }
+
+    #[test]
+    fn below_the_reveal_level_a_removed_links_key_is_not_recorded() {
+        let (mut l, dev, _) = ledger_at(FeatureLevel::BASE);
+        l.apply(9, Command::RemoveLink { device: dev });
+        assert!(device_keys(&l.db).unwrap().is_empty());
     }
 
     #[test]

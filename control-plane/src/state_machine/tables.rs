@@ -105,6 +105,9 @@ pub const META_MEMBERSHIP: &[u8] = b"membership";
 pub const META_POOL: &[u8] = b"pool";
 pub const META_CURRENT_KEY: &[u8] = b"current_key";
 pub const META_LEDGER_SEQ: &[u8] = b"ledger_seq";
+/// The cluster feature level in force (`u32`; absent: level 1), see
+/// `crate::feature_level`.
+pub const META_FEATURE_LEVEL: &[u8] = b"feature_level";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Customer {

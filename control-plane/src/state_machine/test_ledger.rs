@@ -1,13 +1,15 @@
 //! A ledger in a temporary redb file for the state machine's unit tests:
 //! commands applied one transaction each, at a given leader time, exactly
-//! as `apply_entries` does, plus builders for the link commands.
+//! as `apply_entries` does, plus builders for the link commands. A new
+//! ledger is at this build's feature level unless a test asks for another.
 
 use redb::Database;
 
 use super::dispatch::Applier;
 use super::links::registry::{links, LinkView};
 use super::tables::ALL;
-use super::tx::{ApplyCache, Tx};
+use super::tx::{ApplyCache, ApplyError, Tx};
+use crate::feature_level::FeatureLevel;
 use crate::types::{Command, Outcome};
 
 pub struct Ledger {
@@ -18,6 +20,20 @@ pub struct Ledger {
 
 impl Ledger {
     pub fn new() -> Self {
+        Self::at_level(FeatureLevel::SUPPORTED)
+    }
+
+    /// A ledger whose cluster feature level is `level`.
+    pub fn at_level(level: FeatureLevel) -> Self {
+        let mut ledger = Self::empty();
+        if level > FeatureLevel::BASE {
+            let raised = ledger.apply(0, Command::RaiseFeatureLevel { level: level.0 });
+            assert_eq!(raised, Outcome::Done);
+        }
+        ledger
+    }
+
+    fn empty() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::create(dir.path().join("state.redb")).unwrap();
         let tx = db.begin_write().unwrap();
@@ -40,6 +56,12 @@ impl Ledger {
     }
 
     pub fn apply(&mut self, at_ms: u64, command: Command) -> Outcome {
+        self.try_apply(at_ms, command).unwrap()
+    }
+
+    /// [`Ledger::apply`], for a command that may stop apply: an error
+    /// commits nothing.
+    pub fn try_apply(&mut self, at_ms: u64, command: Command) -> Result<Outcome, ApplyError> {
         let tx = self.db.begin_write().unwrap();
         let outcome = {
             let t = Tx::new(&tx);
@@ -47,13 +69,14 @@ impl Ledger {
                 tx: &t,
                 cache: &mut self.cache,
                 at_ms,
+                level: super::features::stored(&t)?,
             };
-            let outcome = a.apply(&command).unwrap();
-            t.finish().unwrap();
+            let outcome = a.apply(&command)?;
+            t.finish()?;
             outcome
         };
         tx.commit().unwrap();
-        outcome
+        Ok(outcome)
     }
 
     pub fn view(&self, device: &str) -> LinkView {

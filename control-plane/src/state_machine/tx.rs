@@ -30,6 +30,10 @@ pub enum ApplyError {
     Canonical(#[from] geiger_protocol::canonical::CanonicalError),
     #[error("signing key: {0}")]
     KeyEncryption(#[from] crate::key_encryption::KekError),
+    /// The cluster raised its feature level beyond this build: this
+    /// replica cannot apply what follows and must be upgraded.
+    #[error("the cluster raised its feature level to {wanted}; this build supports up to {supported}: upgrade this node to a build that supports level {wanted}")]
+    FeatureLevel { wanted: u32, supported: u32 },
 }
 
 macro_rules! storage {

@@ -248,6 +248,18 @@ pub mod views {
         /// Device → its source, as its latest report says: only the devices
         /// whose link sessions run on the answering node.
         pub sources: BTreeMap<String, crate::metrics::SourceView>,
+        pub feature_level: FeatureLevels,
+    }
+
+    /// The cluster feature level (docs/ARCHITECTURE.md, "Cluster feature
+    /// level").
+    #[derive(ToSchema)]
+    pub struct FeatureLevels {
+        /// The level in force, as the answering node has applied it: what
+        /// every member's build supports, raised by the leader.
+        pub cluster: u32,
+        /// The highest level the answering node's build supports.
+        pub build: u32,
     }
 
     /// `POST /v1/admin/members`.

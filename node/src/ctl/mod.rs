@@ -467,6 +467,12 @@ pub fn render_status(s: &Value) -> String {
         },
         text(&s["last_applied_index"]),
     );
+    if let Some(cluster) = s["feature_level"]["cluster"].as_u64() {
+        out.push_str(&format!(
+            "feature level: {cluster} in force, up to {} in the answering node's build\n\n",
+            text(&s["feature_level"]["build"]),
+        ));
+    }
     out.push_str(&table::render(
         &["node", "role", "cloud", "zone", "api", "lag (entries)"],
         &rows,

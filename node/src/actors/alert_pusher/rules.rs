@@ -238,6 +238,7 @@ mod tests {
                 expires_at_ms: lease_expiry,
             }],
             placement,
+            feature_level: Default::default(),
         }
     }
 
