@@ -52,6 +52,8 @@ pub struct NodeMetrics {
     pub raft_voters_reachable: Family<NoLabels, Gauge>,
     pub clock_offset_seconds: Family<NoLabels, FloatGauge>,
     pub clock_unsynchronized: Gauge,
+    pub cluster_feature_level: Gauge,
+    pub build_feature_level: Gauge,
     pub raft_leader_changes: Counter,
     pub raft_elections: Counter,
     pub link_up: Family<DeviceLabels, Gauge>,
@@ -132,6 +134,8 @@ impl NodeMetrics {
             raft_voters_reachable: Family::default(),
             clock_offset_seconds: Family::default(),
             clock_unsynchronized: Gauge::default(),
+            cluster_feature_level: Gauge::default(),
+            build_feature_level: Gauge::default(),
             raft_leader_changes: Counter::default(),
             raft_elections: Counter::default(),
             link_up: Family::default(),
@@ -253,6 +257,16 @@ impl NodeMetrics {
             "geiger_clock_unsynchronized",
             "1 while this node's clock is further off the cluster's than raft.max_clock_offset_ms: it may neither lead nor stamp",
             m.clock_unsynchronized.clone(),
+        );
+        r.register(
+            "geiger_cluster_feature_level",
+            "The cluster feature level in force, as this node has applied it (raised once every member's build supports more)",
+            m.cluster_feature_level.clone(),
+        );
+        r.register(
+            "geiger_build_feature_level",
+            "The highest cluster feature level this node's build supports",
+            m.build_feature_level.clone(),
         );
         r.register(
             "geiger_raft_voters_reachable",

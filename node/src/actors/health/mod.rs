@@ -258,6 +258,10 @@ impl Health {
                 .set(offset as f64 / 1000.0);
         }
         m.clock_unsynchronized.set(i64::from(clock.unsynchronized));
+        m.cluster_feature_level
+            .set(i64::from(status.feature_level.cluster));
+        m.build_feature_level
+            .set(i64::from(status.feature_level.build));
         self.export_pool_seconds(status, state);
         for device in &status.devices {
             m.pool_depth_bytes
