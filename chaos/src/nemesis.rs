@@ -596,7 +596,26 @@ async fn inject(cluster: &mut Cluster, planned: &PlannedFault, t0: Instant) -> F
                     }
                 }
             }
-            tokio::time::sleep(hold).await;
+            if planned.kind == FaultKind::SlowLinks {
+                // Writes committing is not all: readiness (what a load
+                // balancer asks) and link sessions need linearizable reads,
+                // which a round trip above the heartbeat used to stop.
+                let probe_at = hold * 3 / 4;
+                tokio::time::sleep(probe_at).await;
+                let live = cluster.live();
+                let mut ready = 0;
+                for &id in &live {
+                    ready += usize::from(cluster.ready(id).await);
+                }
+                notes.push(format!(
+                    "{ready} of {} nodes ready {:.1} s into the fault",
+                    live.len(),
+                    probe_at.as_secs_f64()
+                ));
+                tokio::time::sleep(hold.saturating_sub(probe_at)).await;
+            } else {
+                tokio::time::sleep(hold).await;
+            }
             healed_ms = ms(t0);
             cluster.proxy.heal_all();
         }

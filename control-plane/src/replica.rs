@@ -259,7 +259,24 @@ impl Replica {
                     leader: f.leader_id.zip(f.leader_node),
                 })
             }
+            // openraft confirms leadership with one append to each voter,
+            // each abandoned after one heartbeat interval: with round trips
+            // above the heartbeat that never succeeds, though writes still
+            // commit (crate::in_flight_append).
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
+                self.read_index_by_commit().await
+            }
             Err(e) => Err(ForwardError::Failed(e.to_string())),
         }
+    }
+
+    /// The read index by a write: an empty batch of this leader's term,
+    /// once committed, proves it led after the read began, and it follows
+    /// every entry committed before (a leader holds all of them). Returned
+    /// after the entry is applied here, so the applied index is past it.
+    async fn read_index_by_commit(&self) -> Result<u64, ForwardError> {
+        self.propose_as_leader(Vec::new()).await?;
+        let applied = self.raft.metrics().borrow().last_applied;
+        Ok(applied.map_or(0, |l| l.index))
     }
 }
