@@ -274,8 +274,15 @@ impl Replica {
     /// once committed, proves it led after the read began, and it follows
     /// every entry committed before (a leader holds all of them). Returned
     /// after the entry is applied here, so the applied index is past it.
+    /// Bounded like an append's answer: a leader that hears no one would
+    /// otherwise hold the read until the fault ends.
     async fn read_index_by_commit(&self) -> Result<u64, ForwardError> {
-        self.propose_as_leader(Vec::new()).await?;
+        let within = self.config.timeouts.append_answer;
+        tokio::time::timeout(within, self.propose_as_leader(Vec::new()))
+            .await
+            .map_err(|_| {
+                ForwardError::Failed(format!("no quorum confirmed this leader within {within:?}"))
+            })??;
         let applied = self.raft.metrics().borrow().last_applied;
         Ok(applied.map_or(0, |l| l.index))
     }
