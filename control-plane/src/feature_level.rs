@@ -76,10 +76,7 @@ pub(crate) struct PeerBuilds {
 
 impl PeerBuilds {
     pub(crate) fn heard(&self, peer: NodeId, level: FeatureLevel) {
-        let mut heard = match self.heard.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
         let previous = heard.insert(peer, (level, Instant::now()));
         if previous.map(|(l, _)| l) != Some(level) {
             tracing::info!(
@@ -98,10 +95,7 @@ impl PeerBuilds {
         me: NodeId,
         members: impl IntoIterator<Item = NodeId>,
     ) -> Option<FeatureLevel> {
-        let heard = match self.heard.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
         let mut common = FeatureLevel::SUPPORTED;
         for id in members {
             if id == me {

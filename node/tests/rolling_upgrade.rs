@@ -96,6 +96,14 @@ fn log_of(cluster: &Cluster, id: u64) -> String {
     std::fs::read_to_string(&cluster.node(id).process.log_path).unwrap_or_default()
 }
 
+/// Whether any node's log has a line containing `text`.
+fn some_log_contains(cluster: &Cluster, text: &str) -> bool {
+    cluster
+        .ids()
+        .iter()
+        .any(|id| log_of(cluster, *id).contains(text))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the previous version in GEIGER_PREVIOUS_BIN_DIR: run scripts/rolling-upgrade"]
 async fn a_rolling_upgrade_from_the_previous_format_keeps_every_writer_committing() {
@@ -299,18 +307,12 @@ async fn a_rolling_upgrade_from_the_previous_format_keeps_every_writer_committin
         );
     }
     assert!(
-        cluster
-            .ids()
-            .iter()
-            .any(|id| log_of(&cluster, *id).contains("member speaks only the legacy wire format")),
+        some_log_contains(&cluster, "member speaks only the legacy wire format"),
         "no upgraded node fell back to the legacy wire format"
     );
 
     assert!(
-        cluster
-            .ids()
-            .iter()
-            .any(|id| log_of(&cluster, *id).contains("cluster feature level raised")),
+        some_log_contains(&cluster, "cluster feature level raised"),
         "no node applied the feature level raise"
     );
     every_node_answers_alike_for_every_chunk(&cluster, &http).await;

@@ -1,6 +1,6 @@
 //! The cluster feature level as the ledger keeps it ([`META_FEATURE_LEVEL`]
 //! in `meta`; absent means [`FeatureLevel::BASE`]), and the command that
-//! raises it. Apply code asks [`Applier::level`] before doing anything a
+//! raises it. Apply code checks `Applier::level` before doing anything a
 //! level added, so every replica starts doing it at the same entry
 //! (`crate::feature_level` says who proposes the raise, and when).
 
@@ -27,11 +27,6 @@ pub fn feature_level(db: &Database) -> Result<FeatureLevel, ReadError> {
 }
 
 impl Applier<'_, '_> {
-    /// The level in force for the command being applied.
-    pub(super) fn level(&self) -> FeatureLevel {
-        self.level
-    }
-
     /// Raises the level to `level`. A raise to a level this build does not
     /// know stops apply (an error, not a rejection): the replica cannot
     /// follow the entries after it, and says which build it needs. A raise

@@ -26,7 +26,7 @@ impl Applier<'_, '_> {
     pub(super) fn reveal_exhausted(&self, piece: &Piece) -> Result<(), ApplyError> {
         // Kept from the entry that raised the cluster to this level on, so
         // that no replica keeps a chunk another (older build) does not.
-        if self.level() < FeatureLevel::REVEAL {
+        if self.level < FeatureLevel::REVEAL {
             return Ok(());
         }
         let key = device_seq_key(&piece.device, piece.chunk_seq);
@@ -49,7 +49,7 @@ impl Applier<'_, '_> {
     /// Keeps a link's public key when it is removed, so the chunks it signed
     /// stay checkable and the key stays published with its validity.
     pub(super) fn record_removed_link(&self, device: &str) -> Result<(), ApplyError> {
-        if self.level() < FeatureLevel::REVEAL {
+        if self.level < FeatureLevel::REVEAL {
             return Ok(());
         }
         let Some(link) = self.tx.get::<Link>(LINKS, device.as_bytes())? else {
