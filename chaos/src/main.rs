@@ -356,12 +356,12 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         eprintln!("timeline.png not written: {e}");
     }
     print!("{}", report::summary(&report));
-    if !report.check.passed() {
+    if !report.check.passed() || report::unmet_expectations(&report) > 0 {
         std::fs::write(args.report.join("log-tails.txt"), cluster.log_tails(60))
             .context("writing log tails")?;
     }
     cluster.shutdown();
-    Ok(report.check.passed())
+    Ok(report.check.passed() && report::unmet_expectations(&report) == 0)
 }
 
 fn write_requests(path: &Path, records: &[workload::RequestRecord]) -> anyhow::Result<()> {

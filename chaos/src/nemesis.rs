@@ -292,6 +292,10 @@ pub struct FaultEvent {
     /// When the heal action finished (restarts issued, links restored).
     pub heal_done_ms: f64,
     pub notes: Vec<String>,
+    /// What this kind of fault must not do and did (an election under CPU
+    /// starvation, nodes unready through slow links): each fails the run.
+    #[serde(default)]
+    pub unmet: Vec<String>,
 }
 
 fn ms(t0: Instant) -> f64 {
@@ -380,6 +384,7 @@ async fn inject(cluster: &mut Cluster, planned: &PlannedFault, t0: Instant) -> F
     let hold = Duration::from_millis(planned.hold_ms);
     let start_ms = ms(t0);
     let mut notes = Vec::new();
+    let mut unmet = Vec::new();
     let ids = cluster.ids();
     let resolved;
     let healed_ms;
@@ -476,14 +481,14 @@ async fn inject(cluster: &mut Cluster, planned: &PlannedFault, t0: Instant) -> F
             }
             healed_ms = ms(t0);
             let term_after = term_of(cluster).await;
+            let elected = term_before.is_none() || term_before != term_after;
             notes.push(format!(
                 "{bursts} bursts; term {term_before:?} -> {term_after:?} ({})",
-                if term_before.is_some() && term_before == term_after {
-                    "no election"
-                } else {
-                    "ELECTION"
-                }
+                if elected { "ELECTION" } else { "no election" }
             ));
+            if elected {
+                unmet.push("CPU starvation of 100-300 ms cost an election".into());
+            }
         }
         FaultKind::PauseNode => {
             let Target::Node { id } = planned.target else {
@@ -563,13 +568,13 @@ async fn inject(cluster: &mut Cluster, planned: &PlannedFault, t0: Instant) -> F
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            notes.push(match elected {
-                Some((l, after)) => format!(
+            match elected {
+                Some((l, after)) => notes.push(format!(
                     "new leader {l} named {} ms after the cut",
                     after.as_millis()
-                ),
-                None => "no new leader while the leader was deaf".into(),
-            });
+                )),
+                None => unmet.push("no new leader while the leader was deaf".into()),
+            }
             tokio::time::sleep_until(until).await;
             healed_ms = ms(t0);
             cluster.proxy.heal_all();
@@ -607,11 +612,18 @@ async fn inject(cluster: &mut Cluster, planned: &PlannedFault, t0: Instant) -> F
                 for &id in &live {
                     ready += usize::from(cluster.ready(id).await);
                 }
-                notes.push(format!(
+                let said = format!(
                     "{ready} of {} nodes ready {:.1} s into the fault",
                     live.len(),
                     probe_at.as_secs_f64()
-                ));
+                );
+                // A load balancer would drop every unready node while
+                // writes still commit through them.
+                if ready < live.len() {
+                    unmet.push(said);
+                } else {
+                    notes.push(said);
+                }
                 tokio::time::sleep(hold.saturating_sub(probe_at)).await;
             } else {
                 tokio::time::sleep(hold).await;
@@ -692,6 +704,7 @@ async fn inject(cluster: &mut Cluster, planned: &PlannedFault, t0: Instant) -> F
         healed_ms,
         heal_done_ms: ms(t0),
         notes,
+        unmet,
     }
 }
 

@@ -180,6 +180,7 @@ mod tests {
             failed_requests: 20,
             baseline_per_s: 20.0,
             notes: vec![],
+            unmet: vec![],
         }];
         timeline(&out, font, "test", &buckets, &faults).unwrap();
         let png = std::fs::read(&out).unwrap();

@@ -75,6 +75,9 @@ pub struct FaultRecovery {
     pub failed_requests: u64,
     pub baseline_per_s: f64,
     pub notes: Vec<String>,
+    /// The fault's expectations it did not meet (each fails the run).
+    #[serde(default)]
+    pub unmet: Vec<String>,
 }
 
 /// One second of the run, for the timeline.
@@ -279,6 +282,7 @@ pub fn recoveries(
             failed_requests: failed,
             baseline_per_s: baseline,
             notes: e.notes.clone(),
+            unmet: e.unmet.clone(),
         });
     }
     out
@@ -352,6 +356,9 @@ pub fn summary(report: &Report) -> String {
         for n in &r.notes {
             s.push_str(&format!("       note: {n}\n"));
         }
+        for u in &r.unmet {
+            s.push_str(&format!("       UNMET: {u}\n"));
+        }
     }
     let c = &report.check.stats;
     s.push_str(&format!(
@@ -385,11 +392,20 @@ pub fn summary(report: &Report) -> String {
         .map(|v| v.invariant)
         .collect();
     s.push_str(&format!(
-        "\ninvariants: {} passed, {} failed\n",
+        "\nfault expectations: {} unmet\n",
+        unmet_expectations(report)
+    ));
+    s.push_str(&format!(
+        "invariants: {} passed, {} failed\n",
         crate::checker::INVARIANTS - broken.len().min(crate::checker::INVARIANTS),
         broken.len()
     ));
     s
+}
+
+/// How many of the faults' expectations failed (see `FaultEvent::unmet`).
+pub fn unmet_expectations(report: &Report) -> usize {
+    report.faults.iter().map(|f| f.unmet.len()).sum()
 }
 
 pub fn write(dir: &Path, report: &Report) -> Result<(), ReportError> {
@@ -472,6 +488,7 @@ mod tests {
             healed_ms: 11_000.0,
             heal_done_ms: 11_000.0,
             notes: vec![],
+            unmet: vec![],
         };
         let r = &recoveries(&records, &[event], 20_000.0)[0];
         assert_eq!(r.baseline_per_s, 10.0);

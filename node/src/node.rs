@@ -58,6 +58,8 @@ impl From<crate::config::ConfigError> for NodeError {
 
 /// The node's device link key, in its data directory (docs/LINK.md).
 pub const LINK_KEY_FILE: &str = "link.key";
+/// How often the Health actor refreshes readiness and the Raft metrics.
+const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
 
 /// The node's device link key: `DATA_DIR/link.key`, created (0600, in a
 /// 0700 directory) if missing. `geiger node --print-link-key` calls it too,
@@ -198,6 +200,7 @@ impl Node {
         cp.link_key = Some(link_key.clone());
         let links = LinkSettings::new(config.node_id, &timeouts, &config.hardware, link_key);
         let view_settings = ViewSettings::for_lease(links.lease);
+        let append_answer = timeouts.append_answer;
         cp.timeouts = timeouts;
         cp.snapshot_every = config.raft.snapshot_every;
         cp.max_clock_offset = Duration::from_millis(config.raft.max_clock_offset_ms);
@@ -269,8 +272,9 @@ impl Node {
                 ledger: ledger.clone(),
                 readiness: readiness.clone(),
                 metrics: metrics.clone(),
-                interval: Duration::from_millis(500),
+                interval: HEALTH_INTERVAL,
                 view: view.clone(),
+                write_path_window: append_answer + HEALTH_INTERVAL,
             }),
         )?;
         start(

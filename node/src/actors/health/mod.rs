@@ -1,10 +1,11 @@
 //! The Health actor: once per tick it asks the ledger how this node stands
-//! (leader known, quorum reachable through a linearizable barrier, pool not
-//! empty), publishes the answer as readiness, and refreshes the Raft, link
+//! (leader known, quorum answering a linearizable barrier lately, see
+//! [`write_path`]; pool not empty), publishes the answer as readiness, and refreshes the Raft, link
 //! and pool metrics of `/metrics`. The per-device pool counters are in
 //! [`device_totals`].
 
 mod device_totals;
+mod write_path;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -14,6 +15,7 @@ use geiger_control_plane::{ControlPlane, DevicePool, Status};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
 
 use self::device_totals::export_device_totals;
+use self::write_path::WritePathProbe;
 use super::supervisor::{spawn_linked, ChildSpec, SpawnFuture};
 use crate::cluster_view::{ClusterView, ViewReceiver};
 use crate::metrics::{DeviceLabels, NoLabels, NodeMetrics, PeerLabels, RoleLabels};
@@ -54,6 +56,7 @@ pub struct Health {
     pub interval: Duration,
     /// Whether this node leads, and which voters answer.
     pub view: ViewReceiver,
+    pub write_path: WritePathProbe,
 }
 
 pub struct HealthState {
@@ -90,16 +93,15 @@ const ROLES: [&str; 5] = ["leader", "follower", "candidate", "learner", "shutdow
 
 impl Health {
     /// Why the node cannot serve draws, or `None` when it can.
-    async fn check(&self, status: &Status) -> Option<String> {
+    fn check(&self, status: &Status) -> Option<String> {
+        // Polled first so that a barrier runs even while no leader is
+        // known, and an answer is at hand once one is.
+        let write_path = self.write_path.poll();
         if status.leader.is_none() {
             return Some("no leader known".into());
         }
-        // A barrier goes through the leader and needs a quorum's ack, so it
-        // proves the write path is open from here.
-        match tokio::time::timeout(self.interval, self.ledger.linearizable_barrier()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Some(format!("quorum not reachable: {e}")),
-            Err(_) => return Some("quorum not reachable in time".into()),
+        if let Err(why) = write_path {
+            return Some(why);
         }
         if status.pool_bytes == 0 {
             return Some("the entropy pool is empty".into());
@@ -338,7 +340,7 @@ impl Actor for Health {
         let status = self.ledger.status()?;
         let view = self.view.borrow().clone();
         self.export(&status, &view, state);
-        let why = self.check(&status).await;
+        let why = self.check(&status);
         let ready = why.is_none();
         self.metrics.node_ready.set(i64::from(ready));
         if self.readiness.set(ready, why.clone()) {
@@ -357,6 +359,10 @@ pub struct HealthSpec {
     pub metrics: Arc<NodeMetrics>,
     pub interval: Duration,
     pub view: ViewReceiver,
+    /// How long a quorum's answer to a barrier counts for readiness, and
+    /// how long a barrier may run: the Raft timing's `append_answer` plus
+    /// the tick, so readiness tolerates the round trips writes tolerate.
+    pub write_path_window: Duration,
 }
 
 impl ChildSpec for HealthSpec {
@@ -371,6 +377,7 @@ impl ChildSpec for HealthSpec {
             metrics: self.metrics.clone(),
             interval: self.interval,
             view: self.view.clone(),
+            write_path: WritePathProbe::new(self.ledger.clone(), self.write_path_window),
         };
         spawn_linked(actor, supervisor)
     }
