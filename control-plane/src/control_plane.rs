@@ -19,7 +19,7 @@ use crate::feature_level::{self, FeatureLevel, PeerBuilds};
 use crate::log_store::LogStore;
 use crate::placement::{self, PlacementReport};
 use crate::quorum_watch::QuorumWatch;
-use crate::raft_network::client::{Credential, Network, RpcClient};
+use crate::raft_network::client::{Credential, Network, RpcClient, TransportError};
 use crate::raft_network::server::{self, Gate};
 use crate::raft_network::{AdminOp, ForwardError, PATH_ADMIN, PATH_READ_INDEX};
 use crate::replica::Replica;
@@ -40,6 +40,8 @@ pub struct ControlPlane {
     gate: Arc<Gate>,
     batch_tx: mpsc::Sender<Pending>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    /// What each peer's build supports, as heard in its answers.
+    builds: Arc<PeerBuilds>,
 }
 
 /// Replication state of one peer, seen from the leader.
@@ -140,7 +142,7 @@ impl ControlPlane {
         let batcher = tokio::spawn(batcher::run(inner.clone(), batch_rx));
         let features = tokio::spawn(feature_level::run(
             inner.clone(),
-            builds,
+            builds.clone(),
             FEATURE_LOOK_EVERY,
         ));
         tracing::info!(node = config.node_id, dir = %data_dir.display(), "control plane open");
@@ -149,6 +151,7 @@ impl ControlPlane {
             gate,
             batch_tx,
             tasks: Arc::new(Mutex::new(vec![batcher, watch, features])),
+            builds,
         })
     }
 
@@ -314,9 +317,55 @@ impl ControlPlane {
     }
 
     /// Adds a non-voting learner with its labels; returns once it has caught up.
+    /// Refused, with nothing changed, when the node does not answer with
+    /// this cluster's secret or its build cannot apply the ledger's
+    /// feature level: it would stop at the first entry it cannot read.
     pub async fn add_learner(&self, id: NodeId, member: Member) -> Result<(), Error> {
+        self.check_build_of(id, &member).await?;
         tracing::info!(node = id, %member, "adding learner");
         self.admin(AdminOp::AddLearner { id, member }).await
+    }
+
+    /// Asks the node to be added for anything (a read index, which it
+    /// cannot give) to hear the feature level its answer states.
+    async fn check_build_of(&self, id: NodeId, member: &Member) -> Result<(), Error> {
+        let refuse = |why: String| Err(Error::Rejected(crate::types::Rejection::Invalid(why)));
+        let answer = self
+            .inner
+            .client
+            .call::<_, Result<u64, ForwardError>>(
+                id,
+                &member.rpc_addr,
+                PATH_READ_INDEX,
+                &(),
+                self.inner.config.timeouts.rpc * 4,
+                Credential::Peer,
+            )
+            .await;
+        match answer {
+            Ok(_) => {}
+            Err(e @ (TransportError::Unauthorized | TransportError::Forbidden)) => {
+                return refuse(format!(
+                    "node {id} at {} refused this cluster's secret ({e})",
+                    member.rpc_addr
+                ))
+            }
+            Err(e) => {
+                return Err(Error::MemberUnreachable(format!(
+                    "node {id} at {} does not answer ({e}): start it before adding it",
+                    member.rpc_addr
+                )))
+            }
+        }
+        let cluster = self.feature_level()?;
+        match self.builds.level_of(id) {
+            Some(build) if build >= cluster => Ok(()),
+            build => refuse(format!(
+                "node {id} at {} runs a build that supports feature level {}; the cluster is at level {cluster}: upgrade it before adding it",
+                member.rpc_addr,
+                build.unwrap_or(FeatureLevel::BASE)
+            )),
+        }
     }
 
     /// Makes a learner a voter.

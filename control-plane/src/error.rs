@@ -28,6 +28,10 @@ pub enum Error {
     /// nothing was proposed.
     #[error("refused by the leader: {0}")]
     Refused(String),
+    /// A node to be added to the cluster did not answer; nothing changed.
+    /// Safe to retry once it runs.
+    #[error("{0}")]
+    MemberUnreachable(String),
     #[error("the control plane is shutting down")]
     Shutdown,
 }

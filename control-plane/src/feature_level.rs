@@ -87,6 +87,15 @@ impl PeerBuilds {
         }
     }
 
+    /// What `peer` last said it supports, if it said so lately.
+    pub(crate) fn level_of(&self, peer: NodeId) -> Option<FeatureLevel> {
+        let heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
+        heard
+            .get(&peer)
+            .filter(|(_, at)| at.elapsed() < FRESH_FOR)
+            .map(|(level, _)| *level)
+    }
+
     /// The highest level every one of `members` supports, this build
     /// included; `None` while some member other than `me` has not answered
     /// lately (its build is unknown, so nothing may rise).

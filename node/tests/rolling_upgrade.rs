@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Device};
+use common::{Cluster, Device, NodeSpec};
 use serde_json::{json, Value};
 
 const WRITERS: usize = 4;
@@ -345,6 +345,46 @@ async fn a_rolling_upgrade_from_the_previous_format_keeps_every_writer_committin
         );
         assert_eq!(first_ids, committed);
     }
+
+    // A node of the previous build cannot apply this ledger any more:
+    // `member add` refuses it, saying why, and the membership is unchanged.
+    let outsider = NodeSpec::new(4, "zone-4");
+    let member = json!({
+        "api_addr": outsider.api_addr(),
+        "rpc_addr": outsider.rpc_addr(),
+        "zone": "zone-4",
+        "cloud": "cloud-a",
+        "region": "region-a",
+    });
+    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
+    cluster.start_outsider(&previous, outsider);
+    let refusal = cluster
+        .wait_until(Duration::from_secs(20), "the old node refused", || {
+            let cluster = &cluster;
+            let body = json!({"action": "add_learner", "id": 4, "member": member.clone()});
+            async move {
+                // 503 while the outsider is not listening yet.
+                let (status, body) = cluster
+                    .post(leader, "/v1/admin/members", &body)
+                    .await
+                    .ok()?;
+                (status != 503).then_some((status, body))
+            }
+        })
+        .await;
+    assert_eq!(refusal.0, 422, "{}", refusal.1);
+    let message = refusal.1["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("supports feature level 1; the cluster is at level 2"),
+        "{}",
+        refusal.1
+    );
+    let status = cluster.status(leader).await.expect("status");
+    assert!(
+        status["members"].get("4").is_none() && status["learners"] == json!([]),
+        "the refused node became a member: {status}"
+    );
+    cluster.kill(4);
 }
 
 /// Every page of `GET /v1/chains/{chain}/draws` at `url`: the bodies as

@@ -173,8 +173,8 @@ pub struct MemberChange {
         (status = 415, description = "`unsupported_media_type`: not `Content-Type: application/json`", body = geiger_protocol::ErrorBody),
         (status = 401, description = "`unauthorized`: no or unknown credentials", body = geiger_protocol::ErrorBody),
         (status = 409, description = "`conflict`: the change conflicts with the membership", body = geiger_protocol::ErrorBody),
-        (status = 422, description = "`invalid_request`: `add_learner` without `member`, or a change the cluster refuses; `field` names it", body = geiger_protocol::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader reachable or overloaded; retry", body = geiger_protocol::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 422, description = "`invalid_request`: `add_learner` without `member`, a node that refuses the cluster's secret or whose build supports less than the cluster's feature level, or a change the cluster refuses; `field` names it", body = geiger_protocol::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader reachable, the node to add does not answer, or overloaded; retry", body = geiger_protocol::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 /// Adds a learner, promotes a learner to voter, or removes a node.
 pub async fn change_member(

@@ -211,6 +211,7 @@ impl From<LedgerError> for ApiError {
                 ApiError::unavailable(format!("no leader reachable now: {why}"))
             }
             LedgerError::Shutdown => ApiError::unavailable("the node is shutting down"),
+            LedgerError::MemberUnreachable(why) => ApiError::unavailable(why),
             LedgerError::Rejected(r) => r.into(),
             other => {
                 tracing::error!(error = %other, "ledger error");

@@ -251,6 +251,26 @@ impl Cluster {
 
     /// Starts a stopped node again with this build's `geiger`: an upgrade
     /// in place, same config and data.
+    /// Starts `binary` as node `spec` with an empty bootstrap list: it
+    /// waits to be added (`POST /v1/admin/members`).
+    pub fn start_outsider(&mut self, binary: &Path, spec: NodeSpec) {
+        let config = spec.config(&self.dir.path().join(format!("node-{}", spec.id)), "");
+        write_test_link_key(&config.data_dir);
+        let mut process = NodeProcess::prepare(
+            binary,
+            &config,
+            self.dir.path().join(format!("node-{}.toml", spec.id)),
+            self.dir.path().join(format!("node-{}.log", spec.id)),
+        )
+        .expect("node config written");
+        process.env = vec![(
+            "GEIGER_LOG".into(),
+            std::env::var("GEIGER_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+        )];
+        process.spawn().expect("geiger node starts");
+        self.nodes.insert(spec.id, NodeProc { spec, process });
+    }
+
     pub fn restart_upgraded(&mut self, id: u64) {
         let process = self.process(id);
         process.binary = geiger().to_path_buf();
