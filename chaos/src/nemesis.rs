@@ -81,6 +81,18 @@ impl FaultKind {
     /// Only in the soak profile.
     pub const EXTRA: [FaultKind; 1] = [FaultKind::LossyLinks];
 
+    /// The gray failures the cluster must keep committing through (issue
+    /// 19): a run fails if no draw succeeds while one of them holds.
+    pub fn writes_continue(self) -> bool {
+        matches!(
+            self,
+            FaultKind::SlowLinks
+                | FaultKind::LossyLinks
+                | FaultKind::LoseCloud
+                | FaultKind::StarveLeader
+        )
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             FaultKind::KillLeader => "kill_leader",
@@ -449,13 +461,15 @@ async fn inject(cluster: &mut Cluster, planned: &PlannedFault, t0: Instant) -> F
                         }
                         tokio::time::sleep(Duration::from_millis(250)).await;
                     }
-                    notes.push(match said {
-                        Some(after) => format!(
+                    match said {
+                        Some(after) => notes.push(format!(
                             "node {id} reported its clock unsynchronized {} ms after its restart",
                             after.as_millis()
-                        ),
-                        None => format!("node {id} never reported its clock unsynchronized"),
-                    });
+                        )),
+                        None => {
+                            unmet.push(format!("node {id} never reported its clock unsynchronized"))
+                        }
+                    }
                     healed_ms = ms(t0);
                     cluster.set_clock_env(id, Vec::new());
                     if let Err(e) = cluster.restart(id) {

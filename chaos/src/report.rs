@@ -269,20 +269,25 @@ pub fn recoveries(
             .iter()
             .filter(|r| r.end_ms >= e.start_ms && r.end_ms < window_end && !expected(r))
             .count() as u64;
+        let held_ms = e.healed_ms - e.start_ms;
+        let mut unmet = e.unmet.clone();
+        if e.planned.kind.writes_continue() && first.is_none_or(|f| f > held_ms) {
+            unmet.push("no draw succeeded while the fault held".into());
+        }
         out.push(FaultRecovery {
             index: e.planned.index,
             kind: e.planned.kind.name().to_string(),
             target: e.resolved.clone(),
             start_ms: e.start_ms,
             healed_ms: e.healed_ms,
-            held_ms: e.healed_ms - e.start_ms,
+            held_ms,
             time_to_first_success_ms: first,
             back_to_rate_ms: back,
             outage_ms: outage,
             failed_requests: failed,
             baseline_per_s: baseline,
             notes: e.notes.clone(),
-            unmet: e.unmet.clone(),
+            unmet,
         });
     }
     out
@@ -501,6 +506,41 @@ mod tests {
         let f = figures(&records, 20_000.0);
         assert_eq!(f.failed, 2);
         assert_eq!(f.longest_gap_ms, 2_600.0);
+    }
+
+    #[test]
+    fn a_gray_failure_without_a_success_while_it_held_is_unmet_and_a_kill_is_not() {
+        use crate::nemesis::{FaultKind, PlannedFault, Target};
+        // Successes every 100 ms except from 10 s to 12.5 s.
+        let records: Vec<RequestRecord> = (0..200)
+            .map(|i| i as f64 * 100.0)
+            .filter(|t| !(10_000.0..12_500.0).contains(t))
+            .map(|t| record(t, t + 10.0, true))
+            .collect();
+        let event = |kind, hold_ms: u64| FaultEvent {
+            planned: PlannedFault {
+                index: 0,
+                kind,
+                target: Target::Leader,
+                at_ms: 10_000,
+                hold_ms,
+            },
+            resolved: "every link".into(),
+            start_ms: 10_000.0,
+            healed_ms: 10_000.0 + hold_ms as f64,
+            heal_done_ms: 10_000.0 + hold_ms as f64,
+            notes: vec![],
+            unmet: vec![],
+        };
+        let slow_2s = &recoveries(&records, &[event(FaultKind::SlowLinks, 2_000)], 20_000.0)[0];
+        assert_eq!(
+            slow_2s.unmet,
+            vec!["no draw succeeded while the fault held"]
+        );
+        let slow_4s = &recoveries(&records, &[event(FaultKind::SlowLinks, 4_000)], 20_000.0)[0];
+        assert!(slow_4s.unmet.is_empty(), "{:?}", slow_4s.unmet);
+        let kill = &recoveries(&records, &[event(FaultKind::KillLeader, 2_000)], 20_000.0)[0];
+        assert!(kill.unmet.is_empty(), "{:?}", kill.unmet);
     }
 
     #[test]
