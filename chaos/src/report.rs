@@ -305,13 +305,16 @@ fn ms(v: f64) -> String {
 pub fn summary(report: &Report) -> String {
     let f = &report.figures;
     let mut s = String::new();
-    let verdict = if report.check.passed() {
-        "PASSED: no invariant violated".to_string()
-    } else {
+    let unmet = unmet_expectations(report);
+    let verdict = if !report.check.passed() {
         format!(
             "FAILED: {} invariant violation(s)",
             report.check.violations.len()
         )
+    } else if unmet > 0 {
+        format!("FAILED: {unmet} fault expectation(s) unmet")
+    } else {
+        "PASSED: no invariant violated, every fault met its expectations".to_string()
     };
     s.push_str(&format!(
         "geiger-chaos --profile {} --seed {}\n{verdict}\n\n",
