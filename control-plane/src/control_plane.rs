@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use crate::batcher::{self, Pending};
 use crate::clock_watch::{ClockStanding, ClockWatch};
 use crate::config::ControlPlaneConfig;
+use crate::departed_leader;
 use crate::feature_level::{self, FeatureLevel, PeerBuilds};
 use crate::log_store::LogStore;
 use crate::placement::{self, PlacementReport};
@@ -131,6 +132,10 @@ impl ControlPlane {
             config.timeouts.heartbeat,
         ));
         let inner = Arc::new(Replica::new(config.clone(), raft, shared, client, quorum));
+        let departed = tokio::spawn(departed_leader::run(
+            inner.clone(),
+            config.timeouts.heartbeat,
+        ));
         let gate = Arc::new(Gate::new(
             inner.clone(),
             &config.cluster_secret,
@@ -150,7 +155,7 @@ impl ControlPlane {
             inner,
             gate,
             batch_tx,
-            tasks: Arc::new(Mutex::new(vec![batcher, watch, features])),
+            tasks: Arc::new(Mutex::new(vec![batcher, watch, features, departed])),
             builds,
         })
     }

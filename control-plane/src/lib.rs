@@ -18,6 +18,8 @@
 //!   heartbeat-long deadline, so writes commit over slow links.
 //! - `quorum_watch`: a leader no quorum acknowledges steps aside; writes
 //!   without a reachable quorum are refused at once.
+//! - `departed_leader`: a follower whose leader's process is gone stands
+//!   for election without waiting out openraft's leader lease.
 //! - `replica`: the replica core: the Raft instance and how a batch reaches
 //!   the log (proposed here, or forwarded to the leader).
 //! - [`batcher`]: group commit of concurrent writes into one entry.
@@ -38,6 +40,7 @@ mod clock_watch;
 pub mod codec;
 pub mod config;
 pub mod control_plane;
+mod departed_leader;
 mod error;
 pub mod feature_level;
 mod in_flight_append;

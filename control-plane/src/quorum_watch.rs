@@ -83,6 +83,14 @@ impl QuorumWatch {
         *self.last_append.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
     }
 
+    /// How long since an append (or heartbeat) last arrived from a leader.
+    pub(crate) fn since_last_append(&self) -> Duration {
+        self.last_append
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed()
+    }
+
     /// Whether this node may stand for election. One whose clock is wrong
     /// may not, except as a last resort: when no leader has been heard for
     /// as long as writes take to be refused on a leaderless node. It may hold entries that no
@@ -95,11 +103,7 @@ impl QuorumWatch {
         if !self.clock.standing().unsynchronized {
             return true;
         }
-        self.last_append
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .elapsed()
-            > self.leaderless_refuse_after
+        self.since_last_append() > self.leaderless_refuse_after
     }
 
     /// Why a write must be refused now, if it must: the leader has had no

@@ -1,0 +1,113 @@
+//! A follower whose leader's process is gone stands for election at once.
+//!
+//! openraft 0.9 makes a follower wait out the leader's lease
+//! (`election_max` since the last heartbeat) plus an election timeout
+//! before it stands, and refuses votes to others meanwhile: detection
+//! costs `election_max + election_min` or more, whatever happened to the
+//! leader. The wait is what keeps a leader that is only slow (a starved
+//! CPU, a stopped process) from being deposed, so it is kept for every
+//! case but one that can be told apart: a leader whose process is gone,
+//! where its host answers at once that nothing listens (connection
+//! refused, or reset by a proxy in front of it). A stopped or starved
+//! process still has its socket accepted by the kernel and just does not
+//! answer, and a dead host or a cut network does not answer at all; both
+//! leave the probe to time out, and the usual timers decide.
+//!
+//! So once a follower has heard nothing for [`SILENCE_HEARTBEATS`]
+//! heartbeats it asks its leader for a read index with a short deadline;
+//! an error well before the deadline means the process is gone, and the
+//! follower calls `trigger().elect()`. Its own vote then belongs to its
+//! candidacy, not to a leader, so openraft no longer holds the lease
+//! against the others' requests. The followers that found the leader gone
+//! all stand at once and split that first round; each then stands again
+//! after its own random election timeout (`election_min`..`election_max`,
+//! with no lease in front of it now), and the first to do so wins. Votes
+//! decide as always; only the moment of standing changes, so safety is
+//! Raft's. (Standing again sooner, in rounds a few heartbeats apart, was
+//! tried: the candidates collided more often and failover got slower.)
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::ServerState;
+
+use crate::raft_network::client::Credential;
+use crate::raft_network::{ForwardError, PATH_READ_INDEX};
+use crate::replica::Replica;
+
+/// Heartbeats without a word from the leader before it is probed.
+const SILENCE_HEARTBEATS: u32 = 3;
+/// The probe's deadline, in heartbeats; an answer is not needed, only the
+/// speed of a failure.
+const PROBE_HEARTBEATS: u32 = 4;
+
+/// The follower's part; runs for the replica's life, looking once per
+/// heartbeat.
+pub(crate) async fn run(replica: Arc<Replica>, heartbeat: Duration) {
+    let mut tick = tokio::time::interval(heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The leader (and term) already probed in this stretch of silence.
+    let mut probed: Option<(u64, u64)> = None;
+    loop {
+        tick.tick().await;
+        let (state, leader, term, voter) = {
+            let m = replica.raft.metrics();
+            let m = m.borrow();
+            (
+                m.state,
+                m.current_leader,
+                m.current_term,
+                m.membership_config
+                    .membership()
+                    .voter_ids()
+                    .any(|v| v == replica.id),
+            )
+        };
+        let Some(leader) = leader.filter(|l| *l != replica.id) else {
+            continue;
+        };
+        if state != ServerState::Follower || !voter {
+            continue;
+        }
+        if replica.quorum.since_last_append() < heartbeat * SILENCE_HEARTBEATS {
+            probed = None;
+            continue;
+        }
+        if probed == Some((leader, term)) || !replica.quorum.may_stand_for_election() {
+            continue;
+        }
+        probed = Some((leader, term));
+        let Some(member) = replica.member(leader) else {
+            continue;
+        };
+        let deadline = heartbeat * PROBE_HEARTBEATS;
+        let started = Instant::now();
+        let answer = replica
+            .client
+            .call::<_, Result<u64, ForwardError>>(
+                leader,
+                &member.rpc_addr,
+                PATH_READ_INDEX,
+                &(),
+                deadline,
+                Credential::Peer,
+            )
+            .await;
+        let Err(e) = answer else { continue };
+        let took = started.elapsed();
+        if took >= deadline / 2 {
+            // Slow, not gone: the timers decide.
+            continue;
+        }
+        tracing::warn!(
+            leader,
+            term,
+            error = %e,
+            took_ms = took.as_millis() as u64,
+            "the leader's process is gone: standing for election without waiting out its lease"
+        );
+        if let Err(e) = replica.raft.trigger().elect().await {
+            tracing::warn!(error = %e, "could not stand for election");
+        }
+    }
+}
