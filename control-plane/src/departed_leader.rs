@@ -50,19 +50,7 @@ pub(crate) async fn run(replica: Arc<Replica>, heartbeat: Duration) {
     let mut probed: Option<(u64, u64)> = None;
     loop {
         tick.tick().await;
-        let (state, leader, term, voter) = {
-            let m = replica.raft.metrics();
-            let m = m.borrow();
-            (
-                m.state,
-                m.current_leader,
-                m.current_term,
-                m.membership_config
-                    .membership()
-                    .voter_ids()
-                    .any(|v| v == replica.id),
-            )
-        };
+        let (state, leader, term, voter) = standing(&replica);
         let Some(leader) = leader.filter(|l| *l != replica.id) else {
             continue;
         };
@@ -99,6 +87,12 @@ pub(crate) async fn run(replica: Arc<Replica>, heartbeat: Duration) {
             // Slow, not gone: the timers decide.
             continue;
         }
+        // While the probe ran, this node may have voted in an election the
+        // others began: standing now would bump the term past a leader
+        // just elected and depose it.
+        if standing(&replica) != (state, Some(leader), term, voter) {
+            continue;
+        }
         tracing::warn!(
             leader,
             term,
@@ -110,4 +104,19 @@ pub(crate) async fn run(replica: Arc<Replica>, heartbeat: Duration) {
             tracing::warn!(error = %e, "could not stand for election");
         }
     }
+}
+
+/// This replica's role, the leader it names, its term, and whether it votes.
+fn standing(replica: &Replica) -> (ServerState, Option<u64>, u64, bool) {
+    let m = replica.raft.metrics();
+    let m = m.borrow();
+    (
+        m.state,
+        m.current_leader,
+        m.current_term,
+        m.membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == replica.id),
+    )
 }
