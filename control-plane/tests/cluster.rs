@@ -403,6 +403,42 @@ async fn killing_the_leader_loses_no_acknowledged_draw_and_a_new_leader_takes_wr
     }
 }
 
+/// Election timing slow enough that waiting out openraft's leader lease
+/// is told apart from not waiting: a follower that waits stands no sooner
+/// than `election_max + election_min` (9 s) after the last heartbeat.
+fn long_lease(config: &mut ControlPlaneConfig) {
+    default_tune(config);
+    config.timeouts.heartbeat = Duration::from_millis(50);
+    config.timeouts.election_min = Duration::from_secs(3);
+    config.timeouts.election_max = Duration::from_secs(6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn followers_of_a_leader_whose_process_is_gone_elect_another_without_waiting_out_its_lease() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = TestCluster::start(dir.path(), 3, long_lease).await.unwrap();
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(15))
+        .await
+        .unwrap();
+    cluster.kill(leader).await;
+    let killed = std::time::Instant::now();
+    let new_leader = cluster
+        .wait_for_leader(Duration::from_secs(20))
+        .await
+        .unwrap();
+    let took = killed.elapsed();
+    assert_ne!(new_leader, leader);
+    // Standing at once, the first round splits and the next comes one
+    // election timeout later (3-6 s); waiting out the lease would take 9 s
+    // or more.
+    assert!(
+        took < Duration::from_millis(7500),
+        "a new leader {took:?} after the kill: the followers waited out the lease"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restarting_every_node_one_at_a_time_and_then_all_at_once_keeps_the_ledger() {
     init_tracing();
