@@ -399,10 +399,7 @@ pub fn summary(report: &Report) -> String {
         .iter()
         .map(|v| v.invariant)
         .collect();
-    s.push_str(&format!(
-        "\nfault expectations: {} unmet\n",
-        unmet_expectations(report)
-    ));
+    s.push_str(&format!("\nfault expectations: {unmet} unmet\n"));
     s.push_str(&format!(
         "invariants: {} passed, {} failed\n",
         crate::checker::INVARIANTS - broken.len().min(crate::checker::INVARIANTS),

@@ -22,7 +22,7 @@ use crate::placement::{self, PlacementReport};
 use crate::quorum_watch::QuorumWatch;
 use crate::raft_network::client::{Credential, Network, RpcClient, TransportError};
 use crate::raft_network::server::{self, Gate};
-use crate::raft_network::{AdminOp, ForwardError, PATH_ADMIN, PATH_READ_INDEX};
+use crate::raft_network::{AdminOp, ForwardError, PATH_ADMIN};
 use crate::replica::Replica;
 use crate::state_machine::reads::{self, ChainInfo, DevicePool};
 use crate::state_machine::tables::{Customer, StoredDraw};
@@ -337,15 +337,7 @@ impl ControlPlane {
         let refuse = |why: String| Err(Error::Rejected(crate::types::Rejection::Invalid(why)));
         let answer = self
             .inner
-            .client
-            .call::<_, Result<u64, ForwardError>>(
-                id,
-                &member.rpc_addr,
-                PATH_READ_INDEX,
-                &(),
-                self.inner.config.timeouts.rpc * 4,
-                Credential::Peer,
-            )
+            .ask_read_index(id, &member.rpc_addr, self.inner.config.timeouts.rpc * 4)
             .await;
         match answer {
             Ok(_) => {}
@@ -408,15 +400,7 @@ impl ControlPlane {
                 Some(id) => match self.inner.member(id) {
                     Some(m) => self
                         .inner
-                        .client
-                        .call::<_, Result<u64, ForwardError>>(
-                            id,
-                            &m.rpc_addr,
-                            PATH_READ_INDEX,
-                            &(),
-                            self.inner.config.timeouts.rpc * 4,
-                            Credential::Peer,
-                        )
+                        .ask_read_index(id, &m.rpc_addr, self.inner.config.timeouts.rpc * 4)
                         .await
                         .unwrap_or_else(|e| Err(ForwardError::Failed(e.to_string()))),
                     None => Err(ForwardError::NotLeader { leader: None }),

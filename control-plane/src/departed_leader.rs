@@ -31,8 +31,6 @@ use std::time::{Duration, Instant};
 
 use openraft::ServerState;
 
-use crate::raft_network::client::Credential;
-use crate::raft_network::{ForwardError, PATH_READ_INDEX};
 use crate::replica::Replica;
 
 /// Heartbeats without a word from the leader before it is probed.
@@ -71,15 +69,7 @@ pub(crate) async fn run(replica: Arc<Replica>, heartbeat: Duration) {
         let deadline = heartbeat * PROBE_HEARTBEATS;
         let started = Instant::now();
         let answer = replica
-            .client
-            .call::<_, Result<u64, ForwardError>>(
-                leader,
-                &member.rpc_addr,
-                PATH_READ_INDEX,
-                &(),
-                deadline,
-                Credential::Peer,
-            )
+            .ask_read_index(leader, &member.rpc_addr, deadline)
             .await;
         let Err(e) = answer else { continue };
         let took = started.elapsed();

@@ -11,7 +11,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::ChangeMembers;
@@ -19,7 +19,9 @@ use openraft::ChangeMembers;
 use crate::config::ControlPlaneConfig;
 use crate::quorum_watch::{QuorumWatch, NO_QUORUM};
 use crate::raft_network::client::{Credential, RpcClient, TransportError};
-use crate::raft_network::{AdminOp, ForwardError, ForwardedResult, ForwardedWrite, PATH_WRITE};
+use crate::raft_network::{
+    AdminOp, ForwardError, ForwardedResult, ForwardedWrite, PATH_READ_INDEX, PATH_WRITE,
+};
 use crate::stage_timing::{record, Stage};
 use crate::state_machine::Shared;
 use crate::types::{Batch, BatchOutcome, Command, Member, NodeId, Raft};
@@ -61,6 +63,20 @@ impl Replica {
             quorum,
             last_stamp: AtomicU64::new(0),
         }
+    }
+
+    /// Asks node `id` at `addr` for its read index (the leader's commit
+    /// index). Also how this node hears a peer's build, and whether its
+    /// process is there at all.
+    pub(crate) async fn ask_read_index(
+        &self,
+        id: NodeId,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<Result<u64, ForwardError>, TransportError> {
+        self.client
+            .call(id, addr, PATH_READ_INDEX, &(), timeout, Credential::Peer)
+            .await
     }
 
     /// A member's labels and addresses, as the current membership has them.

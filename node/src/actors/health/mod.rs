@@ -1,8 +1,8 @@
 //! The Health actor: once per tick it asks the ledger how this node stands
 //! (leader known, quorum answering a linearizable barrier lately, see
-//! [`write_path`]; pool not empty), publishes the answer as readiness, and refreshes the Raft, link
-//! and pool metrics of `/metrics`. The per-device pool counters are in
-//! [`device_totals`].
+//! [`write_path`]; pool not empty), publishes the answer as readiness, and
+//! refreshes the Raft, link and pool metrics of `/metrics`. The per-device
+//! pool counters are in [`device_totals`].
 
 mod device_totals;
 mod write_path;

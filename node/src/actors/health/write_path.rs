@@ -11,8 +11,8 @@ use geiger_control_plane::ControlPlane;
 
 #[derive(Default)]
 struct Standing {
-    /// When the barrier now running began.
-    running_since: Option<Instant>,
+    /// Whether a barrier is running.
+    running: bool,
     /// When the last successful barrier finished.
     last_answer: Option<Instant>,
     /// The last finished barrier's error; a success clears it.
@@ -41,8 +41,8 @@ impl WritePathProbe {
     pub fn poll(&self) -> Result<(), String> {
         let now = Instant::now();
         let mut standing = self.standing.lock().unwrap_or_else(|e| e.into_inner());
-        if standing.running_since.is_none() {
-            standing.running_since = Some(now);
+        if !standing.running {
+            standing.running = true;
             let ledger = self.ledger.clone();
             let shared = self.standing.clone();
             let window = self.window;
@@ -57,7 +57,7 @@ impl WritePathProbe {
                         )),
                     };
                 let mut standing = shared.lock().unwrap_or_else(|e| e.into_inner());
-                standing.running_since = None;
+                standing.running = false;
                 match outcome {
                     Ok(()) => {
                         standing.last_answer = Some(Instant::now());
@@ -95,7 +95,7 @@ mod tests {
     fn an_answer_within_the_window_counts_even_while_the_next_barrier_is_slow() {
         let now = Instant::now();
         let standing = Standing {
-            running_since: Some(now - Duration::from_millis(1500)),
+            running: true,
             last_answer: Some(now - Duration::from_millis(1600)),
             last_error: None,
         };
@@ -106,7 +106,7 @@ mod tests {
     fn an_answer_older_than_the_window_does_not_count() {
         let now = Instant::now();
         let standing = Standing {
-            running_since: Some(now - Duration::from_secs(3)),
+            running: true,
             last_answer: Some(now - Duration::from_secs(3)),
             last_error: None,
         };
@@ -118,7 +118,7 @@ mod tests {
     fn a_failed_barrier_outweighs_an_earlier_answer() {
         let now = Instant::now();
         let standing = Standing {
-            running_since: None,
+            running: false,
             last_answer: Some(now),
             last_error: Some("quorum not reachable: no leader".into()),
         };
