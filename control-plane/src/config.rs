@@ -22,7 +22,17 @@
 //! between sites (docs/AVAILABILITY.md): a leader kill costs 0.86–1.42 s
 //! (median 0.99 s) against about 2 s with `cross_cloud`, and SIGSTOP bursts
 //! of 100–300 ms on the leader cost no election, where `lan` at the same
-//! distance flapped (outages of 11–14 s, requests failed).
+//! distance flapped (outages of 11–14 s, requests failed). Since
+//! `departed_leader`, a leader whose process died costs 0.39–0.77 s there
+//! (median 0.46 s).
+//!
+//! # LAN profile
+//!
+//! [`Timeouts::lan`], the default, is for voters on one site. Its heartbeat
+//! is 50 ms, not less: each heartbeat is an HTTP request to every follower,
+//! and at 25 ms an idle leader spent 3.35 % of a core on them and the rest
+//! of its background work (`node/benches/idle_cpu.rs`); the bound is
+//! 2 %. Election 100–200 ms keeps four heartbeats inside the leader's lease.
 
 use std::time::Duration;
 
@@ -30,8 +40,9 @@ use crate::types::{Member, NodeId};
 
 /// Raft and link-lease timing.
 ///
-/// LAN defaults: heartbeat 25 ms, election 70–140 ms, so a dead leader is
-/// replaced after 210–280 ms (see [`Timeouts::election_min`]); measured
+/// LAN defaults: heartbeat 50 ms, election 100–200 ms, so a leader whose
+/// host died is replaced after 300–400 ms (see [`Timeouts::election_min`]),
+/// one whose process died sooner (`departed_leader`); measured
 /// leader-kill-to-next-write on loopback is in docs/ARCHITECTURE.md (control plane).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Timeouts {
@@ -67,9 +78,9 @@ impl Timeouts {
     /// Nodes on one LAN (or loopback): sub-millisecond round trips.
     pub fn lan() -> Self {
         Timeouts {
-            heartbeat: Duration::from_millis(25),
-            election_min: Duration::from_millis(70),
-            election_max: Duration::from_millis(140),
+            heartbeat: Duration::from_millis(50),
+            election_min: Duration::from_millis(100),
+            election_max: Duration::from_millis(200),
             rpc: Duration::from_millis(250),
             append_answer: Duration::from_secs(2),
             snapshot_chunk: Duration::from_secs(10),

@@ -39,15 +39,18 @@ const SILENCE_HEARTBEATS: u32 = 3;
 /// speed of a failure.
 const PROBE_HEARTBEATS: u32 = 4;
 
-/// The follower's part; runs for the replica's life, looking once per
-/// heartbeat.
+/// The follower's part; runs for the replica's life. It looks once per
+/// heartbeat, except while the leader is heard: then it sleeps until the
+/// silence could first be long enough (an idle node wakes a third as
+/// often).
 pub(crate) async fn run(replica: Arc<Replica>, heartbeat: Duration) {
-    let mut tick = tokio::time::interval(heartbeat);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let silence = heartbeat * SILENCE_HEARTBEATS;
     // The leader (and term) already probed in this stretch of silence.
     let mut probed: Option<(u64, u64)> = None;
+    let mut wait = heartbeat;
     loop {
-        tick.tick().await;
+        tokio::time::sleep(wait).await;
+        wait = heartbeat;
         let (state, leader, term, voter) = standing(&replica);
         let Some(leader) = leader.filter(|l| *l != replica.id) else {
             continue;
@@ -55,8 +58,10 @@ pub(crate) async fn run(replica: Arc<Replica>, heartbeat: Duration) {
         if state != ServerState::Follower || !voter {
             continue;
         }
-        if replica.quorum.since_last_append() < heartbeat * SILENCE_HEARTBEATS {
+        let heard = replica.quorum.since_last_append();
+        if heard < silence {
             probed = None;
+            wait = (silence - heard).max(heartbeat / 4);
             continue;
         }
         if probed == Some((leader, term)) || !replica.quorum.may_stand_for_election() {

@@ -686,7 +686,7 @@ mod tests {
         };
         let ms = Duration::from_millis;
         for (profile, heartbeat, election) in [
-            ("lan", 25, (70, 140)),
+            ("lan", 50, (100, 200)),
             ("regional", 40, (200, 400)),
             ("cross_cloud", 100, (500, 1000)),
         ] {
