@@ -146,16 +146,19 @@ impl Actor for ClusterViewActor {
         myself: ActorRef<ViewMsg>,
         _: (),
     ) -> Result<ViewState, ActorProcessingErr> {
-        // openraft's metrics change with every entry; only a new leader or
-        // term is news here.
-        let mut metrics = self.ledger.raft().metrics();
+        // Only a new leader or term is news here. openraft's full metrics
+        // change with every entry and every heartbeat's answer (the time
+        // since the quorum's last acknowledgement), so watching them woke
+        // this task dozens of times a second on an idle leader; its server
+        // metrics change only with the vote, role, leader and membership.
+        let mut metrics = self.ledger.raft().server_metrics();
         let forward = myself.clone();
         let watcher = tokio::spawn(async move {
             let mut last = None;
             loop {
                 let now = {
                     let m = metrics.borrow_and_update();
-                    (m.current_leader, m.current_term)
+                    (m.current_leader, m.vote.leader_id().get_term())
                 };
                 if last != Some(now) {
                     last = Some(now);
