@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{Cluster, Device};
-use geiger_testkit::measure::{cpu_time_by_thread, cpu_time_of};
+use geiger_testkit::measure::{context_switches_of, cpu_time_by_thread, cpu_time_of};
 
 #[tokio::main]
 async fn main() {
@@ -48,23 +48,37 @@ async fn main() {
         .into_iter()
         .map(|id| (id, cluster.node(id).pid()))
         .collect();
-    let before: BTreeMap<u64, (Duration, BTreeMap<String, Duration>)> = pids
+    let before: BTreeMap<u64, (Duration, BTreeMap<String, Duration>, u64)> = pids
         .iter()
-        .map(|(id, pid)| (*id, (cpu_time_of(*pid), cpu_time_by_thread(*pid))))
+        .map(|(id, pid)| {
+            (
+                *id,
+                (
+                    cpu_time_of(*pid),
+                    cpu_time_by_thread(*pid),
+                    context_switches_of(*pid),
+                ),
+            )
+        })
         .collect();
     tokio::time::sleep(Duration::from_secs(secs)).await;
     let leader_now = cluster.wait_for_leader(Duration::from_secs(5)).await;
     println!("idle CPU over {secs} s (pool full, no requests), % of one core:");
     for (id, pid) in &pids {
-        let (total_before, threads_before) = &before[id];
+        let (total_before, threads_before, switches_before) = &before[id];
         let total = cpu_time_of(*pid) - *total_before;
+        let switches = context_switches_of(*pid) - switches_before;
         let pct = |d: Duration| d.as_secs_f64() * 100.0 / secs as f64;
         let role = if *id == leader_now {
             "leader"
         } else {
             "follower"
         };
-        println!("node {id} ({role}): {:.2} %", pct(total));
+        println!(
+            "node {id} ({role}): {:.2} %, {:.0} context switches/s",
+            pct(total),
+            switches as f64 / secs as f64
+        );
         let mut threads: Vec<(String, Duration)> = cpu_time_by_thread(*pid)
             .into_iter()
             .map(|(name, t)| {

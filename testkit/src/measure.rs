@@ -35,6 +35,30 @@ pub fn cpu_time_of(pid: u32) -> Duration {
     stat_cpu_time(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
 }
 
+/// Context switches (voluntary and forced) of process `pid`'s live threads
+/// so far: how often it wakes, a steadier measure of background work than
+/// CPU time on a shared machine.
+pub fn context_switches_of(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    let mut total = 0;
+    for task in tasks.flatten() {
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        total += status
+            .lines()
+            .filter(|l| {
+                l.starts_with("voluntary_ctxt_switches:")
+                    || l.starts_with("nonvoluntary_ctxt_switches:")
+            })
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    total
+}
+
 /// CPU time of each of process `pid`'s live threads, summed by thread name
 /// (`tokio-runtime-w`, `raft-log-writer`, ...): where a process spends it.
 pub fn cpu_time_by_thread(pid: u32) -> BTreeMap<String, Duration> {
