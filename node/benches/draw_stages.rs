@@ -21,7 +21,7 @@ mod draw_load;
 use std::collections::BTreeMap;
 
 use common::Cluster;
-use draw_load::{drive, geiger_step, heads, ms, Phase, Setup};
+use draw_load::{chained_draws, ms, Phase, Setup};
 
 /// Every node's stage totals: node → stage → (seconds, commands).
 type Totals = BTreeMap<u64, BTreeMap<String, (f64, f64)>>;
@@ -164,15 +164,8 @@ async fn main() {
 
     let mut columns = Vec::new();
     for (writers, entry) in [(1usize, leader), (1, follower), (16, leader), (64, leader)] {
-        let from = heads(&cluster, leader, &chains[..writers]).await;
         let before = scrape(&cluster).await;
-        let phase = drive(
-            writers,
-            secs,
-            move |i| from[i].clone(),
-            geiger_step(cluster.url(entry), key.clone()),
-        )
-        .await;
+        let phase = chained_draws(&cluster, leader, entry, &key, &chains[..writers], secs).await;
         let after = scrape(&cluster).await;
         let rows = breakdown(&before, &after, entry, leader, &phase);
         let through = if entry == leader {

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use draw_load::{drive, geiger_step, heads, ms, Setup, Step};
+use draw_load::{chained_draws, drive, ms, Setup, Step};
 use serde_json::{json, Value};
 
 /// The same chained conditional append on etcd at `url`: the record goes
@@ -233,28 +233,12 @@ async fn main() {
     let mut rows = Vec::new();
     let mut via_follower = Vec::new();
     for (round, writers) in [1usize, 16, 64].into_iter().enumerate() {
-        // Each writer goes on from its chain's head (earlier phases moved
-        // the chains on; a used `previous` would only get 409s).
-        let c = heads(&cluster, leader, &chains[..writers]).await;
-        let g = drive(
-            writers,
-            secs,
-            move |i| c[i].clone(),
-            geiger_step(cluster.url(leader), key.clone()),
-        )
-        .await;
+        let g = chained_draws(&cluster, leader, leader, &key, &chains[..writers], secs).await;
         // Through a follower (forwarded to the leader), for the cost of the
         // hop: right after the same load at the leader, so that both meet
         // the machine as it is (after etcd's phases its disk is busier).
         if writers != 16 {
-            let from = heads(&cluster, leader, &chains[..writers]).await;
-            let f = drive(
-                writers,
-                secs,
-                move |i| from[i].clone(),
-                geiger_step(cluster.url(follower), key.clone()),
-            )
-            .await;
+            let f = chained_draws(&cluster, leader, follower, &key, &chains[..writers], secs).await;
             via_follower.push((writers, f));
         }
         let e = drive(

@@ -184,6 +184,28 @@ pub async fn start() -> Setup {
     }
 }
 
+/// One phase of chained draws: one writer per chain in `chains`, sent to
+/// node `entry` for `secs`. Each writer goes on from its chain's head as
+/// the leader has it (earlier phases moved the chains on; a used
+/// `previous` would only get 409s).
+pub async fn chained_draws(
+    cluster: &Cluster,
+    leader: u64,
+    entry: u64,
+    key: &str,
+    chains: &[String],
+    secs: u64,
+) -> Phase {
+    let from = heads(cluster, leader, chains).await;
+    drive(
+        chains.len(),
+        secs,
+        move |i| from[i].clone(),
+        geiger_step(cluster.url(entry), key.to_string()),
+    )
+    .await
+}
+
 /// The newest record of each chain: where its next draw goes on.
 pub async fn heads(cluster: &Cluster, node: u64, chains: &[String]) -> Vec<String> {
     let mut out = Vec::new();
