@@ -17,22 +17,38 @@
 //! # Regional profile
 //!
 //! [`Timeouts::regional`] is for voters in nearby sites (zones of one
-//! region, or regions a few milliseconds apart): `lan` with heartbeat 40 ms
-//! and election 200–400 ms. Measured in the fault harness with 10 ms one way
-//! between sites (docs/AVAILABILITY.md): a leader kill costs 0.86–1.42 s
-//! (median 0.99 s) against about 2 s with `cross_cloud`, and SIGSTOP bursts
-//! of 100–300 ms on the leader cost no election, where `lan` at the same
-//! distance flapped (outages of 11–14 s, requests failed). Since
-//! `departed_leader`, a leader whose process died costs 0.39–0.77 s there
-//! (median 0.46 s).
+//! region, or regions a few milliseconds apart): heartbeat 40 ms and
+//! election 200–400 ms, the election window `lan` has had since it moved
+//! to a 100 ms heartbeat. The faster heartbeat finds a leader whose process
+//! died sooner (`departed_leader` probes after three silent heartbeats: 120
+//! ms here, 300 ms with `lan`), for two and a half times the heartbeats.
+//! Measured in the fault harness with 10 ms one way between sites
+//! (docs/AVAILABILITY.md): a leader kill costs 0.86–1.42 s (median 0.99 s)
+//! against about 2 s with `cross_cloud`, and SIGSTOP bursts of 100–300 ms on
+//! the leader cost no election, where the old `lan` (heartbeat 50 ms,
+//! election 100–200 ms) flapped at the same distance (outages of 11–14 s,
+//! requests failed). Since `departed_leader`, a leader whose process died
+//! costs 0.39–0.77 s there (median 0.46 s).
 //!
 //! # LAN profile
 //!
 //! [`Timeouts::lan`], the default, is for voters on one site. Its heartbeat
-//! is 50 ms, not less: each heartbeat is an HTTP request to every follower,
-//! and at 25 ms an idle leader spent 3.35 % of a core on them and the rest
-//! of its background work (`node/benches/idle_cpu.rs`); the bound is
-//! 2 %. Election 100–200 ms keeps four heartbeats inside the leader's lease.
+//! is 100 ms: each heartbeat is an HTTP request to every follower, and an
+//! idle leader's CPU is mostly those (`node/benches/idle_cpu.rs`): 3.35 % of
+//! a core at 25 ms, 2.47 % at 50 ms, 1.72 % at 100 ms, against the issue's
+//! bound of 2 %. Election 200–400 ms keeps four heartbeats inside the
+//! leader's lease, and rides out a leader stalled for up to about 300 ms
+//! (CPU starvation, a stop-the-world pause) without an election, where
+//! 100–200 ms did not. The price is failover when the leader's process dies:
+//! 371–518 ms in the fault harness against 222–284 ms with heartbeat 50 ms
+//! (docs/AVAILABILITY.md).
+//!
+//! Members may run different timing during a rolling restart while every
+//! heartbeat in use, plus a round trip, stays below every follower's
+//! `election_max + election_min` (how long a follower with a leader waits
+//! before it stands): 210 ms for the format-1 build's `lan`, 300 ms for
+//! the previous one, so the 100 ms heartbeat needs no special upgrade step
+//! (deploy/README.md, "Changing Raft timing").
 
 use std::time::Duration;
 
@@ -40,8 +56,8 @@ use crate::types::{Member, NodeId};
 
 /// Raft and link-lease timing.
 ///
-/// LAN defaults: heartbeat 50 ms, election 100–200 ms, so a leader whose
-/// host died is replaced after 300–400 ms (see [`Timeouts::election_min`]),
+/// LAN defaults: heartbeat 100 ms, election 200–400 ms, so a leader whose
+/// host died is replaced after 600–800 ms (see [`Timeouts::election_min`]),
 /// one whose process died sooner (`departed_leader`); measured
 /// leader-kill-to-next-write on loopback is in docs/ARCHITECTURE.md (control plane).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,9 +94,9 @@ impl Timeouts {
     /// Nodes on one LAN (or loopback): sub-millisecond round trips.
     pub fn lan() -> Self {
         Timeouts {
-            heartbeat: Duration::from_millis(50),
-            election_min: Duration::from_millis(100),
-            election_max: Duration::from_millis(200),
+            heartbeat: Duration::from_millis(100),
+            election_min: Duration::from_millis(200),
+            election_max: Duration::from_millis(400),
             rpc: Duration::from_millis(250),
             append_answer: Duration::from_secs(2),
             snapshot_chunk: Duration::from_secs(10),

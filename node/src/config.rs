@@ -686,7 +686,7 @@ mod tests {
         };
         let ms = Duration::from_millis;
         for (profile, heartbeat, election) in [
-            ("lan", 50, (100, 200)),
+            ("lan", 100, (200, 400)),
             ("regional", 40, (200, 400)),
             ("cross_cloud", 100, (500, 1000)),
         ] {

@@ -14,6 +14,13 @@
 //! old leader replicates to upgraded followers at the legacy paths. Every
 //! upgraded node migrates its state database and Raft log when it starts.
 //!
+//! The two builds' `lan` timing differs too (heartbeat 25 ms, election
+//! 70–140 ms then; 100 ms and 200–400 ms now). A follower of either build
+//! waits out its leader's lease plus its own election timeout (210–280 ms
+//! for the old one) before it stands, so the slower heartbeat is inside
+//! it (deploy/README.md, "Changing Raft timing"): no term may change while
+//! the builds are mixed.
+//!
 //! Needs the previous version's `geiger` in `GEIGER_PREVIOUS_BIN_DIR`:
 //! `scripts/rolling-upgrade` builds it from git and runs this test.
 
@@ -90,6 +97,12 @@ async fn write(
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// The term node `id` is in.
+async fn term_of(cluster: &Cluster, id: u64) -> u64 {
+    let status = cluster.status(id).await.expect("status");
+    status["term"].as_u64().expect("a term in the status")
 }
 
 fn log_of(cluster: &Cluster, id: u64) -> String {
@@ -190,6 +203,8 @@ async fn a_rolling_upgrade_from_the_previous_format_keeps_every_writer_committin
     let order = [followers[0], leader, followers[1]];
     let last = followers[1];
     let mut committed_at_step = Vec::new();
+    // (node, term as the step's draws began, term as they ended)
+    let mut terms_at_step = Vec::new();
     let mut upgraded = Vec::new();
     for id in order {
         if id == leader {
@@ -224,13 +239,15 @@ async fn a_rolling_upgrade_from_the_previous_format_keeps_every_writer_committin
                 }
             })
             .await;
-        // Some draws under this mix of versions.
+        // Some draws under this mix of versions, and no election.
+        let term = term_of(&cluster, id).await;
         tokio::time::sleep(Duration::from_secs(4)).await;
         let total: usize = writers
             .iter()
             .map(|w| w.lock().unwrap().committed.len())
             .sum();
         committed_at_step.push((id, total));
+        terms_at_step.push((id, term, term_of(&cluster, id).await));
         upgraded.push(id);
         if id != last {
             // A member of the previous build remains: the level must not
@@ -277,6 +294,13 @@ async fn a_rolling_upgrade_from_the_previous_format_keeps_every_writer_committin
             "no draw committed while node {id} was upgraded: {committed_at_step:?}"
         );
         before = *total;
+    }
+    eprintln!("terms over each step's window (node, first, last): {terms_at_step:?}");
+    for (id, first, last) in &terms_at_step {
+        assert_eq!(
+            first, last,
+            "an election while node {id}'s step ran on mixed builds: {terms_at_step:?}"
+        );
     }
     for (i, w) in writers.iter().enumerate() {
         let w = w.lock().unwrap();
