@@ -25,8 +25,8 @@
 //! Measured in the fault harness with 10 ms one way between sites
 //! (docs/AVAILABILITY.md): a leader kill costs 0.86–1.42 s (median 0.99 s)
 //! against about 2 s with `cross_cloud`, and SIGSTOP bursts of 100–300 ms on
-//! the leader cost no election, where the old `lan` (heartbeat 50 ms,
-//! election 100–200 ms) flapped at the same distance (outages of 11–14 s,
+//! the leader cost no election, where the `lan` of that time (heartbeat 25
+//! ms, election 70–140 ms) flapped at the same distance (outages of 11–14 s,
 //! requests failed). Since `departed_leader`, a leader whose process died
 //! costs 0.39–0.77 s there (median 0.46 s).
 //!
@@ -40,7 +40,7 @@
 //! leader's lease, and rides out a leader stalled for up to about 300 ms
 //! (CPU starvation, a stop-the-world pause) without an election, where
 //! 100–200 ms did not. The price is failover when the leader's process dies:
-//! 371–518 ms in the fault harness against 222–284 ms with heartbeat 50 ms
+//! 355–518 ms in the fault harness against 222–284 ms with heartbeat 50 ms
 //! (docs/AVAILABILITY.md).
 //!
 //! Members may run different timing during a rolling restart while every
