@@ -40,7 +40,10 @@ impl HttpSettings {
         let mut builder = reqwest::Client::builder()
             .timeout(self.attempt_timeout)
             .connect_timeout(self.attempt_timeout.min(Duration::from_millis(500)))
-            .pool_idle_timeout(Duration::from_secs(30));
+            // Below the node's idle keep-alive timeout (its
+            // `header_read_timeout_ms`, 10 s by default): a connection the
+            // server is closing must not be picked for the next request.
+            .pool_idle_timeout(Duration::from_secs(5));
         for root in &self.extra_roots {
             builder = builder.add_root_certificate(root.clone());
         }

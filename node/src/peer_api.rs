@@ -36,7 +36,11 @@ pub struct PeerApi {
 
 impl PeerApi {
     pub fn from_config(config: &NodeConfig) -> Result<Self, PeerApiError> {
-        let mut http = reqwest::Client::builder().connect_timeout(Duration::from_secs(1));
+        // Pooled connections are dropped before a member's idle keep-alive
+        // timeout (10 s by default) would close them under a request.
+        let mut http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(1))
+            .pool_idle_timeout(Duration::from_secs(5));
         let ca_file = config.api.tls.as_ref().and_then(|t| t.ca_file.as_ref());
         if let Some(path) = ca_file {
             let pem = std::fs::read(path).map_err(|source| PeerApiError::Read {

@@ -193,6 +193,9 @@ impl Cluster {
             nodes,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
+                // The nodes close keep-alive connections idle for 10 s; a
+                // benchmark's client sits idle that long between phases.
+                .pool_idle_timeout(Duration::from_secs(5))
                 .build()
                 .expect("http client"),
         }
