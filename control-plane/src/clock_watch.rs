@@ -115,9 +115,13 @@ impl ClockWatch {
     }
 
     /// What to tell `peer` about its offset: only a leader whose own clock
-    /// the majority accepts says anything.
+    /// a majority of the voters has been measured to agree with says
+    /// anything. "Not yet known to be wrong" is not enough: a leader just
+    /// restarted an hour ahead has measured few peers, and telling each of
+    /// them it is an hour behind would make them stop refusing its stamps
+    /// (rule 3), so its future batches could commit.
     pub(crate) fn statement_for(&self, peer: NodeId) -> Option<i64> {
-        if !self.leading.load(Ordering::Acquire) || self.standing().unsynchronized {
+        if !self.leading.load(Ordering::Acquire) || !self.majority_agrees() {
             return None;
         }
         let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
@@ -125,6 +129,37 @@ impl ClockWatch {
             .get(&peer)
             .filter(|(_, at)| at.elapsed() < FRESH_FOR)
             .map(|(offset, _)| *offset)
+    }
+
+    /// Fresh measurements: the offsets, how many peers are far off and how
+    /// many near (this node not counted).
+    fn fresh_counts(&self) -> (Vec<i64>, usize, usize) {
+        let fresh: Vec<i64> = self
+            .peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|(_, at)| at.elapsed() < FRESH_FOR)
+            .map(|(o, _)| *o)
+            .collect();
+        let far = fresh
+            .iter()
+            .filter(|o| o.abs() > self.max_offset_ms)
+            .count();
+        let near = fresh.len() - far;
+        (fresh, far, near)
+    }
+
+    fn majority(&self) -> usize {
+        self.voters.load(Ordering::Acquire) / 2 + 1
+    }
+
+    /// Whether a majority of the voters (this node and the peers measured
+    /// near it) agree with this node's clock.
+    fn majority_agrees(&self) -> bool {
+        let (_, far, near) = self.fresh_counts();
+        let majority = self.majority();
+        near + 1 >= majority && far < majority
     }
 
     /// This node's standing. Evidence from a majority of the voters wins:
@@ -144,20 +179,9 @@ impl ClockWatch {
                 unsynchronized: offset.abs() > self.max_offset_ms,
             });
         if self.leading.load(Ordering::Acquire) {
-            let fresh: Vec<i64> = self
-                .peers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .values()
-                .filter(|(_, at)| at.elapsed() < FRESH_FOR)
-                .map(|(o, _)| *o)
-                .collect();
-            let majority = self.voters.load(Ordering::Acquire) / 2 + 1;
-            let far = fresh
-                .iter()
-                .filter(|o| o.abs() > self.max_offset_ms)
-                .count();
-            let near = fresh.len() - far + 1;
+            let (fresh, far, near) = self.fresh_counts();
+            let near = near + 1;
+            let majority = self.majority();
             let measured = ClockStanding {
                 offset_ms: median(fresh.iter().copied().chain([0]).collect()).map(|m| -m),
                 unsynchronized: far >= majority,
@@ -223,6 +247,30 @@ mod tests {
         assert_eq!(s.offset_ms, Some(-3));
         assert_eq!(w.statement_for(2), Some(HOUR));
         assert_eq!(w.statement_for(3), Some(3));
+    }
+
+    #[test]
+    fn a_leader_tells_no_one_their_offset_until_a_majority_agrees_with_its_clock() {
+        // Six voters: a leader restarted an hour ahead has measured two
+        // peers. It does not know yet that it is the wrong one, but it must
+        // not tell them they are an hour behind: they would stop refusing
+        // its stamps.
+        let w = watch();
+        w.observe(true, 6);
+        measure(&w, 2, -HOUR);
+        measure(&w, 3, -HOUR);
+        assert!(!w.standing().unsynchronized);
+        assert_eq!(w.statement_for(2), None);
+        // A good leader speaks once three peers (four voters) agree with it.
+        let good = watch();
+        good.observe(true, 6);
+        measure(&good, 2, 4);
+        measure(&good, 3, -HOUR);
+        assert_eq!(good.statement_for(3), None);
+        measure(&good, 4, 2);
+        measure(&good, 5, -1);
+        assert_eq!(good.statement_for(3), Some(-HOUR));
+        assert_eq!(good.statement_for(2), Some(4));
     }
 
     #[test]
