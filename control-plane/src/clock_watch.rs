@@ -121,7 +121,7 @@ impl ClockWatch {
     /// them it is an hour behind would make them stop refusing its stamps
     /// (rule 3), so its future batches could commit.
     pub(crate) fn statement_for(&self, peer: NodeId) -> Option<i64> {
-        if !self.leading.load(Ordering::Acquire) || !self.majority_agrees() {
+        if !self.leading.load(Ordering::Acquire) || self.majority_verdict().1 != Some(true) {
             return None;
         }
         let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
@@ -131,9 +131,11 @@ impl ClockWatch {
             .map(|(offset, _)| *offset)
     }
 
-    /// Fresh measurements: the offsets, how many peers are far off and how
-    /// many near (this node not counted).
-    fn fresh_counts(&self) -> (Vec<i64>, usize, usize) {
+    /// What the fresh measurements say of this node's clock, with the
+    /// offsets they come from: a majority of the voters (this node
+    /// included) agrees with it (`Some(true)`), a majority sees it far off
+    /// (`Some(false)`), or neither yet (`None`).
+    fn majority_verdict(&self) -> (Vec<i64>, Option<bool>) {
         let fresh: Vec<i64> = self
             .peers
             .lock()
@@ -142,24 +144,20 @@ impl ClockWatch {
             .filter(|(_, at)| at.elapsed() < FRESH_FOR)
             .map(|(o, _)| *o)
             .collect();
+        let majority = self.voters.load(Ordering::Acquire) / 2 + 1;
         let far = fresh
             .iter()
             .filter(|o| o.abs() > self.max_offset_ms)
             .count();
-        let near = fresh.len() - far;
-        (fresh, far, near)
-    }
-
-    fn majority(&self) -> usize {
-        self.voters.load(Ordering::Acquire) / 2 + 1
-    }
-
-    /// Whether a majority of the voters (this node and the peers measured
-    /// near it) agree with this node's clock.
-    fn majority_agrees(&self) -> bool {
-        let (_, far, near) = self.fresh_counts();
-        let majority = self.majority();
-        near + 1 >= majority && far < majority
+        let near = fresh.len() - far + 1;
+        let verdict = if far >= majority {
+            Some(false)
+        } else if near >= majority {
+            Some(true)
+        } else {
+            None
+        };
+        (fresh, verdict)
     }
 
     /// This node's standing. Evidence from a majority of the voters wins:
@@ -179,14 +177,12 @@ impl ClockWatch {
                 unsynchronized: offset.abs() > self.max_offset_ms,
             });
         if self.leading.load(Ordering::Acquire) {
-            let (fresh, far, near) = self.fresh_counts();
-            let near = near + 1;
-            let majority = self.majority();
+            let (fresh, verdict) = self.majority_verdict();
             let measured = ClockStanding {
                 offset_ms: median(fresh.iter().copied().chain([0]).collect()).map(|m| -m),
-                unsynchronized: far >= majority,
+                unsynchronized: verdict == Some(false),
             };
-            if far >= majority || near >= majority {
+            if verdict.is_some() {
                 return measured;
             }
             return told.unwrap_or(measured);
