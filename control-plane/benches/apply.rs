@@ -162,6 +162,9 @@ fn main() {
         // memory, which must not grow with the ledger.
         let mut done = 0usize;
         let mut seq = 1999u64;
+        // CPU per draw over each 100,000: shows whether apply slows as the
+        // ledger outgrows the cache.
+        let mut interval = (Instant::now(), process_cpu_time(), 0usize);
         while done < long_run {
             // Keep the pool stocked: 64 draws of 6 of 49 use 64 * 48 bytes.
             let refill: Vec<Command> = (0..2)
@@ -185,6 +188,14 @@ fn main() {
             done += heads.len();
             if done % 100_032 < heads.len() || done >= long_run {
                 print_footprint(done, dir.path());
+                let (wall, cpu, from) = interval;
+                let n = (done - from) as f64;
+                println!(
+                    "         since the last line: {:5.1} us wall, {:5.1} us CPU per draw",
+                    wall.elapsed().as_secs_f64() * 1e6 / n,
+                    (process_cpu_time() - cpu).as_secs_f64() * 1e6 / n
+                );
+                interval = (Instant::now(), process_cpu_time(), done);
             }
         }
     });

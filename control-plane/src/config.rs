@@ -172,9 +172,12 @@ pub struct ControlPlaneConfig {
     /// How long the batcher lets a batch fill while others are in flight
     /// (see [`crate::batcher`]). Zero disables lingering.
     pub batch_linger: Duration,
-    /// redb page cache per database, bytes. Bounds resident memory no matter
-    /// how large the ledger grows.
+    /// The state database's redb page cache, bytes. Bounds its resident
+    /// memory no matter how large the ledger grows.
     pub cache_bytes: usize,
+    /// The Raft log database's page cache, bytes (its recent entries are
+    /// also kept decoded in memory, so it is seldom read).
+    pub log_cache_bytes: usize,
     /// Seals signing secrets in the ledger, the log and snapshots (the same
     /// on every member). `None`: they are kept in plaintext.
     pub key_encryption_key: Option<crate::key_encryption::KeyEncryptionKey>,
@@ -205,6 +208,7 @@ impl ControlPlaneConfig {
             max_inflight_batches: 4,
             batch_linger: Duration::from_millis(1),
             cache_bytes: 32 << 20,
+            log_cache_bytes: 32 << 20,
             key_encryption_key: None,
             link_key: None,
             max_clock_offset: Duration::from_millis(500),

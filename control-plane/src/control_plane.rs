@@ -97,7 +97,7 @@ impl ControlPlane {
     pub async fn open(config: ControlPlaneConfig, data_dir: &Path) -> Result<Self, Error> {
         std::fs::create_dir_all(data_dir)?;
         let raft_config = Arc::new(config.raft_config()?);
-        let log = LogStore::open(&data_dir.join("raft-log.redb"), config.cache_bytes)?;
+        let log = LogStore::open(&data_dir.join("raft-log.redb"), config.log_cache_bytes)?;
         let sm = StateMachine::open(
             data_dir,
             config.cache_bytes,

@@ -14,7 +14,10 @@
 //!
 //! Phases alternate between the systems at each writer count, so a noisy
 //! machine hurts both alike; the table ends with the ratios geiger/etcd.
-//! Also reported: the idle cluster's CPU (pool full, no requests), per node.
+//! Also reported: the CPU each write phase cost per answered write (the
+//! servers' processes and this client's; at saturation on a shared machine
+//! the ratio of throughputs follows it), and the idle cluster's CPU (pool
+//! full, no requests), per node.
 //!
 //! Run: `cargo bench -p geiger-node --bench e2e_vs_etcd` with `etcd` and
 //! `wrk` on PATH (`apt-get install etcd-server wrk`). `BENCH_SECONDS`
@@ -193,6 +196,41 @@ fn cpu_seconds(pid: u32) -> f64 {
     geiger_testkit::measure::cpu_time_of(pid).as_secs_f64()
 }
 
+/// CPU a phase cost per request, in µs: the servers' (the processes in
+/// `servers`, summed) and this client's. At saturation on a shared
+/// machine this, not the rate, says which system does more work per write.
+struct CpuPerRequest {
+    servers_us: f64,
+    client_us: f64,
+}
+
+impl std::fmt::Display for CpuPerRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.0} µs servers + {:.0} µs client",
+            self.servers_us, self.client_us
+        )
+    }
+}
+
+/// Runs `phase` and measures what it cost `servers` and this process.
+async fn with_cpu(
+    servers: &[u32],
+    phase: impl std::future::Future<Output = draw_load::Phase>,
+) -> (draw_load::Phase, CpuPerRequest) {
+    let total = || servers.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
+    let own = || geiger_testkit::measure::process_cpu_time().as_secs_f64();
+    let (servers_before, own_before) = (total(), own());
+    let result = phase.await;
+    let requests = result.completed.max(1) as f64;
+    let cpu = CpuPerRequest {
+        servers_us: (total() - servers_before) * 1e6 / requests,
+        client_us: (own() - own_before) * 1e6 / requests,
+    };
+    (result, cpu)
+}
+
 #[tokio::main]
 async fn main() {
     let secs = draw_load::phase_seconds();
@@ -230,10 +268,17 @@ async fn main() {
         })
         .collect();
 
+    // The device process counts with geiger's servers: it feeds the pool.
+    let geiger_pids: Vec<u32> = pids.iter().map(|(_, p)| *p).chain([device.pid()]).collect();
+    let etcd_pids: Vec<u32> = etcd.children.iter().map(|c| c.id()).collect();
     let mut rows = Vec::new();
     let mut via_follower = Vec::new();
     for (round, writers) in [1usize, 16, 64].into_iter().enumerate() {
-        let g = chained_draws(&cluster, leader, leader, &key, &chains[..writers], secs).await;
+        let g = with_cpu(
+            &geiger_pids,
+            chained_draws(&cluster, leader, leader, &key, &chains[..writers], secs),
+        )
+        .await;
         // Through a follower (forwarded to the leader), for the cost of the
         // hop: right after the same load at the leader, so that both meet
         // the machine as it is (after etcd's phases its disk is busier).
@@ -241,11 +286,14 @@ async fn main() {
             let f = chained_draws(&cluster, leader, follower, &key, &chains[..writers], secs).await;
             via_follower.push((writers, f));
         }
-        let e = drive(
-            writers,
-            secs,
-            move |i| format!("r{round}-w{i}"),
-            etcd_step(etcd_url.clone()),
+        let e = with_cpu(
+            &etcd_pids,
+            drive(
+                writers,
+                secs,
+                move |i| format!("r{round}-w{i}"),
+                etcd_step(etcd_url.clone()),
+            ),
         )
         .await;
         rows.push((writers, "leader", g, e));
@@ -268,7 +316,7 @@ async fn main() {
     println!("e2e: 3 geiger nodes (lan, fsync) vs 3 etcd members, {secs} s per phase, one run");
     println!("| writers | geiger draws/s | p50 | p99 | failed | etcd txn/s | p50 | p99 | failed | ratio /s | ratio p50 | ratio p99 |");
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-    for (writers, _, g, e) in &rows {
+    for (writers, _, (g, _), (e, _)) in &rows {
         println!(
             "| {writers} | {:.0} | {} | {} | {} | {:.0} | {} | {} | {} | {:.2} | {:.2} | {:.2} |",
             g.per_second,
@@ -284,8 +332,11 @@ async fn main() {
             g.p99.as_secs_f64() / e.p99.as_secs_f64(),
         );
     }
+    for (writers, _, (_, g), (_, e)) in &rows {
+        println!("CPU per write, {writers} writers: geiger {g} (nodes and device); etcd {e}");
+    }
     for (writers, g) in &via_follower {
-        let direct = &rows.iter().find(|r| r.0 == *writers).unwrap().2;
+        let direct = &rows.iter().find(|r| r.0 == *writers).unwrap().2 .0;
         println!(
             "through a follower, {writers} writers: {:.0} draws/s, p50 {} ({:.2}× the leader's), p99 {}, failed {}",
             g.per_second,

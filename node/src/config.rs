@@ -229,6 +229,10 @@ pub struct RaftSettings {
     pub append_answer_ms: Option<u64>,
     /// Entries between snapshots.
     pub snapshot_every: u64,
+    /// The state database's page cache, MiB: the ledger's tables. Bounds
+    /// that database's share of resident memory however large the ledger
+    /// grows; more of it means fewer reads of the file (docs/CONFIG.md).
+    pub state_cache_mb: u64,
     /// Largest offset of this node's clock from the cluster's before it may
     /// neither lead nor stamp (docs/DERIVATION.md, `issued_at`).
     pub max_clock_offset_ms: u64,
@@ -378,6 +382,7 @@ plaintext = "loopback_only"
 [raft]
 profile = "lan"
 snapshot_every = 20000
+state_cache_mb = 32
 max_clock_offset_ms = 500
 
 [hardware]
@@ -393,6 +398,10 @@ alertmanagers = []
 push_interval_s = 15
 link_down_after_s = 10
 "#;
+
+/// Largest `raft.state_cache_mb`: 64 GiB, beyond any machine this runs on
+/// (a typo of a few digits is refused, not allocated).
+const MAX_STATE_CACHE_MB: u64 = 64 << 10;
 
 /// The `GEIGER_*` variables that name settings: `GEIGER_<SECTION>__<KEY>` or
 /// a top-level key. Others with the prefix (`GEIGER_LOG`, `GEIGER_URL`, ...)
@@ -555,6 +564,12 @@ impl NodeConfig {
                 "api.workers, api.queue, api.rate_per_second and api.anonymous_rate_per_second must be positive",
             );
         }
+        if !(1..=MAX_STATE_CACHE_MB).contains(&self.raft.state_cache_mb) {
+            return Err(ConfigError::Invalid(format!(
+                "raft.state_cache_mb must be between 1 and {MAX_STATE_CACHE_MB} (MiB), not {}",
+                self.raft.state_cache_mb
+            )));
+        }
         let kek_file = Path::new(self.signing.key_encryption_key_file.trim());
         if !kek_file.as_os_str().is_empty() && kek_file.starts_with(&self.data_dir) {
             return invalid(
@@ -638,6 +653,29 @@ mod tests {
         )
         .unwrap();
         assert_eq!(loaded.node_id, 3);
+    }
+
+    #[test]
+    fn the_state_cache_is_set_in_mib_and_a_size_out_of_range_is_refused() {
+        let secrets = [
+            ("api.admin_token", "0123456789abcdef".to_string()),
+            ("internal.cluster_secret", "fedcba9876543210".to_string()),
+        ];
+        let defaults = NodeConfig::load_with(None, &secrets).unwrap();
+        assert_eq!(defaults.raft.state_cache_mb, 32);
+        let dir = tempfile::tempdir().unwrap();
+        let larger = write(dir.path(), "[raft]\nstate_cache_mb = 128\n");
+        let loaded = NodeConfig::load_with(Some(&larger), &secrets).unwrap();
+        assert_eq!(loaded.raft.state_cache_mb, 128);
+        for bad in ["0", "65537"] {
+            let mut with = secrets.to_vec();
+            with.push(("raft.state_cache_mb", bad.to_string()));
+            let err = NodeConfig::load_with(None, &with).unwrap_err().to_string();
+            assert!(
+                err.contains("raft.state_cache_mb must be between 1 and 65536"),
+                "{err}"
+            );
+        }
     }
 
     const SECRETS: &str = "[api]\nadmin_token = \"0123456789abcdef\"\n[internal]\ncluster_secret = \"fedcba9876543210\"\n";

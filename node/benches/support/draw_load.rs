@@ -20,6 +20,8 @@ pub type Step =
 
 /// One phase's result, as the client measured it.
 pub struct Phase {
+    /// Requests answered as expected.
+    pub completed: u64,
     pub per_second: f64,
     pub mean: Duration,
     pub p50: Duration,
@@ -70,6 +72,7 @@ pub async fn drive(
     };
     let total: Duration = all.iter().sum();
     Phase {
+        completed: all.len() as u64,
         per_second: all.len() as f64 / elapsed,
         mean: total / (all.len().max(1) as u32),
         p50: at(0.50),
