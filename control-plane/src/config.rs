@@ -174,7 +174,7 @@ pub struct ControlPlaneConfig {
     pub batch_linger: Duration,
     /// The state database's redb page cache, bytes. Bounds its resident
     /// memory no matter how large the ledger grows.
-    pub cache_bytes: usize,
+    pub state_cache_bytes: usize,
     /// The Raft log database's page cache, bytes (its recent entries are
     /// also kept decoded in memory, so it is seldom read).
     pub log_cache_bytes: usize,
@@ -207,7 +207,7 @@ impl ControlPlaneConfig {
             max_batch: 1024,
             max_inflight_batches: 4,
             batch_linger: Duration::from_millis(1),
-            cache_bytes: 32 << 20,
+            state_cache_bytes: 32 << 20,
             log_cache_bytes: 32 << 20,
             key_encryption_key: None,
             link_key: None,

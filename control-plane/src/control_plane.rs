@@ -100,7 +100,7 @@ impl ControlPlane {
         let log = LogStore::open(&data_dir.join("raft-log.redb"), config.log_cache_bytes)?;
         let sm = StateMachine::open(
             data_dir,
-            config.cache_bytes,
+            config.state_cache_bytes,
             config.key_encryption_key.clone(),
         )?;
         let shared = sm.shared();

@@ -203,7 +203,7 @@ impl Node {
         let append_answer = timeouts.append_answer;
         cp.timeouts = timeouts;
         cp.snapshot_every = config.raft.snapshot_every;
-        cp.cache_bytes = (config.raft.state_cache_mb as usize) << 20;
+        cp.state_cache_bytes = (config.raft.state_cache_mb as usize) << 20;
         cp.max_clock_offset = Duration::from_millis(config.raft.max_clock_offset_ms);
         cp.key_encryption_key = config.signing.key_encryption_key()?;
         match &cp.key_encryption_key {
