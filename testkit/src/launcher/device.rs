@@ -30,7 +30,19 @@ pub fn device_binary(geiger: &Path) -> PathBuf {
         if dir.file_name() == Some(std::ffi::OsStr::new("release")) {
             args.push("--release");
         }
-        let status = Command::new(cargo)
+        let mut build = Command::new(cargo);
+        // A test or bench runs with the variables cargo sets for its own
+        // package (CARGO_MANIFEST_DIR, CARGO_PKG_*, OUT_DIR...). Passed on,
+        // they reach dependencies' build scripts that watch them (ring's
+        // watches CARGO_MANIFEST_DIR), so this build and the next `cargo
+        // bench` each found the other's artifacts stale and rebuilt half
+        // the release tree, minutes every run.
+        for (name, _) in std::env::vars_os() {
+            if is_package_variable(&name.to_string_lossy()) {
+                build.env_remove(name);
+            }
+        }
+        let status = build
             .args(&args)
             .env("CARGO_TARGET_DIR", target_dir)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -40,6 +52,22 @@ pub fn device_binary(geiger: &Path) -> PathBuf {
         }
     });
     path
+}
+
+/// Whether `name` is one of the variables cargo sets for the package
+/// under test (as opposed to the user's own cargo settings, such as
+/// `CARGO_HOME` or `CARGO_BUILD_JOBS`, which the nested build keeps).
+fn is_package_variable(name: &str) -> bool {
+    const PREFIXES: [&str; 3] = ["CARGO_PKG_", "CARGO_BIN_EXE_", "CARGO_MANIFEST_"];
+    const NAMES: [&str; 6] = [
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+        "OUT_DIR",
+    ];
+    PREFIXES.iter().any(|p| name.starts_with(p)) || NAMES.contains(&name)
 }
 
 /// A `geiger-device` agent process (running or not).
@@ -196,6 +224,23 @@ impl Drop for DeviceProcess {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_nested_build_drops_the_package_variables_and_keeps_the_users_cargo_settings() {
+        for name in [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_MANIFEST_PATH",
+            "CARGO_PKG_NAME",
+            "CARGO_BIN_EXE_geiger",
+            "CARGO_CRATE_NAME",
+            "OUT_DIR",
+        ] {
+            assert!(is_package_variable(name), "{name} is dropped");
+        }
+        for name in ["CARGO_HOME", "CARGO_BUILD_JOBS", "CARGO_TARGET_DIR", "PATH"] {
+            assert!(!is_package_variable(name), "{name} is kept");
+        }
+    }
 
     #[test]
     fn trusting_nodes_gives_each_its_own_key_and_keeps_it_on_a_second_call() {
