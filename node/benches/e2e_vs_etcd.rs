@@ -15,9 +15,10 @@
 //! Phases alternate between the systems at each writer count, so a noisy
 //! machine hurts both alike; the table ends with the ratios geiger/etcd.
 //! Also reported: the CPU each write phase cost per answered write (the
-//! servers' processes and this client's; at saturation on a shared machine
-//! the ratio of throughputs follows it), and the idle cluster's CPU (pool
-//! full, no requests), per node.
+//! servers' processes, the busiest of them, and this client's; at
+//! saturation on a shared machine the ratio of throughputs follows the
+//! servers' sum), and the idle cluster's CPU (pool full, no requests), per
+//! node.
 //!
 //! Run: `cargo bench -p geiger-node --bench e2e_vs_etcd` with `etcd` and
 //! `wrk` on PATH (`apt-get install etcd-server wrk`). `BENCH_SECONDS`
@@ -197,10 +198,13 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 /// CPU a phase cost per request, in µs: the servers' (the processes in
-/// `servers`, summed) and this client's. At saturation on a shared
-/// machine this, not the rate, says which system does more work per write.
+/// `servers`, summed), the busiest server's, and this client's. At
+/// saturation on a shared machine the sum, not the rate, says which system
+/// does more work per write; with one machine per member, as deployed, the
+/// busiest member's share is what would run out first.
 struct CpuPerRequest {
     servers_us: f64,
+    busiest: (String, f64),
     client_us: f64,
 }
 
@@ -208,24 +212,42 @@ impl std::fmt::Display for CpuPerRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{:.0} µs servers + {:.0} µs client",
-            self.servers_us, self.client_us
+            "{:.0} µs servers (busiest: {} {:.0} µs) + {:.0} µs client",
+            self.servers_us, self.busiest.0, self.busiest.1, self.client_us
         )
     }
 }
 
-/// Runs `phase` and measures what it cost `servers` and this process.
+/// Runs `phase` and measures what it cost each of `servers` (name, pid)
+/// and this process.
 async fn with_cpu(
-    servers: &[u32],
+    servers: &[(String, u32)],
     phase: impl std::future::Future<Output = draw_load::Phase>,
 ) -> (draw_load::Phase, CpuPerRequest) {
-    let total = || servers.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
+    let each = || {
+        servers
+            .iter()
+            .map(|(_, p)| cpu_seconds(*p))
+            .collect::<Vec<_>>()
+    };
     let own = || geiger_testkit::measure::process_cpu_time().as_secs_f64();
-    let (servers_before, own_before) = (total(), own());
+    let (servers_before, own_before) = (each(), own());
     let result = phase.await;
     let requests = result.completed.max(1) as f64;
+    let per_request: Vec<f64> = each()
+        .iter()
+        .zip(&servers_before)
+        .map(|(after, before)| (after - before) * 1e6 / requests)
+        .collect();
+    let busiest = per_request
+        .iter()
+        .zip(servers)
+        .max_by(|a, b| a.0.total_cmp(b.0))
+        .map(|(us, (name, _))| (name.clone(), *us))
+        .unwrap_or_default();
     let cpu = CpuPerRequest {
-        servers_us: (total() - servers_before) * 1e6 / requests,
+        servers_us: per_request.iter().sum(),
+        busiest,
         client_us: (own() - own_before) * 1e6 / requests,
     };
     (result, cpu)
@@ -269,8 +291,24 @@ async fn main() {
         .collect();
 
     // The device process counts with geiger's servers: it feeds the pool.
-    let geiger_pids: Vec<u32> = pids.iter().map(|(_, p)| *p).chain([device.pid()]).collect();
-    let etcd_pids: Vec<u32> = etcd.children.iter().map(|c| c.id()).collect();
+    let geiger_pids: Vec<(String, u32)> = pids
+        .iter()
+        .map(|(id, p)| {
+            let role = if *id == leader { " (leader)" } else { "" };
+            (format!("node {id}{role}"), *p)
+        })
+        .chain([("device".to_string(), device.pid())])
+        .collect();
+    let etcd_pids: Vec<(String, u32)> = etcd
+        .children
+        .iter()
+        .zip(&etcd.clients)
+        .enumerate()
+        .map(|(i, (c, url))| {
+            let role = if *url == etcd_url { " (leader)" } else { "" };
+            (format!("member {}{role}", i + 1), c.id())
+        })
+        .collect();
     let mut rows = Vec::new();
     let mut via_follower = Vec::new();
     for (round, writers) in [1usize, 16, 64].into_iter().enumerate() {
