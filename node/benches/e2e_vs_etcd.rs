@@ -4,7 +4,8 @@
 //!   fsync on, release build), a simulated device filling the pool, and
 //!   this process as the client: HTTP/1.1 with keep-alive, chained 6-of-49
 //!   draws, each writer on its own chain, at 1, 16 and 64 writers, sent to
-//!   the leader and then (at 1 and 64) to a follower.
+//!   the leader; then, at 1 and 64, alternating in one-second slices
+//!   between the leader and a follower, for the cost of forwarding.
 //! - etcd: three members of Debian's `etcd-server` (defaults, fsync on)
 //!   doing the equivalent chained conditional append through its JSON
 //!   gateway: a transaction that puts a 300-byte record at `succ/<previous>`
@@ -35,7 +36,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use draw_load::{chained_draws, drive, ms, Setup, Step};
+use draw_load::{alternating_draws, chained_draws, drive, ms, Setup, Step};
 use serde_json::{json, Value};
 
 /// The same chained conditional append on etcd at `url`: the record goes
@@ -318,11 +319,20 @@ async fn main() {
         )
         .await;
         // Through a follower (forwarded to the leader), for the cost of the
-        // hop: right after the same load at the leader, so that both meet
-        // the machine as it is (after etcd's phases its disk is busier).
+        // hop: one-second slices alternating between the leader and a
+        // follower, so both meet the machine in the same state (two phases
+        // in a row differed by more than the hop itself).
         if writers != 16 {
-            let f = chained_draws(&cluster, leader, follower, &key, &chains[..writers], secs).await;
-            via_follower.push((writers, f));
+            let (direct, forwarded) = alternating_draws(
+                &cluster,
+                leader,
+                (leader, follower),
+                &key,
+                &chains[..writers],
+                secs,
+            )
+            .await;
+            via_follower.push((writers, direct, forwarded));
         }
         let e = with_cpu(
             &etcd_pids,
@@ -373,15 +383,17 @@ async fn main() {
     for (writers, _, (_, g), (_, e)) in &rows {
         println!("CPU per write, {writers} writers: geiger {g} (nodes and device); etcd {e}");
     }
-    for (writers, g) in &via_follower {
-        let direct = &rows.iter().find(|r| r.0 == *writers).unwrap().2 .0;
+    for (writers, direct, g) in &via_follower {
         println!(
-            "through a follower, {writers} writers: {:.0} draws/s, p50 {} ({:.2}× the leader's), p99 {}, failed {}",
+            "through a follower, {writers} writers (1 s slices alternating with the leader): {:.0} draws/s, p50 {} against {} at the leader ({:.2}×), p99 {} against {}, failed {} and {}",
             g.per_second,
             ms(g.p50),
+            ms(direct.p50),
             g.p50.as_secs_f64() / direct.p50.as_secs_f64(),
             ms(g.p99),
-            g.failed
+            ms(direct.p99),
+            g.failed,
+            direct.failed,
         );
     }
     for (connections, rate, p99) in &lookups {

@@ -37,11 +37,55 @@ pub async fn drive(
     first: impl Fn(usize) -> String,
     step: Step,
 ) -> Phase {
-    let deadline = Instant::now() + Duration::from_secs(secs);
+    let starts = (0..writers).map(first).collect();
+    run(starts, Duration::from_secs(secs), step).await.0.phase()
+}
+
+/// What a run measured, before it is summed up: runs of the same kind can
+/// be pooled (see [`alternating_draws`]).
+#[derive(Default)]
+struct Samples {
+    latencies: Vec<Duration>,
+    failed: u64,
+    elapsed: Duration,
+}
+
+impl Samples {
+    fn add(&mut self, other: Samples) {
+        self.latencies.extend(other.latencies);
+        self.failed += other.failed;
+        self.elapsed += other.elapsed;
+    }
+
+    fn phase(mut self) -> Phase {
+        let all = &mut self.latencies;
+        all.sort();
+        let at = |q: f64| {
+            all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or_default()
+        };
+        let total: Duration = all.iter().sum();
+        Phase {
+            completed: all.len() as u64,
+            per_second: all.len() as f64 / self.elapsed.as_secs_f64().max(1e-9),
+            mean: total / (all.len().max(1) as u32),
+            p50: at(0.50),
+            p99: at(0.99),
+            failed: self.failed,
+        }
+    }
+}
+
+/// One writer per entry of `starts`, each looping `step` for `length`
+/// from its start; also returns where each writer got to, so a later run
+/// can go on from there.
+async fn run(starts: Vec<String>, length: Duration, step: Step) -> (Samples, Vec<String>) {
     let started = Instant::now();
+    let deadline = started + length;
     let mut tasks = Vec::new();
-    for i in 0..writers {
-        let (step, mut previous) = (step.clone(), first(i));
+    for mut previous in starts {
+        let step = step.clone();
         tasks.push(tokio::spawn(async move {
             let (mut latencies, mut failed) = (Vec::new(), 0u64);
             while Instant::now() < deadline {
@@ -54,31 +98,19 @@ pub async fn drive(
                     None => failed += 1,
                 }
             }
-            (latencies, failed)
+            (latencies, failed, previous)
         }));
     }
-    let (mut all, mut failed) = (Vec::new(), 0);
+    let mut samples = Samples::default();
+    let mut reached = Vec::new();
     for t in tasks {
-        let (l, f) = t.await.unwrap();
-        all.extend(l);
-        failed += f;
+        let (l, f, previous) = t.await.unwrap();
+        samples.latencies.extend(l);
+        samples.failed += f;
+        reached.push(previous);
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    all.sort();
-    let at = |q: f64| {
-        all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
-    let total: Duration = all.iter().sum();
-    Phase {
-        completed: all.len() as u64,
-        per_second: all.len() as f64 / elapsed,
-        mean: total / (all.len().max(1) as u32),
-        p50: at(0.50),
-        p99: at(0.99),
-        failed,
-    }
+    samples.elapsed = started.elapsed();
+    (samples, reached)
 }
 
 /// A chained 6-of-49 draw on geiger at `url`; the answer is the new draw's ID.
@@ -224,4 +256,35 @@ pub async fn heads(cluster: &Cluster, node: u64, chains: &[String]) -> Vec<Strin
 
 pub fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+/// Chained draws on `chains` sent alternately to nodes `a` and `b`, in
+/// one-second slices ordered a b b a a b b a..., `secs` seconds at each;
+/// returns (at `a`, at `b`). Two phases run one after the other meet a
+/// machine whose load drifts (other tenants, the page cache, the ledger
+/// growing); slices this short, in this order, give both the same drift,
+/// so a difference of a few tenths of a millisecond can be told from it.
+pub async fn alternating_draws(
+    cluster: &Cluster,
+    leader: u64,
+    (a, b): (u64, u64),
+    key: &str,
+    chains: &[String],
+    secs: u64,
+) -> (Phase, Phase) {
+    let steps = [
+        geiger_step(cluster.url(a), key.to_string()),
+        geiger_step(cluster.url(b), key.to_string()),
+    ];
+    let mut at = [Samples::default(), Samples::default()];
+    let mut previous = heads(cluster, leader, chains).await;
+    for slice in 0..2 * secs {
+        // a b, then b a: each node is as often first as second in a pair.
+        let which = ((slice % 2) ^ ((slice / 2) % 2)) as usize;
+        let (samples, reached) = run(previous, Duration::from_secs(1), steps[which].clone()).await;
+        at[which].add(samples);
+        previous = reached;
+    }
+    let [at_a, at_b] = at;
+    (at_a.phase(), at_b.phase())
 }
