@@ -344,7 +344,7 @@ async fn main() {
             ),
         )
         .await;
-        rows.push((writers, "leader", g, e));
+        rows.push((writers, g, e));
     }
     let (_, c) = cluster
         .get(leader, &format!("/v1/chains/{}", chains[0]))
@@ -364,7 +364,7 @@ async fn main() {
     println!("e2e: 3 geiger nodes (lan, fsync) vs 3 etcd members, {secs} s per phase, one run");
     println!("| writers | geiger draws/s | p50 | p99 | failed | etcd txn/s | p50 | p99 | failed | ratio /s | ratio p50 | ratio p99 |");
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-    for (writers, _, (g, _), (e, _)) in &rows {
+    for (writers, (g, _), (e, _)) in &rows {
         println!(
             "| {writers} | {:.0} | {} | {} | {} | {:.0} | {} | {} | {} | {:.2} | {:.2} | {:.2} |",
             g.per_second,
@@ -380,7 +380,7 @@ async fn main() {
             g.p99.as_secs_f64() / e.p99.as_secs_f64(),
         );
     }
-    for (writers, _, (_, g), (_, e)) in &rows {
+    for (writers, (_, g), (_, e)) in &rows {
         println!("CPU per write, {writers} writers: geiger {g} (nodes and device); etcd {e}");
     }
     for (writers, direct, g) in &via_follower {
