@@ -99,6 +99,57 @@ async fn write(
     }
 }
 
+/// Freezes (SIGSTOP) `follower` at a moment it is known to follow
+/// `leader`: within 100 ms of acknowledging an entry the leader appended
+/// after the attempt began.
+///
+/// A member of the previous build stands for election after 210-280 ms
+/// without its leader (on a starved machine, that happens). Frozen as a
+/// candidate, it comes back behind in log but ahead in term: every leader
+/// of this build then steps down on its higher vote, and its election
+/// timer (70-140 ms, plus 280 ms once it has seen a longer log) keeps it
+/// a term ahead of this build's (200-400 ms), so the upgraded members
+/// never keep a leader (deploy/README.md, "Changing Raft timing"). The
+/// freeze stands for an old member that is slow to come back, not for one
+/// cut off mid-election.
+async fn freeze_while_following(cluster: &mut Cluster, leader: u64, follower: u64) {
+    const FRESH: Duration = Duration::from_millis(100);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "node {follower} did not acknowledge node {leader}'s appends within 100 ms for 30 s"
+        );
+        let began = Instant::now();
+        let Some(before) = cluster
+            .status(leader)
+            .await
+            .and_then(|s| s["last_log_index"].as_u64())
+        else {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        };
+        // Writers append all the time: entry `before + 1` comes soon.
+        while began.elapsed() < FRESH {
+            let matched = cluster.status(leader).await.and_then(|s| {
+                s["peers"]
+                    .as_array()?
+                    .iter()
+                    .find(|p| p["id"] == follower)?["matched_index"]
+                    .as_u64()
+            });
+            if matched.is_some_and(|m| m > before) {
+                if began.elapsed() < FRESH {
+                    cluster.pause(follower);
+                    return;
+                }
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
 /// The term node `id` is in.
 async fn term_of(cluster: &Cluster, id: u64) -> u64 {
     let status = cluster.status(id).await.expect("status");
@@ -208,7 +259,7 @@ async fn a_rolling_upgrade_from_the_previous_format_keeps_every_writer_committin
     let mut upgraded = Vec::new();
     for id in order {
         if id == leader {
-            cluster.pause(last);
+            freeze_while_following(&mut cluster, leader, last).await;
         }
         cluster.terminate(id);
         cluster.restart_upgraded(id);
@@ -279,8 +330,22 @@ async fn a_rolling_upgrade_from_the_previous_format_keeps_every_writer_committin
             },
         )
         .await;
-    // Draws after the raise use chunks up, which are now kept.
+    // Draws after the raise use chunks up, which are now kept: go on until
+    // the chunk at the front of the pool at the raise is used up and kept
+    // (on a starved machine 4 s of draws may not get that far).
+    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
+    let front = pool_front(&cluster, &http, leader).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
+    cluster
+        .wait_until(
+            Duration::from_secs(60),
+            "the chunk at the front of the pool at the raise kept",
+            || async {
+                let r = http.get(&front).send().await.ok()?;
+                (r.status() == 200).then_some(())
+            },
+        )
+        .await;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await.unwrap();
@@ -437,6 +502,22 @@ async fn chain_draws(
             None => return Some((bodies, ids)),
         }
     }
+}
+
+/// The URL at `leader` of the chunk at the front of the pool: the lowest
+/// sequence that still has unused bytes (409 `chunk_not_exhausted`).
+async fn pool_front(cluster: &Cluster, http: &reqwest::Client, leader: u64) -> String {
+    let status = cluster.status(leader).await.expect("status");
+    let device = status["devices"][0]["device"].as_str().unwrap().to_string();
+    let last_seq = status["devices"][0]["last_seq"].as_u64().unwrap();
+    for seq in 0..=last_seq {
+        let url = format!("{}/v1/chunks/{device}/{seq}", cluster.url(leader));
+        let r = http.get(&url).send().await.unwrap();
+        if r.status() == 409 {
+            return url;
+        }
+    }
+    panic!("every chunk up to {last_seq} is used up: the pool is empty");
 }
 
 /// `GET /v1/chunks/{device}/{seq}` gives the same answer on every node for

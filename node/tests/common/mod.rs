@@ -252,8 +252,6 @@ impl Cluster {
         self.process(id).restart().expect("geiger node restarts");
     }
 
-    /// Starts a stopped node again with this build's `geiger`: an upgrade
-    /// in place, same config and data.
     /// Starts `binary` as node `spec` with an empty bootstrap list: it
     /// waits to be added (`POST /v1/admin/members`).
     pub fn start_outsider(&mut self, binary: &Path, spec: NodeSpec) {
@@ -274,6 +272,8 @@ impl Cluster {
         self.nodes.insert(spec.id, NodeProc { spec, process });
     }
 
+    /// Starts a stopped node again with this build's `geiger`: an upgrade
+    /// in place, same config and data.
     pub fn restart_upgraded(&mut self, id: u64) {
         let process = self.process(id);
         process.binary = geiger().to_path_buf();
