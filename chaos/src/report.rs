@@ -126,13 +126,9 @@ fn failure_kind(o: &Outcome) -> String {
     }
 }
 
-/// The q-quantile (0..=1) of sorted values, nearest rank.
+/// The q-quantile (0..=1) of sorted values, nearest rank; 0 without any.
 pub fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
+    geiger_testkit::measure::nearest_rank(sorted, q).unwrap_or(0.0)
 }
 
 /// The longest interval in `[from, to]` containing none of `times`

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use geiger_control_plane::{Command, ControlPlane, ControlPlaneConfig, Outcome};
 use geiger_testkit::in_process::{draw_request, TestCluster};
-use geiger_testkit::measure::{process_cpu_time, resident_memory_line};
+use geiger_testkit::measure::{nearest_rank, process_cpu_time, resident_memory_line};
 
 /// The allocator the `geiger` binary uses, so the figures are the node's.
 #[global_allocator]
@@ -57,11 +57,7 @@ fn env(name: &str, default: u64) -> u64 {
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
+    nearest_rank(sorted, p).unwrap_or_default()
 }
 
 async fn new_chain(cp: &ControlPlane) -> String {

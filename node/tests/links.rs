@@ -821,7 +821,7 @@ async fn with_both_devices_down_draws_use_the_reserve_then_fail_with_entropy_exh
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+    geiger_testkit::measure::nearest_rank(sorted, p).unwrap_or_default()
 }
 
 async fn draw_latencies(

@@ -1,6 +1,6 @@
 //! What the benchmarks and measuring tests read about processes: CPU time
 //! (of a process, or of each of its threads, by name) and resident memory,
-//! from Linux's `/proc`.
+//! from Linux's `/proc`; and the one way they all take percentiles.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -92,9 +92,29 @@ pub fn resident_memory_line() -> String {
         .unwrap_or_default()
 }
 
+/// The `q`-quantile (`0.0..=1.0`) of `sorted` by nearest rank: the
+/// smallest sample that at least a `q` share of the samples do not exceed.
+/// `None` when there are no samples.
+pub fn nearest_rank<T: Copy>(sorted: &[T], q: f64) -> Option<T> {
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len().max(1)) - 1).copied()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percentiles_are_the_nearest_rank_sample() {
+        let samples: Vec<u32> = (1..=1000).collect();
+        assert_eq!(nearest_rank(&samples, 0.5), Some(500));
+        assert_eq!(nearest_rank(&samples, 0.99), Some(990));
+        assert_eq!(nearest_rank(&samples, 0.999), Some(999));
+        assert_eq!(nearest_rank(&samples, 1.0), Some(1000));
+        assert_eq!(nearest_rank(&samples, 0.0), Some(1));
+        assert_eq!(nearest_rank(&[7u32], 0.99), Some(7));
+        assert_eq!(nearest_rank::<u32>(&[], 0.5), None);
+    }
 
     #[test]
     fn this_process_and_its_threads_account_for_the_cpu_it_burns() {

@@ -60,11 +60,7 @@ impl Samples {
     fn phase(mut self) -> Phase {
         let all = &mut self.latencies;
         all.sort();
-        let at = |q: f64| {
-            all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
-                .copied()
-                .unwrap_or_default()
-        };
+        let at = |q: f64| geiger_testkit::measure::nearest_rank(all, q).unwrap_or_default();
         let total: Duration = all.iter().sum();
         Phase {
             completed: all.len() as u64,
