@@ -105,11 +105,12 @@ async fn write(
 ///
 /// A member of the previous build stands for election after 210-280 ms
 /// without its leader (on a starved machine, that happens). Frozen as a
-/// candidate, it comes back behind in log but ahead in term: every leader
+/// candidate, it comes back behind in log but ahead in term: each leader
 /// of this build then steps down on its higher vote, and its election
-/// timer (70-140 ms, plus 280 ms once it has seen a longer log) keeps it
-/// a term ahead of this build's (200-400 ms), so the upgraded members
-/// never keep a leader (deploy/README.md, "Changing Raft timing"). The
+/// timer (70-140 ms, plus 280 ms once it has seen a longer log) can keep
+/// it a term ahead of this build's (200-400 ms), so that the upgraded
+/// members keep no leader; CI once saw that last a minute
+/// (deploy/README.md, "Changing Raft timing"). The
 /// freeze stands for an old member that is slow to come back, not for one
 /// cut off mid-election.
 async fn freeze_while_following(cluster: &mut Cluster, leader: u64, follower: u64) {
