@@ -115,40 +115,32 @@ async fn write(
 /// cut off mid-election.
 async fn freeze_while_following(cluster: &mut Cluster, leader: u64, follower: u64) {
     const FRESH: Duration = Duration::from_millis(100);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "node {follower} did not acknowledge node {leader}'s appends within 100 ms for 30 s"
-        );
-        let began = Instant::now();
-        let Some(before) = cluster
-            .status(leader)
-            .await
-            .and_then(|s| s["last_log_index"].as_u64())
-        else {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            continue;
-        };
-        // Writers append all the time: entry `before + 1` comes soon.
-        while began.elapsed() < FRESH {
-            let matched = cluster.status(leader).await.and_then(|s| {
-                s["peers"]
-                    .as_array()?
-                    .iter()
-                    .find(|p| p["id"] == follower)?["matched_index"]
-                    .as_u64()
-            });
-            if matched.is_some_and(|m| m > before) {
-                if began.elapsed() < FRESH {
-                    cluster.pause(follower);
-                    return;
+    let matched = |status: Value| {
+        status["peers"]
+            .as_array()?
+            .iter()
+            .find(|p| p["id"] == follower)?["matched_index"]
+            .as_u64()
+    };
+    cluster
+        .wait_until(
+            Duration::from_secs(30),
+            "the old follower acknowledging an append within 100 ms",
+            || async {
+                let began = Instant::now();
+                let before = cluster.status(leader).await?["last_log_index"].as_u64()?;
+                // Writers append all the time: entry `before + 1` comes soon.
+                while began.elapsed() < FRESH {
+                    if matched(cluster.status(leader).await?).is_some_and(|m| m > before) {
+                        return (began.elapsed() < FRESH).then_some(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
+                None
+            },
+        )
+        .await;
+    cluster.pause(follower);
 }
 
 /// The term node `id` is in.
@@ -505,12 +497,18 @@ async fn chain_draws(
     }
 }
 
+/// The cluster's device and the last chunk sequence node `id` knows of.
+async fn device_chunks(cluster: &Cluster, id: u64) -> (String, u64) {
+    let status = cluster.status(id).await.expect("status");
+    let device = &status["devices"][0];
+    let name = device["device"].as_str().unwrap().to_string();
+    (name, device["last_seq"].as_u64().unwrap())
+}
+
 /// The URL at `leader` of the chunk at the front of the pool: the lowest
 /// sequence that still has unused bytes (409 `chunk_not_exhausted`).
 async fn pool_front(cluster: &Cluster, http: &reqwest::Client, leader: u64) -> String {
-    let status = cluster.status(leader).await.expect("status");
-    let device = status["devices"][0]["device"].as_str().unwrap().to_string();
-    let last_seq = status["devices"][0]["last_seq"].as_u64().unwrap();
+    let (device, last_seq) = device_chunks(cluster, leader).await;
     for seq in 0..=last_seq {
         let url = format!("{}/v1/chunks/{device}/{seq}", cluster.url(leader));
         let r = http.get(&url).send().await.unwrap();
@@ -527,9 +525,7 @@ async fn pool_front(cluster: &Cluster, http: &reqwest::Client, leader: u64) -> S
 /// the raise must be kept.
 async fn every_node_answers_alike_for_every_chunk(cluster: &Cluster, http: &reqwest::Client) {
     let ids = cluster.ids();
-    let status = cluster.status(ids[0]).await.expect("status");
-    let device = status["devices"][0]["device"].as_str().unwrap().to_string();
-    let last_seq = status["devices"][0]["last_seq"].as_u64().unwrap();
+    let (device, last_seq) = device_chunks(cluster, ids[0]).await;
     let mut kept = 0;
     let mut by_status = BTreeMap::<u16, u64>::new();
     for seq in 0..=last_seq {
