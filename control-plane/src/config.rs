@@ -158,8 +158,13 @@ pub struct ControlPlaneConfig {
     pub peer_tls: Option<crate::raft_network::client::PeerTls>,
     pub cluster_name: String,
     pub timeouts: Timeouts,
-    /// Build a snapshot after this many log entries since the last one.
+    /// Build a snapshot after this many log entries since the last one at
+    /// the least ([`crate::snapshot_schedule`]).
     pub snapshot_every: u64,
+    /// And not before the log has grown by this multiple of the last
+    /// snapshot's index (0: every `snapshot_every` entries), so that
+    /// dumping a large state stays a fixed cost per entry.
+    pub snapshot_growth: f64,
     /// Entries kept in the log behind a snapshot (lets slightly lagging
     /// followers catch up from the log rather than a snapshot).
     pub keep_behind_snapshot: u64,
@@ -202,6 +207,7 @@ impl ControlPlaneConfig {
             cluster_name: "geiger".into(),
             timeouts: Timeouts::lan(),
             snapshot_every: 20_000,
+            snapshot_growth: 1.0,
             keep_behind_snapshot: 1_000,
             snapshot_chunk_bytes: 1 << 20,
             max_batch: 1024,
@@ -216,6 +222,15 @@ impl ControlPlaneConfig {
     }
 
     pub(crate) fn raft_config(&self) -> Result<openraft::Config, crate::Error> {
+        if self.snapshot_every == 0 {
+            return Err(crate::Error::Config("snapshot_every is at least 1".into()));
+        }
+        if !(self.snapshot_growth >= 0.0 && self.snapshot_growth.is_finite()) {
+            return Err(crate::Error::Config(format!(
+                "snapshot_growth is a number from 0 up, not {}",
+                self.snapshot_growth
+            )));
+        }
         let t = &self.timeouts;
         let config = openraft::Config {
             cluster_name: self.cluster_name.clone(),
@@ -223,7 +238,8 @@ impl ControlPlaneConfig {
             election_timeout_min: t.election_min.as_millis() as u64,
             election_timeout_max: t.election_max.as_millis() as u64,
             install_snapshot_timeout: t.snapshot_chunk.as_millis() as u64,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            // Triggered by `crate::snapshot_schedule` instead.
+            snapshot_policy: openraft::SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: self.keep_behind_snapshot,
             snapshot_max_chunk_size: self.snapshot_chunk_bytes,
             max_payload_entries: 64,

@@ -24,6 +24,7 @@ use crate::raft_network::client::{Credential, Network, RpcClient, TransportError
 use crate::raft_network::server::{self, Gate};
 use crate::raft_network::{AdminOp, ForwardError, PATH_ADMIN};
 use crate::replica::Replica;
+use crate::snapshot_schedule::{self, SnapshotSchedule};
 use crate::state_machine::reads::{self, ChainInfo, DevicePool};
 use crate::state_machine::tables::{Customer, StoredDraw};
 use crate::state_machine::StateMachine;
@@ -136,6 +137,13 @@ impl ControlPlane {
             inner.clone(),
             config.timeouts.heartbeat,
         ));
+        let snapshots = tokio::spawn(snapshot_schedule::run(
+            inner.raft.clone(),
+            SnapshotSchedule {
+                every: config.snapshot_every,
+                growth: config.snapshot_growth,
+            },
+        ));
         let gate = Arc::new(Gate::new(
             inner.clone(),
             &config.cluster_secret,
@@ -155,7 +163,9 @@ impl ControlPlane {
             inner,
             gate,
             batch_tx,
-            tasks: Arc::new(Mutex::new(vec![batcher, watch, features, departed])),
+            tasks: Arc::new(Mutex::new(vec![
+                batcher, watch, features, departed, snapshots,
+            ])),
             builds,
         })
     }

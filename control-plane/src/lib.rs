@@ -53,6 +53,7 @@ mod quorum_watch;
 pub mod raft_network;
 mod replica;
 pub mod snapshot;
+pub mod snapshot_schedule;
 pub mod stage_timing;
 pub mod state_machine;
 pub mod types;

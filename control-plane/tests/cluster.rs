@@ -24,6 +24,7 @@ fn init_tracing() {
 fn snapshot_often(config: &mut ControlPlaneConfig) {
     default_tune(config);
     config.snapshot_every = 50;
+    config.snapshot_growth = 0.0;
     config.keep_behind_snapshot = 5;
     config.snapshot_chunk_bytes = 4096;
 }
@@ -477,6 +478,82 @@ async fn restarting_every_node_one_at_a_time_and_then_all_at_once_keeps_the_ledg
     wait_applied_everywhere(&cluster, more.last().unwrap()).await;
     let listed = cluster.node(1).chain_draws(&genesis, 0, 1000).unwrap();
     assert_eq!(listed.len(), ids.len() + 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_snapshot_waits_until_the_log_has_grown_by_the_last_ones_index() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = TestCluster::start(dir.path(), 3, |c| {
+        snapshot_often(c);
+        c.snapshot_growth = 1.0;
+    })
+    .await
+    .unwrap();
+    cluster.seed(API_KEY, 64, 4096).await.unwrap();
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(5))
+        .await
+        .unwrap();
+    let cp = cluster.node(leader);
+    let snapshot_at = || cp.status().unwrap().snapshot_index;
+    let applied = || cp.status().unwrap().last_applied_index.unwrap_or(0);
+    let mut previous = chain(cp).await;
+    // Draws one at a time (one entry each) until `until(applied)` holds.
+    async fn draw_until(
+        cp: &geiger_control_plane::ControlPlane,
+        previous: &mut String,
+        until: impl Fn(u64) -> bool,
+    ) {
+        while !until(cp.status().unwrap().last_applied_index.unwrap_or(0)) {
+            *previous = draw_run(cp, previous.clone(), 1).await.pop().unwrap();
+        }
+    }
+    draw_until(cp, &mut previous, |a| a >= 60).await;
+    let first = wait_for(Duration::from_secs(10), snapshot_at)
+        .await
+        .expect("a first snapshot after snapshot_every entries");
+    assert!(first >= 50, "first snapshot at {first}");
+    draw_until(cp, &mut previous, |a| a >= 2 * first).await;
+    let second = wait_for(Duration::from_secs(10), || {
+        snapshot_at().filter(|s| *s > first)
+    })
+    .await
+    .expect("a second snapshot once the log doubled");
+    assert!(second >= 2 * first, "second snapshot at {second}");
+    // Past second + snapshot_every, when a snapshot every 50 entries would
+    // have come, but short of twice the second snapshot's index.
+    let short_of = 2 * second - 5;
+    assert!(short_of >= second + 50);
+    draw_until(cp, &mut previous, |a| a >= short_of).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        snapshot_at(),
+        Some(second),
+        "no snapshot before the log doubled again (applied {})",
+        applied()
+    );
+    draw_until(cp, &mut previous, |a| a >= 2 * second).await;
+    let third = wait_for(Duration::from_secs(10), || {
+        snapshot_at().filter(|s| *s > second)
+    })
+    .await
+    .expect("a third snapshot once the log doubled again");
+    assert!(third >= 2 * second, "third snapshot at {third}");
+}
+
+/// Polls `f` until it gives something or `within` has passed.
+async fn wait_for<T>(within: Duration, f: impl Fn() -> Option<T>) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -23,6 +23,7 @@ fn with_kek(config: &mut ControlPlaneConfig) {
     default_tune(config);
     // Small snapshots, so snapshot files exist to be searched.
     config.snapshot_every = 20;
+    config.snapshot_growth = 0.0;
     config.keep_behind_snapshot = 5;
     config.key_encryption_key = Some(kek());
 }

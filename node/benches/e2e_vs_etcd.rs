@@ -12,6 +12,14 @@
 //!   only if that key does not exist yet, each writer on its own chain.
 //! - lookups: `wrk` (16, then 64 connections) against a geiger follower,
 //!   `GET /v1/draws/{id}`.
+//! - as deployed, 64 writers again: spread over the three members (writer
+//!   `i` at member `i % 3`, as the shipped edge's `leastconn` spreads
+//!   clients); then each member held to the same share of a core (a cgroup
+//!   CPU quota, `BENCH_MEMBER_CPU` cores, default 0.5; `0` skips these;
+//!   needs root), with the writers at the leader and then spread. Held,
+//!   the member that does the most work per write throttles first, as it
+//!   would on a machine of its own. The device and this client are not
+//!   held.
 //!
 //! Phases alternate between the systems at each writer count, so a noisy
 //! machine hurts both alike; the table ends with the ratios geiger/etcd.
@@ -36,7 +44,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use draw_load::{alternating_draws, chained_draws, drive, ms, Setup, Step};
+use draw_load::{
+    alternating_draws, chained_draws, drive, drive_spread, ms, spread_draws, Setup, Step,
+};
+use geiger_testkit::cpu_quota::CpuQuota;
 use serde_json::{json, Value};
 
 /// The same chained conditional append on etcd at `url`: the record goes
@@ -254,6 +265,116 @@ async fn with_cpu(
     (result, cpu)
 }
 
+/// How the 64 writers meet the cluster in the deployment-shaped phases.
+struct Shape {
+    label: &'static str,
+    /// Writers spread over every member, or all at the leader.
+    spread: bool,
+    /// Each member held to this share of a core, or sharing the machine.
+    held: Option<f64>,
+}
+
+impl Shape {
+    fn describe(&self) -> String {
+        let entry = if self.spread {
+            "writers spread over the members"
+        } else {
+            "writers at the leader"
+        };
+        match self.held {
+            Some(cores) => format!("{entry}, each member held to {cores} of a core"),
+            None => format!("{entry}, members sharing the machine"),
+        }
+    }
+}
+
+/// The phases after the main table: writers spread over the members as
+/// the shipped edge spreads them, then (unless `BENCH_MEMBER_CPU=0`) each
+/// member held to `BENCH_MEMBER_CPU` cores (default 0.5), at the leader
+/// and spread, standing in for one machine per member.
+fn deployed_shapes() -> Vec<Shape> {
+    let cores: f64 = std::env::var("BENCH_MEMBER_CPU")
+        .ok()
+        .map(|s| s.parse().expect("BENCH_MEMBER_CPU is a number of cores"))
+        .unwrap_or(0.5);
+    let mut shapes = vec![Shape {
+        label: "spread",
+        spread: true,
+        held: None,
+    }];
+    if cores > 0.0 {
+        shapes.push(Shape {
+            label: "held",
+            spread: false,
+            held: Some(cores),
+        });
+        shapes.push(Shape {
+            label: "spread-held",
+            spread: true,
+            held: Some(cores),
+        });
+    }
+    shapes
+}
+
+/// Holds every one of `servers` to `cores` until the quotas are dropped.
+fn hold_members(servers: &[(String, u32)], cores: f64) -> std::io::Result<Vec<CpuQuota>> {
+    servers
+        .iter()
+        .map(|(_, pid)| CpuQuota::limit(&format!("geiger-bench-{pid}"), *pid, cores))
+        .collect()
+}
+
+/// A write phase run with each of `servers` held to `cores`; also returns
+/// how many CFS periods each member was throttled in.
+async fn with_members_held(
+    servers: &[(String, u32)],
+    cores: f64,
+    phase: impl std::future::Future<Output = draw_load::Phase>,
+) -> std::io::Result<(draw_load::Phase, CpuPerRequest, Vec<u64>)> {
+    let quotas = hold_members(servers, cores)?;
+    let (result, cpu) = with_cpu(servers, phase).await;
+    let throttled = quotas.iter().map(CpuQuota::throttled_periods).collect();
+    drop(quotas);
+    Ok((result, cpu, throttled))
+}
+
+/// The index of each node's last snapshot. A snapshot dumps the whole
+/// state on every member at about the same moment (seconds of CPU each, at
+/// the ledger sizes this benchmark reaches), so a phase it falls in is
+/// marked.
+async fn snapshot_indexes(cluster: &common::Cluster) -> Vec<Value> {
+    let mut out = Vec::new();
+    for id in cluster.ids() {
+        out.push(
+            cluster
+                .status(id)
+                .await
+                .map(|s| s["snapshot_index"].clone())
+                .unwrap_or_default(),
+        );
+    }
+    out
+}
+
+/// Runs `phase`; also says whether any node built a snapshot meanwhile.
+async fn noting_snapshots<T>(
+    cluster: &common::Cluster,
+    phase: impl std::future::Future<Output = T>,
+) -> (T, bool) {
+    let before = snapshot_indexes(cluster).await;
+    let out = phase.await;
+    (out, snapshot_indexes(cluster).await != before)
+}
+
+fn snapshot_note(built: bool) -> &'static str {
+    if built {
+        " (a snapshot was built during geiger's phase)"
+    } else {
+        ""
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let secs = draw_load::phase_seconds();
@@ -313,9 +434,12 @@ async fn main() {
     let mut rows = Vec::new();
     let mut via_follower = Vec::new();
     for (round, writers) in [1usize, 16, 64].into_iter().enumerate() {
-        let g = with_cpu(
-            &geiger_pids,
-            chained_draws(&cluster, leader, leader, &key, &chains[..writers], secs),
+        let g = noting_snapshots(
+            &cluster,
+            with_cpu(
+                &geiger_pids,
+                chained_draws(&cluster, leader, leader, &key, &chains[..writers], secs),
+            ),
         )
         .await;
         // Through a follower (forwarded to the leader), for the cost of the
@@ -346,6 +470,43 @@ async fn main() {
         .await;
         rows.push((writers, g, e));
     }
+    // As deployed: the shipped edge (deploy/, HAProxy `leastconn`) spreads
+    // clients over every node, and each member has a machine of its own.
+    let geiger_members = &geiger_pids[..pids.len()]; // the device is hardware of its own
+    let all_nodes = cluster.ids();
+    let mut shaped = Vec::new();
+    for shape in deployed_shapes() {
+        let g = async {
+            if shape.spread {
+                spread_draws(&cluster, leader, &all_nodes, &key, &chains[..64], secs).await
+            } else {
+                chained_draws(&cluster, leader, leader, &key, &chains[..64], secs).await
+            }
+        };
+        let etcd_steps: Vec<Step> = if shape.spread {
+            etcd.clients.iter().cloned().map(etcd_step).collect()
+        } else {
+            vec![etcd_step(etcd_url.clone())]
+        };
+        let label = shape.label;
+        let e = drive_spread(64, secs, move |i| format!("{label}-w{i}"), &etcd_steps);
+        let before = snapshot_indexes(&cluster).await;
+        let g = match shape.held {
+            None => Ok((with_cpu(geiger_members, g).await, Vec::new())),
+            Some(cores) => with_members_held(geiger_members, cores, g)
+                .await
+                .map(|(p, c, t)| ((p, c), t)),
+        };
+        let built = snapshot_indexes(&cluster).await != before;
+        let e = match shape.held {
+            None => Ok((with_cpu(&etcd_pids, e).await, Vec::new())),
+            Some(cores) => with_members_held(&etcd_pids, cores, e)
+                .await
+                .map(|(p, c, t)| ((p, c), t)),
+        };
+        let measured = g.and_then(|(g, gt)| e.map(|(e, et)| (g, gt, e, et, built)));
+        shaped.push((shape, measured));
+    }
     let (_, c) = cluster
         .get(leader, &format!("/v1/chains/{}", chains[0]))
         .await
@@ -364,9 +525,9 @@ async fn main() {
     println!("e2e: 3 geiger nodes (lan, fsync) vs 3 etcd members, {secs} s per phase, one run");
     println!("| writers | geiger draws/s | p50 | p99 | failed | etcd txn/s | p50 | p99 | failed | ratio /s | ratio p50 | ratio p99 |");
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-    for (writers, (g, _), (e, _)) in &rows {
+    for (writers, ((g, _), built), (e, _)) in &rows {
         println!(
-            "| {writers} | {:.0} | {} | {} | {} | {:.0} | {} | {} | {} | {:.2} | {:.2} | {:.2} |",
+            "| {writers} | {:.0} | {} | {} | {} | {:.0} | {} | {} | {} | {:.2} | {:.2} | {:.2}{} |",
             g.per_second,
             ms(g.p50),
             ms(g.p99),
@@ -378,9 +539,10 @@ async fn main() {
             g.per_second / e.per_second,
             g.p50.as_secs_f64() / e.p50.as_secs_f64(),
             g.p99.as_secs_f64() / e.p99.as_secs_f64(),
+            snapshot_note(*built),
         );
     }
-    for (writers, (_, g), (_, e)) in &rows {
+    for (writers, ((_, g), _), (_, e)) in &rows {
         println!("CPU per write, {writers} writers: geiger {g} (nodes and device); etcd {e}");
     }
     for (writers, direct, g) in &via_follower {
@@ -395,6 +557,35 @@ async fn main() {
             g.failed,
             direct.failed,
         );
+    }
+    for (shape, measured) in &shaped {
+        let what = shape.describe();
+        match measured {
+            Err(e) => println!("{what}: skipped, no CPU quota could be set ({e})"),
+            Ok(((g, gc), gt, (e, ec), et, built)) => {
+                println!(
+                    "{what}, 64 writers: geiger {:.0} draws/s, p50 {}, p99 {}, failed {}; etcd {:.0} txn/s, p50 {}, p99 {}, failed {}; ratio /s {:.2}, p50 {:.2}, p99 {:.2}{}",
+                    g.per_second,
+                    ms(g.p50),
+                    ms(g.p99),
+                    g.failed,
+                    e.per_second,
+                    ms(e.p50),
+                    ms(e.p99),
+                    e.failed,
+                    g.per_second / e.per_second,
+                    g.p50.as_secs_f64() / e.p50.as_secs_f64(),
+                    g.p99.as_secs_f64() / e.p99.as_secs_f64(),
+                    snapshot_note(*built),
+                );
+                let throttled = if gt.is_empty() {
+                    String::new()
+                } else {
+                    format!("; periods throttled per member: geiger {gt:?}, etcd {et:?}")
+                };
+                println!("  CPU per write: geiger {gc}; etcd {ec}{throttled}");
+            }
+        }
     }
     for (connections, rate, p99) in &lookups {
         println!("lookups at a follower (wrk, {connections} connections): {rate:.0}/s, p99 {p99}");

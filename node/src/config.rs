@@ -227,8 +227,11 @@ pub struct RaftSettings {
     /// How long an append's answer is awaited (the longest round trip under
     /// which writes still commit; docs/CONFIG.md).
     pub append_answer_ms: Option<u64>,
-    /// Entries between snapshots.
+    /// Fewest log entries between snapshots.
     pub snapshot_every: u64,
+    /// And no snapshot before the log has grown by this multiple of the
+    /// last one's index (docs/CONFIG.md).
+    pub snapshot_growth: f64,
     /// The state database's page cache, MiB: the ledger's tables. Bounds
     /// that database's share of resident memory however large the ledger
     /// grows; more of it means fewer reads of the file (docs/CONFIG.md).
@@ -382,6 +385,7 @@ plaintext = "loopback_only"
 [raft]
 profile = "lan"
 snapshot_every = 20000
+snapshot_growth = 1.0
 state_cache_mb = 32
 max_clock_offset_ms = 500
 
@@ -504,6 +508,12 @@ impl NodeConfig {
         }
         if !["lan", "regional", "cross_cloud"].contains(&self.raft.profile.as_str()) {
             return invalid("raft.profile is `lan`, `regional` or `cross_cloud`");
+        }
+        if self.raft.snapshot_every == 0 {
+            return invalid("raft.snapshot_every must be at least 1");
+        }
+        if !(self.raft.snapshot_growth >= 0.0 && self.raft.snapshot_growth.is_finite()) {
+            return invalid("raft.snapshot_growth is a number from 0 up");
         }
         if self.hardware.pool_low_water_bytes > self.hardware.pool_high_water_bytes {
             return invalid("hardware.pool_low_water_bytes exceeds the high-water mark");

@@ -203,6 +203,7 @@ impl Node {
         let append_answer = timeouts.append_answer;
         cp.timeouts = timeouts;
         cp.snapshot_every = config.raft.snapshot_every;
+        cp.snapshot_growth = config.raft.snapshot_growth;
         cp.state_cache_bytes = (config.raft.state_cache_mb as usize) << 20;
         cp.max_clock_offset = Duration::from_millis(config.raft.max_clock_offset_ms);
         cp.key_encryption_key = config.signing.key_encryption_key()?;

@@ -6,8 +6,11 @@
 //! - [`launcher`]: real `geiger node` and `geiger-device` processes: ports,
 //!   config files, spawn, signals, stop and kill, log tails (the node's
 //!   end-to-end tests, its memory benchmark, and `geiger-chaos`).
+//! - [`cpu_quota`]: a process held to a fraction of a core (one machine
+//!   standing in for one machine per member, in the benchmarks).
 //! - [`measure`]: CPU time and resident memory of the running process.
 
+pub mod cpu_quota;
 pub mod in_process;
 pub mod launcher;
 pub mod measure;

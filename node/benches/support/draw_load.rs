@@ -38,7 +38,26 @@ pub async fn drive(
     step: Step,
 ) -> Phase {
     let starts = (0..writers).map(first).collect();
-    run(starts, Duration::from_secs(secs), step).await.0.phase()
+    run(starts, Duration::from_secs(secs), &[step])
+        .await
+        .0
+        .phase()
+}
+
+/// As [`drive`], with writer `i` sending to `steps[i % steps.len()]`: the
+/// writers spread over several entry points, as a balancer that keeps each
+/// client's connection on one node spreads them.
+pub async fn drive_spread(
+    writers: usize,
+    secs: u64,
+    first: impl Fn(usize) -> String,
+    steps: &[Step],
+) -> Phase {
+    let starts = (0..writers).map(first).collect();
+    run(starts, Duration::from_secs(secs), steps)
+        .await
+        .0
+        .phase()
 }
 
 /// What a run measured, before it is summed up: runs of the same kind can
@@ -73,15 +92,15 @@ impl Samples {
     }
 }
 
-/// One writer per entry of `starts`, each looping `step` for `length`
-/// from its start; also returns where each writer got to, so a later run
-/// can go on from there.
-async fn run(starts: Vec<String>, length: Duration, step: Step) -> (Samples, Vec<String>) {
+/// One writer per entry of `starts`, writer `i` looping
+/// `steps[i % steps.len()]` for `length` from its start; also returns
+/// where each writer got to, so a later run can go on from there.
+async fn run(starts: Vec<String>, length: Duration, steps: &[Step]) -> (Samples, Vec<String>) {
     let started = Instant::now();
     let deadline = started + length;
     let mut tasks = Vec::new();
-    for mut previous in starts {
-        let step = step.clone();
+    for (i, mut previous) in starts.into_iter().enumerate() {
+        let step = steps[i % steps.len()].clone();
         tasks.push(tokio::spawn(async move {
             let (mut latencies, mut failed) = (Vec::new(), 0u64);
             while Instant::now() < deadline {
@@ -237,6 +256,23 @@ pub async fn chained_draws(
     .await
 }
 
+/// As [`chained_draws`], with writer `i` sending to `entries[i % entries.len()]`.
+pub async fn spread_draws(
+    cluster: &Cluster,
+    leader: u64,
+    entries: &[u64],
+    key: &str,
+    chains: &[String],
+    secs: u64,
+) -> Phase {
+    let from = heads(cluster, leader, chains).await;
+    let steps: Vec<Step> = entries
+        .iter()
+        .map(|id| geiger_step(cluster.url(*id), key.to_string()))
+        .collect();
+    drive_spread(chains.len(), secs, move |i| from[i].clone(), &steps).await
+}
+
 /// The newest record of each chain: where its next draw goes on.
 pub async fn heads(cluster: &Cluster, node: u64, chains: &[String]) -> Vec<String> {
     let mut out = Vec::new();
@@ -277,7 +313,7 @@ pub async fn alternating_draws(
     for slice in 0..2 * secs {
         // a b, then b a: each node is as often first as second in a pair.
         let which = ((slice % 2) ^ ((slice / 2) % 2)) as usize;
-        let (samples, reached) = run(previous, Duration::from_secs(1), steps[which].clone()).await;
+        let (samples, reached) = run(previous, Duration::from_secs(1), &steps[which..=which]).await;
         at[which].add(samples);
         previous = reached;
     }
