@@ -317,22 +317,21 @@ fn deployed_shapes() -> Vec<Shape> {
     shapes
 }
 
-/// Holds every one of `servers` to `cores` until the quotas are dropped.
-fn hold_members(servers: &[(String, u32)], cores: f64) -> std::io::Result<Vec<CpuQuota>> {
-    servers
-        .iter()
-        .map(|(_, pid)| CpuQuota::limit(&format!("geiger-bench-{pid}"), *pid, cores))
-        .collect()
-}
-
-/// A write phase run with each of `servers` held to `cores`; also returns
-/// how many CFS periods each member was throttled in.
-async fn with_members_held(
+/// Runs a write phase with each of `servers` held to `held` cores (or
+/// sharing the machine: `None`): what it cost, as [`with_cpu`], and how
+/// many CFS periods each member was throttled in (none when not held).
+async fn with_cpu_held(
     servers: &[(String, u32)],
-    cores: f64,
+    held: Option<f64>,
     phase: impl std::future::Future<Output = draw_load::Phase>,
 ) -> std::io::Result<(draw_load::Phase, CpuPerRequest, Vec<u64>)> {
-    let quotas = hold_members(servers, cores)?;
+    let quotas = match held {
+        Some(cores) => servers
+            .iter()
+            .map(|(_, pid)| CpuQuota::limit(&format!("geiger-bench-{pid}"), *pid, cores))
+            .collect::<std::io::Result<Vec<_>>>()?,
+        None => Vec::new(),
+    };
     let (result, cpu) = with_cpu(servers, phase).await;
     let throttled = quotas.iter().map(CpuQuota::throttled_periods).collect();
     drop(quotas);
@@ -365,6 +364,15 @@ async fn noting_snapshots<T>(
     let before = snapshot_indexes(cluster).await;
     let out = phase.await;
     (out, snapshot_indexes(cluster).await != before)
+}
+
+/// geiger's throughput, p50 and p99 over etcd's.
+fn ratios(g: &draw_load::Phase, e: &draw_load::Phase) -> (f64, f64, f64) {
+    (
+        g.per_second / e.per_second,
+        g.p50.as_secs_f64() / e.p50.as_secs_f64(),
+        g.p99.as_secs_f64() / e.p99.as_secs_f64(),
+    )
 }
 
 fn snapshot_note(built: bool) -> &'static str {
@@ -490,21 +498,10 @@ async fn main() {
         };
         let label = shape.label;
         let e = drive_spread(64, secs, move |i| format!("{label}-w{i}"), &etcd_steps);
-        let before = snapshot_indexes(&cluster).await;
-        let g = match shape.held {
-            None => Ok((with_cpu(geiger_members, g).await, Vec::new())),
-            Some(cores) => with_members_held(geiger_members, cores, g)
-                .await
-                .map(|(p, c, t)| ((p, c), t)),
-        };
-        let built = snapshot_indexes(&cluster).await != before;
-        let e = match shape.held {
-            None => Ok((with_cpu(&etcd_pids, e).await, Vec::new())),
-            Some(cores) => with_members_held(&etcd_pids, cores, e)
-                .await
-                .map(|(p, c, t)| ((p, c), t)),
-        };
-        let measured = g.and_then(|(g, gt)| e.map(|(e, et)| (g, gt, e, et, built)));
+        let (g, built) =
+            noting_snapshots(&cluster, with_cpu_held(geiger_members, shape.held, g)).await;
+        let e = with_cpu_held(&etcd_pids, shape.held, e).await;
+        let measured = g.and_then(|g| e.map(|e| (g, e, built)));
         shaped.push((shape, measured));
     }
     let (_, c) = cluster
@@ -526,6 +523,7 @@ async fn main() {
     println!("| writers | geiger draws/s | p50 | p99 | failed | etcd txn/s | p50 | p99 | failed | ratio /s | ratio p50 | ratio p99 |");
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for (writers, ((g, _), built), (e, _)) in &rows {
+        let (per_second, p50, p99) = ratios(g, e);
         println!(
             "| {writers} | {:.0} | {} | {} | {} | {:.0} | {} | {} | {} | {:.2} | {:.2} | {:.2}{} |",
             g.per_second,
@@ -536,9 +534,9 @@ async fn main() {
             ms(e.p50),
             ms(e.p99),
             e.failed,
-            g.per_second / e.per_second,
-            g.p50.as_secs_f64() / e.p50.as_secs_f64(),
-            g.p99.as_secs_f64() / e.p99.as_secs_f64(),
+            per_second,
+            p50,
+            p99,
             snapshot_note(*built),
         );
     }
@@ -562,7 +560,8 @@ async fn main() {
         let what = shape.describe();
         match measured {
             Err(e) => println!("{what}: skipped, no CPU quota could be set ({e})"),
-            Ok(((g, gc), gt, (e, ec), et, built)) => {
+            Ok(((g, gc, gt), (e, ec, et), built)) => {
+                let (per_second, p50, p99) = ratios(g, e);
                 println!(
                     "{what}, 64 writers: geiger {:.0} draws/s, p50 {}, p99 {}, failed {}; etcd {:.0} txn/s, p50 {}, p99 {}, failed {}; ratio /s {:.2}, p50 {:.2}, p99 {:.2}{}",
                     g.per_second,
@@ -573,9 +572,9 @@ async fn main() {
                     ms(e.p50),
                     ms(e.p99),
                     e.failed,
-                    g.per_second / e.per_second,
-                    g.p50.as_secs_f64() / e.p50.as_secs_f64(),
-                    g.p99.as_secs_f64() / e.p99.as_secs_f64(),
+                    per_second,
+                    p50,
+                    p99,
                     snapshot_note(*built),
                 );
                 let throttled = if gt.is_empty() {

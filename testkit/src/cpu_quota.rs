@@ -56,7 +56,8 @@ pub struct CpuQuota {
 
 impl CpuQuota {
     /// Puts `pid` (all its threads) in a new group `name` limited to
-    /// `cores` of CPU (0.5 is half of one core).
+    /// `cores` of CPU (0.5 is half of one core), at least a tenth: the
+    /// kernel's smallest quota is 1 ms, of each 10 ms period here.
     pub fn limit(name: &str, pid: u32, cores: f64) -> io::Result<CpuQuota> {
         if !(cores > 0.0 && cores.is_finite()) {
             return Err(io::Error::new(
@@ -91,7 +92,6 @@ impl CpuQuota {
                 )?;
             }
             Hierarchy::V1 => {
-                // The period first: a quota above the old period is refused.
                 fs::write(quota.group.join("cpu.cfs_period_us"), PERIOD_US.to_string())?;
                 fs::write(quota.group.join("cpu.cfs_quota_us"), quota_us.to_string())?;
             }

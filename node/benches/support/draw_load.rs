@@ -37,11 +37,7 @@ pub async fn drive(
     first: impl Fn(usize) -> String,
     step: Step,
 ) -> Phase {
-    let starts = (0..writers).map(first).collect();
-    run(starts, Duration::from_secs(secs), &[step])
-        .await
-        .0
-        .phase()
+    drive_spread(writers, secs, first, &[step]).await
 }
 
 /// As [`drive`], with writer `i` sending to `steps[i % steps.len()]`: the
