@@ -4,7 +4,8 @@
 //!
 //! Run: `CARGO_TARGET_DIR=/work/targets/cp cargo bench -p geiger-control-plane --bench apply`
 //! (`BENCH_BATCH=64` measures only entries of 64 draws; `BENCH_CACHE_MB`
-//! sets the redb cache, default 32 as in the node; `BENCH_DRAWS=1000000`
+//! sets the redb cache, default 32 as in the node; `BENCH_CHAINS` the
+//! number of chains, default 64, and so the largest entry; `BENCH_DRAWS=1000000`
 //! also grows the ledger and prints resident memory and file size every
 //! 100,000 draws).
 
@@ -14,7 +15,7 @@ use geiger_control_plane::state_machine::StateMachine;
 use geiger_control_plane::types::{Batch, BatchOutcome, Entry};
 use geiger_control_plane::{Command, Outcome};
 use geiger_testkit::in_process::draw_request;
-use geiger_testkit::measure::{process_cpu_time, resident_memory_line};
+use geiger_testkit::measure::{process_cpu_time, resident_memory_line, storage_writes_of};
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, EntryPayload, LogId};
 
@@ -58,6 +59,21 @@ fn advance(heads: &mut [String], applied: Vec<BatchOutcome>) {
     }
 }
 
+/// `chunks` more 4 KiB chunks of entropy, numbered on from `seq`.
+fn entropy(seq: &mut u64, chunks: usize) -> Vec<Command> {
+    (0..chunks)
+        .map(|_| {
+            *seq += 1;
+            Command::AppendEntropy {
+                device: "dev-1".into(),
+                epoch: 1,
+                seq: *seq,
+                bytes: vec![(*seq % 251) as u8; 4096],
+            }
+        })
+        .collect()
+}
+
 fn entry(index: u64, commands: Vec<Command>) -> Entry {
     Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
@@ -80,6 +96,10 @@ fn main() {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(32);
+        let chains: usize = std::env::var("BENCH_CHAINS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(64);
         let mut sm = StateMachine::open(dir.path(), cache_mb << 20, None).expect("open");
         let mut index = 0;
         let mut next = |commands| {
@@ -112,7 +132,7 @@ fn main() {
                     .collect(),
             ),
             next(
-                (0..64)
+                (0..chains)
                     .map(|_| Command::CreateChain {
                         customer: "cu_test".into(),
                         tag: "bench".into(),
@@ -137,13 +157,19 @@ fn main() {
             .unwrap_or_else(|_| "1,64".into())
             .split(',')
             .filter_map(|b| b.trim().parse().ok())
-            .filter(|b| (1..=64).contains(b))
+            .filter(|b| (1..=chains).contains(b))
             .collect();
+        let mut seq = 1999u64;
         for batch in batches {
             let started = Instant::now();
             let cpu_started = process_cpu_time();
+            let written_before = storage_writes_of(std::process::id());
             let mut draws = 0;
             while started.elapsed().as_secs_f64() < 3.0 {
+                // Put back what the draws take (6 of 49 uses 48 bytes), so
+                // any batch and chain count can run for the whole phase.
+                let refill = entropy(&mut seq, (batch * 48).div_ceil(4096));
+                sm.apply(vec![next(refill)]).await.expect("refill");
                 // One draw per chain, so every command is a real draw.
                 let entry = next(draws_on(&heads[..batch]));
                 advance(&mut heads[..batch], sm.apply(vec![entry]).await.expect("apply"));
@@ -151,33 +177,27 @@ fn main() {
             }
             let secs = started.elapsed().as_secs_f64();
             let cpu = (process_cpu_time() - cpu_started).as_secs_f64();
+            // Pages the state file dirtied, flushed by the writeback thread.
+            let written = storage_writes_of(std::process::id()).saturating_sub(written_before);
             println!(
-                "entries of {batch:2} draws: {:7.0} draws/s applied ({:5.1} us wall, {:5.1} us CPU per draw)",
+                "entries of {batch:2} draws: {:7.0} draws/s applied ({:5.1} us wall, {:5.1} us CPU, {:4.1} KiB written per draw)",
                 draws as f64 / secs,
                 secs * 1e6 / draws as f64,
-                cpu * 1e6 / draws as f64
+                cpu * 1e6 / draws as f64,
+                written as f64 / 1024.0 / draws as f64
             );
         }
         // Optional: grow the ledger to BENCH_DRAWS draws and watch resident
         // memory, which must not grow with the ledger.
         let mut done = 0usize;
-        let mut seq = 1999u64;
         // CPU per draw over each 100,000: shows whether apply slows as the
         // ledger outgrows the cache.
         let mut interval = (Instant::now(), process_cpu_time(), 0usize);
         while done < long_run {
-            // Keep the pool stocked: 64 draws of 6 of 49 use 64 * 48 bytes.
-            let refill: Vec<Command> = (0..2)
-                .map(|_| {
-                    seq += 1;
-                    Command::AppendEntropy {
-                        device: "dev-1".into(),
-                        epoch: 1,
-                        seq,
-                        bytes: vec![(seq % 251) as u8; 4096],
-                    }
-                })
-                .collect();
+            // Keep the pool stocked: a draw of 6 of 49 uses 48 bytes (at
+            // least two chunks per entry, as before BENCH_CHAINS, so the
+            // figures stay comparable with earlier runs).
+            let refill = entropy(&mut seq, (heads.len() * 48).div_ceil(4096).max(2));
             let out = sm.apply(vec![next(refill)]).await.expect("refill");
             assert!(
                 out[0].outcomes.iter().all(|o| matches!(o, Outcome::EntropyAppended { .. })),

@@ -26,8 +26,9 @@
 //! Also reported: the CPU each write phase cost per answered write (the
 //! servers' processes, the busiest of them, and this client's; at
 //! saturation on a shared machine the ratio of throughputs follows the
-//! servers' sum), and the idle cluster's CPU (pool full, no requests), per
-//! node.
+//! servers' sum) and what the servers wrote to storage per write (from
+//! `/proc/<pid>/io`), and the idle cluster's CPU (pool full, no requests),
+//! per node.
 //!
 //! Run: `cargo bench -p geiger-node --bench e2e_vs_etcd` with `etcd` and
 //! `wrk` on PATH (`apt-get install etcd-server wrk`). `BENCH_SECONDS`
@@ -218,14 +219,21 @@ struct CpuPerRequest {
     servers_us: f64,
     busiest: (String, f64),
     client_us: f64,
+    /// What the servers wrote to storage per request, in KiB (all members:
+    /// logs, state files, pages each B-tree copied on write).
+    servers_written_kib: f64,
 }
 
 impl std::fmt::Display for CpuPerRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{:.0} µs servers (busiest: {} {:.0} µs) + {:.0} µs client",
-            self.servers_us, self.busiest.0, self.busiest.1, self.client_us
+            "{:.0} µs servers (busiest: {} {:.0} µs) + {:.0} µs client; {:.1} KiB written to storage",
+            self.servers_us,
+            self.busiest.0,
+            self.busiest.1,
+            self.client_us,
+            self.servers_written_kib
         )
     }
 }
@@ -243,7 +251,13 @@ async fn with_cpu(
             .collect::<Vec<_>>()
     };
     let own = || geiger_testkit::measure::process_cpu_time().as_secs_f64();
-    let (servers_before, own_before) = (each(), own());
+    let written = || -> u64 {
+        servers
+            .iter()
+            .map(|(_, p)| geiger_testkit::measure::storage_writes_of(*p))
+            .sum()
+    };
+    let (servers_before, own_before, written_before) = (each(), own(), written());
     let result = phase.await;
     let requests = result.completed.max(1) as f64;
     let per_request: Vec<f64> = each()
@@ -261,6 +275,7 @@ async fn with_cpu(
         servers_us: per_request.iter().sum(),
         busiest,
         client_us: (own() - own_before) * 1e6 / requests,
+        servers_written_kib: written().saturating_sub(written_before) as f64 / 1024.0 / requests,
     };
     (result, cpu)
 }

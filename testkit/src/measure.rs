@@ -1,6 +1,7 @@
 //! What the benchmarks and measuring tests read about processes: CPU time
-//! (of a process, or of each of its threads, by name) and resident memory,
-//! from Linux's `/proc`; and the one way they all take percentiles.
+//! (of a process, or of each of its threads, by name), bytes written to
+//! storage and resident memory, from Linux's `/proc`; and the one way they
+//! all take percentiles.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -33,6 +34,23 @@ pub fn process_cpu_time() -> Duration {
 /// CPU time (user + system) process `pid` has used (zero once it is gone).
 pub fn cpu_time_of(pid: u32) -> Duration {
     stat_cpu_time(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
+}
+
+/// The `write_bytes:` field of a `/proc/.../io` text (zero where absent).
+fn io_write_bytes(io: &str) -> u64 {
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Bytes process `pid` has caused to be written to storage so far: pages
+/// it dirtied in the page cache (whoever flushes them) and direct writes,
+/// from `/proc/<pid>/io` (zero where unreadable: another user's process
+/// without root, or a kernel without I/O accounting). What a write costs
+/// the disk, which a B-tree's copy-on-write pages multiply.
+pub fn storage_writes_of(pid: u32) -> u64 {
+    io_write_bytes(&std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default())
 }
 
 /// Context switches (voluntary and forced) of process `pid`'s live threads
@@ -103,6 +121,31 @@ pub fn nearest_rank<T: Copy>(sorted: &[T], q: f64) -> Option<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn storage_writes_are_read_from_the_write_bytes_line() {
+        let io = "rchar: 100\nwchar: 8192\nsyscr: 3\nsyscw: 2\nread_bytes: 0\n\
+                  write_bytes: 12288\ncancelled_write_bytes: 4096\n";
+        assert_eq!(io_write_bytes(io), 12288);
+        assert_eq!(io_write_bytes(""), 0);
+    }
+
+    #[test]
+    fn a_file_this_process_writes_and_syncs_counts_as_its_storage_writes() {
+        if !std::path::Path::new("/proc/self/io").exists() {
+            eprintln!("skipped: this kernel has no /proc/<pid>/io");
+            return;
+        }
+        let pid = std::process::id();
+        let dir = tempfile::tempdir().unwrap();
+        let before = storage_writes_of(pid);
+        let file = dir.path().join("written");
+        std::fs::write(&file, vec![7u8; 1 << 20]).unwrap();
+        std::fs::File::open(&file).unwrap().sync_all().unwrap();
+        let written = storage_writes_of(pid) - before;
+        // Other tests in this process may write too, so at least, not exactly.
+        assert!(written >= 1 << 20, "{written} bytes");
+    }
 
     #[test]
     fn percentiles_are_the_nearest_rank_sample() {
