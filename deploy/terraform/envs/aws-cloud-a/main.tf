@@ -36,30 +36,31 @@ module "security" {
 }
 
 module "voter" {
-  source              = "../../modules/aws-voter"
-  for_each            = local.voters_here
-  node_id             = each.value.id
-  private_ip          = each.value.ip
-  zone                = each.value.zone
-  cloud               = each.value.cloud
-  region              = each.value.region
-  aws_region          = var.aws_region
-  availability_zone   = module.network.availability_zones[each.key]
-  subnet_id           = module.network.subnet_ids[each.key]
-  security_group_ids  = [module.security.node_security_group_id]
-  instance_profile    = module.security.node_instance_profile
-  ami_id              = var.ami_id
-  instance_type       = var.voter_instance_type
-  detailed_monitoring = var.detailed_monitoring
-  data_volume_gib     = var.data_volume_gib
-  cluster_name        = var.cluster_name
-  alertmanagers       = var.alertmanagers
-  bootstrap           = var.voters
-  release_url         = var.release_url
-  release_sha256      = var.release_sha256
-  secrets_arn         = aws_secretsmanager_secret.node.arn
-  alarm_topic_arns    = [module.alarms.topic_arn]
-  tags                = local.tags
+  source                 = "../../modules/aws-voter"
+  for_each               = local.voters_here
+  node_id                = each.value.id
+  private_ip             = each.value.ip
+  zone                   = each.value.zone
+  cloud                  = each.value.cloud
+  region                 = each.value.region
+  aws_region             = var.aws_region
+  availability_zone      = module.network.availability_zones[each.key]
+  subnet_id              = module.network.subnet_ids[each.key]
+  security_group_ids     = [module.security.node_security_group_id]
+  instance_profile       = module.security.node_instance_profile
+  ami_id                 = var.ami_id
+  instance_type          = var.voter_instance_type
+  detailed_monitoring    = var.detailed_monitoring
+  data_volume_gib        = var.data_volume_gib
+  data_volume_throughput = var.data_volume_throughput
+  cluster_name           = var.cluster_name
+  alertmanagers          = var.alertmanagers
+  bootstrap              = var.voters
+  release_url            = var.release_url
+  release_sha256         = var.release_sha256
+  secrets_arn            = aws_secretsmanager_secret.node.arn
+  alarm_topic_arns       = [module.alarms.topic_arn]
+  tags                   = local.tags
 }
 
 module "edge" {

@@ -81,6 +81,12 @@ variable "data_volume_gib" {
   default     = 100
 }
 
+variable "data_volume_throughput" {
+  description = "gp3 throughput of each voter's ledger volume, MiB/s (deploy/README.md, \"Sizing a voter's disk\")."
+  type        = number
+  default     = 125
+}
+
 variable "learners_per_zone" {
   description = "Learners per zone group."
   type        = number

@@ -50,6 +50,7 @@ resource "aws_ebs_volume" "data" {
   size              = var.data_volume_gib
   type              = "gp3"
   iops              = var.data_volume_iops
+  throughput        = var.data_volume_throughput
   encrypted         = true
   kms_key_id        = var.kms_key_arn == "" ? null : var.kms_key_arn
   tags              = merge(var.tags, { Name = "geiger-voter-${var.node_id}-data", role = "voter-data" })

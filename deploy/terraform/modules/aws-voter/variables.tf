@@ -60,7 +60,7 @@ variable "instance_type" {
 }
 
 variable "data_volume_gib" {
-  description = "Size of the ledger volume (deploy/README.md: about 1.5 GB per million draws, plus snapshots)."
+  description = "Size of the ledger volume (deploy/README.md, \"Sizing a voter's disk\": about 5.5 GiB per million draws, snapshots included)."
   type        = number
   default     = 100
 }
@@ -69,6 +69,17 @@ variable "data_volume_iops" {
   description = "gp3 IOPS of the ledger volume (every commit is an fsync)."
   type        = number
   default     = 6000
+}
+
+variable "data_volume_throughput" {
+  description = "gp3 throughput of the ledger volume in MiB/s (deploy/README.md, \"Sizing a voter's disk\": about 22 KiB written per draw); 125 is gp3's baseline."
+  type        = number
+  default     = 125
+
+  validation {
+    condition     = var.data_volume_throughput >= 125 && var.data_volume_throughput <= 1000
+    error_message = "gp3 throughput is 125 to 1000 MiB/s."
+  }
 }
 
 variable "kms_key_arn" {

@@ -51,7 +51,7 @@ variable "image" {
 }
 
 variable "data_disk_gb" {
-  description = "Size of the ledger disk."
+  description = "Size of the ledger disk (deploy/README.md, \"Sizing a voter's disk\": about 5.5 GiB per million draws, snapshots included)."
   type        = number
   default     = 100
 }
