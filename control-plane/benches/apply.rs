@@ -59,16 +59,23 @@ fn advance(heads: &mut [String], applied: Vec<BatchOutcome>) {
     }
 }
 
-/// `chunks` more 4 KiB chunks of entropy, numbered on from `seq`.
-fn entropy(seq: &mut u64, chunks: usize) -> Vec<Command> {
+/// At least the bytes of entropy one 6-of-49 draw uses on average (the
+/// derivation rejects some samples, so the exact figure varies).
+const DRAW_BYTES: usize = 48;
+/// The size of each entropy chunk the benchmark appends.
+const CHUNK_BYTES: usize = 4096;
+
+/// `chunks` more chunks of entropy, numbered from `next_seq` on.
+fn entropy(next_seq: &mut u64, chunks: usize) -> Vec<Command> {
     (0..chunks)
         .map(|_| {
-            *seq += 1;
+            let seq = *next_seq;
+            *next_seq += 1;
             Command::AppendEntropy {
                 device: "dev-1".into(),
                 epoch: 1,
-                seq: *seq,
-                bytes: vec![(*seq % 251) as u8; 4096],
+                seq,
+                bytes: vec![(seq % 251) as u8; CHUNK_BYTES],
             }
         })
         .collect()
@@ -102,6 +109,7 @@ fn main() {
             .unwrap_or(64);
         let mut sm = StateMachine::open(dir.path(), cache_mb << 20, None).expect("open");
         let mut index = 0;
+        let mut seq = 0u64;
         let mut next = |commands| {
             index += 1;
             entry(index, commands)
@@ -121,16 +129,7 @@ fn main() {
                     duration_ms: u64::MAX / 4,
                 },
             ]),
-            next(
-                (0..2000)
-                    .map(|seq| Command::AppendEntropy {
-                        device: "dev-1".into(),
-                        epoch: 1,
-                        seq,
-                        bytes: vec![(seq % 251) as u8; 4096],
-                    })
-                    .collect(),
-            ),
+            next(entropy(&mut seq, 2000)),
             next(
                 (0..chains)
                     .map(|_| Command::CreateChain {
@@ -159,17 +158,35 @@ fn main() {
             .filter_map(|b| b.trim().parse().ok())
             .filter(|b| (1..=chains).contains(b))
             .collect();
-        let mut seq = 1999u64;
+        // Draws the pool surely holds: its unused bytes when last read, at
+        // twice the average a draw uses.
+        let pool_bytes = |sm: &StateMachine| {
+            let db = sm.shared().db();
+            let (pool, _) = geiger_control_plane::state_machine::reads::pool(&db).expect("pool");
+            pool.bytes as usize
+        };
+        let mut sure_draws = pool_bytes(&sm) / (2 * DRAW_BYTES);
         for batch in batches {
             let started = Instant::now();
             let cpu_started = process_cpu_time();
             let written_before = storage_writes_of(std::process::id());
             let mut draws = 0;
             while started.elapsed().as_secs_f64() < 3.0 {
-                // Put back what the draws take (6 of 49 uses 48 bytes), so
-                // any batch and chain count can run for the whole phase.
-                let refill = entropy(&mut seq, (batch * 48).div_ceil(4096));
-                sm.apply(vec![next(refill)]).await.expect("refill");
+                // Restock in rare large entries, so any batch and chain
+                // count can run its whole phase while the draws stay
+                // nearly all of what is measured.
+                if sure_draws < batch {
+                    // Enough for this entry and a MiB beyond.
+                    let wanted = 2 * batch * DRAW_BYTES + (1 << 20);
+                    if pool_bytes(&sm) < wanted {
+                        let chunks = wanted.div_ceil(CHUNK_BYTES);
+                        sm.apply(vec![next(entropy(&mut seq, chunks))])
+                            .await
+                            .expect("refill");
+                    }
+                    sure_draws = pool_bytes(&sm) / (2 * DRAW_BYTES);
+                }
+                sure_draws -= batch;
                 // One draw per chain, so every command is a real draw.
                 let entry = next(draws_on(&heads[..batch]));
                 advance(&mut heads[..batch], sm.apply(vec![entry]).await.expect("apply"));
@@ -194,10 +211,13 @@ fn main() {
         // ledger outgrows the cache.
         let mut interval = (Instant::now(), process_cpu_time(), 0usize);
         while done < long_run {
-            // Keep the pool stocked: a draw of 6 of 49 uses 48 bytes (at
-            // least two chunks per entry, as before BENCH_CHAINS, so the
-            // figures stay comparable with earlier runs).
-            let refill = entropy(&mut seq, (heads.len() * 48).div_ceil(4096).max(2));
+            // Keep the pool stocked (at least two chunks per entry, as
+            // before BENCH_CHAINS, so the figures stay comparable with
+            // earlier runs).
+            let refill = entropy(
+                &mut seq,
+                (heads.len() * DRAW_BYTES).div_ceil(CHUNK_BYTES).max(2),
+            );
             let out = sm.apply(vec![next(refill)]).await.expect("refill");
             assert!(
                 out[0].outcomes.iter().all(|o| matches!(o, Outcome::EntropyAppended { .. })),
